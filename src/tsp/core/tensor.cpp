@@ -1,0 +1,202 @@
+// Tensor views, allocation through the ledger, and dtype-converting copies.
+#include "tsp/core/tensor.h"
+
+#include <cstring>
+#include <sstream>
+
+namespace tsp {
+
+Storage::Storage(size_t bytes, MemCategory category)
+    : data_(MemoryLedger::process().allocate(bytes, category)), bytes_(bytes), category_(category) {}
+
+Storage::~Storage() { MemoryLedger::process().deallocate(data_, bytes_, category_); }
+
+namespace {
+
+// Calls fn(element_offset_of_a, element_offset_of_b, i) for every element in row-major order.
+template <class Fn>
+void for_each_index(const Shape& shape, const Shape& sa, const Shape& sb, Fn&& fn) {
+  const int r = shape.rank();
+  const int64_t n = shape.numel();
+  if (n == 0) return;
+  int64_t idx[kMaxRank] = {};
+  int64_t oa = 0, ob = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    fn(oa, ob, i);
+    for (int d = r - 1; d >= 0; --d) {
+      if (++idx[d] < shape[d]) {
+        oa += sa[d];
+        ob += sb[d];
+        break;
+      }
+      oa -= sa[d] * (shape[d] - 1);
+      ob -= sb[d] * (shape[d] - 1);
+      idx[d] = 0;
+    }
+  }
+}
+
+float load_f32(const void* base, DType t, int64_t off) {
+  switch (t) {
+    case DType::f32: return static_cast<const float*>(base)[off];
+    case DType::bf16: return static_cast<float>(static_cast<const bf16*>(base)[off]);
+    case DType::i32: return static_cast<float>(static_cast<const int32_t*>(base)[off]);
+    case DType::i64: return static_cast<float>(static_cast<const int64_t*>(base)[off]);
+  }
+  return 0.f;
+}
+
+void store_f32(void* base, DType t, int64_t off, float v) {
+  switch (t) {
+    case DType::f32: static_cast<float*>(base)[off] = v; break;
+    case DType::bf16: static_cast<bf16*>(base)[off] = bf16(v); break;
+    case DType::i32: static_cast<int32_t*>(base)[off] = static_cast<int32_t>(v); break;
+    case DType::i64: static_cast<int64_t*>(base)[off] = static_cast<int64_t>(v); break;
+  }
+}
+
+bool is_integer(DType t) { return t == DType::i32 || t == DType::i64; }
+
+}  // namespace
+
+Tensor Tensor::empty(const Shape& shape, DType dtype, MemCategory category) {
+  for (int64_t d : shape) TSP_CHECK_SHAPE(d >= 0, "negative extent in shape ", shape);
+  Tensor t;
+  t.shape_ = shape;
+  t.strides_ = shape.contiguous_strides();
+  t.dtype_ = dtype;
+  t.storage_ = std::make_shared<Storage>(t.nbytes(), category);
+  return t;
+}
+
+Tensor Tensor::zeros(const Shape& shape, DType dtype, MemCategory category) {
+  Tensor t = empty(shape, dtype, category);
+  std::memset(t.raw(), 0, t.nbytes());
+  return t;
+}
+
+Tensor Tensor::copy_of(const Tensor& src, DType dtype, MemCategory category) {
+  Tensor t = empty(src.shape(), dtype, category);
+  t.copy_from(src);
+  return t;
+}
+
+MemCategory Tensor::category() const {
+  TSP_CHECK(defined(), "category() of an undefined tensor");
+  return storage_->category();
+}
+
+void* Tensor::raw() const {
+  TSP_CHECK(defined(), "data access to an undefined tensor");
+  return static_cast<char*>(storage_->data()) + offset_ * static_cast<int64_t>(element_size());
+}
+
+bool Tensor::is_contiguous() const {
+  int64_t expected = 1;
+  for (int i = rank() - 1; i >= 0; --i) {
+    if (shape_[i] != 1 && strides_[i] != expected) return false;
+    expected *= shape_[i];
+  }
+  return true;
+}
+
+Tensor Tensor::slice(int d, int64_t start, int64_t length) const {
+  const int k = shape_.normalize(d);
+  TSP_CHECK_SHAPE(start >= 0 && length >= 0 && start + length <= shape_[k], "slice [", start, ", ",
+                  start + length, ") of dimension ", d, " out of range for ", describe());
+  Tensor t = *this;
+  t.offset_ += start * strides_[k];
+  t.shape_[k] = length;
+  return t;
+}
+
+Tensor Tensor::select(int d, int64_t index) const {
+  const int k = shape_.normalize(d);
+  TSP_CHECK_SHAPE(index >= 0 && index < shape_[k], "index ", index, " of dimension ", d,
+                  " out of range for ", describe());
+  Tensor t;
+  t.storage_ = storage_;
+  t.dtype_ = dtype_;
+  t.offset_ = offset_ + index * strides_[k];
+  for (int i = 0; i < rank(); ++i) {
+    if (i == k) continue;
+    t.shape_.push_back(shape_[i]);
+    t.strides_.push_back(strides_[i]);
+  }
+  return t;
+}
+
+Tensor Tensor::view(const Shape& shape) const {
+  TSP_CHECK_T(LayoutError, is_contiguous(), "view ", shape, " of a non-contiguous tensor ", describe());
+  TSP_CHECK_SHAPE(shape.numel() == numel(), "view ", shape, " has ", shape.numel(), " elements but ",
+                  describe(), " has ", numel());
+  Tensor t = *this;
+  t.shape_ = shape;
+  t.strides_ = shape.contiguous_strides();
+  return t;
+}
+
+Tensor Tensor::transpose(int a, int b) const {
+  const int i = shape_.normalize(a), j = shape_.normalize(b);
+  Tensor t = *this;
+  std::swap(t.shape_[i], t.shape_[j]);
+  std::swap(t.strides_[i], t.strides_[j]);
+  return t;
+}
+
+void Tensor::copy_from(const Tensor& src) {
+  check_same_shape(*this, src, "copy_from");
+  TSP_CHECK_DTYPE(is_integer(dtype_) == is_integer(src.dtype_), "copy_from between ", src.dtype_,
+                  " and ", dtype_, " is not supported");
+  if (dtype_ == src.dtype_ && is_contiguous() && src.is_contiguous()) {
+    std::memmove(raw(), src.raw(), nbytes());
+    return;
+  }
+  void* dst_base = raw();
+  const void* src_base = src.raw();
+  if (dtype_ == src.dtype_ && is_integer(dtype_)) {
+    const size_t es = element_size();
+    for_each_index(shape_, strides_, src.strides_, [&](int64_t od, int64_t os, int64_t) {
+      std::memcpy(static_cast<char*>(dst_base) + od * es, static_cast<const char*>(src_base) + os * es, es);
+    });
+    return;
+  }
+  const DType sd = src.dtype_, dd = dtype_;
+  for_each_index(shape_, strides_, src.strides_, [&](int64_t od, int64_t os, int64_t) {
+    store_f32(dst_base, dd, od, load_f32(src_base, sd, os));
+  });
+}
+
+void Tensor::fill(float value) {
+  void* base = raw();
+  const DType dt = dtype_;
+  for_each_index(shape_, strides_, strides_, [&](int64_t o, int64_t, int64_t) { store_f32(base, dt, o, value); });
+}
+
+void Tensor::zero() { fill(0.f); }
+
+Tensor Tensor::to_f32(MemCategory category) const { return copy_of(*this, DType::f32, category); }
+
+float Tensor::item_f32(int64_t flat_index) const {
+  TSP_CHECK_SHAPE(flat_index >= 0 && flat_index < numel(), "flat index ", flat_index,
+                  " out of range for ", describe());
+  int64_t off = 0, rem = flat_index;
+  for (int d = rank() - 1; d >= 0; --d) {
+    off += (rem % shape_[d]) * strides_[d];
+    rem /= shape_[d];
+  }
+  return load_f32(raw(), dtype_, off);
+}
+
+std::string Tensor::describe() const {
+  std::ostringstream os;
+  if (!defined()) return "undefined tensor";
+  os << dtype_ << shape_ << " strides " << strides_;
+  return os.str();
+}
+
+void check_same_shape(const Tensor& a, const Tensor& b, const char* what) {
+  TSP_CHECK_SHAPE(a.shape() == b.shape(), what, ": shapes differ: ", a.describe(), " vs ", b.describe());
+}
+
+}  // namespace tsp

@@ -1,0 +1,1 @@
+#include "tsp/kernels/gemm.h"
