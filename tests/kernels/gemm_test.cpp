@@ -1,1 +1,126 @@
-// gemm tests: written next
+// kernels::gemm (oneDNN) against the naive reference: transposes, strided views, alpha/beta,
+// f32 and bf16, odd sizes, primitive caching and error messages.
+#include "tsp/kernels/gemm.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <tuple>
+
+#include "test_util.h"
+#include "tsp/kernels/reference/gemm_ref.h"
+
+namespace tsp::kernels {
+namespace {
+
+using testing::random_tensor;
+
+// Stored operand for op(X) of logical shape [rows, cols]: transposed storage when `trans`,
+// and a padded row stride (a column slice of a wider buffer) when `padded`.
+Tensor make_operand(int64_t rows, int64_t cols, bool trans, bool padded, DType dt, uint64_t seed) {
+  const int64_t r = trans ? cols : rows, c = trans ? rows : cols;
+  Tensor base = random_tensor({r, c + (padded ? 7 : 0)}, dt, seed);
+  return base.slice(1, 0, c);
+}
+
+class GemmShapes : public ::testing::TestWithParam<std::tuple<bool, bool, bool, DType>> {};
+
+TEST_P(GemmShapes, MatchesReference) {
+  const auto [trans_a, trans_b, padded, dt] = GetParam();
+  const int64_t m = 37, n = 53, k = 29;
+  Tensor a = make_operand(m, k, trans_a, padded, dt, 1);
+  Tensor b = make_operand(k, n, trans_b, padded, dt, 2);
+  for (const float beta : {0.f, 1.f, 0.5f}) {
+    Tensor c = random_tensor({m, n + (padded ? 5 : 0)}, DType::f32, 3).slice(1, 0, n);
+    Tensor expected = Tensor::copy_of(c, DType::f32, MemCategory::workspace);
+    const GemmOptions opt{.trans_a = trans_a, .trans_b = trans_b, .alpha = 0.75f, .beta = beta};
+    gemm(a, b, c, opt);
+    reference::gemm(a, b, expected, opt);
+    // fp32 summation error scales with sum_p |a_ip b_pj| (~0.64 K = 19 here), not with |C|,
+    // which can cancel to ~0: the standard bound K * 2^-24 * 19 = 3e-5 is loose; random-sign
+    // rounding gives ~sqrt(K) * 2^-24 * 19 = 6e-6. So judge |err| / (|C| + 1) <= 1e-5.
+    // bf16 inputs are exact in fp32 and their products too, so the same bound holds.
+    EXPECT_CLOSE(c, expected, 1e-5, 1.0);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(All, GemmShapes,
+                         ::testing::Combine(::testing::Bool(), ::testing::Bool(), ::testing::Bool(),
+                                            ::testing::Values(DType::f32, DType::bf16)));
+
+TEST(Gemm, Bf16OutputIsRoundedOnce) {
+  Tensor a = random_tensor({17, 64}, DType::bf16, 4);
+  Tensor b = random_tensor({33, 64}, DType::bf16, 5);
+  Tensor c = Tensor::empty({17, 33}, DType::bf16, MemCategory::workspace);
+  Tensor expected = Tensor::empty({17, 33}, DType::f32, MemCategory::workspace);
+  gemm(a, b, c, {.trans_b = true});
+  reference::gemm(a, b, expected, {.trans_b = true});
+  // One rounding to bf16 of an fp32-accumulated value: relative error <= 2^-9 (+ fp32 noise).
+  EXPECT_CLOSE(c, expected, 2.0 / 512, 1e-2);
+}
+
+TEST(Gemm, Bf16InputsAgainstF32WithinRounding) {
+  Tensor a32 = random_tensor({64, 96}, DType::f32, 6);
+  Tensor b32 = random_tensor({96, 40}, DType::f32, 7);
+  Tensor a16 = Tensor::copy_of(a32, DType::bf16, MemCategory::workspace);
+  Tensor b16 = Tensor::copy_of(b32, DType::bf16, MemCategory::workspace);
+  Tensor c32 = Tensor::empty({64, 40}, DType::f32, MemCategory::workspace);
+  Tensor c16 = Tensor::empty({64, 40}, DType::f32, MemCategory::workspace);
+  gemm(a32, b32, c32);
+  gemm(a16, b16, c16);
+  // Each input rounds with relative error <= 2^-9, so each product within ~2^-8; the sum of K=96
+  // random-sign products errs like sqrt(K) * 2^-8 * |term| while |C| ~ sqrt(K) * |term|:
+  // a relative L2 error of a few times 2^-8 / sqrt(3) ~ 2e-3. Allow 5e-3.
+  EXPECT_LT(testing::relative_l2(c16, c32), 5e-3);
+}
+
+TEST(Gemm, EmptyAndZeroK) {
+  Tensor a = Tensor::empty({4, 0}, DType::f32, MemCategory::workspace);
+  Tensor b = Tensor::empty({0, 3}, DType::f32, MemCategory::workspace);
+  Tensor c = Tensor::empty({4, 3}, DType::f32, MemCategory::workspace);
+  c.fill(2.f);
+  gemm(a, b, c, {.beta = 0.5f});
+  for (int64_t i = 0; i < c.numel(); ++i) EXPECT_EQ(c.item_f32(i), 1.f);
+  Tensor e = Tensor::empty({0, 3}, DType::f32, MemCategory::workspace);
+  gemm(Tensor::empty({0, 5}, DType::f32, MemCategory::workspace), Tensor::empty({5, 3}, DType::f32, MemCategory::workspace), e);
+}
+
+TEST(Gemm, PrimitivesAreCachedByShape) {
+  Tensor a = random_tensor({31, 16}, DType::f32, 8);
+  Tensor b = random_tensor({16, 9}, DType::f32, 9);
+  Tensor c = Tensor::empty({31, 9}, DType::f32, MemCategory::workspace);
+  gemm(a, b, c);
+  const int64_t created = gemm_primitives_created();
+  for (int i = 0; i < 5; ++i) gemm(a, b, c);
+  EXPECT_EQ(gemm_primitives_created(), created);
+  Tensor c2 = Tensor::empty({31, 9}, DType::f32, MemCategory::workspace);
+  gemm(a, b, c2, {.beta = 1.f});
+  EXPECT_EQ(gemm_primitives_created(), created + 1);
+}
+
+TEST(Gemm, BadInputThrowsTypedErrorsNamingShapes) {
+  Tensor a = Tensor::empty({4, 5}, DType::f32, MemCategory::workspace);
+  Tensor b = Tensor::empty({6, 3}, DType::f32, MemCategory::workspace);
+  Tensor c = Tensor::empty({4, 3}, DType::f32, MemCategory::workspace);
+  try {
+    gemm(a, b, c);
+    FAIL() << "expected ShapeError";
+  } catch (const ShapeError& e) {
+    EXPECT_NE(std::string(e.what()).find("[4, 5]"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("[6, 3]"), std::string::npos) << e.what();
+  }
+  Tensor b16 = Tensor::empty({5, 3}, DType::bf16, MemCategory::workspace);
+  EXPECT_THROW(gemm(a, b16, c), DTypeError);
+  Tensor c16 = Tensor::empty({4, 3}, DType::bf16, MemCategory::workspace);
+  EXPECT_THROW(gemm(a, Tensor::empty({5, 3}, DType::f32, MemCategory::workspace), c16), DTypeError);
+  EXPECT_THROW(gemm(a, Tensor::empty({5, 3}, DType::f32, MemCategory::workspace), c, {.trans_b = true}), ShapeError);
+  EXPECT_THROW(gemm(a, Tensor::empty({5, 3, 1}, DType::f32, MemCategory::workspace), c), ShapeError);
+  Tensor strided = Tensor::empty({3, 5}, DType::f32, MemCategory::workspace).transpose(0, 1);  // [5,3], inner stride 5
+  EXPECT_THROW(gemm(a, strided, c), LayoutError);
+  Tensor buf = Tensor::empty({4, 8}, DType::f32, MemCategory::workspace);
+  Tensor a_alias = buf.slice(1, 0, 5), c_alias = buf.slice(1, 5, 3);
+  EXPECT_THROW(gemm(a_alias, Tensor::empty({5, 3}, DType::f32, MemCategory::workspace), c_alias), LayoutError);
+}
+
+}  // namespace
+}  // namespace tsp::kernels

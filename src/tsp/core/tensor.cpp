@@ -57,6 +57,21 @@ void store_f32(void* base, DType t, int64_t off, float v) {
 
 bool is_integer(DType t) { return t == DType::i32 || t == DType::i64; }
 
+// Converts one contiguous run of n floating elements; the loops vectorise for each pair.
+void convert_run(const void* src, DType sd, void* dst, DType dd, int64_t n) {
+  if (sd == DType::bf16 && dd == DType::f32) {
+    const uint16_t* s = static_cast<const uint16_t*>(src);
+    uint32_t* d = static_cast<uint32_t*>(dst);
+    for (int64_t i = 0; i < n; ++i) d[i] = static_cast<uint32_t>(s[i]) << 16;
+  } else if (sd == DType::f32 && dd == DType::bf16) {
+    const float* s = static_cast<const float*>(src);
+    bf16* d = static_cast<bf16*>(dst);
+    for (int64_t i = 0; i < n; ++i) d[i] = bf16(s[i]);
+  } else {
+    std::memmove(dst, src, static_cast<size_t>(n) * dtype_size(sd));
+  }
+}
+
 }  // namespace
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, MemCategory category) {
@@ -154,6 +169,22 @@ void Tensor::copy_from(const Tensor& src) {
   }
   void* dst_base = raw();
   const void* src_base = src.raw();
+  if (rank() >= 1 && has_unit_inner_stride() && src.has_unit_inner_stride() && !is_integer(dtype_)) {
+    // Row-wise fast path: iterate over all leading indices, convert each contiguous last-dim run.
+    const int64_t inner = shape_[-1];
+    Shape outer_shape, outer_dst, outer_src;
+    for (int d = 0; d + 1 < rank(); ++d) {
+      outer_shape.push_back(shape_[d]);
+      outer_dst.push_back(strides_[d]);
+      outer_src.push_back(src.strides_[d]);
+    }
+    const size_t des = element_size(), ses = src.element_size();
+    for_each_index(outer_shape, outer_dst, outer_src, [&](int64_t od, int64_t os, int64_t) {
+      convert_run(static_cast<const char*>(src_base) + os * static_cast<int64_t>(ses), src.dtype_,
+                  static_cast<char*>(dst_base) + od * static_cast<int64_t>(des), dtype_, inner);
+    });
+    return;
+  }
   if (dtype_ == src.dtype_ && is_integer(dtype_)) {
     const size_t es = element_size();
     for_each_index(shape_, strides_, src.strides_, [&](int64_t od, int64_t os, int64_t) {

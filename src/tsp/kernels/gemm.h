@@ -19,6 +19,10 @@ struct GemmOptions {
 // Throws ShapeError / DTypeError / LayoutError naming the operands.
 void gemm(const Tensor& a, const Tensor& b, Tensor& c, const GemmOptions& options = {});
 
+// True when oneDNN runs bf16 matmuls natively (AVX-512 CPUs); otherwise bf16 operands are
+// widened to fp32 first (same results up to fp32 accumulation order, fp32 speed).
+bool gemm_native_bf16();
+
 // Number of distinct oneDNN primitives created so far by this thread (for cache tests).
 int64_t gemm_primitives_created();
 
