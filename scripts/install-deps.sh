@@ -10,6 +10,7 @@ PACKAGES=(
   googletest libgtest-dev libgmock-dev
   libbenchmark-dev
   nlohmann-json3-dev
+  fortunes fortunes-min        # real English text: the default demo corpus
 )
 
 missing=()

@@ -79,3 +79,23 @@ TEST(Check, ComparisonMessageShowsOperands) {
 
 }  // namespace
 }  // namespace tsp
+
+namespace tsp {
+namespace {
+
+TEST(Tensor, OverflowingSizesAreRejectedBeforeAllocating) {
+  EXPECT_THROW((void)Tensor::empty({int64_t{1} << 61}, DType::i64, MemCategory::workspace), OutOfMemory);
+  EXPECT_THROW((void)Tensor::empty({int64_t{1} << 40, int64_t{1} << 40}, DType::f32, MemCategory::workspace),
+               ShapeError);
+  EXPECT_THROW((void)MemoryLedger::process().allocate(SIZE_MAX - 10, MemCategory::workspace), OutOfMemory);
+}
+
+TEST(Tensor, EmptyViewsAreContiguous) {
+  Tensor t = Tensor::empty({2, 4}, DType::f32, MemCategory::workspace);
+  Tensor e = t.slice(1, 0, 0);
+  EXPECT_TRUE(e.is_contiguous());
+  EXPECT_EQ(e.view({0}).numel(), 0);
+}
+
+}  // namespace
+}  // namespace tsp

@@ -59,6 +59,20 @@ TEST(Gemm, Bf16OutputIsRoundedOnce) {
   EXPECT_CLOSE(c, expected, 2.0 / 512, 1e-2);
 }
 
+TEST(Gemm, Bf16OutputAccumulatesWithBeta) {
+  // Runs the native bf16 path on AVX-512 CPUs and the widen-to-fp32 fallback elsewhere.
+  SCOPED_TRACE(gemm_native_bf16() ? "native bf16 matmul" : "bf16 widened to fp32");
+  Tensor a = random_tensor({19, 48}, DType::bf16, 14);
+  Tensor b = random_tensor({48, 27}, DType::bf16, 15);
+  Tensor c = random_tensor({19, 27 + 3}, DType::bf16, 16).slice(1, 0, 27);
+  Tensor expected = c.to_f32();
+  gemm(a, b, c, {.alpha = 0.5f, .beta = 1.f});
+  reference::gemm(a, b, expected, {.alpha = 0.5f, .beta = 1.f});
+  // fp32 result (error as in MatchesReference) rounded once to bf16: relative <= 2^-8 of |C|,
+  // judged on |C| + 1 as above.
+  EXPECT_CLOSE(c, expected, 1.0 / 256, 1.0);
+}
+
 TEST(Gemm, Bf16InputsAgainstF32WithinRounding) {
   Tensor a32 = random_tensor({64, 96}, DType::f32, 6);
   Tensor b32 = random_tensor({96, 40}, DType::f32, 7);

@@ -10,7 +10,7 @@ DType parse_dtype(std::string_view name) {
   if (name == "bf16" || name == "bfloat16") return DType::bf16;
   if (name == "i32" || name == "int32") return DType::i32;
   if (name == "i64" || name == "int64") return DType::i64;
-  TSP_THROW(InvalidArgument, "unknown dtype '", name, "' (expected f32 or bf16)");
+  TSP_THROW(InvalidArgument, "unknown dtype '", name, "' (expected f32, bf16, i32 or i64)");
 }
 
 }  // namespace tsp

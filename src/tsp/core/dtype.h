@@ -18,13 +18,14 @@ struct bf16 {
   explicit bf16(float f) : bits(round_from_float(f)) {}
   explicit operator float() const { return to_float(bits); }
 
+  // Branch-free so that conversion loops vectorise.
   static uint16_t round_from_float(float f) {
     uint32_t u;
     std::memcpy(&u, &f, 4);
-    if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu) != 0)
-      return static_cast<uint16_t>((u >> 16) | 0x0040u);  // quiet NaN, keep sign
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return static_cast<uint16_t>(u >> 16);
+    const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    const uint32_t quiet_nan = (u >> 16) | 0x0040u;  // keep sign and payload top, force quiet
+    const bool is_nan = (u & 0x7fffffffu) > 0x7f800000u;
+    return static_cast<uint16_t>(is_nan ? quiet_nan : rounded);
   }
   static float to_float(uint16_t b) {
     uint32_t u = static_cast<uint32_t>(b) << 16;
@@ -58,7 +59,10 @@ constexpr std::string_view dtype_name(DType t) {
   return "?";
 }
 
-// Parses "f32"/"fp32"/"float32" and "bf16"/"bfloat16"; throws InvalidArgument otherwise.
+constexpr bool is_integer_dtype(DType t) { return t == DType::i32 || t == DType::i64; }
+
+// Parses "f32"/"fp32"/"float32", "bf16"/"bfloat16", "i32"/"int32", "i64"/"int64";
+// throws InvalidArgument otherwise.
 DType parse_dtype(std::string_view name);
 
 template <class T> struct dtype_of;

@@ -4,6 +4,7 @@
 
 #include <malloc.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -55,8 +56,7 @@ MemoryLedger& MemoryLedger::process() {
 
 void MemoryLedger::add(Counter& c, int64_t delta) noexcept {
   const int64_t now = c.live.fetch_add(delta, std::memory_order_relaxed) + delta;
-  if (delta > 0) {
-    c.count.fetch_add(1, std::memory_order_relaxed);
+  if (delta >= 0) {
     int64_t peak = c.peak.load(std::memory_order_relaxed);
     while (now > peak && !c.peak.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
     }
@@ -64,13 +64,20 @@ void MemoryLedger::add(Counter& c, int64_t delta) noexcept {
 }
 
 void* MemoryLedger::allocate(size_t bytes, MemCategory category) {
+  if (bytes > static_cast<size_t>(PTRDIFF_MAX) - kTensorAlignment) {
+    TSP_THROW(OutOfMemory, "allocation of ", bytes, " bytes for ", mem_category_name(category),
+              " exceeds the address space");
+  }
   const size_t rounded = (bytes + kTensorAlignment - 1) / kTensorAlignment * kTensorAlignment;
   void* p = std::aligned_alloc(kTensorAlignment, rounded == 0 ? kTensorAlignment : rounded);
   if (p == nullptr) {
     TSP_THROW(OutOfMemory, "allocation of ", bytes, " bytes for ", mem_category_name(category),
               " failed; ledger: ", report());
   }
-  add(categories_[static_cast<int>(category)], static_cast<int64_t>(bytes));
+  Counter& c = categories_[static_cast<int>(category)];
+  c.count.fetch_add(1, std::memory_order_relaxed);
+  total_.count.fetch_add(1, std::memory_order_relaxed);
+  add(c, static_cast<int64_t>(bytes));
   add(total_, static_cast<int64_t>(bytes));
   return p;
 }

@@ -25,7 +25,10 @@ int Shape::normalize(int i) const {
 
 int64_t Shape::numel() const {
   int64_t n = 1;
-  for (int i = 0; i < rank_; ++i) n *= dims_[i];
+  for (int i = 0; i < rank_; ++i) {
+    TSP_CHECK_SHAPE(!__builtin_mul_overflow(n, dims_[i], &n), "shape ", str(),
+                    " has more than 2^63 elements");
+  }
   return n;
 }
 

@@ -55,7 +55,6 @@ void store_f32(void* base, DType t, int64_t off, float v) {
   }
 }
 
-bool is_integer(DType t) { return t == DType::i32 || t == DType::i64; }
 
 // Converts one contiguous run of n floating elements; the loops vectorise for each pair.
 void convert_run(const void* src, DType sd, void* dst, DType dd, int64_t n) {
@@ -76,6 +75,9 @@ void convert_run(const void* src, DType sd, void* dst, DType dd, int64_t n) {
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, MemCategory category) {
   for (int64_t d : shape) TSP_CHECK_SHAPE(d >= 0, "negative extent in shape ", shape);
+  int64_t bytes = 0;
+  TSP_CHECK_T(OutOfMemory, !__builtin_mul_overflow(shape.numel(), static_cast<int64_t>(dtype_size(dtype)), &bytes),
+              "a ", dtype, " tensor of shape ", shape, " needs more than 2^63 bytes");
   Tensor t;
   t.shape_ = shape;
   t.strides_ = shape.contiguous_strides();
@@ -107,6 +109,7 @@ void* Tensor::raw() const {
 }
 
 bool Tensor::is_contiguous() const {
+  if (numel() == 0) return true;
   int64_t expected = 1;
   for (int i = rank() - 1; i >= 0; --i) {
     if (shape_[i] != 1 && strides_[i] != expected) return false;
@@ -161,7 +164,7 @@ Tensor Tensor::transpose(int a, int b) const {
 
 void Tensor::copy_from(const Tensor& src) {
   check_same_shape(*this, src, "copy_from");
-  TSP_CHECK_DTYPE(is_integer(dtype_) == is_integer(src.dtype_), "copy_from between ", src.dtype_,
+  TSP_CHECK_DTYPE(is_integer_dtype(dtype_) == is_integer_dtype(src.dtype_), "copy_from between ", src.dtype_,
                   " and ", dtype_, " is not supported");
   if (dtype_ == src.dtype_ && is_contiguous() && src.is_contiguous()) {
     std::memmove(raw(), src.raw(), nbytes());
@@ -169,7 +172,7 @@ void Tensor::copy_from(const Tensor& src) {
   }
   void* dst_base = raw();
   const void* src_base = src.raw();
-  if (rank() >= 1 && has_unit_inner_stride() && src.has_unit_inner_stride() && !is_integer(dtype_)) {
+  if (rank() >= 1 && has_unit_inner_stride() && src.has_unit_inner_stride() && !is_integer_dtype(dtype_)) {
     // Row-wise fast path: iterate over all leading indices, convert each contiguous last-dim run.
     const int64_t inner = shape_[-1];
     Shape outer_shape, outer_dst, outer_src;
@@ -185,7 +188,7 @@ void Tensor::copy_from(const Tensor& src) {
     });
     return;
   }
-  if (dtype_ == src.dtype_ && is_integer(dtype_)) {
+  if (dtype_ == src.dtype_ && is_integer_dtype(dtype_)) {
     const size_t es = element_size();
     for_each_index(shape_, strides_, src.strides_, [&](int64_t od, int64_t os, int64_t) {
       std::memcpy(static_cast<char*>(dst_base) + od * es, static_cast<const char*>(src_base) + os * es, es);

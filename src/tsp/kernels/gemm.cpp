@@ -81,8 +81,7 @@ class GemmContext {
   void* scratchpad(size_t bytes) {
     if (bytes > scratch_.nbytes()) {
       scratch_ = Tensor();
-      scratch_ = Tensor::empty({static_cast<int64_t>(bytes)}, DType::i32, MemCategory::workspace)
-                     .view({static_cast<int64_t>(bytes)});
+      scratch_ = Tensor::empty({static_cast<int64_t>((bytes + 3) / 4)}, DType::i32, MemCategory::workspace);
     }
     return bytes == 0 ? nullptr : scratch_.raw();
   }

@@ -1,0 +1,127 @@
+// RoPE kernels: a per-position cos/sin table (double, rounded once) and an in-place rotation of
+// every (b, s, head) row, 8-wide via simd.h (f32 or bf16 storage, fp32 math); rows are
+// independent, so the result never depends on the thread count.
+#include "tsp/kernels/rope.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "tsp/kernels/simd.h"
+
+namespace tsp::kernels {
+namespace {
+
+using namespace simd;
+
+int64_t load_index(const Tensor& t, int64_t i) {
+  if (t.dtype() == DType::i32) return t.data<int32_t>()[i * t.stride(0)];
+  return t.data<int64_t>()[i * t.stride(0)];
+}
+
+// Rotates one row in place: (x1, x2) = (p[i], p[i + half]) -> (x1 c - x2 s, x2 c + x1 s), with
+// s = sign * sin, 8 columns at a time (simd.h); the last half % 8 columns through the same vector
+// code (zero-padded lanes), so column i always gets the same arithmetic.
+template <class T>
+inline void rotate_row(T* p, const float* c, const float* sn, int64_t half, F8 vsign) {
+  T* p2 = p + half;
+  for (int64_t i = 0; i < half; i += 8) {
+    const int64_t w = std::min<int64_t>(8, half - i);
+    const bool full = w == 8;
+    const F8 x1 = full ? load8(p + i) : load8_tail(p + i, w);
+    const F8 x2 = full ? load8(p2 + i) : load8_tail(p2 + i, w);
+    const F8 cv = full ? load8(c + i) : load8_tail(c + i, w);
+    const F8 si = vsign * (full ? load8(sn + i) : load8_tail(sn + i, w));
+    const F8 y1 = fma8(x1, cv, neg8(x2 * si));
+    const F8 y2 = fma8(x2, cv, x1 * si);
+    if (full) {
+      store8(p + i, y1);
+      store8(p2 + i, y2);
+    } else {
+      store8_tail(p + i, y1, w);
+      store8_tail(p2 + i, y2, w);
+    }
+  }
+}
+
+// Parallel over (b, s) (each owns its table row and H head rows), so the row index arithmetic and
+// the table lookups are per position, not per head row.
+template <class T>
+void rotate(const Tensor& x, const RopeTable& table, float sign) {
+  const int64_t B = x.dim(0), S = x.dim(1), H = x.dim(2), half = x.dim(3) / 2;
+  const int64_t sb = x.stride(0), ss = x.stride(1), sh = x.stride(2);
+  T* base = x.data<T>();
+  const float* cos0 = table.cos_row(0);
+  const float* sin0 = table.sin_row(0);
+  const F8 vsign = set8(sign);
+#pragma omp parallel for schedule(static)
+  for (int64_t bs = 0; bs < B * S; ++bs) {
+    const int64_t b = bs / S, s = bs % S;
+    const float* c = cos0 + s * half;
+    const float* sn = sin0 + s * half;
+    T* row = base + b * sb + s * ss;
+    for (int64_t h = 0; h < H; ++h) rotate_row(row + h * sh, c, sn, half, vsign);
+  }
+}
+
+void apply(const Tensor& x, const RopeTable& table, float sign, const char* op) {
+  TSP_CHECK_SHAPE(x.defined() && x.rank() == 4, op, ": x must be [B, S, heads, d], got ",
+                  x.describe());
+  TSP_CHECK_DTYPE(x.dtype() == DType::f32 || x.dtype() == DType::bf16, op,
+                  ": x must be f32 or bf16, got ", x.describe());
+  TSP_CHECK_T(LayoutError, x.stride(3) == 1 || x.dim(3) <= 1, op,
+              ": x needs unit inner stride, got ", x.describe());
+  TSP_CHECK_SHAPE(x.dim(1) == table.seq_len() && x.dim(3) == table.head_dim(), op, ": x ",
+                  x.describe(), " does not match the table (S = ", table.seq_len(),
+                  ", head_dim = ", table.head_dim(), ")");
+  if (x.numel() == 0) return;
+  if (x.dtype() == DType::f32) rotate<float>(x, table, sign);
+  else rotate<bf16>(x, table, sign);
+}
+
+}  // namespace
+
+RopeTable::RopeTable(const Tensor& positions, int64_t head_dim, const RopeOptions& options) {
+  TSP_CHECK_SHAPE(positions.defined() && positions.rank() == 1, "RopeTable: positions must be [S], got ",
+                  positions.describe());
+  TSP_CHECK_DTYPE(positions.dtype() == DType::i32 || positions.dtype() == DType::i64,
+                  "RopeTable: positions must be i32 or i64, got ", positions.describe());
+  TSP_CHECK(head_dim > 0 && head_dim % 2 == 0, "RopeTable: head_dim must be even and > 0, got ",
+            head_dim);
+  TSP_CHECK(options.theta > 0, "RopeTable: rope_theta must be > 0, got ", options.theta);
+  seq_len_ = positions.dim(0);
+  head_dim_ = head_dim;
+  const int64_t half = head_dim / 2;
+  cos_ = Tensor::empty({seq_len_, half}, DType::f32, MemCategory::workspace);
+  sin_ = Tensor::empty({seq_len_, half}, DType::f32, MemCategory::workspace);
+  float* c = cos_.data<float>();
+  float* s = sin_.data<float>();
+  for (int64_t t = 0; t < seq_len_; ++t) {
+    const int64_t pos = load_index(positions, t);
+    TSP_CHECK(pos >= 0, "RopeTable: position ", pos, " at index ", t, " of ", positions.describe(),
+              " is negative");
+    for (int64_t i = 0; i < half; ++i) {
+      const double inv_freq = std::pow(options.theta, -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
+      const double angle = static_cast<double>(pos) * inv_freq;
+      c[t * half + i] = static_cast<float>(std::cos(angle));
+      s[t * half + i] = static_cast<float>(std::sin(angle));
+    }
+  }
+}
+
+void rope_forward(const Tensor& x, const RopeTable& table) { apply(x, table, 1.f, "rope_forward"); }
+void rope_backward(const Tensor& dx, const RopeTable& table) {
+  apply(dx, table, -1.f, "rope_backward");
+}
+
+void rope_forward(const Tensor& x, const Tensor& positions, const RopeOptions& options) {
+  TSP_CHECK_SHAPE(x.defined() && x.rank() == 4, "rope_forward: x must be [B, S, heads, d], got ",
+                  x.describe());
+  rope_forward(x, RopeTable(positions, x.dim(3), options));
+}
+void rope_backward(const Tensor& dx, const Tensor& positions, const RopeOptions& options) {
+  TSP_CHECK_SHAPE(dx.defined() && dx.rank() == 4, "rope_backward: dx must be [B, S, heads, d], got ",
+                  dx.describe());
+  rope_backward(dx, RopeTable(positions, dx.dim(3), options));
+}
+
+}  // namespace tsp::kernels

@@ -1,0 +1,195 @@
+// kernels::rmsnorm_forward/backward against the double reference (itself checked by finite
+// differences): odd sizes, strided and in-place views, dgain accumulation, bf16, thread independence.
+#include "tsp/kernels/rmsnorm.h"
+
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <cstring>
+
+#include "kernels/finite_difference.h"
+#include "test_util.h"
+#include "tsp/kernels/reference/pointwise_ref.h"
+
+namespace tsp::kernels {
+namespace {
+
+namespace ref = reference;
+using testing::random_tensor;
+
+constexpr double kEps = 1e-5;
+
+// fp32 forward: sum of h squares (relative error <= h * 2^-24 ~ 2.4e-6 at h = 40, all terms
+// positive so no cancellation), a sqrt, a divide and two multiplies: every y element is within
+// ~(h/2 + 4) * 2^-24 < 1e-5 relative of the exact value. Tolerance 2e-5.
+constexpr double kFwdTol = 2e-5;
+// fp32 backward: dx = r g dy - (r^3/h) x sum(g dy x) has a cancelling difference; the error is
+// ~h * 2^-24 times the O(1) magnitude of the terms, so it is judged with an absolute floor of 1e-2
+// (rel 1e-4 of |dx| + 1e-2 ~ 1e-6 absolute near zero). Same for dgain, summed over N rows.
+constexpr double kBwdTol = 1e-4;
+constexpr double kBwdFloor = 1e-2;
+
+TEST(RmsNormReference, BackwardMatchesFiniteDifferences) {
+  const int64_t n = 3, h = 24;
+  const ref::Vec x = ref::to_doubles(random_tensor({n, h}, DType::f32, 1));
+  const ref::Vec g = ref::to_doubles(random_tensor({h}, DType::f32, 2));
+  const ref::Vec dy = ref::to_doubles(random_tensor({n, h}, DType::f32, 3));
+  ref::Vec dx, dg;
+  ref::rmsnorm_backward(dy, x, g, n, h, kEps, dx, dg);
+  auto loss_x = [&](const ref::Vec& xv) {
+    ref::Vec y, r;
+    ref::rmsnorm_forward(xv, g, n, h, kEps, y, r);
+    return testing::dot(dy, y);
+  };
+  auto loss_g = [&](const ref::Vec& gv) {
+    ref::Vec y, r;
+    ref::rmsnorm_forward(x, gv, n, h, kEps, y, r);
+    return testing::dot(dy, y);
+  };
+  EXPECT_LT(testing::max_rel_diff(dx, testing::numeric_gradient(loss_x, x), testing::kFdFloor), testing::kFdTol);
+  EXPECT_LT(testing::max_rel_diff(dg, testing::numeric_gradient(loss_g, g), testing::kFdFloor), testing::kFdTol);
+}
+
+void check_forward(int64_t n, int64_t h, uint64_t seed) {
+  SCOPED_TRACE(::testing::Message() << "n=" << n << " h=" << h);
+  Tensor x = random_tensor({n, h}, DType::f32, seed);
+  Tensor g = random_tensor({h}, DType::f32, seed + 1);
+  Tensor y = Tensor::empty({n, h}, DType::f32, MemCategory::workspace);
+  Tensor rstd = Tensor::empty({n}, DType::f32, MemCategory::workspace);
+  rmsnorm_forward(x, g, y, rstd, {.eps = static_cast<float>(kEps)});
+  ref::Vec ry, rr;
+  ref::rmsnorm_forward(ref::to_doubles(x), ref::to_doubles(g), n, h, kEps, ry, rr);
+  EXPECT_CLOSE(y, ref::from_doubles(ry, {n, h}), kFwdTol, 1e-6);
+  EXPECT_CLOSE(rstd, ref::from_doubles(rr, {n}), kFwdTol, 1e-6);
+}
+
+TEST(RmsNorm, ForwardMatchesReference) {
+  check_forward(37, 24, 10);
+  check_forward(37, 40, 11);
+  check_forward(5, 600, 12);  // several 256-column blocks, the last partial
+  check_forward(1, 1, 13);
+}
+
+void check_backward(int64_t n, int64_t h, uint64_t seed) {
+  SCOPED_TRACE(::testing::Message() << "n=" << n << " h=" << h);
+  Tensor x = random_tensor({n, h}, DType::f32, seed);
+  Tensor g = random_tensor({h}, DType::f32, seed + 1);
+  Tensor dy = random_tensor({n, h}, DType::f32, seed + 2);
+  Tensor y = Tensor::empty({n, h}, DType::f32, MemCategory::workspace);
+  Tensor rstd = Tensor::empty({n}, DType::f32, MemCategory::workspace);
+  rmsnorm_forward(x, g, y, rstd, {.eps = static_cast<float>(kEps)});
+  Tensor dx = Tensor::empty({n, h}, DType::f32, MemCategory::workspace);
+  Tensor dg = Tensor::empty({h}, DType::f32, MemCategory::workspace);
+  dg.fill(0.5f);  // dgain accumulates
+  rmsnorm_backward(dy, x, g, rstd, dx, dg);
+  ref::Vec rdx, rdg;
+  ref::rmsnorm_backward(ref::to_doubles(dy), ref::to_doubles(x), ref::to_doubles(g), n, h, kEps, rdx, rdg);
+  for (double& v : rdg) v += 0.5;
+  EXPECT_CLOSE(dx, ref::from_doubles(rdx, {n, h}), kBwdTol, kBwdFloor);
+  EXPECT_CLOSE(dg, ref::from_doubles(rdg, {h}), kBwdTol, kBwdFloor);
+}
+
+TEST(RmsNorm, BackwardMatchesReferenceAndAccumulatesGain) {
+  check_backward(37, 24, 20);
+  check_backward(37, 40, 21);
+  check_backward(130, 300, 22);  // several 64-row dgain blocks, the last partial
+}
+
+TEST(RmsNorm, StridedAndInPlaceViews) {
+  const int64_t n = 37, h = 40;
+  Tensor buf = random_tensor({n, 3 * h}, DType::f32, 30);
+  Tensor x = buf.slice(1, h, h);  // a column slice: row stride 3h
+  Tensor g = random_tensor({h}, DType::f32, 31);
+  Tensor xc = x.to_f32();
+  Tensor y_ref = Tensor::empty({n, h}, DType::f32, MemCategory::workspace);
+  Tensor r_ref = Tensor::empty({n}, DType::f32, MemCategory::workspace);
+  rmsnorm_forward(xc, g, y_ref, r_ref);
+  Tensor rstd = Tensor::empty({n}, DType::f32, MemCategory::workspace);
+  rmsnorm_forward(x, g, x, rstd);  // in place on the strided view
+  EXPECT_CLOSE(x, y_ref, 0.0, 1e-6);
+  EXPECT_CLOSE(rstd, r_ref, 0.0, 1e-6);
+  // Columns outside the slice are untouched.
+  Tensor fresh = random_tensor({n, 3 * h}, DType::f32, 30);
+  EXPECT_CLOSE(buf.slice(1, 0, h), fresh.slice(1, 0, h), 0.0, 1e-6);
+  EXPECT_CLOSE(buf.slice(1, 2 * h, h), fresh.slice(1, 2 * h, h), 0.0, 1e-6);
+  // Undefined rstd: inference, nothing saved.
+  Tensor y2 = Tensor::empty({n, h}, DType::f32, MemCategory::workspace);
+  rmsnorm_forward(xc, g, y2, Tensor());
+  EXPECT_CLOSE(y2, y_ref, 0.0, 1e-6);
+}
+
+// bf16 storage: the kernel reads bf16 inputs exactly and rounds outputs once, so against the fp32
+// kernel run on the same (bf16-rounded) inputs the only extra error is the output rounding,
+// relative 2^-9 ~ 2e-3 (round to nearest with an 8-bit significand). Tolerance 2^-8 (plus the fp32
+// tolerance); backward judged on the same floor as the fp32 backward.
+TEST(RmsNorm, Bf16WithinRoundingOfFp32) {
+  const int64_t n = 37, h = 40;
+  Tensor x = random_tensor({n, h}, DType::bf16, 40);
+  Tensor g = random_tensor({h}, DType::bf16, 41);
+  Tensor dy = random_tensor({n, h}, DType::bf16, 42);
+  Tensor y = Tensor::empty({n, h}, DType::bf16, MemCategory::workspace);
+  Tensor rstd = Tensor::empty({n}, DType::f32, MemCategory::workspace);
+  rmsnorm_forward(x, g, y, rstd);
+  Tensor xf = x.to_f32(), gf = g.to_f32(), dyf = dy.to_f32();
+  Tensor yf = Tensor::empty({n, h}, DType::f32, MemCategory::workspace);
+  Tensor rstdf = Tensor::empty({n}, DType::f32, MemCategory::workspace);
+  rmsnorm_forward(xf, gf, yf, rstdf);
+  EXPECT_CLOSE(y, yf, 1.0 / 256 + kFwdTol, 1e-6);
+  EXPECT_CLOSE(rstd, rstdf, 1e-6, 1e-6);
+  Tensor dx = Tensor::empty({n, h}, DType::bf16, MemCategory::workspace);
+  Tensor dg = Tensor::zeros({h}, DType::f32, MemCategory::workspace);
+  rmsnorm_backward(dy, x, g, rstd, dx, dg);
+  Tensor dxf = Tensor::empty({n, h}, DType::f32, MemCategory::workspace);
+  Tensor dgf = Tensor::zeros({h}, DType::f32, MemCategory::workspace);
+  rmsnorm_backward(dyf, xf, gf, rstdf, dxf, dgf);
+  EXPECT_CLOSE(dx, dxf, 1.0 / 256 + kBwdTol, kBwdFloor);
+  EXPECT_CLOSE(dg, dgf, kBwdTol, kBwdFloor);
+}
+
+TEST(RmsNorm, ResultsDoNotDependOnThreadCount) {
+  const int64_t n = 300, h = 72;
+  Tensor x = random_tensor({n, h}, DType::f32, 50);
+  Tensor g = random_tensor({h}, DType::f32, 51);
+  Tensor dy = random_tensor({n, h}, DType::f32, 52);
+  Tensor rstd = Tensor::empty({n}, DType::f32, MemCategory::workspace);
+  Tensor y = Tensor::empty({n, h}, DType::f32, MemCategory::workspace);
+  rmsnorm_forward(x, g, y, rstd);
+  Tensor dg[2], dx[2];
+  const int saved = omp_get_max_threads();
+  for (int k = 0; k < 2; ++k) {
+    omp_set_num_threads(k == 0 ? 1 : 3);
+    dx[k] = Tensor::empty({n, h}, DType::f32, MemCategory::workspace);
+    dg[k] = Tensor::zeros({h}, DType::f32, MemCategory::workspace);
+    rmsnorm_backward(dy, x, g, rstd, dx[k], dg[k]);
+  }
+  omp_set_num_threads(saved);
+  EXPECT_EQ(std::memcmp(dg[0].raw(), dg[1].raw(), dg[0].nbytes()), 0);
+  EXPECT_EQ(std::memcmp(dx[0].raw(), dx[1].raw(), dx[0].nbytes()), 0);
+}
+
+TEST(RmsNorm, BadInputsThrowTypedErrors) {
+  Tensor x = random_tensor({37, 40}, DType::f32, 60);
+  Tensor g = random_tensor({40}, DType::f32, 61);
+  Tensor y = Tensor::empty({37, 40}, DType::f32, MemCategory::workspace);
+  Tensor rstd = Tensor::empty({37}, DType::f32, MemCategory::workspace);
+  Tensor y_bad = Tensor::empty({37, 24}, DType::f32, MemCategory::workspace);
+  try {
+    rmsnorm_forward(x, g, y_bad, rstd);
+    FAIL() << "expected ShapeError";
+  } catch (const ShapeError& e) {
+    EXPECT_NE(std::string(e.what()).find("f32[37, 40]"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("f32[37, 24]"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(rmsnorm_forward(x, random_tensor({24}, DType::f32, 1), y, rstd), ShapeError);
+  EXPECT_THROW(rmsnorm_forward(x, g, y, Tensor::empty({37}, DType::bf16, MemCategory::workspace)),
+               DTypeError);
+  EXPECT_THROW(rmsnorm_forward(Tensor::zeros({37, 40}, DType::i32, MemCategory::workspace), g, y, rstd),
+               DTypeError);
+  Tensor xt = random_tensor({40, 37}, DType::f32, 62).transpose(0, 1);  // column-major view
+  EXPECT_THROW(rmsnorm_forward(xt, g, y, rstd), LayoutError);
+  Tensor dg_bf = Tensor::zeros({40}, DType::bf16, MemCategory::workspace);
+  EXPECT_THROW(rmsnorm_backward(x, x, g, rstd, y, dg_bf), DTypeError);
+}
+
+}  // namespace
+}  // namespace tsp::kernels
