@@ -9,7 +9,7 @@ PACKAGES=(
   libopenmpi-dev openmpi-bin  # Open MPI: the distributed runtime
   googletest libgtest-dev libgmock-dev
   libbenchmark-dev
-  nlohmann-json3-dev
+  nlohmann-json3-dev libcli11-dev
   fortunes fortunes-min        # real English text: the default demo corpus
 )
 

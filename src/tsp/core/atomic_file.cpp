@@ -7,16 +7,12 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstring>
 #include <vector>
 
 #include "tsp/core/check.h"
+#include "tsp/core/file_io.h"
 
 namespace tsp {
-
-namespace {
-std::string errno_text(int err) { return std::string(std::strerror(err)); }
-}  // namespace
 
 AtomicFileWriter::AtomicFileWriter(std::filesystem::path target) : target_(std::move(target)) {
   TSP_CHECK(!target_.filename().empty(), "atomic write needs a file name, got \"", target_.string(), "\"");
@@ -27,14 +23,14 @@ AtomicFileWriter::AtomicFileWriter(std::filesystem::path target) : target_(std::
   const std::string pattern = (dir / temp_name).string();
   std::vector<char> buf(pattern.begin(), pattern.end());
   buf.push_back('\0');
-  fd_ = ::mkstemp(buf.data());
-  if (fd_ < 0) {
+  fd_.reset(::mkstemp(buf.data()));
+  if (!fd_) {
     const int err = errno;
     TSP_THROW(IoError, "cannot create a temporary file in ", dir.string(), " to write ",
               target_.string(), ": ", errno_text(err));
   }
   temp_ = buf.data();
-  ::fchmod(fd_, 0644);  // mkstemp creates 0600; checkpoints are meant to be shared
+  ::fchmod(fd_.get(), 0644);  // mkstemp creates 0600; checkpoints are meant to be shared
 }
 
 AtomicFileWriter::~AtomicFileWriter() {
@@ -42,17 +38,16 @@ AtomicFileWriter::~AtomicFileWriter() {
 }
 
 void AtomicFileWriter::discard() noexcept {
-  if (fd_ >= 0) ::close(fd_);
-  fd_ = -1;
+  fd_.reset();
   if (!temp_.empty()) ::unlink(temp_.c_str());
   temp_.clear();
 }
 
 void AtomicFileWriter::write(const void* data, size_t bytes) {
-  TSP_CHECK(fd_ >= 0 && !committed_, "write to ", target_.string(), " after commit or failure");
+  TSP_CHECK(fd_.valid() && !committed_, "write to ", target_.string(), " after commit or failure");
   const char* p = static_cast<const char*>(data);
   while (bytes > 0) {
-    const ssize_t n = ::write(fd_, p, bytes);
+    const ssize_t n = ::write(fd_.get(), p, bytes);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       const int err = n < 0 ? errno : EIO;
@@ -67,16 +62,13 @@ void AtomicFileWriter::write(const void* data, size_t bytes) {
 }
 
 void AtomicFileWriter::commit() {
-  TSP_CHECK(fd_ >= 0 && !committed_, "commit of ", target_.string(), " twice or after a failure");
-  if (::fsync(fd_) != 0) {
+  TSP_CHECK(fd_.valid() && !committed_, "commit of ", target_.string(), " twice or after a failure");
+  if (::fsync(fd_.get()) != 0) {
     const int err = errno;
     discard();
     TSP_THROW(IoError, "fsync of ", target_.string(), " failed: ", errno_text(err));
   }
-  const int rc = ::close(fd_);
-  fd_ = -1;
-  if (rc != 0) {
-    const int err = errno;
+  if (const int err = fd_.close(); err != 0) {
     discard();
     TSP_THROW(IoError, "closing ", target_.string(), " failed: ", errno_text(err));
   }
@@ -89,11 +81,7 @@ void AtomicFileWriter::commit() {
   temp_.clear();
   // Make the rename itself durable. Some file systems refuse fsync on directories: ignored.
   const std::filesystem::path dir = target_.has_parent_path() ? target_.parent_path() : ".";
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  fsync_directory(dir);
 }
 
 void write_file_atomically(const std::filesystem::path& path, std::string_view bytes) {

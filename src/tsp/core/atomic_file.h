@@ -7,6 +7,8 @@
 #include <string>
 #include <string_view>
 
+#include "tsp/core/file_io.h"
+
 namespace tsp {
 
 // Usage: AtomicFileWriter w(path); w.write(...); ...; w.commit();
@@ -33,7 +35,7 @@ class AtomicFileWriter {
   void discard() noexcept;
   std::filesystem::path target_;
   std::filesystem::path temp_;
-  int fd_ = -1;
+  UniqueFd fd_;
   size_t written_ = 0;
   bool committed_ = false;
 };

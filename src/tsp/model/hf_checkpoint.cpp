@@ -1,0 +1,370 @@
+// HF checkpoint directories: opening (config, index, shard headers, checks against the config),
+// reading tensors by name across shards, and the sharding writer.
+#include "tsp/model/hf_checkpoint.h"
+
+#include <fcntl.h>
+#include <stdio.h>  // renameat2, RENAME_EXCHANGE (glibc >= 2.28)
+#include <stdlib.h>  // mkdtemp
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstdio>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "tsp/core/atomic_file.h"
+#include "tsp/core/check.h"
+#include "tsp/core/file_io.h"
+
+namespace tsp::model {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+std::string shard_file_name(int64_t index, int64_t count) {
+  TSP_CHECK(count >= 1 && count <= 99999 && index >= 0 && index < count, "shard ", index, " of ", count);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "model-%05lld-of-%05lld.safetensors", static_cast<long long>(index + 1),
+                static_cast<long long>(count));
+  return buf;
+}
+
+namespace {
+
+ModelConfig open_config(const fs::path& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec))
+    TSP_THROW(IoError, "checkpoint directory ", dir.string(), " does not exist or is not a directory");
+  if (!fs::exists(dir / kConfigFileName, ec))
+    TSP_THROW(IoError, "checkpoint directory ", dir.string(), " has no ", kConfigFileName);
+  return load_config(dir / kConfigFileName);
+}
+
+// weight_map of model.safetensors.index.json: tensor name -> shard file name.
+std::map<std::string, std::string> read_index(const fs::path& index_path) {
+  const std::string file = index_path.string();
+  const std::string text = read_whole_file(index_path, "checkpoint index");
+  const json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) TSP_THROW(IoError, "checkpoint index ", file, " is not valid JSON");
+  if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
+    TSP_THROW(IoError, "checkpoint index ", file, " has no \"weight_map\" object");
+  std::map<std::string, std::string> map;
+  for (const auto& [name, v] : j["weight_map"].items()) {
+    if (!v.is_string())
+      TSP_THROW(IoError, "checkpoint index ", file, ": weight_map[\"", name, "\"] must be a file name, got ",
+                v.dump());
+    const std::string shard = v.get<std::string>();
+    if (shard.empty() || shard.find('/') != std::string::npos || shard == "." || shard == "..")
+      TSP_THROW(IoError, "checkpoint index ", file, ": weight_map[\"", name, "\"] = \"", shard,
+                "\" is not a plain file name in the checkpoint directory");
+    map[name] = shard;
+  }
+  return map;
+}
+
+}  // namespace
+
+HfCheckpoint::HfCheckpoint(fs::path dir) : dir_(std::move(dir)), config_(open_config(dir_)) {
+  std::error_code ec;
+  const fs::path single = dir_ / kSingleWeightsFileName;
+  const fs::path index = dir_ / kWeightsIndexFileName;
+  const bool has_single = fs::exists(single, ec);
+  const bool has_index = fs::exists(index, ec);
+  // transformers would silently prefer model.safetensors; a directory holding both layouts is a
+  // mix of two saves (not something save_hf_checkpoint produces), so refuse to guess.
+  if (has_single && has_index)
+    TSP_THROW(IoError, "checkpoint directory ", dir_.string(), " is ambiguous: it holds both ",
+              kSingleWeightsFileName, " and ", kWeightsIndexFileName,
+              " (weights of two different saves?); remove the one that does not belong");
+  if (has_single) {
+    readers_.emplace_back(single);
+    for (const TensorInfo& t : readers_.back().tensors()) location_[t.name] = 0;
+  } else if (has_index) {
+    sharded_ = true;
+    std::map<std::string, size_t> reader_of_file;
+    for (const auto& [name, shard] : read_index(index)) {
+      auto it = reader_of_file.find(shard);
+      if (it == reader_of_file.end()) {
+        if (!fs::exists(dir_ / shard, ec))
+          TSP_THROW(IoError, "checkpoint index ", index.string(), " lists shard ", shard, " (for \"", name,
+                    "\") but ", (dir_ / shard).string(), " does not exist");
+        readers_.emplace_back(dir_ / shard);
+        it = reader_of_file.emplace(shard, readers_.size() - 1).first;
+      }
+      if (!readers_[it->second].contains(name))
+        TSP_THROW(IoError, "checkpoint index ", index.string(), " maps \"", name, "\" to ", shard,
+                  " but that file has no such tensor");
+      location_[name] = it->second;
+    }
+  } else {
+    TSP_THROW(IoError, "checkpoint directory ", dir_.string(), " has neither ", kSingleWeightsFileName,
+              " nor ", kWeightsIndexFileName);
+  }
+
+  for (const WeightSpec& spec : weight_specs(config_)) {
+    if (!contains(spec.name))
+      TSP_THROW(IoError, "checkpoint ", dir_.string(), " is missing tensor \"", spec.name, "\" (expected shape ",
+                spec.shape, " from ", kConfigFileName, ")");
+    const TensorInfo& ti = info(spec.name);
+    if (!(ti.shape == spec.shape))
+      TSP_THROW(IoError, "checkpoint ", dir_.string(), ": tensor \"", spec.name, "\" has shape ", ti.shape,
+                " in ", file_of(spec.name).string(), " but ", kConfigFileName, " implies ", spec.shape);
+    if (ti.dtype != DType::f32 && ti.dtype != DType::bf16)
+      TSP_THROW(IoError, "checkpoint ", dir_.string(), ": weight \"", spec.name, "\" has integer dtype ",
+                ti.dtype, " in ", file_of(spec.name).string());
+  }
+}
+
+std::vector<std::string> HfCheckpoint::tensor_names() const {
+  std::vector<std::string> names;
+  for (const auto& [name, _] : location_) names.push_back(name);
+  return names;
+}
+
+const SafetensorsReader& HfCheckpoint::reader_of(const std::string& name) const {
+  auto it = location_.find(name);
+  if (it == location_.end())
+    TSP_THROW(IoError, "checkpoint ", dir_.string(), " has no tensor \"", name, "\"");
+  return readers_[it->second];
+}
+
+const TensorInfo& HfCheckpoint::info(const std::string& name) const { return reader_of(name).info(name); }
+
+const fs::path& HfCheckpoint::file_of(const std::string& name) const { return reader_of(name).path(); }
+
+Tensor HfCheckpoint::read(const std::string& name, MemCategory category) const {
+  return reader_of(name).read(name, category);
+}
+
+Tensor HfCheckpoint::read_rows(const std::string& name, RowRange rows, MemCategory category) const {
+  return reader_of(name).read_rows(name, rows, category);
+}
+
+void HfCheckpoint::read_into(const std::string& name, const Tensor& dst) const {
+  reader_of(name).read_into(name, dst);
+}
+
+void HfCheckpoint::read_rows_into(const std::string& name, RowRange rows, const Tensor& dst) const {
+  reader_of(name).read_rows_into(name, rows, dst);
+}
+
+namespace {
+
+// mkdtemp pattern of a hidden sibling of `target`: "<parent>/.<name>.<kind>.XXXXXX".
+std::string sibling_pattern(const fs::path& target, const char* kind) {
+  std::string name(".");  // built by appends: GCC 12 warns (-Wrestrict) on "." + string
+  name += target.filename().string();
+  name += '.';
+  name += kind;
+  name += ".XXXXXX";
+  return (target.parent_path() / name).string();
+}
+
+}  // namespace
+
+namespace detail {
+
+void replace_directory(const fs::path& fresh, const fs::path& target, bool allow_exchange) {
+  std::error_code ec;
+  if (!fs::is_directory(fs::symlink_status(fresh, ec)))
+    TSP_THROW(IoError, "cannot replace ", target.string(), ": the new checkpoint directory ", fresh.string(),
+              " does not exist");
+  const fs::file_status st = fs::symlink_status(target, ec);
+  if (!fs::exists(st)) {
+    if (::rename(fresh.c_str(), target.c_str()) != 0) {
+      const int err = errno;
+      TSP_THROW(IoError, "cannot move the new checkpoint ", fresh.string(), " to ", target.string(), ": ",
+                errno_text(err));
+    }
+    fsync_directory(target.parent_path());
+    return;
+  }
+#ifdef RENAME_EXCHANGE
+  if (allow_exchange) {
+    // One atomic step: `target` is the old complete checkpoint until it is the new complete one.
+    if (::renameat2(AT_FDCWD, fresh.c_str(), AT_FDCWD, target.c_str(), RENAME_EXCHANGE) == 0) {
+      fsync_directory(target.parent_path());
+      fs::remove_all(fresh, ec);  // now the old checkpoint; a leftover is only a hidden sibling
+      return;
+    }
+    const int err = errno;
+    if (err != EINVAL && err != ENOSYS && err != ENOTSUP && err != EOPNOTSUPP)
+      TSP_THROW(IoError, "cannot swap the new checkpoint ", fresh.string(), " with ", target.string(), ": ",
+                errno_text(err));
+    // The file system cannot exchange: fall back to two renames.
+  }
+#endif
+  // Two renames: for a moment `target` does not exist (a reader fails loudly, never mixes); a
+  // crash in that moment leaves the old checkpoint in ".<name>.old.*" and the new one in
+  // ".<name>.tmp.*", both complete.
+  const fs::path parent = target.parent_path();
+  std::string pattern = sibling_pattern(target, "old");
+  if (::mkdtemp(pattern.data()) == nullptr) {
+    const int err = errno;
+    TSP_THROW(IoError, "cannot create a directory in ", parent.string(), " to move the old checkpoint ",
+              target.string(), " aside: ", errno_text(err));
+  }
+  const fs::path old = pattern;
+  if (::rename(target.c_str(), old.c_str()) != 0) {  // onto the empty directory just made
+    const int err = errno;
+    fs::remove(old, ec);
+    TSP_THROW(IoError, "cannot move the old checkpoint ", target.string(), " aside to ", old.string(), ": ",
+              errno_text(err));
+  }
+  if (::rename(fresh.c_str(), target.c_str()) != 0) {
+    const int err = errno;
+    const bool restored = ::rename(old.c_str(), target.c_str()) == 0;
+    TSP_THROW(IoError, "cannot move the new checkpoint ", fresh.string(), " to ", target.string(), ": ",
+              errno_text(err),
+              restored ? std::string(" (the old checkpoint is unchanged)")
+                       : " (the old checkpoint is in " + old.string() + ")");
+  }
+  fsync_directory(parent);
+  fs::remove_all(old, ec);
+}
+
+}  // namespace detail
+
+namespace {
+
+// The checkpoint directory as an absolute path without a trailing separator; a symbolic link is
+// resolved so that the link keeps pointing at the (replaced) directory.
+fs::path checkpoint_target(const fs::path& dir) {
+  std::error_code ec;
+  fs::path target = fs::absolute(dir, ec);
+  if (ec) TSP_THROW(IoError, "save_hf_checkpoint: cannot resolve ", dir.string(), ": ", ec.message());
+  target = target.lexically_normal();
+  if (target.filename().empty()) target = target.parent_path();
+  if (fs::is_symlink(fs::symlink_status(target, ec))) {
+    target = fs::canonical(target, ec);
+    if (ec) TSP_THROW(IoError, "save_hf_checkpoint: cannot resolve the link ", dir.string(), ": ", ec.message());
+  }
+  TSP_CHECK(!target.filename().empty() && target.has_parent_path() && target != target.root_path(),
+            "save_hf_checkpoint: ", dir.string(), " cannot be a checkpoint directory");
+  return target;
+}
+
+// Refuses to replace anything that is not a directory, or a non-empty directory that holds no
+// checkpoint (save_hf_checkpoint replaces the whole directory: never a home directory by mistake).
+void check_replaceable(const fs::path& target, const fs::path& dir) {
+  std::error_code ec;
+  const fs::file_status st = fs::status(target, ec);
+  if (!fs::exists(st)) return;
+  TSP_CHECK(fs::is_directory(st), "save_hf_checkpoint: ", dir.string(), " exists and is not a directory");
+  bool empty = true, checkpoint = false;
+  for (fs::directory_iterator it(target, ec), end; !ec && it != end; it.increment(ec)) {
+    empty = false;
+    const std::string name = it->path().filename().string();
+    if (name == kConfigFileName || name == kSingleWeightsFileName || name == kWeightsIndexFileName)
+      checkpoint = true;
+  }
+  if (ec) TSP_THROW(IoError, "save_hf_checkpoint: cannot list ", dir.string(), ": ", ec.message());
+  TSP_CHECK(empty || checkpoint, "save_hf_checkpoint: refusing to replace ", dir.string(),
+            ": it is not empty and holds no checkpoint (no ", kConfigFileName, ", ", kSingleWeightsFileName,
+            " or ", kWeightsIndexFileName, "); the save replaces the whole directory");
+}
+
+bool is_plain_file_name(const std::string& name) {
+  return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
+         name.find('\0') == std::string::npos;
+}
+
+// Removes a directory tree at scope exit unless `path` has been cleared.
+struct RemoveTreeOnExit {
+  fs::path path;
+  ~RemoveTreeOnExit() {
+    std::error_code ec;
+    if (!path.empty()) fs::remove_all(path, ec);
+  }
+};
+
+}  // namespace
+
+void save_hf_checkpoint(const fs::path& dir, const ModelConfig& config, const std::vector<NamedTensor>& tensors,
+                        const HfCheckpointWriteOptions& options) {
+  // Validate everything before touching the file system.
+  std::map<std::string, const NamedTensor*> by_name;
+  for (const NamedTensor& nt : tensors) {
+    TSP_CHECK(by_name.emplace(nt.name, &nt).second, "save_hf_checkpoint(", dir.string(),
+              "): duplicate tensor \"", nt.name, "\"");
+  }
+  const std::vector<WeightSpec> specs = weight_specs(config);
+  for (const WeightSpec& spec : specs) {
+    auto it = by_name.find(spec.name);
+    TSP_CHECK(it != by_name.end(), "save_hf_checkpoint(", dir.string(), "): missing tensor \"", spec.name,
+              "\" of shape ", spec.shape);
+    const Tensor& t = it->second->tensor;
+    TSP_CHECK(t.defined(), "save_hf_checkpoint(", dir.string(), "): tensor \"", spec.name, "\" is undefined");
+    TSP_CHECK_SHAPE(t.shape() == spec.shape, "save_hf_checkpoint(", dir.string(), "): tensor \"", spec.name,
+                    "\" has shape ", t.shape(), " but the config implies ", spec.shape);
+    TSP_CHECK_DTYPE(t.dtype() == DType::f32 || t.dtype() == DType::bf16, "save_hf_checkpoint(",
+                    dir.string(), "): weight \"", spec.name, "\" has dtype ", t.dtype());
+  }
+  TSP_CHECK(by_name.size() == specs.size(), "save_hf_checkpoint(", dir.string(), "): got ", by_name.size(),
+            " tensors but the config has ", specs.size(), " weights (extra names are not allowed)");
+  for (const auto& [name, _] : options.extra_files) {
+    TSP_CHECK(is_plain_file_name(name), "save_hf_checkpoint(", dir.string(), "): extra file name \"", name,
+              "\" is not a plain file name");
+    TSP_CHECK(name != kConfigFileName && name != kSingleWeightsFileName && name != kWeightsIndexFileName &&
+                  !(name.starts_with("model-") && name.ends_with(".safetensors")),
+              "save_hf_checkpoint(", dir.string(), "): extra file \"", name,
+              "\" would collide with a checkpoint file");
+  }
+  const fs::path target = checkpoint_target(dir);
+  check_replaceable(target, dir);
+
+  // Greedy partition in the given order.
+  std::vector<std::vector<NamedTensor>> shards(1);
+  uint64_t current = 0, total = 0;
+  for (const NamedTensor& nt : tensors) {
+    const uint64_t bytes = nt.tensor.nbytes();
+    if (options.max_shard_bytes > 0 && !shards.back().empty() && current + bytes > options.max_shard_bytes) {
+      shards.emplace_back();
+      current = 0;
+    }
+    shards.back().push_back(nt);
+    current += bytes;
+    total += bytes;
+  }
+
+  // Everything goes into a fresh sibling directory first, then replaces `target` as a whole.
+  const fs::path parent = target.parent_path();
+  std::error_code ec;
+  fs::create_directories(parent, ec);
+  if (ec) TSP_THROW(IoError, "cannot create the directory ", parent.string(), " for checkpoint ", dir.string(),
+                    ": ", ec.message());
+  std::string pattern = sibling_pattern(target, "tmp");
+  if (::mkdtemp(pattern.data()) == nullptr) {
+    const int err = errno;
+    TSP_THROW(IoError, "cannot create a temporary directory in ", parent.string(), " to write checkpoint ",
+              dir.string(), ": ", errno_text(err));
+  }
+  RemoveTreeOnExit cleanup{pattern};  // on any failure below, the new files vanish
+  const fs::path fresh = pattern;
+  const fs::file_status old_status = fs::status(target, ec);
+  fs::permissions(fresh, fs::exists(old_status) ? old_status.permissions() : fs::perms(0755), ec);
+
+  const SafetensorsWriteOptions st_options{options.metadata};
+  if (options.max_shard_bytes == 0) {
+    write_safetensors(fresh / kSingleWeightsFileName, tensors, st_options);
+  } else {
+    json weight_map = json::object();
+    const int64_t count = static_cast<int64_t>(shards.size());
+    for (int64_t i = 0; i < count; ++i) {
+      const std::string name = shard_file_name(i, count);
+      write_safetensors(fresh / name, shards[static_cast<size_t>(i)], st_options);
+      for (const NamedTensor& nt : shards[static_cast<size_t>(i)]) weight_map[nt.name] = name;
+    }
+    json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
+    write_file_atomically(fresh / kWeightsIndexFileName, index.dump(2) + "\n");
+  }
+  for (const auto& [name, bytes] : options.extra_files) write_file_atomically(fresh / name, bytes);
+  save_config(config, fresh / kConfigFileName);  // every file fsynced, and `fresh` itself
+
+  detail::replace_directory(fresh, target, /*allow_exchange=*/true);
+  cleanup.path.clear();
+}
+
+}  // namespace tsp::model

@@ -1,0 +1,328 @@
+// ModelConfig validation, derived sizes and parameter counts, HF config.json reading and writing,
+// and the named presets.
+#include "tsp/model/model_config.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "tsp/core/atomic_file.h"
+#include "tsp/core/check.h"
+#include "tsp/core/file_io.h"
+
+namespace tsp::model {
+
+using nlohmann::json;
+
+ModelConfig::ModelConfig(const ModelConfigFields& fields) : f_(fields) {
+  TSP_CHECK(f_.hidden_size > 0, "hidden_size must be positive, got ", f_.hidden_size);
+  TSP_CHECK(f_.intermediate_size > 0, "intermediate_size must be positive, got ", f_.intermediate_size);
+  TSP_CHECK(f_.num_hidden_layers > 0, "num_hidden_layers must be positive, got ", f_.num_hidden_layers);
+  TSP_CHECK(f_.num_attention_heads > 0, "num_attention_heads must be positive, got ",
+            f_.num_attention_heads);
+  TSP_CHECK(f_.num_key_value_heads > 0, "num_key_value_heads must be positive, got ",
+            f_.num_key_value_heads);
+  TSP_CHECK(f_.vocab_size > 0, "vocab_size must be positive, got ", f_.vocab_size);
+  TSP_CHECK(f_.max_position_embeddings > 0, "max_position_embeddings must be positive, got ",
+            f_.max_position_embeddings);
+  TSP_CHECK(f_.rms_norm_eps > 0, "rms_norm_eps must be positive, got ", f_.rms_norm_eps);
+  TSP_CHECK(f_.rope_theta > 0, "rope_theta must be positive, got ", f_.rope_theta);
+  TSP_CHECK(f_.hidden_size % f_.num_attention_heads == 0, "hidden_size ", f_.hidden_size,
+            " is not divisible by num_attention_heads ", f_.num_attention_heads);
+  TSP_CHECK(f_.num_attention_heads % f_.num_key_value_heads == 0, "num_attention_heads ",
+            f_.num_attention_heads, " is not divisible by num_key_value_heads ",
+            f_.num_key_value_heads);
+  TSP_CHECK(head_dim() % 2 == 0, "head_dim = hidden_size / num_attention_heads = ", f_.hidden_size,
+            " / ", f_.num_attention_heads, " = ", head_dim(), " must be even for RoPE");
+  TSP_CHECK_T(DTypeError, f_.torch_dtype == DType::f32 || f_.torch_dtype == DType::bf16,
+              "torch_dtype must be f32 or bf16, got ", f_.torch_dtype);
+  for (const auto& [name, id] : {std::pair{"bos_token_id", f_.bos_token_id},
+                                 std::pair{"eos_token_id", f_.eos_token_id},
+                                 std::pair{"pad_token_id", f_.pad_token_id}}) {
+    if (id) TSP_CHECK(*id >= 0 && *id < f_.vocab_size, name, " ", *id, " outside vocab [0, ",
+                      f_.vocab_size, ")");
+  }
+}
+
+int64_t ModelConfig::attention_params_per_layer() const {
+  const int64_t h = f_.hidden_size;
+  return 2 * h * q_dim() + 2 * h * kv_dim();  // q, o: h x h; k, v: kv_dim x h
+}
+
+int64_t ModelConfig::mlp_params_per_layer() const { return 3 * f_.hidden_size * f_.intermediate_size; }
+
+int64_t ModelConfig::matrix_params_per_layer() const {
+  return attention_params_per_layer() + mlp_params_per_layer();
+}
+
+int64_t ModelConfig::norm_params_per_layer() const { return 2 * f_.hidden_size; }
+
+int64_t ModelConfig::params_per_layer() const { return matrix_params_per_layer() + norm_params_per_layer(); }
+
+int64_t ModelConfig::embedding_params() const { return f_.vocab_size * f_.hidden_size; }
+
+int64_t ModelConfig::lm_head_params() const { return f_.tie_word_embeddings ? 0 : embedding_params(); }
+
+int64_t ModelConfig::non_embedding_params() const {
+  return f_.num_hidden_layers * params_per_layer() + f_.hidden_size;
+}
+
+int64_t ModelConfig::total_params() const {
+  return non_embedding_params() + embedding_params() + lm_head_params();
+}
+
+namespace {
+
+std::string human_count(int64_t n) {
+  char buf[32];
+  if (n >= 1'000'000'000) std::snprintf(buf, sizeof buf, "%.2fB", n / 1e9);
+  else if (n >= 1'000'000) std::snprintf(buf, sizeof buf, "%.2fM", n / 1e6);
+  else if (n >= 1'000) std::snprintf(buf, sizeof buf, "%.1fK", n / 1e3);
+  else std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(n));
+  return buf;
+}
+
+std::string torch_dtype_name(DType t) { return t == DType::bf16 ? "bfloat16" : "float32"; }
+
+}  // namespace
+
+std::string ModelConfig::summary() const {
+  std::ostringstream os;
+  os << "h=" << f_.hidden_size << " L=" << f_.num_hidden_layers << " H=" << f_.num_attention_heads
+     << " H_kv=" << f_.num_key_value_heads << " d=" << head_dim() << " F=" << f_.intermediate_size
+     << " V=" << f_.vocab_size << (f_.tie_word_embeddings ? " tied" : "") << " "
+     << dtype_name(f_.torch_dtype) << " params=" << human_count(total_params());
+  return os.str();
+}
+
+bool operator==(const ModelConfig& a, const ModelConfig& b) {
+  const ModelConfigFields &x = a.f_, &y = b.f_;
+  return x.hidden_size == y.hidden_size && x.intermediate_size == y.intermediate_size &&
+         x.num_hidden_layers == y.num_hidden_layers && x.num_attention_heads == y.num_attention_heads &&
+         x.num_key_value_heads == y.num_key_value_heads && x.vocab_size == y.vocab_size &&
+         x.rms_norm_eps == y.rms_norm_eps && x.rope_theta == y.rope_theta &&
+         x.max_position_embeddings == y.max_position_embeddings &&
+         x.tie_word_embeddings == y.tie_word_embeddings && x.torch_dtype == y.torch_dtype &&
+         x.bos_token_id == y.bos_token_id && x.eos_token_id == y.eos_token_id &&
+         x.pad_token_id == y.pad_token_id;
+}
+
+std::string config_to_json(const ModelConfig& config) {
+  const ModelConfigFields& f = config.fields();
+  json j;
+  j["architectures"] = json::array({"LlamaForCausalLM"});
+  j["model_type"] = "llama";
+  j["hidden_act"] = "silu";
+  j["attention_bias"] = false;
+  j["mlp_bias"] = false;
+  j["rope_scaling"] = nullptr;
+  j["hidden_size"] = f.hidden_size;
+  j["intermediate_size"] = f.intermediate_size;
+  j["num_hidden_layers"] = f.num_hidden_layers;
+  j["num_attention_heads"] = f.num_attention_heads;
+  j["num_key_value_heads"] = f.num_key_value_heads;
+  j["head_dim"] = config.head_dim();
+  j["vocab_size"] = f.vocab_size;
+  j["rms_norm_eps"] = f.rms_norm_eps;
+  j["rope_theta"] = f.rope_theta;
+  j["max_position_embeddings"] = f.max_position_embeddings;
+  j["tie_word_embeddings"] = f.tie_word_embeddings;
+  j["torch_dtype"] = torch_dtype_name(f.torch_dtype);
+  if (f.bos_token_id) j["bos_token_id"] = *f.bos_token_id;
+  if (f.eos_token_id) j["eos_token_id"] = *f.eos_token_id;
+  if (f.pad_token_id) j["pad_token_id"] = *f.pad_token_id;
+  return j.dump(2) + "\n";
+}
+
+namespace {
+
+// Typed field access with errors that name the source and the field.
+class JsonFields {
+ public:
+  JsonFields(const json& j, std::string_view source) : j_(j), source_(source) {}
+
+  bool has(const char* key) const { return j_.contains(key) && !j_.at(key).is_null(); }
+
+  int64_t integer(const char* key) const {
+    if (!j_.contains(key)) TSP_THROW(IoError, source_, ": required field \"", key, "\" is missing");
+    return integer_value(key, j_.at(key));
+  }
+  int64_t integer_or(const char* key, int64_t fallback) const {
+    return has(key) ? integer_value(key, j_.at(key)) : fallback;
+  }
+  double number_or(const char* key, double fallback) const {
+    if (!has(key)) return fallback;
+    const json& v = j_.at(key);
+    if (!v.is_number()) type_error(key, v, "a number");
+    return v.get<double>();
+  }
+  bool boolean_or(const char* key, bool fallback) const {
+    if (!has(key)) return fallback;
+    const json& v = j_.at(key);
+    if (!v.is_boolean()) type_error(key, v, "true or false");
+    return v.get<bool>();
+  }
+  std::optional<std::string> string(const char* key) const {
+    if (!has(key)) return std::nullopt;
+    const json& v = j_.at(key);
+    if (!v.is_string()) type_error(key, v, "a string");
+    return v.get<std::string>();
+  }
+  // HF writes token ids as an integer, null, or (Llama 3 eos) a list: the first entry is kept.
+  std::optional<int64_t> token_id(const char* key) const {
+    if (!has(key)) return std::nullopt;
+    const json& v = j_.at(key);
+    if (v.is_array()) {
+      if (v.empty()) return std::nullopt;
+      return integer_value(key, v.front());
+    }
+    return integer_value(key, v);
+  }
+  const std::string& source() const { return source_; }
+
+ private:
+  int64_t integer_value(const char* key, const json& v) const {
+    if (!v.is_number_integer()) type_error(key, v, "an integer");
+    return v.get<int64_t>();
+  }
+  [[noreturn]] void type_error(const char* key, const json& v, const char* want) const {
+    TSP_THROW(IoError, source_, ": field \"", key, "\" must be ", want, ", got ", v.dump());
+  }
+  const json& j_;
+  std::string source_;
+};
+
+ModelConfig config_from_object(const json& j, std::string_view source) {
+  if (!j.is_object()) TSP_THROW(IoError, source, ": config must be a JSON object, got ", j.type_name());
+  const JsonFields in(j, source);
+  auto unsupported = [&](auto... what) {
+    TSP_THROW(InvalidArgument, source, ": ", what..., " is not supported by this engine");
+  };
+  if (auto t = in.string("model_type"); t && *t != "llama")
+    unsupported("model_type \"", *t, "\" (only \"llama\")");
+  if (auto a = in.string("hidden_act"); a && *a != "silu") unsupported("hidden_act \"", *a, "\" (only silu)");
+  if (in.has("rope_scaling")) unsupported("rope_scaling ", j.at("rope_scaling").dump());
+  if (in.boolean_or("attention_bias", false)) unsupported("attention_bias = true");
+  if (in.boolean_or("mlp_bias", false)) unsupported("mlp_bias = true");
+
+  ModelConfigFields f;
+  f.hidden_size = in.integer("hidden_size");
+  f.intermediate_size = in.integer("intermediate_size");
+  f.num_hidden_layers = in.integer("num_hidden_layers");
+  f.num_attention_heads = in.integer("num_attention_heads");
+  f.num_key_value_heads = in.integer_or("num_key_value_heads", f.num_attention_heads);
+  f.vocab_size = in.integer("vocab_size");
+  f.rms_norm_eps = in.number_or("rms_norm_eps", f.rms_norm_eps);
+  f.rope_theta = in.number_or("rope_theta", f.rope_theta);
+  f.max_position_embeddings = in.integer_or("max_position_embeddings", f.max_position_embeddings);
+  f.tie_word_embeddings = in.boolean_or("tie_word_embeddings", f.tie_word_embeddings);
+  // Newer transformers write "dtype" instead of "torch_dtype".
+  std::optional<std::string> dt = in.string("torch_dtype");
+  if (!dt) dt = in.string("dtype");
+  if (dt) {
+    if (*dt == "float32") f.torch_dtype = DType::f32;
+    else if (*dt == "bfloat16") f.torch_dtype = DType::bf16;
+    else unsupported("torch_dtype \"", *dt, "\" (only float32 and bfloat16)");
+  }
+  f.bos_token_id = in.token_id("bos_token_id");
+  f.eos_token_id = in.token_id("eos_token_id");
+  f.pad_token_id = in.token_id("pad_token_id");
+
+  try {
+    ModelConfig config(f);
+    if (in.has("head_dim") && in.integer("head_dim") != config.head_dim())
+      unsupported("head_dim ", in.integer("head_dim"), " != hidden_size / num_attention_heads = ",
+                  config.head_dim());
+    return config;
+  } catch (const InvalidArgument& e) {
+    if (std::string_view(e.what()).starts_with(source)) throw;
+    TSP_THROW(InvalidArgument, source, ": ", e.what());
+  }
+}
+
+}  // namespace
+
+ModelConfig config_from_json(std::string_view json_text, std::string_view source) {
+  json j = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) TSP_THROW(IoError, source, ": not valid JSON");
+  return config_from_object(j, source);
+}
+
+ModelConfig load_config(const std::filesystem::path& path) {
+  return config_from_json(read_whole_file(path, "model config"), path.string());
+}
+
+void save_config(const ModelConfig& config, const std::filesystem::path& path) {
+  write_file_atomically(path, config_to_json(config));
+}
+
+namespace {
+
+struct NamedPreset {
+  const char* name;
+  ModelConfigFields fields;
+};
+
+// Byte-vocabulary presets use V = 320: the byte tokenizer needs 259 ids (256 bytes + BOS, EOS,
+// PAD; see data/byte_tokenizer.h), rounded up to a multiple of 64 so that sharding the vocabulary
+// over D ranks divides evenly for every power of two D <= 64. Unused ids never occur in the data.
+// F_h = 4h everywhere, as in TSP.md's reference model.
+ModelConfigFields byte_model(int64_t h, int64_t layers, int64_t heads, int64_t kv_heads, int64_t max_pos) {
+  ModelConfigFields f;
+  f.hidden_size = h;
+  f.intermediate_size = 4 * h;
+  f.num_hidden_layers = layers;
+  f.num_attention_heads = heads;
+  f.num_key_value_heads = kv_heads;
+  f.vocab_size = 320;
+  f.rms_norm_eps = 1e-5;
+  f.rope_theta = 10000.0;
+  f.max_position_embeddings = max_pos;
+  f.tie_word_embeddings = false;
+  f.torch_dtype = DType::f32;
+  return f;
+}
+
+std::vector<NamedPreset> all_presets() {
+  ModelConfigFields seven_b;
+  seven_b.hidden_size = 4096;
+  seven_b.intermediate_size = 4 * 4096;  // TSP.md §9: F_h = 4h (Llama-2-7B itself uses 11008)
+  seven_b.num_hidden_layers = 32;
+  seven_b.num_attention_heads = 32;
+  seven_b.num_key_value_heads = 32;
+  seven_b.vocab_size = 32000;
+  seven_b.rms_norm_eps = 1e-5;
+  seven_b.rope_theta = 10000.0;
+  seven_b.max_position_embeddings = 131072;  // the study's sequences reach 128K
+  seven_b.tie_word_embeddings = false;
+  seven_b.torch_dtype = DType::bf16;
+  return {
+      {"tiny", byte_model(128, 4, 4, 4, 1024)},
+      {"tiny-gqa", byte_model(128, 4, 8, 2, 1024)},
+      {"small", byte_model(512, 8, 8, 8, 2048)},
+      {"medium", byte_model(1024, 16, 16, 16, 4096)},
+      {"7b", seven_b},
+  };
+}
+
+}  // namespace
+
+ModelConfig preset(std::string_view name) {
+  std::string known;
+  for (const NamedPreset& p : all_presets()) {
+    if (p.name == name) return ModelConfig(p.fields);
+    known += known.empty() ? "" : ", ";
+    known += p.name;
+  }
+  TSP_THROW(InvalidArgument, "unknown model preset \"", name, "\"; known presets: ", known);
+}
+
+std::vector<std::string> preset_names() {
+  std::vector<std::string> names;
+  for (const NamedPreset& p : all_presets()) names.emplace_back(p.name);
+  return names;
+}
+
+}  // namespace tsp::model

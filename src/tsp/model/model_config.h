@@ -1,0 +1,104 @@
+// ModelConfig: the shape of a Llama-style decoder with the Hugging Face config.json field names,
+// validated at construction; named presets, JSON read/write and the parameter-count formulas of TSP.md §9.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "tsp/core/dtype.h"
+
+namespace tsp::model {
+
+// The raw fields, named as in HF's LlamaConfig. Defaults are HF's where HF has one. Build a
+// ModelConfig from this to get validation and derived sizes.
+struct ModelConfigFields {
+  int64_t hidden_size = 0;               // h
+  int64_t intermediate_size = 0;         // F_h
+  int64_t num_hidden_layers = 0;         // L
+  int64_t num_attention_heads = 0;       // H
+  int64_t num_key_value_heads = 0;       // H_kv, > 0; config.json without it means H (as in HF)
+  int64_t vocab_size = 0;                // V
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  int64_t max_position_embeddings = 2048;
+  bool tie_word_embeddings = false;
+  DType torch_dtype = DType::f32;        // storage dtype of the checkpoint: f32 or bf16
+  // Optional tokenizer ids; written only when set (HF reads them for generation).
+  std::optional<int64_t> bos_token_id = std::nullopt;
+  std::optional<int64_t> eos_token_id = std::nullopt;
+  std::optional<int64_t> pad_token_id = std::nullopt;
+};
+
+// A validated config. Every ModelConfig that exists satisfies: all sizes positive,
+// hidden_size % num_attention_heads == 0, num_attention_heads % num_key_value_heads == 0,
+// rms_norm_eps > 0, rope_theta > 0, torch_dtype in {f32, bf16}. To change a field, copy
+// fields(), edit, and construct again.
+class ModelConfig {
+ public:
+  // Throws InvalidArgument naming the offending values.
+  explicit ModelConfig(const ModelConfigFields& fields);
+
+  const ModelConfigFields& fields() const { return f_; }
+  int64_t hidden_size() const { return f_.hidden_size; }
+  int64_t intermediate_size() const { return f_.intermediate_size; }
+  int64_t num_hidden_layers() const { return f_.num_hidden_layers; }
+  int64_t num_attention_heads() const { return f_.num_attention_heads; }
+  int64_t num_key_value_heads() const { return f_.num_key_value_heads; }
+  int64_t vocab_size() const { return f_.vocab_size; }
+  double rms_norm_eps() const { return f_.rms_norm_eps; }
+  double rope_theta() const { return f_.rope_theta; }
+  int64_t max_position_embeddings() const { return f_.max_position_embeddings; }
+  bool tie_word_embeddings() const { return f_.tie_word_embeddings; }
+  DType torch_dtype() const { return f_.torch_dtype; }
+
+  // Derived sizes: the only place they are computed.
+  int64_t head_dim() const { return f_.hidden_size / f_.num_attention_heads; }        // d = h / H
+  int64_t q_dim() const { return f_.num_attention_heads * head_dim(); }               // = h
+  int64_t kv_dim() const { return f_.num_key_value_heads * head_dim(); }              // H_kv * d
+  int64_t gqa_group_size() const { return f_.num_attention_heads / f_.num_key_value_heads; }
+
+  // Parameter counts (elements). TSP.md §9: attention (2 + 2 H_kv/H) h^2, MLP 3 h F_h.
+  int64_t attention_params_per_layer() const;  // q, k, v, o projections
+  int64_t mlp_params_per_layer() const;        // gate, up, down projections
+  int64_t matrix_params_per_layer() const;     // attention + MLP: TSP.md §9's "parameters per layer"
+  int64_t norm_params_per_layer() const;       // input_layernorm + post_attention_layernorm = 2h
+  int64_t params_per_layer() const;            // matrix + norm
+  int64_t embedding_params() const;            // V h (model.embed_tokens)
+  int64_t lm_head_params() const;              // V h, or 0 when tied
+  int64_t non_embedding_params() const;        // L * params_per_layer + h (final norm)
+  int64_t total_params() const;                // non_embedding + embedding + lm_head
+
+  // One-line summary: "h=128 L=4 H=4 H_kv=4 d=32 F=512 V=320 params=1.06M".
+  std::string summary() const;
+
+  friend bool operator==(const ModelConfig& a, const ModelConfig& b);
+
+ private:
+  ModelConfigFields f_;
+};
+
+// HF config.json text: every field above plus "architectures": ["LlamaForCausalLM"],
+// "model_type": "llama", "hidden_act": "silu", "head_dim", "attention_bias": false,
+// "mlp_bias": false. Pretty-printed, keys sorted.
+std::string config_to_json(const ModelConfig& config);
+// Parses config.json text. Malformed JSON or wrong field types -> IoError naming `source`;
+// valid JSON with invalid values -> InvalidArgument naming `source` and the values. Rejects
+// features the engine does not implement (rope_scaling, attention/mlp bias, non-silu act,
+// model_type other than "llama", head_dim != h/H). Unknown extra fields are ignored.
+ModelConfig config_from_json(std::string_view json_text, std::string_view source = "<string>");
+
+// File versions; the writer is atomic (temporary file + fsync + rename).
+ModelConfig load_config(const std::filesystem::path& path);
+void save_config(const ModelConfig& config, const std::filesystem::path& path);
+
+// Named presets (see docs/formats.md): "tiny" (the default; trains in about a minute on one
+// core), "tiny-gqa", "small", "medium", "7b" (TSP.md §9 reference model, for the planner).
+ModelConfig preset(std::string_view name);
+std::vector<std::string> preset_names();
+inline constexpr std::string_view kDefaultPreset = "tiny";
+
+}  // namespace tsp::model
