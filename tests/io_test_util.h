@@ -1,5 +1,5 @@
 // Helpers shared by the file-format tests (core, model, data): the message of an expected
-// IoError, byte-exact tensor comparison, and a scoped file-size limit that makes writes fail.
+// exception, byte-exact tensor comparison, and a scoped file-size limit that makes writes fail.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -9,6 +9,7 @@
 #include <cstring>
 #include <exception>
 #include <string>
+#include <utility>
 
 #include "scratch_dir.h"
 #include "tsp/core/error.h"
@@ -16,20 +17,25 @@
 
 namespace tsp::testing {
 
-// Runs `fn`, which must throw tsp::IoError, and returns its message; any other outcome is a test
-// failure (and returns "").
-template <class Fn>
-std::string io_error_of(Fn&& fn) {
+// Runs `fn`, which must throw E, and returns its message; any other outcome is a test failure
+// (and returns "").
+template <class E, class Fn>
+std::string message_of(Fn&& fn) {
   try {
     fn();
-  } catch (const IoError& e) {
+  } catch (const E& e) {
     return e.what();
   } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected IoError, got: " << e.what();
+    ADD_FAILURE() << "wrong exception type: " << e.what();
     return {};
   }
-  ADD_FAILURE() << "expected IoError, nothing thrown";
+  ADD_FAILURE() << "no exception";
   return {};
+}
+
+template <class Fn>
+std::string io_error_of(Fn&& fn) {
+  return message_of<IoError>(std::forward<Fn>(fn));
 }
 
 // Same shape, same dtype and the same bytes in row-major order (any strides).

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include "io_test_util.h"
 #include "scratch_dir.h"
 #include "tsp/core/error.h"
 #include "tsp/data/byte_tokenizer.h"
@@ -11,6 +12,8 @@
 
 namespace tsp::model {
 namespace {
+
+using testing::message_of;
 
 ModelConfigFields small_fields() {
   ModelConfigFields f;
@@ -21,21 +24,6 @@ ModelConfigFields small_fields() {
   f.num_key_value_heads = 2;
   f.vocab_size = 300;
   return f;
-}
-
-// Runs `fn`, expects exception E and returns its message.
-template <class E, class Fn>
-std::string message_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const E& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "wrong exception type: " << e.what();
-    return {};
-  }
-  ADD_FAILURE() << "no exception";
-  return {};
 }
 
 TEST(ModelConfig, DerivedSizes) {

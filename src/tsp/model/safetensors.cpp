@@ -245,8 +245,11 @@ void SafetensorsReader::read_region(const TensorInfo& ti, uint64_t file_offset, 
 // ---------------------------------------------------------------------------------------------
 // Writer
 
-void write_safetensors(const std::filesystem::path& path, const std::vector<NamedTensor>& tensors,
-                       const SafetensorsWriteOptions& options) {
+namespace {
+
+// Validates the tensors and returns the padded JSON header text.
+std::string safetensors_header(const std::vector<NamedTensor>& tensors, const SafetensorsWriteOptions& options,
+                               std::string_view what) {
   json header = json::object();
   if (!options.metadata.empty()) {
     json meta = json::object();
@@ -257,9 +260,9 @@ void write_safetensors(const std::filesystem::path& path, const std::vector<Name
   uint64_t offset = 0;
   for (const NamedTensor& nt : tensors) {
     TSP_CHECK(!nt.name.empty() && nt.name != "__metadata__", "invalid tensor name \"", nt.name,
-              "\" for ", path.string());
-    TSP_CHECK(seen.insert(nt.name).second, "duplicate tensor name \"", nt.name, "\" for ", path.string());
-    TSP_CHECK(nt.tensor.defined(), "tensor \"", nt.name, "\" for ", path.string(), " is undefined");
+              "\" for ", what);
+    TSP_CHECK(seen.insert(nt.name).second, "duplicate tensor name \"", nt.name, "\" for ", what);
+    TSP_CHECK(nt.tensor.defined(), "tensor \"", nt.name, "\" for ", what, " is undefined");
     json shape = json::array();
     for (int64_t d : nt.tensor.shape()) shape.push_back(d);
     const uint64_t bytes = nt.tensor.nbytes();
@@ -270,21 +273,42 @@ void write_safetensors(const std::filesystem::path& path, const std::vector<Name
   }
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // align the data section to 8 bytes
-  const uint64_t header_len = text.size();
+  return text;
+}
 
-  AtomicFileWriter out(path);
-  out.write(&header_len, 8);
-  out.write(text);
+// Calls sink(data, bytes) for the length prefix, the header and each tensor's row-major data.
+template <class Sink>
+void emit_safetensors(const std::string& header_text, const std::vector<NamedTensor>& tensors, Sink&& sink) {
+  const uint64_t header_len = header_text.size();
+  sink(&header_len, 8);
+  sink(header_text.data(), header_text.size());
   for (const NamedTensor& nt : tensors) {
     if (nt.tensor.nbytes() == 0) continue;
     if (nt.tensor.is_contiguous()) {
-      out.write(nt.tensor.raw(), nt.tensor.nbytes());
+      sink(nt.tensor.raw(), nt.tensor.nbytes());
     } else {
       const Tensor c = Tensor::copy_of(nt.tensor, nt.tensor.dtype(), MemCategory::workspace);
-      out.write(c.raw(), c.nbytes());
+      sink(c.raw(), c.nbytes());
     }
   }
+}
+
+}  // namespace
+
+void write_safetensors(const std::filesystem::path& path, const std::vector<NamedTensor>& tensors,
+                       const SafetensorsWriteOptions& options) {
+  const std::string text = safetensors_header(tensors, options, path.string());
+  AtomicFileWriter out(path);
+  emit_safetensors(text, tensors, [&](const void* p, size_t n) { out.write(p, n); });
   out.commit();
+}
+
+std::string safetensors_bytes(const std::vector<NamedTensor>& tensors, const SafetensorsWriteOptions& options,
+                              std::string_view what) {
+  const std::string text = safetensors_header(tensors, options, what);
+  std::string bytes;
+  emit_safetensors(text, tensors, [&](const void* p, size_t n) { bytes.append(static_cast<const char*>(p), n); });
+  return bytes;
 }
 
 }  // namespace tsp::model

@@ -94,4 +94,9 @@ struct SafetensorsWriteOptions {
 void write_safetensors(const std::filesystem::path& path, const std::vector<NamedTensor>& tensors,
                        const SafetensorsWriteOptions& options = {});
 
+// The bytes write_safetensors writes (same validation, InvalidArgument naming `what`), in memory:
+// for files saved together with others, e.g. HfCheckpointWriteOptions::extra_files.
+std::string safetensors_bytes(const std::vector<NamedTensor>& tensors, const SafetensorsWriteOptions& options = {},
+                              std::string_view what = "<memory>");
+
 }  // namespace tsp::model

@@ -1,0 +1,67 @@
+// One Llama decoder block on T = B*S tokens in logical (unsharded) shapes:
+//   x_mid = x + o_proj(attn(rope(q), rope(k), v))   with q, k, v = proj(rmsnorm(x))
+//   x_out = x_mid + down(silu(gate(n)) * up(n))      with n = rmsnorm(x_mid)
+// Forward keeps what the backward needs (BlockActivations); the backward recomputes the cheap
+// element-wise pieces (both normed inputs with their rstd, silu(gate) * up). Used by Transformer
+// and by the block benchmark; see docs/model.md for the memory formula.
+#pragma once
+
+#include <cstdint>
+
+#include "tsp/core/tensor.h"
+#include "tsp/kernels/rope.h"
+#include "tsp/model/model_config.h"
+#include "tsp/model/model_weights.h"
+
+namespace tsp::model {
+
+// Per-step constants shared by every block: batch geometry, positions 0..S-1, the RoPE table.
+class BlockContext {
+ public:
+  // dtype: activation storage (f32 or bf16). Allocates the [S] positions and the [S, d/2] table.
+  BlockContext(const ModelConfig& config, DType dtype, int64_t batch, int64_t seq);
+
+  const ModelConfig& config() const { return config_; }
+  DType dtype() const { return dtype_; }
+  int64_t batch() const { return batch_; }
+  int64_t seq() const { return seq_; }
+  int64_t tokens() const { return batch_ * seq_; }
+  const Tensor& positions() const { return positions_; }  // [S] i32: 0..S-1
+  const kernels::RopeTable& rope() const { return rope_; }
+
+ private:
+  ModelConfig config_;
+  DType dtype_;
+  int64_t batch_, seq_;
+  Tensor positions_;
+  kernels::RopeTable rope_;
+};
+
+// What one block saves for its backward (besides its input x), all in the activation dtype
+// except lse. The backward CONSUMES these buffers (it writes gradients into qkv's and gate_up's
+// storage in place), so a BlockActivations serves exactly one backward.
+struct BlockActivations {
+  Tensor x_mid;    // [T, h]        residual stream after attention
+  Tensor qkv;      // [T, (H + 2 H_kv) d]  q and k after RoPE, v (columns q | k | v)
+  Tensor attn;     // [T, H d]      attention output (input of o_proj)
+  Tensor lse;      // [B, H, S] f32 attention log-sum-exp
+  Tensor gate_up;  // [T, 2 F]      gate and up pre-activations (columns gate | up)
+
+  void reset() { *this = BlockActivations(); }
+  // Bytes of the buffers above for a config (equals the sum of their nbytes()).
+  static int64_t bytes(const ModelConfig& config, DType dtype, int64_t batch, int64_t seq);
+};
+
+// x_in: [T, h] activation dtype. Fills `acts` (category `acts_category`). If x_out is defined
+// ([T, h], must not alias x_in) it receives the block output; if undefined, the MLP stops after
+// the gate/up projections (what recomputation needs: the down projection's output is not).
+void block_forward(const BlockContext& ctx, const LayerWeights& w, const Tensor& x_in,
+                   const Tensor& x_out, BlockActivations& acts,
+                   MemCategory acts_category = MemCategory::activations);
+
+// dx: [T, h] f32, on entry dL/dx_out, on exit dL/dx_in. Weight gradients (f32) are ACCUMULATED
+// into `grads`. x_in and acts are those of the matching block_forward; acts is consumed.
+void block_backward(const BlockContext& ctx, const LayerWeights& w, const Tensor& x_in,
+                    const BlockActivations& acts, const Tensor& dx, LayerWeights& grads);
+
+}  // namespace tsp::model

@@ -1,0 +1,165 @@
+// Single-rank Llama forward/backward: embedding, L decoder blocks (decoder_block.h), final RMSNorm,
+// chunked cross-entropy with the (tied or untied) LM head. See docs/model.md.
+#include "tsp/model/transformer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "tsp/core/check.h"
+#include "tsp/kernels/cross_entropy.h"
+#include "tsp/kernels/embedding.h"
+#include "tsp/kernels/rmsnorm.h"
+#include "tsp/model/decoder_block.h"
+
+namespace tsp::model {
+
+namespace {
+
+// Checks every input before anything is allocated.
+void validate(const ModelConfig& config, const TransformerOptions& options, const ModelWeights& w,
+              const Tensor& tokens, const Tensor& targets, const ModelWeights* grads) {
+  TSP_CHECK(w.config() == config, "Transformer: weights are for ", w.config().summary(),
+            " but the model is ", config.summary());
+  TSP_CHECK_DTYPE(w.dtype() == options.dtype, "Transformer: weights are ", w.dtype(),
+                  " but TransformerOptions::dtype is ", options.dtype);
+  if (grads != nullptr) {
+    TSP_CHECK(grads->config() == config, "Transformer: gradients are for ",
+              grads->config().summary(), " but the model is ", config.summary());
+    TSP_CHECK_DTYPE(grads->dtype() == DType::f32, "Transformer: gradients must be f32, got ",
+                    grads->dtype());
+  }
+  TSP_CHECK_SHAPE(tokens.defined() && tokens.rank() == 2, "Transformer: tokens must be [B, S], got ",
+                  tokens.defined() ? tokens.describe() : std::string("undefined"));
+  TSP_CHECK_SHAPE(targets.defined() && targets.shape() == tokens.shape(),
+                  "Transformer: targets must have the tokens' shape ", tokens.shape(), ", got ",
+                  targets.defined() ? targets.describe() : std::string("undefined"));
+  TSP_CHECK_DTYPE(tokens.dtype() == DType::i32 && targets.dtype() == DType::i32,
+                  "Transformer: tokens and targets must be i32, got ", tokens.dtype(), " and ",
+                  targets.dtype());
+  TSP_CHECK_T(LayoutError, tokens.is_contiguous() && targets.is_contiguous(),
+              "Transformer: tokens and targets must be contiguous, got ", tokens.describe(),
+              " and ", targets.describe());
+  const int64_t B = tokens.dim(0), S = tokens.dim(1), V = config.vocab_size();
+  TSP_CHECK(B > 0 && S > 0, "Transformer: empty batch ", tokens.shape());
+  TSP_CHECK(S <= config.max_position_embeddings(), "Transformer: sequence length ", S,
+            " exceeds max_position_embeddings ", config.max_position_embeddings());
+  TSP_CHECK(options.vocab_chunk > 0, "Transformer: vocab_chunk must be positive, got ",
+            options.vocab_chunk);
+  const int32_t* tok = tokens.data<int32_t>();
+  const int32_t* tgt = targets.data<int32_t>();
+  for (int64_t i = 0; i < B * S; ++i) {
+    TSP_CHECK(tok[i] >= 0 && tok[i] < V, "Transformer: token id ", tok[i], " at [", i / S, ", ",
+              i % S, "] is outside the vocabulary [0, ", V, ")");
+    TSP_CHECK(tgt[i] == kIgnoreIndex || (tgt[i] >= 0 && tgt[i] < V), "Transformer: target id ",
+              tgt[i], " at [", i / S, ", ", i % S, "] is outside the vocabulary [0, ", V,
+              ") and is not the ignore index ", kIgnoreIndex);
+  }
+}
+
+}  // namespace
+
+int64_t count_valid_targets(const Tensor& targets) {
+  TSP_CHECK_DTYPE(targets.dtype() == DType::i32, "count_valid_targets: targets must be i32, got ",
+                  targets.describe());
+  Tensor t = targets.is_contiguous() ? targets
+                                     : Tensor::copy_of(targets, DType::i32, MemCategory::workspace);
+  const int32_t* p = t.data<int32_t>();
+  int64_t n = 0;
+  for (int64_t i = 0; i < t.numel(); ++i) n += p[i] != kIgnoreIndex;
+  return n;
+}
+
+int64_t predicted_activation_peak_bytes(const ModelConfig& c, const TransformerOptions& options,
+                                        int64_t batch, int64_t seq) {
+  const int64_t T = batch * seq, L = c.num_hidden_layers();
+  const int64_t x = T * c.hidden_size() * static_cast<int64_t>(dtype_size(options.dtype));
+  const int64_t block = BlockActivations::bytes(c, options.dtype, batch, seq);
+  const int64_t lse = 4 * T;
+  // Residual stream x_0..x_L stays alive through the forward; without recomputation every block's
+  // activations too (peak at the end of the forward, with the head's lse). With recomputation
+  // only one block's activations exist at a time: the peak is the last block's forward.
+  if (!options.recompute) return (L + 1) * x + L * block + lse;
+  return std::max((L + 1) * x + block, (L + 1) * x + lse);
+}
+
+Transformer::Transformer(const ModelConfig& config, const TransformerOptions& options)
+    : config_(config), options_(options) {
+  TSP_CHECK_DTYPE(options.dtype == DType::f32 || options.dtype == DType::bf16,
+                  "Transformer: dtype must be f32 or bf16, got ", options.dtype);
+  TSP_CHECK(options.vocab_chunk > 0, "Transformer: vocab_chunk must be positive, got ",
+            options.vocab_chunk);
+}
+
+LossSum Transformer::forward(const ModelWeights& w, const Tensor& tokens, const Tensor& targets) {
+  validate(config_, options_, w, tokens, targets, nullptr);
+  const int64_t B = tokens.dim(0), S = tokens.dim(1), T = B * S, h = config_.hidden_size();
+  const DType dt = options_.dtype;
+  BlockContext ctx(config_, dt, B, S);
+  Tensor x = Tensor::empty({T, h}, dt, MemCategory::activations);
+  kernels::embedding_forward(tokens.view({T}), w.embed(), x);
+  for (const LayerWeights& lw : w.layers()) {
+    Tensor next = Tensor::empty({T, h}, dt, MemCategory::activations);
+    BlockActivations acts;
+    block_forward(ctx, lw, x, next, acts);
+    x = next;  // the block's input and activations are released here
+  }
+  kernels::rmsnorm_forward(x, w.final_norm(), x, Tensor(),
+                           {.eps = static_cast<float>(config_.rms_norm_eps())});
+  Tensor lse = Tensor::empty({T}, DType::f32, MemCategory::workspace);
+  const kernels::CrossEntropyTotals tot = kernels::cross_entropy_forward(
+      x, w.lm_head(), targets.view({T}), lse, Tensor(),
+      {.ignore_index = kIgnoreIndex, .chunk_size = options_.vocab_chunk});
+  return {tot.loss_sum, tot.n_valid};
+}
+
+LossSum Transformer::forward_backward(const ModelWeights& w, const Tensor& tokens,
+                                      const Tensor& targets, ModelWeights& grads,
+                                      float grad_scale) {
+  validate(config_, options_, w, tokens, targets, &grads);
+  TSP_CHECK(std::isfinite(grad_scale), "Transformer: grad_scale must be finite, got ", grad_scale);
+  const int64_t B = tokens.dim(0), S = tokens.dim(1), T = B * S, h = config_.hidden_size();
+  const int64_t L = config_.num_hidden_layers();
+  const DType dt = options_.dtype;
+  const kernels::RmsNormOptions norm{.eps = static_cast<float>(config_.rms_norm_eps())};
+  const kernels::CrossEntropyOptions ce{.ignore_index = kIgnoreIndex,
+                                        .chunk_size = options_.vocab_chunk};
+  const Tensor ids = tokens.view({T}), tgt = targets.view({T});
+  BlockContext ctx(config_, dt, B, S);
+
+  // ---- forward: keep the residual stream x_0..x_L and (unless recomputing) every block's acts.
+  std::vector<Tensor> xs(static_cast<size_t>(L + 1));
+  std::vector<BlockActivations> acts(static_cast<size_t>(L));
+  xs[0] = Tensor::empty({T, h}, dt, MemCategory::activations);
+  kernels::embedding_forward(ids, w.embed(), xs[0]);
+  for (int64_t l = 0; l < L; ++l) {
+    xs[l + 1] = Tensor::empty({T, h}, dt, MemCategory::activations);
+    block_forward(ctx, w.layers()[l], xs[l], xs[l + 1], acts[l]);
+    if (options_.recompute) acts[l].reset();
+  }
+  Tensor nf = Tensor::empty({T, h}, dt, MemCategory::workspace);
+  Tensor rstd = Tensor::empty({T}, DType::f32, MemCategory::workspace);
+  kernels::rmsnorm_forward(xs[L], w.final_norm(), nf, rstd, norm);
+  Tensor lse = Tensor::empty({T}, DType::f32, MemCategory::activations);
+  const kernels::CrossEntropyTotals tot =
+      kernels::cross_entropy_forward(nf, w.lm_head(), tgt, lse, Tensor(), ce);
+
+  // ---- backward: dx is the f32 gradient of the residual stream.
+  Tensor dx = Tensor::zeros({T, h}, DType::f32, MemCategory::workspace);
+  kernels::cross_entropy_backward(nf, w.lm_head(), tgt, lse, grad_scale, dx, grads.lm_head(), ce);
+  lse = Tensor();
+  nf = Tensor();
+  kernels::rmsnorm_backward(dx, xs[L], w.final_norm(), rstd, dx, grads.final_norm());
+  rstd = Tensor();
+  xs[L] = Tensor();
+  for (int64_t l = L - 1; l >= 0; --l) {
+    if (options_.recompute) block_forward(ctx, w.layers()[l], xs[l], Tensor(), acts[l]);
+    block_backward(ctx, w.layers()[l], xs[l], acts[l], dx, grads.layers()[l]);
+    acts[l].reset();
+    if (l > 0) xs[l] = Tensor();
+  }
+  kernels::embedding_backward(ids, dx, grads.embed());
+  return {tot.loss_sum, tot.n_valid};
+}
+
+}  // namespace tsp::model

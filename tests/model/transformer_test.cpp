@@ -1,0 +1,436 @@
+// Tests of the single-rank Transformer against the naive double-precision reference model:
+// loss, every gradient element (central finite differences of the reference), ignore index,
+// micro-batch accumulation, recomputation (bitwise and memory), one AdamW training step, bf16,
+// and input validation.
+#include "tsp/model/transformer.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "tsp/core/error.h"
+#include "tsp/core/memory.h"
+#include "tsp/core/random.h"
+#include "tsp/kernels/adamw.h"
+#include "tsp/model/reference/reference_model.h"
+
+namespace tsp::model {
+namespace {
+
+using reference::reference_loss_sum;
+using reference::ReferenceWeights;
+
+struct Case {
+  const char* name;
+  int64_t h, heads, kv_heads, ffn;
+  bool tied;
+};
+// GQA with an untied head, and MHA with a tied head (embedding gets lookup + head gradients).
+const Case kGqaUntied{"gqa_untied", 16, 4, 2, 32, false};
+const Case kMhaTied{"mha_tied", 16, 4, 4, 24, true};
+
+ModelConfig make_config(const Case& k, int64_t layers = 2, int64_t max_pos = 512) {
+  ModelConfigFields f;
+  f.hidden_size = k.h;
+  f.intermediate_size = k.ffn;
+  f.num_hidden_layers = layers;
+  f.num_attention_heads = k.heads;
+  f.num_key_value_heads = k.kv_heads;
+  f.vocab_size = 37;
+  f.rms_norm_eps = 1e-5;
+  f.rope_theta = 10000.0;
+  f.max_position_embeddings = max_pos;
+  f.tie_word_embeddings = k.tied;
+  return ModelConfig(f);
+}
+
+// Weights with more spread than initialize()'s N(0, 0.02) so that every path (attention
+// pattern, gates, norm gains) carries signal: matrices N(0, 0.3), embedding N(0, 1), gains
+// N(1, 0.2). f32; tests that need bf16 round these.
+ModelWeights random_weights(const ModelConfig& c, uint64_t seed) {
+  ModelWeights w(c, DType::f32, MemCategory::weights);
+  const auto specs = weight_specs(c);
+  auto named = w.named();
+  for (size_t i = 0; i < specs.size(); ++i) {
+    Rng rng(seed, i);
+    if (is_norm_weight(specs[i].kind))
+      fill_normal(named[i].second, rng, 1.f, 0.2f);
+    else
+      fill_normal(named[i].second, rng, 0.f, specs[i].kind == WeightKind::embed_tokens ? 1.f : 0.3f);
+  }
+  return w;
+}
+
+Tensor random_ids(int64_t batch, int64_t seq, int64_t vocab, uint64_t seed, int every_ignored = 0) {
+  Tensor t = Tensor::empty({batch, seq}, DType::i32, MemCategory::workspace);
+  Rng rng(seed, 99);
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    const bool ignored = every_ignored > 0 && i % every_ignored == every_ignored - 1;
+    t.data<int32_t>()[i] = ignored ? kIgnoreIndex : static_cast<int32_t>(rng.below(vocab));
+  }
+  return t;
+}
+
+struct Batch {
+  Tensor tokens, targets;
+};
+Batch make_batch(const ModelConfig& c, int64_t batch, int64_t seq, uint64_t seed) {
+  return {random_ids(batch, seq, c.vocab_size(), seed),
+          random_ids(batch, seq, c.vocab_size(), seed + 1000, /*every_ignored=*/5)};
+}
+
+std::vector<std::vector<double>> to_vectors(const ModelWeights& g) {
+  return ReferenceWeights::from(g).tensors;
+}
+
+// Central differences of scale * reference_loss_sum w.r.t. every weight element, in double.
+// Step 1e-4: truncation step^2 |f'''| / 6 ~ 1e-9 for these O(1)-curvature losses, cancellation
+// 2^-52 |f| / step ~ 1e-11, both far below the fp32 errors being tested (~1e-6 relative).
+std::vector<std::vector<double>> fd_gradients(const ModelWeights& w, const Batch& b, double scale) {
+  ReferenceWeights r = ReferenceWeights::from(w);
+  constexpr double step = 1e-4;
+  std::vector<std::vector<double>> g(r.tensors.size());
+  for (size_t t = 0; t < r.tensors.size(); ++t) {
+    g[t].resize(r.tensors[t].size());
+    for (size_t i = 0; i < r.tensors[t].size(); ++i) {
+      const double keep = r.tensors[t][i];
+      r.tensors[t][i] = keep + step;
+      const double fp = reference_loss_sum(r, b.tokens, b.targets);
+      r.tensors[t][i] = keep - step;
+      const double fm = reference_loss_sum(r, b.tokens, b.targets);
+      r.tensors[t][i] = keep;
+      g[t][i] = scale * (fp - fm) / (2 * step);
+    }
+  }
+  return g;
+}
+
+// The fixed problem of the gradient tests: B=2, S=11, every fifth target ignored.
+struct GradProblem {
+  ModelConfig config;
+  ModelWeights w;
+  Batch batch;
+  double scale;
+  std::vector<std::vector<double>> fd;  // finite-difference gradients of scale * loss_sum
+};
+const GradProblem& grad_problem(const Case& k) {
+  static std::map<std::string, GradProblem> cache;
+  auto it = cache.find(k.name);
+  if (it != cache.end()) return it->second;
+  const ModelConfig c = make_config(k);
+  ModelWeights w = random_weights(c, 17);
+  Batch b = make_batch(c, 2, 11, 5);
+  const double scale = 1.0 / static_cast<double>(count_valid_targets(b.targets));
+  std::vector<std::vector<double>> fd = fd_gradients(w, b, scale);
+  return cache.emplace(k.name, GradProblem{c, std::move(w), std::move(b), scale, std::move(fd)})
+      .first->second;
+}
+
+// Gradient tolerance: |fast - fd| <= kGradRel * (|fd| + kGradFloor * rms(fd of that tensor)).
+// The fast path is fp32 throughout: each gradient element is the end of ~a dozen chained stages
+// (GEMMs with K <= 22 tokens or <= 32 features, softmax, norms), each contributing ~sqrt(K) 2^-24
+// ~ 3e-7 relative to the magnitudes involved, which can cancel in the sum: ~1e-5 relative to the
+// tensor's typical gradient, so 1e-4 leaves 10x headroom while a wrong term (>= 1e-2) fails.
+constexpr double kGradRel = 1e-4;
+constexpr double kGradFloor = 1e-1;
+
+double rms(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x * x;
+  return std::sqrt(s / static_cast<double>(v.size()));
+}
+
+void expect_gradients_match(const ModelConfig& c, const std::vector<std::vector<double>>& fast,
+                            const std::vector<std::vector<double>>& fd) {
+  const auto specs = weight_specs(c);
+  ASSERT_EQ(fast.size(), specs.size());
+  double overall = 0;
+  for (size_t t = 0; t < specs.size(); ++t) {
+    const double floor = kGradFloor * rms(fd[t]);
+    double worst = 0;
+    size_t worst_i = 0;
+    for (size_t i = 0; i < fd[t].size(); ++i) {
+      const double err = std::fabs(fast[t][i] - fd[t][i]) / (std::fabs(fd[t][i]) + floor);
+      if (err > worst) worst = err, worst_i = i;
+    }
+    overall = std::max(overall, worst);
+    EXPECT_GT(rms(fd[t]), 0.0) << specs[t].name << " has an identically zero gradient";
+    EXPECT_LE(worst, kGradRel) << specs[t].name << " element " << worst_i << ": fast "
+                               << fast[t][worst_i] << " vs finite difference " << fd[t][worst_i];
+  }
+  std::printf("worst gradient error vs finite differences: %.3g (bound %.0e)\n", overall, kGradRel);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+TEST(Transformer, ForwardMatchesReference) {
+  for (const Case& k : {kGqaUntied, kMhaTied}) {
+    const ModelConfig c = make_config(k);
+    const ModelWeights w = random_weights(c, 3);
+    const Batch b = make_batch(c, 2, 11, 9);
+    Transformer model(c, {.vocab_chunk = 16});  // 37 = 16 + 16 + 5: several chunks, a ragged one
+    const LossSum fast = model.forward(w, b.tokens, b.targets);
+    const double ref = reference_loss_sum(w, b.tokens, b.targets);
+    EXPECT_EQ(fast.n_valid, count_valid_targets(b.targets));
+    EXPECT_EQ(fast.n_valid, 2 * 11 - 4);  // every fifth of 22 targets is ignored
+    // fp32 end to end: ~1e-6 relative per stage over a few dozen stages; 1e-5 is the budget.
+    EXPECT_NEAR(fast.loss_sum, ref, 1e-5 * std::fabs(ref)) << k.name;
+    std::printf("%s loss %.9g vs reference %.9g (rel %.2g)\n", k.name, fast.loss_sum, ref,
+                std::fabs(fast.loss_sum - ref) / ref);
+    ModelWeights g(c, DType::f32, MemCategory::grads);
+    const LossSum fb = model.forward_backward(w, b.tokens, b.targets, g, 1.f);
+    EXPECT_EQ(fb.loss_sum, fast.loss_sum) << "forward and forward_backward losses differ";
+    EXPECT_EQ(fb.n_valid, fast.n_valid);
+  }
+}
+
+TEST(Transformer, ForwardMatchesReferenceOnMultiTileSequences) {
+  // S = 200 spans several flash-attention tiles (96 x 256 forward, 48 x 128 backward).
+  const ModelConfig c = make_config({"long", 32, 4, 2, 48, false}, /*layers=*/1);
+  const ModelWeights w = random_weights(c, 4);
+  const Batch b = make_batch(c, 1, 200, 21);
+  Transformer model(c);
+  const LossSum fast = model.forward(w, b.tokens, b.targets);
+  const double ref = reference_loss_sum(w, b.tokens, b.targets);
+  EXPECT_NEAR(fast.loss_sum, ref, 1e-5 * std::fabs(ref));
+}
+
+TEST(Transformer, GradientsMatchFiniteDifferencesGqaUntied) {
+  const GradProblem& p = grad_problem(kGqaUntied);
+  Transformer model(p.config, {.vocab_chunk = 16});
+  ModelWeights g(p.config, DType::f32, MemCategory::grads);
+  model.forward_backward(p.w, p.batch.tokens, p.batch.targets, g, static_cast<float>(p.scale));
+  expect_gradients_match(p.config, to_vectors(g), p.fd);
+}
+
+TEST(Transformer, GradientsMatchFiniteDifferencesMhaTied) {
+  const GradProblem& p = grad_problem(kMhaTied);
+  Transformer model(p.config);
+  ModelWeights g(p.config, DType::f32, MemCategory::grads);
+  model.forward_backward(p.w, p.batch.tokens, p.batch.targets, g, static_cast<float>(p.scale));
+  expect_gradients_match(p.config, to_vectors(g), p.fd);
+}
+
+TEST(Transformer, IgnoredTargetsContributeNothing) {
+  const ModelConfig c = make_config(kGqaUntied);
+  const ModelWeights w = random_weights(c, 5);
+  const Batch b = make_batch(c, 2, 11, 13);
+  Transformer model(c);
+  // All targets ignored: zero loss, zero valid tokens, every gradient exactly zero.
+  Tensor none = Tensor::empty({2, 11}, DType::i32, MemCategory::workspace);
+  for (int64_t i = 0; i < none.numel(); ++i) none.data<int32_t>()[i] = kIgnoreIndex;
+  ModelWeights g(c, DType::f32, MemCategory::grads);
+  const LossSum l = model.forward_backward(w, b.tokens, none, g, 1.f);
+  EXPECT_EQ(l.loss_sum, 0.0);
+  EXPECT_EQ(l.n_valid, 0);
+  EXPECT_EQ(l.mean(), 0.0);
+  for (const auto& [name, t] : g.named())
+    for (int64_t i = 0; i < t.numel(); ++i) ASSERT_EQ(t.item_f32(i), 0.f) << name;
+  // Ignoring one more target removes exactly that token's loss (its input still feeds later
+  // tokens through attention): the difference equals the reference's per-token difference.
+  Tensor fewer = Tensor::copy_of(b.targets, DType::i32, MemCategory::workspace);
+  fewer.data<int32_t>()[7] = kIgnoreIndex;  // a valid target (every fifth is index 4, 9, ...)
+  ASSERT_NE(b.targets.data<int32_t>()[7], kIgnoreIndex);
+  const double diff = model.forward(w, b.tokens, b.targets).loss_sum -
+                      model.forward(w, b.tokens, fewer).loss_sum;
+  const double ref_diff = reference_loss_sum(w, b.tokens, b.targets) -
+                          reference_loss_sum(w, b.tokens, fewer);
+  EXPECT_NEAR(diff, ref_diff, 1e-4);
+  EXPECT_EQ(model.forward(w, b.tokens, fewer).n_valid, count_valid_targets(b.targets) - 1);
+}
+
+TEST(Transformer, MicroBatchAccumulationEqualsOneBatch) {
+  const ModelConfig c = make_config(kMhaTied);
+  const ModelWeights w = random_weights(c, 6);
+  const Batch b = make_batch(c, 2, 11, 15);
+  const int64_t n_valid = count_valid_targets(b.targets);
+  const float scale = 1.f / static_cast<float>(n_valid);
+  Transformer model(c);
+  ModelWeights whole(c, DType::f32, MemCategory::grads), parts(c, DType::f32, MemCategory::grads);
+  const LossSum lw = model.forward_backward(w, b.tokens, b.targets, whole, scale);
+  double loss_parts = 0;
+  int64_t valid_parts = 0;
+  for (int64_t i = 0; i < 2; ++i) {
+    const Tensor tok = Tensor::copy_of(b.tokens.slice(0, i, 1), DType::i32, MemCategory::workspace);
+    const Tensor tgt = Tensor::copy_of(b.targets.slice(0, i, 1), DType::i32, MemCategory::workspace);
+    const LossSum l = model.forward_backward(w, tok, tgt, parts, scale);
+    loss_parts += l.loss_sum;
+    valid_parts += l.n_valid;
+  }
+  EXPECT_EQ(valid_parts, lw.n_valid);
+  EXPECT_NEAR(loss_parts, lw.loss_sum, 1e-5 * lw.loss_sum);
+  // Same math, different GEMM shapes (summation order over tokens): fp32 rounding only.
+  const auto a = to_vectors(parts), e = to_vectors(whole);
+  for (size_t t = 0; t < a.size(); ++t) {
+    const double floor = 1e-2 * rms(e[t]);
+    for (size_t i = 0; i < a[t].size(); ++i)
+      ASSERT_NEAR(a[t][i], e[t][i], 1e-5 * (std::fabs(e[t][i]) + floor))
+          << weight_specs(c)[t].name << " element " << i;
+  }
+}
+
+TEST(Transformer, RecomputeIsBitwiseIdenticalAndPredictedMemoryHolds) {
+  const ModelConfig c = make_config({"mem", 32, 4, 2, 64, false}, /*layers=*/3);
+  const ModelWeights w = random_weights(c, 8);
+  const int64_t B = 2, S = 40;
+  const Batch b = make_batch(c, B, S, 23);
+  MemoryLedger& ledger = MemoryLedger::process();
+  std::vector<std::vector<double>> grads[2];
+  int64_t peak[2];
+  for (int r = 0; r < 2; ++r) {
+    const TransformerOptions opt{.recompute = r == 1};
+    Transformer model(c, opt);
+    ModelWeights g(c, DType::f32, MemCategory::grads);
+    const int64_t live_before = ledger.stats(MemCategory::activations).live_bytes;
+    ledger.reset_peaks();
+    model.forward_backward(w, b.tokens, b.targets, g, 0.01f);
+    peak[r] = ledger.stats(MemCategory::activations).peak_bytes - live_before;
+    EXPECT_EQ(ledger.stats(MemCategory::activations).live_bytes, live_before) << "activations leak";
+    const int64_t predicted = predicted_activation_peak_bytes(c, opt, B, S);
+    // The prediction counts exactly the buffers this implementation allocates: equal to the byte.
+    EXPECT_EQ(peak[r], predicted) << (r ? "with" : "without") << " recomputation";
+    grads[r] = to_vectors(g);
+  }
+  EXPECT_LT(peak[1], peak[0]);
+  // Recomputation reruns the same kernels on the same inputs: identical activations, gradients.
+  for (size_t t = 0; t < grads[0].size(); ++t)
+    for (size_t i = 0; i < grads[0][t].size(); ++i)
+      ASSERT_EQ(grads[0][t][i], grads[1][t][i]) << weight_specs(c)[t].name << " element " << i;
+}
+
+TEST(Transformer, TrainingStepMatchesReference) {
+  // One AdamW step of the 2-layer model: fast gradients + kernels::adamw_step versus the finite-
+  // difference gradients of the per-token double reference + the same formula in double.
+  const GradProblem& p = grad_problem(kGqaUntied);
+  const kernels::AdamWOptions opt{.lr = 1e-2f, .weight_decay = 0.1f};
+  ModelWeights master(p.config, DType::f32, MemCategory::weights);
+  master.copy_from(p.w);
+  ModelWeights g(p.config, DType::f32, MemCategory::grads);
+  ModelWeights m(p.config, DType::f32, MemCategory::optimizer),
+      v(p.config, DType::f32, MemCategory::optimizer);
+  Transformer model(p.config);
+  model.forward_backward(master, p.batch.tokens, p.batch.targets, g, static_cast<float>(p.scale));
+  const auto nm = master.named(), ng = g.named(), nm1 = m.named(), nv = v.named();
+  for (size_t t = 0; t < nm.size(); ++t)
+    kernels::adamw_step(nm[t].second, nm1[t].second, nv[t].second, ng[t].second, 1, opt);
+
+  const auto w0 = to_vectors(p.w), w1 = to_vectors(master);
+  const auto specs = weight_specs(p.config);
+  double worst_abs = 0;
+  for (size_t t = 0; t < specs.size(); ++t) {
+    const double gerr_floor = kGradRel * kGradFloor * rms(p.fd[t]);
+    for (size_t i = 0; i < w0[t].size(); ++i) {
+      // torch.optim.AdamW step 1 in double: m = (1-b1) g, v = (1-b2) g^2.
+      const double gr = p.fd[t][i], lr = opt.lr, b1 = opt.beta1, b2 = opt.beta2;
+      const double mm = (1 - b1) * gr, vv = (1 - b2) * gr * gr;
+      const double denom = std::sqrt(vv) / std::sqrt(1 - b2) + opt.eps;
+      const double want = w0[t][i] * (1 - lr * opt.weight_decay) - lr / (1 - b1) * mm / denom;
+      // Step 1 moves each weight by ~lr * g / (|g| + eps): its sensitivity to a gradient error
+      // delta is <= 2 lr delta / (|g| + delta). delta is the gradient test's bound; 1e-6 relative
+      // covers AdamW's own fp32 arithmetic on |w| <= O(1).
+      const double delta = kGradRel * std::fabs(gr) + gerr_floor;
+      const double tol = 2 * lr * delta / (std::fabs(gr) + delta) + 1e-6 * (std::fabs(want) + 1e-3);
+      worst_abs = std::max(worst_abs, std::fabs(w1[t][i] - want));
+      ASSERT_NEAR(w1[t][i], want, tol) << specs[t].name << " element " << i << " grad " << gr;
+    }
+  }
+  std::printf("training step: worst |w_fast - w_ref| = %.3g (lr %.0e)\n", worst_abs, opt.lr);
+}
+
+TEST(Transformer, Bf16MatchesF32WithinStatedTolerance) {
+  for (const Case& k : {kGqaUntied, kMhaTied}) {
+    const ModelConfig c = make_config(k);
+    const ModelWeights w32 = random_weights(c, 12);
+    ModelWeights w16(c, DType::bf16, MemCategory::weights);
+    w16.copy_from(w32);
+    ModelWeights w32r(c, DType::f32, MemCategory::weights);  // the same rounded values in f32
+    w32r.copy_from(w16);
+    const Batch b = make_batch(c, 2, 11, 31);
+    const float scale = 1.f / static_cast<float>(count_valid_targets(b.targets));
+    ModelWeights g16(c, DType::f32, MemCategory::grads), g32(c, DType::f32, MemCategory::grads);
+    const LossSum l16 =
+        Transformer(c, {.dtype = DType::bf16}).forward_backward(w16, b.tokens, b.targets, g16, scale);
+    const LossSum l32 = Transformer(c).forward_backward(w32r, b.tokens, b.targets, g32, scale);
+    // bf16 activations carry 8 significant bits (relative rounding <= 2^-9 = 2e-3 per value).
+    // The loss is a sum of many independently rounded terms: ~1e-3 expected (observed 4e-4), bound
+    // 1e-2. A gradient element chains ~2L+2 rounded tensors forward and back (activations, dy
+    // rounded for the bf16 GEMMs, dq/dk/dv, dgate/dup): sqrt(10) * 2e-3 ~ 6e-3 per element, and
+    // its sum over tokens partly cancels (dlogits = p - onehot), amplifying the relative error
+    // 2-4x: ~1-2.5e-2 relative L2 (observed 0.7e-2 .. 2.2e-2 per tensor). Bound 5e-2: a dropped
+    // or wrongly scaled term gives O(1).
+    EXPECT_NEAR(l16.loss_sum, l32.loss_sum, 1e-2 * l32.loss_sum) << k.name;
+    const auto n16 = g16.named(), n32 = g32.named();
+    double worst = 0;
+    for (size_t t = 0; t < n16.size(); ++t) {
+      const Tensor a = n16[t].second, e = n32[t].second;
+      double num = 0, den = 0;
+      for (int64_t i = 0; i < a.numel(); ++i) {
+        const double d = a.data<float>()[i] - e.data<float>()[i];
+        num += d * d;
+        den += static_cast<double>(e.data<float>()[i]) * e.data<float>()[i];
+      }
+      worst = std::max(worst, std::sqrt(num / den));
+      if (std::getenv("TSP_VERBOSE")) std::printf("  %s %.3g\n", n16[t].first.c_str(), std::sqrt(num / den));
+      EXPECT_LE(std::sqrt(num / den), 5e-2) << k.name << " " << n16[t].first;
+    }
+    std::printf("%s bf16 vs f32: loss rel %.3g, worst gradient relative L2 %.3g\n", k.name,
+                std::fabs(l16.loss_sum - l32.loss_sum) / l32.loss_sum, worst);
+  }
+}
+
+TEST(Transformer, BadInputsThrowTypedErrorsBeforeAllocating) {
+  const ModelConfig c = make_config(kGqaUntied, 2, /*max_pos=*/16);
+  const ModelWeights w = random_weights(c, 1);
+  ModelWeights g(c, DType::f32, MemCategory::grads);
+  Transformer model(c);
+  const Batch ok = make_batch(c, 2, 11, 2);
+  MemoryLedger& ledger = MemoryLedger::process();
+  auto expect_throw = [&](auto&& call, auto type_tag, const char* needle) {
+    using E = decltype(type_tag);
+    const int64_t allocs = ledger.total().allocations;
+    try {
+      call();
+      ADD_FAILURE() << "expected an exception mentioning '" << needle << "'";
+    } catch (const E& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(ledger.total().allocations, allocs) << "allocated before validating: " << needle;
+  };
+  Tensor bad_tok = Tensor::copy_of(ok.tokens, DType::i32, MemCategory::workspace);
+  bad_tok.data<int32_t>()[13] = 37;
+  expect_throw([&] { model.forward_backward(w, bad_tok, ok.targets, g, 1.f); }, InvalidArgument{""},
+               "token id 37 at [1, 2] is outside the vocabulary [0, 37)");
+  bad_tok.data<int32_t>()[13] = -1;
+  expect_throw([&] { model.forward(w, bad_tok, ok.targets); }, InvalidArgument{""}, "token id -1");
+  Tensor bad_tgt = Tensor::copy_of(ok.targets, DType::i32, MemCategory::workspace);
+  bad_tgt.data<int32_t>()[0] = -7;
+  expect_throw([&] { model.forward(w, ok.tokens, bad_tgt); }, InvalidArgument{""}, "target id -7");
+  const Batch longer = make_batch(c, 1, 17, 3);
+  expect_throw([&] { model.forward(w, longer.tokens, longer.targets); }, InvalidArgument{""},
+               "sequence length 17 exceeds max_position_embeddings 16");
+  const Batch other = make_batch(c, 2, 10, 4);
+  expect_throw([&] { model.forward(w, ok.tokens, other.targets); }, ShapeError{""},
+               "targets must have the tokens' shape");
+  const Tensor tok64 = Tensor::copy_of(ok.tokens, DType::i64, MemCategory::workspace);
+  expect_throw([&] { model.forward(w, tok64, ok.targets); }, DTypeError{""}, "must be i32");
+  ModelWeights w16(c, DType::bf16, MemCategory::weights);
+  expect_throw([&] { model.forward(w16, ok.tokens, ok.targets); }, DTypeError{""},
+               "weights are bf16");
+  ModelWeights g16(c, DType::bf16, MemCategory::grads);
+  expect_throw([&] { model.forward_backward(w, ok.tokens, ok.targets, g16, 1.f); }, DTypeError{""},
+               "gradients must be f32");
+  const ModelWeights other_w = random_weights(make_config(kMhaTied), 1);
+  expect_throw([&] { model.forward(other_w, ok.tokens, ok.targets); }, InvalidArgument{""},
+               "weights are for");
+  EXPECT_THROW(Transformer(c, {.dtype = DType::i32}), DTypeError);
+}
+
+}  // namespace
+}  // namespace tsp::model
