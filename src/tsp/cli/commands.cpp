@@ -1,0 +1,159 @@
+#include "tsp/cli/commands.h"
+
+#include <filesystem>
+#include <iostream>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "tsp/core/check.h"
+#include "tsp/data/batch_loader.h"
+#include "tsp/model/hf_checkpoint.h"
+#include "tsp/model/model_weights.h"
+#include "tsp/model/transformer.h"
+#include "tsp/train/data_source.h"
+#include "tsp/train/metrics.h"
+#include "tsp/train/run_config.h"
+#include "tsp/train/train_state.h"
+#include "tsp/train/trainer.h"
+
+namespace tsp::cli {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// Every RunConfig field becomes one flag, with its default and help, from the single field list.
+void add_run_config_flags(CLI::App& cmd, train::RunConfig& run) {
+#define TSP_ADD_FLAG_(type, member, flag, def, help)                                  \
+  if constexpr (std::is_same_v<type, bool>) {                                         \
+    cmd.add_flag("--" flag, run.member, help);                                        \
+  } else {                                                                            \
+    cmd.add_option("--" flag, run.member, help)->capture_default_str();               \
+  }
+  TSP_RUN_CONFIG_FIELDS(TSP_ADD_FLAG_)
+#undef TSP_ADD_FLAG_
+}
+
+int cmd_train(train::RunConfig run, std::ostream& out) {
+  if (!run.resume.empty() && run.checkpoint_dir.empty()) run.checkpoint_dir = run.resume;
+  run.validate();
+  if (!run.resume.empty() && !fs::is_directory(run.resume)) {
+    TSP_THROW(IoError, "--resume: checkpoint directory ", run.resume, " does not exist");
+  }
+  if (!run.init.empty() && !fs::is_directory(run.init)) {
+    TSP_THROW(IoError, "--init: checkpoint directory ", run.init, " does not exist");
+  }
+  const model::ModelConfig config = train::model_config_for_run(run);
+  train::TokenData data = train::load_token_data(run.data, config.vocab_size());
+  out << "data: " << data.description << ", " << data.tokens.size() << " tokens" << std::endl;
+  train::Trainer trainer(config, run, std::move(data.tokens), {.log = &out});
+  trainer.run();
+  return 0;
+}
+
+struct EvalOptions {
+  std::string checkpoint;
+  std::string data;      // empty: the run's data, else "fortunes"
+  int64_t batches = 0;   // 0: the run's --eval-batches, else 8
+  int64_t batch = 0;     // 0: the run's --batch, else 16
+  int64_t seq = 0;       // 0: the run's --seq, else 128
+};
+
+int cmd_eval(const EvalOptions& o, std::ostream& out) {
+  if (!fs::is_directory(o.checkpoint)) {
+    TSP_THROW(IoError, "--checkpoint: checkpoint directory ", o.checkpoint, " does not exist");
+  }
+  const model::HfCheckpoint ckpt(o.checkpoint);
+  const model::ModelConfig& config = ckpt.config();
+  // Settings of the run that wrote the checkpoint, when it is a tsp checkpoint.
+  train::RunConfig run;
+  int64_t step = 0;
+  const fs::path state = fs::path(o.checkpoint) / train::kTrainStateFileName;
+  if (fs::exists(state)) {
+    const train::TrainStateInfo info = train::read_train_state_info(state);
+    run = info.run;
+    step = info.step;
+  }
+  if (!o.data.empty()) run.data = o.data;
+  if (o.batches > 0) run.eval_batches = o.batches;
+  if (o.batch > 0) run.batch = o.batch;
+  if (o.seq > 0) run.seq = o.seq;
+  TSP_CHECK(o.batches >= 0 && o.batch >= 0 && o.seq >= 0, "--batches, --batch and --seq must be >= 0");
+  TSP_CHECK(run.seq <= config.max_position_embeddings(), "--seq ", run.seq,
+            " exceeds the model's max_position_embeddings ", config.max_position_embeddings());
+
+  const DType dtype = config.torch_dtype();
+  model::ModelWeights weights(config, dtype, MemCategory::weights);
+  for (const auto& [name, t] : weights.named()) ckpt.read_into(name, t);
+  train::TokenData data = train::load_token_data(run.data, config.vocab_size());
+  const data::TokenSplit split = data::split_train_val(data.tokens, {.val_fraction = run.val_fraction});
+  out << "model: " << config.summary() << " dtype=" << dtype << " from " << o.checkpoint << std::endl;
+  out << "data: " << data.description << ", validation split " << split.val.size() << " tokens" << std::endl;
+  model::Transformer model(config, {.dtype = dtype});
+  train::EvalMetrics m = train::evaluate_loss(model, weights, split.val, run.batch, run.seq, run.eval_batches);
+  m.step = step;
+  out << train::format_eval_line(m) << std::endl;
+  return 0;
+}
+
+}  // namespace
+
+std::string one_line_message(const std::string& what) {
+  std::string s = what;
+  const size_t at = s.rfind(" failed at ");
+  const size_t open = s.rfind(" [", at);
+  if (at != std::string::npos && open != std::string::npos && !s.empty() && s.back() == ']') s.erase(open);
+  for (char& c : s) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  return s;
+}
+
+int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
+  CLI::App app{"tsp: train and evaluate Llama-style transformers on the CPU", "tsp"};
+  app.require_subcommand(1);
+  app.failure_message(CLI::FailureMessage::simple);
+
+  train::RunConfig run;
+  CLI::App* train_cmd = app.add_subcommand("train", "train a model (a preset, --config or --init) on --data");
+  add_run_config_flags(*train_cmd, run);
+
+  EvalOptions eval;
+  CLI::App* eval_cmd = app.add_subcommand("eval", "validation loss of a checkpoint on the held-out split of --data");
+  eval_cmd->add_option("--checkpoint", eval.checkpoint, "checkpoint directory (tsp or plain Hugging Face Llama)")
+      ->required();
+  eval_cmd->add_option("--data", eval.data, "'fortunes' or a .tok token file (default: the training run's data)");
+  eval_cmd->add_option("--batches", eval.batches, "validation batches (default: the run's --eval-batches, else 8)");
+  eval_cmd->add_option("--batch", eval.batch, "sequences per batch (default: the run's --batch, else 16)");
+  eval_cmd->add_option("--seq", eval.seq, "tokens per sequence (default: the run's --seq, else 128)");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e, out, err);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e, out, err);
+  } catch (const CLI::ParseError& e) {
+    err << "tsp: error: " << one_line_message(e.what()) << " (see 'tsp --help')" << std::endl;
+    return 2;
+  }
+  if (train_cmd->parsed()) return cmd_train(run, out);
+  if (eval_cmd->parsed()) return cmd_eval(eval, out);
+  return 2;
+}
+
+int guarded_main(int argc, char** argv) {
+  try {
+    return run_cli(argc, argv, std::cout, std::cerr);
+  } catch (const Error& e) {
+    std::cout.flush();
+    std::cerr << "tsp: error: " << one_line_message(e.what()) << std::endl;
+  } catch (const std::exception& e) {
+    std::cout.flush();
+    std::cerr << "tsp: error: " << one_line_message(e.what()) << std::endl;
+  }
+  return 1;
+}
+
+}  // namespace tsp::cli

@@ -1,0 +1,64 @@
+// Training metrics: the human progress line printed per step and the JSON-lines metrics file
+// (one object per line, "type": "train" | "val"). Format: docs/training.md.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <string>
+
+namespace tsp::train {
+
+struct StepMetrics {
+  int64_t step = 0;          // 1-based optimizer step just taken
+  int64_t total_steps = 0;
+  double loss = 0;           // mean cross-entropy (nats/token) over the global batch
+  double lr = 0;
+  double grad_norm = 0;      // before clipping
+  bool clipped = false;
+  int64_t tokens = 0;        // target tokens of this step
+  double seconds = 0;        // wall time of this step
+  int64_t peak_bytes = 0;    // MemoryLedger peak of all categories since the start
+  int64_t peak_rss_bytes = 0;
+  double tokens_per_second() const { return seconds > 0 ? static_cast<double>(tokens) / seconds : 0; }
+};
+
+struct EvalMetrics {
+  int64_t step = 0;
+  double loss = 0;      // mean cross-entropy over the evaluated validation tokens
+  int64_t tokens = 0;
+  int64_t batches = 0;
+  double seconds = 0;
+};
+
+// A loss as printed everywhere (progress, eval, tsp eval): fixed 6 decimals.
+std::string format_loss(double loss);
+
+// "step 12/200 | loss 2.345678 | lr 1.000e-03 | gnorm 0.8123 | 12345 tok/s | peak 45.2 MiB (rss 80.1 MiB)"
+// with " clipped" after the norm when the gradient was clipped.
+std::string format_progress_line(const StepMetrics& m);
+// "val step 12 | val_loss 2.345678 | 4096 tokens | 0.12 s" plus, when given,
+// " | unigram 3.3100 nats".
+std::string format_eval_line(const EvalMetrics& m, std::optional<double> unigram_nats = std::nullopt);
+
+// One JSON object (no newline): {"type":"train","step":..,"loss":..,"lr":..,"grad_norm":..,
+// "clipped":..,"tokens":..,"seconds":..,"tokens_per_s":..,"peak_bytes":..,"peak_rss_bytes":..}
+std::string metrics_json(const StepMetrics& m);
+// {"type":"val","step":..,"val_loss":..,"tokens":..,"batches":..,"seconds":..}
+std::string metrics_json(const EvalMetrics& m);
+
+// Appends lines to a JSON-lines file, flushing each (a crash loses at most the line being written).
+class MetricsFile {
+ public:
+  MetricsFile() = default;                    // disabled: write() does nothing
+  explicit MetricsFile(const std::filesystem::path& path);  // appends; IoError if it cannot open
+  bool enabled() const { return out_.is_open(); }
+  void write(const std::string& json_line);
+
+ private:
+  std::filesystem::path path_;
+  std::ofstream out_;
+};
+
+}  // namespace tsp::train

@@ -1,0 +1,92 @@
+// RunConfig validation and its JSON form, generated from the single field list.
+#include "tsp/train/run_config.h"
+
+#include <cmath>
+
+#include <nlohmann/json.hpp>
+
+#include "tsp/core/check.h"
+
+namespace tsp::train {
+
+using nlohmann::json;
+
+void RunConfig::validate() const {
+  TSP_CHECK(steps >= 0, "--steps must be >= 0, got ", steps);
+  TSP_CHECK(batch > 0, "--batch must be > 0, got ", batch);
+  TSP_CHECK(seq > 0, "--seq must be > 0, got ", seq);
+  TSP_CHECK(grad_accum > 0, "--grad-accum must be > 0, got ", grad_accum);
+  TSP_CHECK(batch % grad_accum == 0, "--grad-accum ", grad_accum, " does not divide --batch ", batch);
+  TSP_CHECK(std::isfinite(lr) && lr >= 0, "--lr must be finite and >= 0, got ", lr);
+  TSP_CHECK(std::isfinite(min_lr) && min_lr >= 0 && min_lr <= lr,
+            "--min-lr must lie in [0, --lr ", lr, "], got ", min_lr);
+  TSP_CHECK(warmup >= 0, "--warmup must be >= 0, got ", warmup);
+  TSP_CHECK(std::isfinite(weight_decay) && weight_decay >= 0, "--weight-decay must be >= 0, got ",
+            weight_decay);
+  TSP_CHECK(std::isfinite(clip) && clip >= 0, "--clip must be >= 0 (0: off), got ", clip);
+  TSP_CHECK(dtype == "f32" || dtype == "bf16", "--dtype must be f32 or bf16, got '", dtype, "'");
+  TSP_CHECK(seed >= 0, "--seed must be >= 0, got ", seed);
+  TSP_CHECK(val_fraction > 0 && val_fraction < 1, "--val-fraction must lie in (0, 1), got ", val_fraction);
+  TSP_CHECK(eval_every >= 0, "--eval-every must be >= 0, got ", eval_every);
+  TSP_CHECK(eval_batches > 0, "--eval-batches must be > 0, got ", eval_batches);
+  TSP_CHECK(save_every >= 0, "--save-every must be >= 0, got ", save_every);
+  TSP_CHECK(!data.empty(), "--data must not be empty");
+  TSP_CHECK(init.empty() || resume.empty(), "--init and --resume exclude each other (--resume ",
+            "continues a tsp checkpoint, --init starts a new run from HF weights)");
+}
+
+std::string run_config_to_json(const RunConfig& c) {
+  json j = json::object();
+#define TSP_RUN_CONFIG_TO_JSON_(type, member, flag, def, help) j[#member] = c.member;
+  TSP_RUN_CONFIG_FIELDS(TSP_RUN_CONFIG_TO_JSON_)
+#undef TSP_RUN_CONFIG_TO_JSON_
+  return j.dump();
+}
+
+RunConfig run_config_from_json(std::string_view text) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    TSP_THROW(InvalidArgument, "run config is not valid JSON: ", e.what());
+  }
+  TSP_CHECK(j.is_object(), "run config JSON is not an object");
+  RunConfig c;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& key = it.key();
+    bool known = false;
+    try {
+#define TSP_RUN_CONFIG_FROM_JSON_(type, member, flag, def, help) \
+  if (key == #member) {                                          \
+    c.member = it.value().get<type>();                           \
+    known = true;                                                \
+  }
+      TSP_RUN_CONFIG_FIELDS(TSP_RUN_CONFIG_FROM_JSON_)
+#undef TSP_RUN_CONFIG_FROM_JSON_
+    } catch (const json::exception& e) {
+      TSP_THROW(InvalidArgument, "run config field '", key, "' has the wrong type: ", e.what());
+    }
+    TSP_CHECK(known, "run config has an unknown field '", key, "'");
+  }
+  return c;
+}
+
+std::vector<std::string> data_and_math_differences(const RunConfig& a, const RunConfig& b) {
+  std::vector<std::string> diffs;
+  auto add = [&](const char* flag, const auto& x, const auto& y) {
+    if (!(x == y)) {
+      std::ostringstream os;
+      os << "--" << flag << " " << x << " (checkpoint) vs " << y << " (now)";
+      diffs.push_back(os.str());
+    }
+  };
+  add("data", a.data, b.data);
+  add("val-fraction", a.val_fraction, b.val_fraction);
+  add("batch", a.batch, b.batch);
+  add("seq", a.seq, b.seq);
+  add("seed", a.seed, b.seed);
+  add("dtype", a.dtype, b.dtype);
+  return diffs;
+}
+
+}  // namespace tsp::train

@@ -1,0 +1,68 @@
+// RunConfig: the settings of one training or evaluation run (data, batch, schedule, optimizer,
+// checkpoints), each field declared exactly once in TSP_RUN_CONFIG_FIELDS with its command-line
+// flag, default and help text. The CLI, the JSON saved in checkpoints and the docs iterate it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "tsp/core/dtype.h"
+
+namespace tsp::train {
+
+// X(type, member, "flag", default, "help"). type is one of int64_t, double, bool, std::string.
+// Adding a field here adds a `tsp train` flag (the --help golden test makes that a reviewed
+// decision) and a key of the run config saved in every training-state file.
+#define TSP_RUN_CONFIG_FIELDS(X)                                                                    \
+  X(std::string, preset, "preset", "tiny", "model preset: tiny, tiny-gqa, small, medium, 7b")       \
+  X(std::string, config, "config", "", "model config.json file (replaces --preset)")                \
+  X(std::string, init, "init", "", "start from the weights of this Hugging Face Llama checkpoint "  \
+    "directory (its config.json replaces --preset)")                                              \
+  X(std::string, data, "data", "fortunes", "'fortunes' (the demo corpus, byte tokenizer) or a "     \
+    ".tok token file")                                                                            \
+  X(double, val_fraction, "val-fraction", 0.1, "fraction of the tokens held out for validation")    \
+  X(int64_t, steps, "steps", 200, "total optimizer steps of the run")                               \
+  X(int64_t, batch, "batch", 16, "sequences per optimizer step (the global batch)")                 \
+  X(int64_t, seq, "seq", 128, "tokens per sequence")                                                \
+  X(int64_t, grad_accum, "grad-accum", 1, "micro-batches per step (must divide --batch)")           \
+  X(double, lr, "lr", 3e-3, "peak learning rate")                                                   \
+  X(double, min_lr, "min-lr", 3e-4, "learning rate at the end of the cosine decay")                 \
+  X(int64_t, warmup, "warmup", 20, "linear warmup steps")                                           \
+  X(double, weight_decay, "weight-decay", 0.1, "AdamW weight decay (matrices only, not norm gains)") \
+  X(double, clip, "clip", 1.0, "clip the gradient's global L2 norm to this (0: off)")               \
+  X(std::string, dtype, "dtype", "f32", "weight and activation dtype: f32 or bf16 (fp32 masters)")  \
+  X(bool, recompute, "recompute", false, "recompute each block's activations in the backward")      \
+  X(int64_t, seed, "seed", 1234, "seed of the initialisation and of the data order")                \
+  X(int64_t, eval_every, "eval-every", 0, "validation loss every N steps (0: only at the end)")      \
+  X(int64_t, eval_batches, "eval-batches", 8, "batches of the held-out split per validation")      \
+  X(std::string, checkpoint_dir, "checkpoint-dir", "", "checkpoint directory (empty: no checkpoint)") \
+  X(int64_t, save_every, "save-every", 0, "checkpoint every N steps (0: only at the end)")           \
+  X(std::string, resume, "resume", "", "resume exactly from this checkpoint directory")             \
+  X(std::string, metrics, "metrics", "", "append JSON-lines metrics to this file")
+
+struct RunConfig {
+#define TSP_RUN_CONFIG_MEMBER_(type, member, flag, def, help) type member = def;
+  TSP_RUN_CONFIG_FIELDS(TSP_RUN_CONFIG_MEMBER_)
+#undef TSP_RUN_CONFIG_MEMBER_
+
+  // Throws InvalidArgument naming the flag and the value (e.g. "--grad-accum 3 does not divide
+  // --batch 16").
+  void validate() const;
+  DType model_dtype() const { return parse_dtype(dtype); }
+  int64_t micro_batch() const { return batch / grad_accum; }
+
+  friend bool operator==(const RunConfig&, const RunConfig&) = default;
+};
+
+// JSON object text with one key per field (the member name), sorted keys.
+std::string run_config_to_json(const RunConfig& config);
+// Inverse; unknown keys -> InvalidArgument; missing keys keep their defaults (older states).
+RunConfig run_config_from_json(std::string_view json_text);
+
+// The fields that decide which tokens each step sees and how the model computes; resume refuses
+// a change of any of them (InvalidArgument listing every difference).
+std::vector<std::string> data_and_math_differences(const RunConfig& saved, const RunConfig& now);
+
+}  // namespace tsp::train

@@ -1,0 +1,286 @@
+#include "tsp/train/trainer.h"
+
+#include <chrono>
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+#include "tsp/core/check.h"
+#include "tsp/core/memory.h"
+#include "tsp/data/corpus.h"
+#include "tsp/model/hf_checkpoint.h"
+
+namespace tsp::train {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+data::TokenSplit split_tokens(const std::vector<int32_t>& tokens, const RunConfig& run) {
+  run.validate();
+  data::TokenSplit split = data::split_train_val(tokens, {.val_fraction = run.val_fraction});
+  const auto need = static_cast<size_t>(run.seq + 1);
+  TSP_CHECK(split.train.size() >= need, "the training split has ", split.train.size(), " tokens of ",
+            tokens.size(), ", fewer than --seq + 1 = ", need, ": use more data or a shorter --seq");
+  TSP_CHECK(split.val.size() >= need, "the validation split has ", split.val.size(), " tokens of ",
+            tokens.size(), ", fewer than --seq + 1 = ", need,
+            ": use more data, a larger --val-fraction or a shorter --seq");
+  return split;
+}
+
+model::ModelWeights initial_weights(const model::ModelConfig& config, const RunConfig& run) {
+  const DType dtype = run.model_dtype();
+  if (run.init.empty()) return model::ModelWeights::initialize(config, dtype, static_cast<uint64_t>(run.seed));
+  const model::HfCheckpoint ckpt(run.init);
+  model::ModelWeights w(config, dtype, MemCategory::weights);
+  for (const auto& [name, t] : w.named()) ckpt.read_into(name, t);
+  return w;
+}
+
+AdamWConfig adamw_config(const RunConfig& run) {
+  AdamWConfig c;
+  c.weight_decay = run.weight_decay;
+  return c;
+}
+
+}  // namespace
+
+model::ModelConfig model_config_for_run(const RunConfig& run) {
+  model::ModelConfigFields f;
+  if (!run.resume.empty()) {
+    f = model::HfCheckpoint(run.resume).config().fields();
+  } else if (!run.init.empty()) {
+    f = model::HfCheckpoint(run.init).config().fields();
+  } else if (!run.config.empty()) {
+    f = model::load_config(run.config).fields();
+  } else {
+    f = model::preset(run.preset).fields();
+  }
+  f.torch_dtype = run.model_dtype();
+  return model::ModelConfig(f);
+}
+
+EvalMetrics evaluate_loss(model::Transformer& model, const model::ModelWeights& weights,
+                          const std::vector<int32_t>& val_tokens, int64_t batch, int64_t seq,
+                          int64_t max_batches) {
+  const auto t0 = Clock::now();
+  const int64_t n = static_cast<int64_t>(val_tokens.size());
+  TSP_CHECK(n >= seq + 1, "validation data has ", n, " tokens, fewer than seq + 1 = ", seq + 1);
+  TSP_CHECK(batch > 0 && seq > 0 && max_batches > 0, "evaluate_loss: batch ", batch, ", seq ", seq,
+            ", batches ", max_batches, " must be > 0");
+  // Windows [k S, k S + S + 1) as in WindowOrder::sequential; `count` of them spread evenly over
+  // the whole split (window j * W / count), so the loss represents every part of the corpus.
+  const int64_t windows = (n - seq - 1) / seq + 1;
+  const int64_t rows = std::min(batch, windows);
+  const int64_t batches = std::max<int64_t>(1, std::min(max_batches, windows / rows));
+  const int64_t count = rows * batches;
+  model::LossSum total;
+  for (int64_t b = 0; b < batches; ++b) {
+    Tensor in = Tensor::empty(Shape{rows, seq}, DType::i32, MemCategory::activations);
+    Tensor tg = Tensor::empty(Shape{rows, seq}, DType::i32, MemCategory::activations);
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t j = b * rows + r;
+      const int64_t start = (j * windows / count) * seq;
+      const int32_t* src = val_tokens.data() + start;
+      std::copy(src, src + seq, in.data<int32_t>() + r * seq);
+      std::copy(src + 1, src + seq + 1, tg.data<int32_t>() + r * seq);
+    }
+    const model::LossSum l = model.forward(weights, in, tg);
+    total.loss_sum += l.loss_sum;
+    total.n_valid += l.n_valid;
+  }
+  EvalMetrics m;
+  m.loss = total.mean();
+  m.tokens = total.n_valid;
+  m.batches = batches;
+  m.seconds = seconds_since(t0);
+  return m;
+}
+
+Trainer::Trainer(const model::ModelConfig& config, const RunConfig& run, std::vector<int32_t> tokens,
+                 TrainerOutput output)
+    : config_(config),
+      run_(run),
+      out_(output),
+      unigram_nats_(data::unigram_entropy(tokens).nats),
+      split_(split_tokens(tokens, run)),
+      loader_(std::move(split_.train), {.batch_size = run.batch, .seq_len = run.seq,
+                                        .seed = static_cast<uint64_t>(run.seed),
+                                        .order = data::WindowOrder::shuffled}),
+      weights_(initial_weights(config, run)),
+      grads_(config, DType::f32, MemCategory::grads),
+      optimizer_(weights_, adamw_config(run)),
+      model_(config, model::TransformerOptions{.dtype = run.model_dtype(), .recompute = run.recompute}) {
+  split_.train = {};
+  TSP_CHECK(config.torch_dtype() == run.model_dtype(), "model config torch_dtype ", config.torch_dtype(),
+            " differs from --dtype ", run.dtype);
+  TSP_CHECK(run.seq <= config.max_position_embeddings(), "--seq ", run.seq,
+            " exceeds the model's max_position_embeddings ", config.max_position_embeddings());
+  if (!run.resume.empty()) load_checkpoint(run.resume);
+  if (!run.metrics.empty()) metrics_ = std::make_unique<MetricsFile>(run.metrics);
+}
+
+Trainer::~Trainer() = default;
+
+void Trainer::say(const std::string& line) const {
+  if (out_.log) *out_.log << line << std::endl;
+}
+
+double Trainer::lr_for_step(int64_t step) const {
+  return lr_at({.peak_lr = run_.lr, .min_lr = run_.min_lr, .warmup_steps = run_.warmup,
+                .total_steps = run_.steps},
+               step);
+}
+
+StepMetrics Trainer::train_step() {
+  const auto t0 = Clock::now();
+  const data::Batch batch = loader_.next(MemCategory::activations);
+  const Tensor inputs = batch.inputs();
+  const Tensor targets = batch.targets();
+  // Normalise by the valid targets of the whole global batch, so accumulation over micro-batches
+  // computes the same gradient as one big batch.
+  const int64_t n_valid = model::count_valid_targets(targets);
+  TSP_CHECK(n_valid > 0, "batch has no valid targets");
+  const float grad_scale = static_cast<float>(1.0 / static_cast<double>(n_valid));
+  grads_.zero();
+  const int64_t mb = run_.micro_batch();
+  model::LossSum loss;
+  for (int64_t i = 0; i < run_.grad_accum; ++i) {
+    const Tensor in = Tensor::copy_of(inputs.slice(0, i * mb, mb), DType::i32, MemCategory::activations);
+    const Tensor tg = Tensor::copy_of(targets.slice(0, i * mb, mb), DType::i32, MemCategory::activations);
+    const model::LossSum l = model_.forward_backward(weights_, in, tg, grads_, grad_scale);
+    loss.loss_sum += l.loss_sum;
+    loss.n_valid += l.n_valid;
+  }
+  const double mean = loss.mean();
+  if (!std::isfinite(mean)) {
+    TSP_THROW(Error, "training diverged: loss is ", mean, " at step ", step() + 1, " (try a lower --lr)");
+  }
+  const ClipResult clip = clip_grad_norm(grads_, run_.clip);
+  if (!std::isfinite(clip.norm)) {
+    TSP_THROW(Error, "training diverged: gradient norm is ", clip.norm, " at step ", step() + 1);
+  }
+  const double lr = lr_for_step(step() + 1);
+  optimizer_.step(weights_, grads_, lr);
+  tokens_seen_ += loss.n_valid;
+
+  StepMetrics m;
+  m.step = step();
+  m.total_steps = run_.steps;
+  m.loss = mean;
+  m.lr = lr;
+  m.grad_norm = clip.norm;
+  m.clipped = clip.clipped;
+  m.tokens = loss.n_valid;
+  m.seconds = seconds_since(t0);
+  m.peak_bytes = MemoryLedger::process().total().peak_bytes;
+  m.peak_rss_bytes = process_peak_rss_bytes();
+  return m;
+}
+
+EvalMetrics Trainer::validate() {
+  EvalMetrics m = evaluate_loss(model_, weights_, split_.val, run_.batch, run_.seq, run_.eval_batches);
+  m.step = step();
+  return m;
+}
+
+EvalMetrics Trainer::run() {
+  std::ostringstream head;
+  say("model: " + config_.summary() + " dtype=" + run_.dtype + (run_.recompute ? " recompute" : ""));
+  head << "data: " << loader_.num_tokens() << " train tokens, " << split_.val.size()
+       << " validation tokens; unigram entropy " << format_loss(unigram_nats_) << " nats/token";
+  say(head.str());
+  std::ostringstream cfg;
+  cfg << "run: steps=" << run_.steps << " batch=" << run_.batch << " (micro " << run_.micro_batch() << " x "
+      << run_.grad_accum << ") seq=" << run_.seq << " lr=" << run_.lr << "->" << run_.min_lr
+      << " warmup=" << run_.warmup << " clip=" << run_.clip << " seed=" << run_.seed;
+  if (step() > 0) cfg << " (resumed at step " << step() << ")";
+  say(cfg.str());
+
+  const auto t0 = Clock::now();
+  const int64_t first = step();
+  double last_loss = 0;
+  while (step() < run_.steps) {
+    const StepMetrics m = train_step();
+    last_loss = m.loss;
+    if (out_.print_every_step || m.step == run_.steps) say(format_progress_line(m));
+    if (metrics_) metrics_->write(metrics_json(m));
+    const bool last = step() == run_.steps;
+    if (!last && run_.eval_every > 0 && step() % run_.eval_every == 0) {
+      const EvalMetrics e = validate();
+      say(format_eval_line(e, unigram_nats_));
+      if (metrics_) metrics_->write(metrics_json(e));
+    }
+    if (!last && run_.save_every > 0 && step() % run_.save_every == 0 && !run_.checkpoint_dir.empty()) {
+      save_checkpoint(run_.checkpoint_dir);
+      say("checkpoint: step " + std::to_string(step()) + " -> " + run_.checkpoint_dir);
+    }
+  }
+  const double train_seconds = seconds_since(t0);
+  const EvalMetrics e = validate();
+  say(format_eval_line(e, unigram_nats_));
+  if (metrics_) metrics_->write(metrics_json(e));
+  if (!run_.checkpoint_dir.empty()) {
+    save_checkpoint(run_.checkpoint_dir);
+    say("checkpoint: step " + std::to_string(step()) + " -> " + run_.checkpoint_dir);
+  }
+  std::ostringstream sum;
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "done: %lld steps in %.1f s; final train loss %s, val_loss %s, unigram entropy %s nats/token",
+                static_cast<long long>(step() - first), train_seconds, format_loss(last_loss).c_str(),
+                format_loss(e.loss).c_str(), format_loss(unigram_nats_).c_str());
+  say(buf);
+  say(MemoryLedger::process().report());
+  return e;
+}
+
+void Trainer::save_checkpoint(const std::filesystem::path& dir) const {
+  TrainStateInfo info;
+  info.step = step();
+  info.tokens_seen = tokens_seen_;
+  info.model_dtype = run_.model_dtype();
+  info.loader = loader_.state();
+  info.run = run_;
+  model::HfCheckpointWriteOptions options;
+  options.extra_files[kTrainStateFileName] = train_state_bytes(info, optimizer_);
+  std::vector<model::NamedTensor> tensors;
+  for (const auto& [name, t] : weights_.named()) tensors.push_back({name, t});
+  model::save_hf_checkpoint(dir, config_, tensors, options);
+}
+
+void Trainer::load_checkpoint(const std::filesystem::path& dir) {
+  const model::HfCheckpoint ckpt(dir);
+  const std::filesystem::path state_path = dir / kTrainStateFileName;
+  if (!std::filesystem::exists(state_path)) {
+    TSP_THROW(IoError, "cannot resume from ", dir.string(), ": it has no ", kTrainStateFileName,
+              " (a plain Hugging Face checkpoint: start from it with --init instead)");
+  }
+  const TrainStateInfo peek = read_train_state_info(state_path);
+  const auto diffs = data_and_math_differences(peek.run, run_);
+  if (!diffs.empty()) {
+    std::string all;
+    for (const auto& d : diffs) all += (all.empty() ? "" : "; ") + d;
+    TSP_THROW(InvalidArgument, "cannot resume from ", dir.string(), ": settings differ: ", all);
+  }
+  TSP_CHECK(ckpt.config() == config_, "cannot resume from ", dir.string(), ": its config.json (",
+            ckpt.config().summary(), ") differs from this run's model (", config_.summary(), ")");
+  const TrainStateInfo info = load_train_state(state_path, optimizer_);
+  if (optimizer_.has_masters()) {
+    optimizer_.sync_weights_from_masters(weights_);
+  } else {
+    for (const auto& [name, t] : weights_.named()) ckpt.read_into(name, t);
+  }
+  try {
+    loader_.restore(info.loader);
+  } catch (const InvalidArgument& e) {
+    TSP_THROW(InvalidArgument, "cannot resume from ", dir.string(), ": its data position does not fit this data: ",
+              e.what());
+  }
+  tokens_seen_ = info.tokens_seen;
+}
+
+}  // namespace tsp::train

@@ -1,0 +1,97 @@
+// The single-rank training loop: deterministic batches from a seed, micro-batch gradient
+// accumulation normalised by the valid targets of the whole global batch, global-norm clipping,
+// warmup + cosine AdamW, periodic validation on the held-out split, and checkpoints (HF weights +
+// training state) from which a run resumes bit for bit. docs/training.md.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <ostream>
+#include <vector>
+
+#include "tsp/data/batch_loader.h"
+#include "tsp/model/model_config.h"
+#include "tsp/model/model_weights.h"
+#include "tsp/model/transformer.h"
+#include "tsp/train/grad_clip.h"
+#include "tsp/train/lr_schedule.h"
+#include "tsp/train/metrics.h"
+#include "tsp/train/optimizer.h"
+#include "tsp/train/run_config.h"
+#include "tsp/train/train_state.h"
+
+namespace tsp::train {
+
+// Mean validation loss of `weights` over min(max_batches, W / rows) batches of rows = min(batch, W)
+// windows of `val_tokens`, where the W windows [k seq, k seq + seq + 1) tile the split and the
+// windows used are spread evenly over it (window j * W / count). Deterministic: tsp eval and the
+// trainer get the same number.
+EvalMetrics evaluate_loss(model::Transformer& model, const model::ModelWeights& weights,
+                          const std::vector<int32_t>& val_tokens, int64_t batch, int64_t seq,
+                          int64_t max_batches);
+
+// The model config a run trains: the preset, --config file or --init checkpoint, with
+// torch_dtype set to --dtype. (--resume: the checkpoint's config.json.)
+model::ModelConfig model_config_for_run(const RunConfig& run);
+
+struct TrainerOutput {
+  std::ostream* log = nullptr;  // progress lines and messages; nullptr: silent
+  bool print_every_step = true;
+};
+
+class Trainer {
+ public:
+  // A new run: weights from ModelWeights::initialize(seed) or, when run.init is set, read from
+  // that HF checkpoint. `tokens` is the whole stream; it is split into train and validation
+  // (split_train_val with run.val_fraction). If run.resume is set, the weights and the training
+  // state are restored from that checkpoint (see load_checkpoint).
+  Trainer(const model::ModelConfig& config, const RunConfig& run, std::vector<int32_t> tokens,
+          TrainerOutput output = {});
+  ~Trainer();
+
+  // One optimizer step on the next global batch.
+  StepMetrics train_step();
+  // Validation loss on the held-out split (run.eval_batches batches).
+  EvalMetrics validate();
+  // The whole loop from the current step to run.steps: progress lines, metrics file, periodic
+  // validation and checkpoints, a final validation and checkpoint. Returns the final validation.
+  EvalMetrics run();
+
+  // Writes the checkpoint directory: config.json, model.safetensors (weights in the model dtype),
+  // train_state.safetensors. Replaces `dir` atomically as a whole.
+  void save_checkpoint(const std::filesystem::path& dir) const;
+  // Restores weights, optimizer, step and data position from a directory written by
+  // save_checkpoint; the model config must match and the run's data/math settings must equal the
+  // saved ones (InvalidArgument listing the differences).
+  void load_checkpoint(const std::filesystem::path& dir);
+
+  int64_t step() const { return optimizer_.steps(); }
+  const model::ModelConfig& config() const { return config_; }
+  const RunConfig& run_config() const { return run_; }
+  const model::ModelWeights& weights() const { return weights_; }
+  const AdamW& optimizer() const { return optimizer_; }
+  data::LoaderState loader_state() const { return loader_.state(); }
+  int64_t train_tokens() const { return loader_.num_tokens(); }
+  const std::vector<int32_t>& val_tokens() const { return split_.val; }
+  double unigram_nats() const { return unigram_nats_; }
+  double lr_for_step(int64_t step) const;
+
+ private:
+  void say(const std::string& line) const;
+  model::ModelConfig config_;
+  RunConfig run_;
+  TrainerOutput out_;
+  double unigram_nats_ = 0;
+  data::TokenSplit split_;  // .train is moved into loader_; .val is the held-out split
+  data::BatchLoader loader_;
+  model::ModelWeights weights_;
+  model::ModelWeights grads_;
+  AdamW optimizer_;
+  model::Transformer model_;
+  int64_t tokens_seen_ = 0;
+  std::unique_ptr<MetricsFile> metrics_;
+};
+
+}  // namespace tsp::train

@@ -1,0 +1,156 @@
+// Runs the `tsp` binary as a user would: help output, error lines, exit codes, train + eval.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <regex>
+#include <sstream>
+
+#include "scratch_dir.h"
+#include "tsp/cli/commands.h"
+#include "tsp/data/byte_tokenizer.h"
+#include "tsp/data/token_file.h"
+#include "tsp/model/hf_checkpoint.h"
+#include "tsp/train/train_state.h"
+
+namespace tsp::cli {
+namespace {
+
+using testing::ScratchDir;
+
+struct Result {
+  int rc = -1;
+  std::string out, err;
+};
+
+Result run_tsp(const ScratchDir& dir, const std::string& args) {
+  const auto out = dir / "stdout.txt";
+  const auto err = dir / "stderr.txt";
+  const std::string cmd = std::string("OMP_NUM_THREADS=1 '") + TSP_BINARY + "' " + args + " > '" + out.string() +
+                          "' 2> '" + err.string() + "'";
+  const int status = std::system(cmd.c_str());
+  Result r;
+  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = testing::read_bytes(out);
+  r.err = testing::read_bytes(err);
+  return r;
+}
+
+// Exactly one line "tsp: error: ..." on stderr, nothing else there.
+void expect_one_error_line(const Result& r, const std::string& contains) {
+  EXPECT_NE(r.rc, 0);
+  EXPECT_EQ(r.err.rfind("tsp: error: ", 0), 0u) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find(contains), std::string::npos) << r.err;
+}
+
+TEST(TspCli, TrainHelpMatchesTheGoldenOptionList) {
+  ScratchDir dir;
+  const Result r = run_tsp(dir, "train --help");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const std::filesystem::path golden = std::filesystem::path(TSP_CLI_GOLDEN_DIR) / "train_help.txt";
+  if (std::getenv("TSP_UPDATE_GOLDEN") != nullptr) testing::write_bytes(golden, r.out);
+  EXPECT_EQ(r.out, testing::read_bytes(golden))
+      << "`tsp train --help` changed. If the new flag list is intended, review it and run\n"
+         "TSP_UPDATE_GOLDEN=1 tests/cli/tsp_cli_tests to update " << golden;
+}
+
+TEST(TspCli, HelpOnEveryCommand) {
+  ScratchDir dir;
+  Result r = run_tsp(dir, "--help");
+  EXPECT_EQ(r.rc, 0);
+  EXPECT_NE(r.out.find("train"), std::string::npos);
+  EXPECT_NE(r.out.find("eval"), std::string::npos);
+  r = run_tsp(dir, "eval --help");
+  EXPECT_EQ(r.rc, 0);
+  for (const char* flag : {"--checkpoint", "--data", "--batches"}) EXPECT_NE(r.out.find(flag), std::string::npos) << flag;
+}
+
+TEST(TspCli, UsageErrorsAreOneLine) {
+  ScratchDir dir;
+  expect_one_error_line(run_tsp(dir, "train --bogus 3"), "--bogus");
+  expect_one_error_line(run_tsp(dir, ""), "subcommand");
+  expect_one_error_line(run_tsp(dir, "frobnicate"), "subcommand");
+  expect_one_error_line(run_tsp(dir, "train --steps abc"), "--steps");
+  expect_one_error_line(run_tsp(dir, "eval"), "--checkpoint");
+  const Result r = run_tsp(dir, "train --bogus");
+  EXPECT_TRUE(r.out.empty()) << r.out;
+}
+
+TEST(TspCli, InvalidValuesAreOneLine) {
+  ScratchDir dir;
+  Result r = run_tsp(dir, "train --dtype f16");
+  expect_one_error_line(r, "--dtype must be f32 or bf16, got 'f16'");
+  EXPECT_EQ(r.err.find("failed at"), std::string::npos) << r.err;  // no source locations for users
+  expect_one_error_line(run_tsp(dir, "train --batch 6 --grad-accum 4"), "--grad-accum 4 does not divide --batch 6");
+  expect_one_error_line(run_tsp(dir, "train --preset nope"), "nope");
+  expect_one_error_line(run_tsp(dir, "train --data /nonexistent/x.tok --steps 1"), "/nonexistent/x.tok");
+}
+
+TEST(TspCli, MissingCheckpointDirectory) {
+  ScratchDir dir;
+  expect_one_error_line(run_tsp(dir, "eval --checkpoint /nonexistent/ckpt"),
+                        "checkpoint directory /nonexistent/ckpt does not exist");
+  expect_one_error_line(run_tsp(dir, "train --resume /nonexistent/ckpt"),
+                        "checkpoint directory /nonexistent/ckpt does not exist");
+}
+
+std::string val_loss_of(const std::string& text) {
+  std::smatch m;
+  std::string last;
+  std::string s = text;
+  const std::regex re(R"(val_loss (\d+\.\d+))");
+  while (std::regex_search(s, m, re)) {
+    last = m[1];
+    s = m.suffix();
+  }
+  return last;
+}
+
+TEST(TspCli, TrainWritesALoadableCheckpointAndEvalReproducesItsLoss) {
+  ScratchDir dir;
+  std::string text;
+  for (int i = 0; i < 120; ++i) text += "The quick brown fox " + std::to_string(i) + " jumps over the lazy dog.\n";
+  data::write_token_file(dir / "data.tok", data::ByteTokenizer().encode(text), {.vocab_size = 320});
+  const std::string common = "--data '" + (dir / "data.tok").string() + "' --batch 4 --seq 32 --eval-batches 2";
+  const std::string ck = (dir / "ck").string();
+  const Result t = run_tsp(dir, "train " + common + " --steps 3 --warmup 1 --checkpoint-dir '" + ck +
+                                    "' --metrics '" + (dir / "m.jsonl").string() + "'");
+  ASSERT_EQ(t.rc, 0) << t.out << t.err;
+  EXPECT_NE(t.out.find("step 3/3 | loss"), std::string::npos) << t.out;
+  EXPECT_NE(t.out.find("unigram"), std::string::npos) << t.out;
+  const model::HfCheckpoint loaded(ck);
+  EXPECT_EQ(loaded.config(), model::preset("tiny"));
+  EXPECT_EQ(train::read_train_state_info(dir / "ck" / train::kTrainStateFileName).step, 3);
+  const std::string metrics = testing::read_bytes(dir / "m.jsonl");
+  EXPECT_EQ(std::count(metrics.begin(), metrics.end(), '\n'), 4) << metrics;  // 3 steps + 1 val
+
+  const Result e = run_tsp(dir, "eval --checkpoint '" + ck + "'");
+  ASSERT_EQ(e.rc, 0) << e.out << e.err;
+  const std::string train_val = val_loss_of(t.out);
+  ASSERT_FALSE(train_val.empty()) << t.out;
+  EXPECT_EQ(val_loss_of(e.out), train_val) << t.out << "\n---\n" << e.out;
+
+  // Resume to step 5 continues from the saved step.
+  const Result r = run_tsp(dir, "train " + common + " --steps 5 --warmup 1 --resume '" + ck + "'");
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("resumed at step 3"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("step 3/5"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("step 5/5"), std::string::npos) << r.out;
+
+  // A damaged state file is refused with one clear line.
+  const auto state = dir / "ck" / train::kTrainStateFileName;
+  std::string bytes = testing::read_bytes(state);
+  testing::write_bytes(state, bytes.substr(0, bytes.size() / 2));
+  expect_one_error_line(run_tsp(dir, "train " + common + " --steps 6 --resume '" + ck + "'"),
+                        "corrupt or incompatible training state");
+}
+
+TEST(TspCli, OneLineMessageDropsCheckLocations) {
+  EXPECT_EQ(one_line_message("bad value 3 [x > 0 failed at /a/b.cpp:12]"), "bad value 3");
+  EXPECT_EQ(one_line_message("two\nlines"), "two lines");
+  EXPECT_EQ(one_line_message("keep [brackets]"), "keep [brackets]");
+}
+
+}  // namespace
+}  // namespace tsp::cli

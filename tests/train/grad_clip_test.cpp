@@ -1,0 +1,65 @@
+#include "tsp/train/grad_clip.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "train_test_util.h"
+
+namespace tsp::train {
+namespace {
+
+model::ModelWeights random_grads(uint64_t seed) {
+  model::ModelWeights g = model::ModelWeights::initialize(testing::tiny_train_config(), DType::f32, seed);
+  return g;
+}
+
+double norm_by_hand(const model::ModelWeights& g) {
+  long double s = 0;
+  for (const auto& [n, t] : g.named()) {
+    const float* p = t.data<float>();
+    for (int64_t i = 0; i < t.numel(); ++i) s += static_cast<long double>(p[i]) * p[i];
+  }
+  return static_cast<double>(std::sqrt(s));
+}
+
+TEST(GradClip, NormIsComputedInDouble) {
+  const model::ModelWeights g = random_grads(3);
+  EXPECT_NEAR(global_grad_norm(g), norm_by_hand(g), 1e-12 * norm_by_hand(g));
+}
+
+TEST(GradClip, ScalesByExactlyTorchsFactor) {
+  model::ModelWeights g = random_grads(4);
+  const model::ModelWeights before = random_grads(4);
+  const double norm = norm_by_hand(before);
+  const double max_norm = norm / 3;
+  const ClipResult r = clip_grad_norm(g, max_norm);
+  EXPECT_TRUE(r.clipped);
+  EXPECT_NEAR(r.norm, norm, 1e-12 * norm);
+  EXPECT_EQ(r.scale, max_norm / (r.norm + 1e-6));
+  const float f = static_cast<float>(r.scale);
+  const auto a = before.named();
+  const auto b = g.named();
+  for (size_t k = 0; k < a.size(); ++k) {
+    const float* x = a[k].second.data<float>();
+    const float* y = b[k].second.data<float>();
+    for (int64_t i = 0; i < a[k].second.numel(); ++i) ASSERT_EQ(y[i], x[i] * f) << a[k].first << " " << i;
+  }
+  EXPECT_NEAR(global_grad_norm(g), max_norm, 1e-5 * max_norm);
+}
+
+TEST(GradClip, BelowTheLimitOrDisabledLeavesGradientsUntouched) {
+  model::ModelWeights g = random_grads(5);
+  const model::ModelWeights before = random_grads(5);
+  const ClipResult r = clip_grad_norm(g, 1e9);
+  EXPECT_FALSE(r.clipped);
+  EXPECT_EQ(r.scale, 1.0);
+  EXPECT_TRUE(testing::weights_bit_equal(g, before));
+  const ClipResult off = clip_grad_norm(g, 0.0);
+  EXPECT_FALSE(off.clipped);
+  EXPECT_GT(off.norm, 0);
+  EXPECT_TRUE(testing::weights_bit_equal(g, before));
+}
+
+}  // namespace
+}  // namespace tsp::train

@@ -1,0 +1,163 @@
+// Exact resume: N steps, save, resume, M steps == N + M uninterrupted steps, bit for bit.
+#include <gtest/gtest.h>
+
+#include <sstream>
+
+#include "scratch_dir.h"
+#include "tsp/model/hf_checkpoint.h"
+#include "tsp/train/trainer.h"
+#include "train_test_util.h"
+
+namespace tsp::train {
+namespace {
+
+using testing::pattern_tokens;
+using testing::ScratchDir;
+using testing::tiny_run;
+using testing::tiny_train_config;
+
+void expect_same_state(const Trainer& a, const Trainer& b) {
+  EXPECT_EQ(a.step(), b.step());
+  EXPECT_TRUE(testing::weights_bit_equal(a.weights(), b.weights()));
+  EXPECT_TRUE(testing::weights_bit_equal(a.optimizer().exp_avg(), b.optimizer().exp_avg()));
+  EXPECT_TRUE(testing::weights_bit_equal(a.optimizer().exp_avg_sq(), b.optimizer().exp_avg_sq()));
+  EXPECT_EQ(a.loader_state(), b.loader_state());
+}
+
+void check_exact_resume(DType dtype, bool recompute) {
+  const int64_t n = 3, m = 3;
+  RunConfig run = tiny_run(n + m);
+  run.dtype = std::string(dtype_name(dtype));
+  run.recompute = recompute;
+  const model::ModelConfig cfg = tiny_train_config(dtype);
+  const std::vector<int32_t> tokens = pattern_tokens(3000);
+
+  Trainer straight(cfg, run, tokens);
+  std::vector<double> losses;
+  for (int64_t i = 0; i < n + m; ++i) losses.push_back(straight.train_step().loss);
+
+  ScratchDir dir;
+  const auto ckpt = dir / "ckpt";
+  {
+    Trainer first(cfg, run, tokens);
+    for (int64_t i = 0; i < n; ++i) EXPECT_EQ(first.train_step().loss, losses[static_cast<size_t>(i)]);
+    first.save_checkpoint(ckpt);
+  }
+  RunConfig resumed_run = run;
+  resumed_run.resume = ckpt.string();
+  Trainer resumed(cfg, resumed_run, tokens);
+  EXPECT_EQ(resumed.step(), n);
+  for (int64_t i = n; i < n + m; ++i) EXPECT_EQ(resumed.train_step().loss, losses[static_cast<size_t>(i)]) << i;
+  expect_same_state(straight, resumed);
+  EXPECT_EQ(straight.validate().loss, resumed.validate().loss);
+}
+
+TEST(Resume, BitExactF32) { check_exact_resume(DType::f32, false); }
+TEST(Resume, BitExactF32Recompute) { check_exact_resume(DType::f32, true); }
+TEST(Resume, BitExactBf16WithMasters) { check_exact_resume(DType::bf16, false); }
+
+TEST(Resume, CheckpointIsAPlainHfCheckpointPlusState) {
+  ScratchDir dir;
+  const model::ModelConfig cfg = tiny_train_config();
+  Trainer t(cfg, tiny_run(2), pattern_tokens(3000));
+  t.train_step();
+  t.save_checkpoint(dir / "c");
+  EXPECT_TRUE(std::filesystem::exists(dir / "c" / "config.json"));
+  EXPECT_TRUE(std::filesystem::exists(dir / "c" / "model.safetensors"));
+  EXPECT_TRUE(std::filesystem::exists(dir / "c" / kTrainStateFileName));
+  const model::HfCheckpoint ck(dir / "c");
+  EXPECT_EQ(ck.config(), cfg);
+  model::ModelWeights w(cfg, DType::f32, MemCategory::weights);
+  for (const auto& [name, tensor] : w.named()) ck.read_into(name, tensor);
+  EXPECT_TRUE(testing::weights_bit_equal(w, t.weights()));
+
+  // --init from it starts a fresh run (step 0) with those weights.
+  RunConfig init = tiny_run(2);
+  init.init = (dir / "c").string();
+  Trainer from_init(cfg, init, pattern_tokens(3000));
+  EXPECT_EQ(from_init.step(), 0);
+  EXPECT_TRUE(testing::weights_bit_equal(from_init.weights(), t.weights()));
+}
+
+TEST(Resume, RefusesChangedDataSettingsAndPlainHfDirectories) {
+  ScratchDir dir;
+  const model::ModelConfig cfg = tiny_train_config();
+  Trainer t(cfg, tiny_run(2), pattern_tokens(3000));
+  t.train_step();
+  t.save_checkpoint(dir / "c");
+  RunConfig other = tiny_run(2);
+  other.resume = (dir / "c").string();
+  other.seq = 8;
+  try {
+    Trainer bad(cfg, other, pattern_tokens(3000));
+    FAIL();
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("--seq 16 (checkpoint) vs 8 (now)"), std::string::npos) << e.what();
+  }
+  std::filesystem::remove(dir / "c" / kTrainStateFileName);
+  other.seq = 16;
+  EXPECT_THROW(Trainer(cfg, other, pattern_tokens(3000)), IoError);
+}
+
+TEST(Trainer, ForwardLossEqualsForwardBackwardLoss) {
+  const model::ModelConfig cfg = tiny_train_config();
+  const model::ModelWeights w = model::ModelWeights::initialize(cfg, DType::f32, 3);
+  model::ModelWeights g(cfg, DType::f32, MemCategory::grads);
+  model::Transformer t(cfg);
+  const std::vector<int32_t> tokens = pattern_tokens(200);
+  Tensor in = Tensor::empty(Shape{2, 16}, DType::i32, MemCategory::activations);
+  Tensor tg = Tensor::empty(Shape{2, 16}, DType::i32, MemCategory::activations);
+  for (int64_t i = 0; i < 32; ++i) {
+    in.data<int32_t>()[i] = tokens[static_cast<size_t>(i)];
+    tg.data<int32_t>()[i] = tokens[static_cast<size_t>(i + 1)];
+  }
+  const model::LossSum a = t.forward(w, in, tg);
+  const model::LossSum b = t.forward_backward(w, in, tg, g, 1.f / 32);
+  EXPECT_EQ(a.n_valid, 32);
+  EXPECT_NEAR(a.loss_sum, b.loss_sum, 1e-9 * b.loss_sum);
+}
+
+TEST(Trainer, GradientAccumulationMatchesOneBigBatch) {
+  const model::ModelConfig cfg = tiny_train_config();
+  RunConfig one = tiny_run(1), four = tiny_run(1);
+  one.grad_accum = 1;
+  four.grad_accum = 4;
+  Trainer a(cfg, one, pattern_tokens(3000));
+  Trainer b(cfg, four, pattern_tokens(3000));
+  const StepMetrics ma = a.train_step();
+  const StepMetrics mb = b.train_step();
+  EXPECT_NEAR(ma.loss, mb.loss, 1e-6);
+  EXPECT_NEAR(ma.grad_norm, mb.grad_norm, 1e-5 * ma.grad_norm);
+  EXPECT_EQ(ma.tokens, mb.tokens);
+  const auto wa = a.weights().named();
+  const auto wb = b.weights().named();
+  for (size_t i = 0; i < wa.size(); ++i) {
+    for (int64_t j = 0; j < wa[i].second.numel(); ++j) {
+      ASSERT_NEAR(wa[i].second.item_f32(j), wb[i].second.item_f32(j), 1e-5) << wa[i].first;
+    }
+  }
+}
+
+TEST(Trainer, LossFallsAndRunWritesMetricsAndCheckpoints) {
+  ScratchDir dir;
+  RunConfig run = tiny_run(30);
+  run.eval_every = 10;
+  run.save_every = 10;
+  run.checkpoint_dir = (dir / "ck").string();
+  run.metrics = (dir / "m.jsonl").string();
+  std::ostringstream log;
+  Trainer t(tiny_train_config(), run, pattern_tokens(3000), {.log = &log});
+  const double before = t.validate().loss;
+  const EvalMetrics end = t.run();
+  EXPECT_LT(end.loss, before - 0.5) << log.str();
+  EXPECT_EQ(t.step(), 30);
+  EXPECT_NE(log.str().find("step 30/30 | loss"), std::string::npos) << log.str();
+  EXPECT_NE(log.str().find("val step 10 | val_loss"), std::string::npos) << log.str();
+  EXPECT_NE(log.str().find("unigram"), std::string::npos);
+  const std::string metrics = testing::read_bytes(dir / "m.jsonl");
+  EXPECT_EQ(std::count(metrics.begin(), metrics.end(), '\n'), 30 + 3);  // 30 steps, val at 10, 20, 30
+  EXPECT_EQ(read_train_state_info(dir / "ck" / kTrainStateFileName).step, 30);
+}
+
+}  // namespace
+}  // namespace tsp::train

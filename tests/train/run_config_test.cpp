@@ -1,0 +1,54 @@
+#include "tsp/train/run_config.h"
+
+#include <gtest/gtest.h>
+
+#include "tsp/core/error.h"
+
+namespace tsp::train {
+namespace {
+
+TEST(RunConfig, DefaultsAreValid) { EXPECT_NO_THROW(RunConfig{}.validate()); }
+
+TEST(RunConfig, JsonRoundTripKeepsEveryField) {
+  RunConfig c;
+  c.steps = 7;
+  c.lr = 0.125;
+  c.dtype = "bf16";
+  c.recompute = true;
+  c.checkpoint_dir = "/tmp/x";
+  EXPECT_EQ(run_config_from_json(run_config_to_json(c)), c);
+}
+
+TEST(RunConfig, RejectsUnknownKeysAndWrongTypes) {
+  EXPECT_THROW(run_config_from_json(R"({"stepz": 3})"), InvalidArgument);
+  EXPECT_THROW(run_config_from_json(R"({"steps": "three"})"), InvalidArgument);
+  EXPECT_THROW(run_config_from_json("not json"), InvalidArgument);
+  EXPECT_EQ(run_config_from_json(R"({"steps": 3})").steps, 3);
+}
+
+TEST(RunConfig, ValidationNamesTheFlag) {
+  RunConfig c;
+  c.grad_accum = 3;
+  try {
+    c.validate();
+    FAIL();
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("--grad-accum 3 does not divide --batch 16"), std::string::npos) << e.what();
+  }
+  c = RunConfig{};
+  c.dtype = "f16";
+  EXPECT_THROW(c.validate(), InvalidArgument);
+}
+
+TEST(RunConfig, ResumeComparesDataAndMathSettings) {
+  RunConfig a, b;
+  b.steps = 999;  // allowed: extends the schedule
+  b.lr = 1;
+  EXPECT_TRUE(data_and_math_differences(a, b).empty());
+  b.seq = 64;
+  b.seed = 3;
+  EXPECT_EQ(data_and_math_differences(a, b).size(), 2u);
+}
+
+}  // namespace
+}  // namespace tsp::train
