@@ -1,0 +1,66 @@
+// The accounting allocator against the kernel's view of memory: over one training step, the
+// ledger's peak growth must match the growth of the process peak RSS (VmHWM) within 5%.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "tsp/core/memory.h"
+#include "tsp/core/random.h"
+#include "tsp/model/model_config.h"
+#include "tsp/model/model_weights.h"
+#include "tsp/model/transformer.h"
+
+namespace tsp::model {
+namespace {
+
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kSanitized = true;  // ASan's shadow memory and quarantine make RSS meaningless
+#else
+constexpr bool kSanitized = false;
+#endif
+
+Tensor random_ids(int64_t b, int64_t s, int64_t vocab, uint64_t seed) {
+  Tensor t = Tensor::empty({b, s}, DType::i32, MemCategory::activations);
+  Rng rng(seed);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data<int32_t>()[i] = static_cast<int32_t>(rng.below(vocab));
+  return t;
+}
+
+TEST(MemoryAccounting, LedgerPeakMatchesRssGrowthOverAStep) {
+  if (kSanitized) GTEST_SKIP() << "RSS is not comparable under AddressSanitizer";
+  ModelConfigFields f;
+  f.hidden_size = 256;
+  f.intermediate_size = 1024;
+  f.num_hidden_layers = 2;
+  f.num_attention_heads = 4;
+  f.num_key_value_heads = 4;
+  f.vocab_size = 320;
+  f.max_position_embeddings = 1024;
+  const ModelConfig config(f);
+  const ModelWeights w = ModelWeights::initialize(config, DType::f32, 1);
+  ModelWeights grads(config, DType::f32, MemCategory::grads);
+  Transformer model(config);
+  const Tensor tokens = random_ids(2, 1024, 320, 2), targets = random_ids(2, 1024, 320, 3);
+  // Warm-up: oneDNN primitives and the per-thread GEMM scratchpad are created once.
+  model.forward_backward(w, tokens, targets, grads, 1.f / 2048);
+
+  MemoryLedger& ledger = MemoryLedger::process();
+  ledger.reset_peaks();
+  const int64_t live_before = ledger.total().live_bytes;
+  const int64_t rss_before = process_rss_bytes();
+  if (!reset_process_peak_rss()) GTEST_SKIP() << "/proc/self/clear_refs is not writable here";
+  model.forward_backward(w, tokens, targets, grads, 1.f / 2048);
+  const double ledger_growth = static_cast<double>(ledger.total().peak_bytes - live_before);
+  const double rss_growth = static_cast<double>(process_peak_rss_bytes() - rss_before);
+  RecordProperty("ledger_growth_bytes", std::to_string(static_cast<int64_t>(ledger_growth)));
+  RecordProperty("rss_growth_bytes", std::to_string(static_cast<int64_t>(rss_growth)));
+  ASSERT_GT(ledger_growth, 32.0 * (1 << 20)) << "the step should allocate tens of MiB";
+  // 5% is the bound; the residue is allocator rounding, stacks and page granularity.
+  EXPECT_NEAR(rss_growth, ledger_growth, 0.05 * ledger_growth)
+      << "ledger peak growth " << ledger_growth / (1 << 20) << " MiB, RSS peak growth "
+      << rss_growth / (1 << 20) << " MiB\n"
+      << ledger.report();
+}
+
+}  // namespace
+}  // namespace tsp::model
