@@ -2,8 +2,8 @@
 // decoder_block.h, exactly what Transformer runs per layer) at h = 512, H = 8 (d = 64), F = 2048,
 // S = 2048, B = 1, fp32 and bf16 storage; plus the whole 1-layer model (embedding, block, final
 // norm, V = 256 head) through Transformer::forward_backward, with and without recomputation.
-// Run with OMP_NUM_THREADS=1. Counters: tokens/s (the metric; PyTorch 1.13 does ~1.4k
-// tokens/s fp32 for the same block on a similar core), GFLOP/s, and the MemoryLedger's
+// Run with OMP_NUM_THREADS=1. Counters: tokens/s (the metric; PyTorch 1.13 does ~0.9k
+// tokens/s fp32 for the same block on this Zen 3 with OpenBLAS: bench/compare_block.sh), GFLOP/s, and the MemoryLedger's
 // activations peak in MiB. FLOPs: GEMMs 2 T (h (H + 2 H_kv) d + H d h + 3 h F) forward, 2x that
 // backward; causal attention 4 d S^2 / 2 per head forward, 2.5x that backward. Rates use CPU time.
 #include <benchmark/benchmark.h>
