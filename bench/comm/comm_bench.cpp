@@ -132,9 +132,9 @@ int run(MpiEnvironment& env, const Options& opt) {
     rs_lines.push_back(line);
   }
   if (root) {
-    std::printf("\nreduce-scatter algorithms, bus bandwidth GB/s (automatic uses the ring from %lld MiB of input)\n"
+    std::printf("\nreduce-scatter algorithms, bus bandwidth GB/s (automatic uses the ring from %lld KiB of input)\n"
                 "%-15s %8s %10s %10s %10s\n",
-                static_cast<long long>(kRingReduceScatterMinBytes >> 20), "op", "size",
+                static_cast<long long>(kRingReduceScatterMinBytes >> 10), "op", "size",
                 "MPI_RS", "ring", "RS_block");
     for (const std::string& l : rs_lines) std::printf("%s\n", l.c_str());
   }

@@ -53,10 +53,11 @@ inline constexpr int kRingShiftTag = kReservedTagBase + 1;
 // Reduce-scatter algorithm: MPI_Reduce_scatter (variable-count; MPI_Reduce_scatter_block is
 // pathologically slow in Open MPI 4.1) or a hand-written ring of Sendrecv + local combine.
 // `automatic` picks the ring from kRingReduceScatterMinBytes of input up: on this 2-core machine
-// (2 ranks, tsp_bench_comm) the ring beat MPI_Reduce_scatter at every size from 1 MiB, while
-// MPI_Reduce_scatter won at 256 KiB. Re-measure on other machines.
+// (2 ranks, tsp_bench_comm, idle) the ring beat MPI_Reduce_scatter at every measured size from
+// 64 KiB to 64 MiB by 2.5-16x; below 64 KiB (latency-bound, unmeasured) MPI's call is kept.
+// Re-measure on other machines.
 enum class ReduceScatterAlgo : uint8_t { automatic, mpi, ring };
-inline constexpr int64_t kRingReduceScatterMinBytes = int64_t{1} << 20;
+inline constexpr int64_t kRingReduceScatterMinBytes = int64_t{64} << 10;
 // The algorithm a reduce-scatter of `input_wire_bytes` (the input as it travels: bf16 counts 4
 // bytes per element) actually runs: `requested` unless it is `automatic`, which resolves to `ring`
 // from kRingReduceScatterMinBytes up and to `mpi` below. (Group size 1 runs neither: a copy.)
