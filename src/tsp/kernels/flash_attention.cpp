@@ -292,7 +292,7 @@ Dims check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
 enum class TileMode : uint8_t { skip, full, masked };
 
 struct Tiles {
-  int64_t bq, bk, nqt, nkt;
+  int64_t bq = 0, bk = 0, nqt = 0, nkt = 0;
   std::vector<int32_t> qmin, qmax, kmin, kmax;
 };
 
@@ -360,12 +360,25 @@ struct StatCounts {
   int64_t pairs = 0, computed = 0, masked = 0, skipped = 0;
 };
 
-void write_stats(FlashAttentionStats* stats, const StatCounts& c, int64_t bq, int64_t bk) {
+// Every (batch, head) sees the same positions and so the same tile modes: count them once from
+// the tile bounds, outside the hot loops, and scale by the number of (batch, head) pairs.
+void write_stats(FlashAttentionStats* stats, const Tiles& tiles, bool causal, int64_t heads_x_batch,
+                 int64_t bq, int64_t bk) {
   if (!stats) return;
-  stats->tile_pairs = c.pairs;
-  stats->computed = c.computed;
-  stats->masked = c.masked;
-  stats->skipped = c.skipped;
+  StatCounts c;
+  for (int64_t qt = 0; qt < tiles.nqt; ++qt) {
+    for (int64_t kt = 0; kt < tiles.nkt; ++kt) {
+      const TileMode mode = classify(tiles, qt, kt, causal);
+      ++c.pairs;
+      c.skipped += mode == TileMode::skip;
+      c.computed += mode != TileMode::skip;
+      c.masked += mode == TileMode::masked;
+    }
+  }
+  stats->tile_pairs = c.pairs * heads_x_batch;
+  stats->computed = c.computed * heads_x_batch;
+  stats->masked = c.masked * heads_x_batch;
+  stats->skipped = c.skipped * heads_x_batch;
   stats->block_q = bq;
   stats->block_k = bk;
 }
@@ -385,7 +398,7 @@ void flash_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
   const float c2 = dm.scale * kLog2e;
   const bool causal = options.causal;
   if (B == 0 || Sq == 0 || H == 0) {
-    write_stats(stats, {}, kFwdBq, kFwdBk);
+    write_stats(stats, Tiles{}, causal, 0, kFwdBq, kFwdBk);
     return;
   }
 
@@ -410,16 +423,13 @@ void flash_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
   const View4 qv(q), kv(k), vv(v), ov(o);
   float* lse_base = lse.data<float>();
   const int64_t ls0 = lse.stride(0), ls1 = lse.stride(1);
-  StatCounts counts;
 
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t hk = 0; hk < dm.Hkv; ++hk) {
       pack_panels(kv, b, hk, Sk, d, kt_panels, thread_base, static_cast<int>(dp));
       pack_rows(vv, b, hk, Sk, d, static_cast<int>(dp), v_rows);
       const int64_t n_items = G * tiles.nqt;
-      int64_t c_pairs = 0, c_comp = 0, c_mask = 0, c_skip = 0;
-#pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1) \
-    reduction(+ : c_pairs, c_comp, c_mask, c_skip)
+#pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
       for (int64_t item = n_items - 1; item >= 0; --item) {  // long (late) query tiles first
         const int64_t h = hk * G + item % G;
         const int64_t qt = item / G;
@@ -439,14 +449,8 @@ void flash_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
         std::memset(oacc, 0, sizeof(float) * qn * dp);
 
         for (int64_t ktile = 0; ktile < tiles.nkt; ++ktile) {
-          ++c_pairs;
           const TileMode mode = classify(tiles, qt, ktile, causal);
-          if (mode == TileMode::skip) {
-            ++c_skip;
-            continue;
-          }
-          ++c_comp;
-          if (mode == TileMode::masked) ++c_mask;
+          if (mode == TileMode::skip) continue;
           const bool masked = mode == TileMode::masked;
           const int64_t k0 = ktile * kFwdBk;
           const int64_t kn = std::min<int64_t>(kFwdBk, Sk - k0);
@@ -499,13 +503,9 @@ void flash_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
               l > 0.f ? kLn2 * (mrow[i] + std::log2(l)) : -INFINITY;
         }
       }
-      counts.pairs += c_pairs;
-      counts.computed += c_comp;
-      counts.masked += c_mask;
-      counts.skipped += c_skip;
     }
   }
-  write_stats(stats, counts, kFwdBq, kFwdBk);
+  write_stats(stats, tiles, causal, B * H, kFwdBq, kFwdBk);
 }
 
 // =============================================================================================
@@ -574,7 +574,6 @@ void flash_attention_backward(const Tensor& q, const Tensor& k, const Tensor& v,
   const Tiles tiles = make_tiles(Sq, Sk, kBwdBq, kBwdBk, qpos, kpos);
   const float* lse_base = lse.data<float>();
   const int64_t ls0 = lse.stride(0), ls1 = lse.stride(1);
-  StatCounts counts;
 
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t hk = 0; hk < dm.Hkv; ++hk) {
@@ -599,9 +598,7 @@ void flash_attention_backward(const Tensor& q, const Tensor& k, const Tensor& v,
         for (int t = 0; t < nthreads; ++t)
           std::memset(thread_base + t * per_thread, 0, sizeof(float) * Sq * dp);
 
-        int64_t c_pairs = 0, c_comp = 0, c_mask = 0, c_skip = 0;
-#pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1) \
-    reduction(+ : c_pairs, c_comp, c_mask, c_skip)
+  #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
         for (int64_t ktile = 0; ktile < tiles.nkt; ++ktile) {
           float* tb = thread_base + omp_get_thread_num() * per_thread;
           float* dq_acc = tb;
@@ -613,14 +610,8 @@ void flash_attention_backward(const Tensor& q, const Tensor& k, const Tensor& v,
           const int64_t npan = ceil_div(kn, kPanel);
           const int64_t nvec = ceil_div(kn, 8);
           for (int64_t qt = 0; qt < tiles.nqt; ++qt) {
-            ++c_pairs;
             const TileMode mode = classify(tiles, qt, ktile, causal);
-            if (mode == TileMode::skip) {
-              ++c_skip;
-              continue;
-            }
-            ++c_comp;
-            if (mode == TileMode::masked) ++c_mask;
+            if (mode == TileMode::skip) continue;
             const bool masked = mode == TileMode::masked;
             const int64_t q0 = qt * kBwdBq;
             const int64_t qn = std::min<int64_t>(kBwdBq, Sq - q0);
@@ -653,10 +644,6 @@ void flash_attention_backward(const Tensor& q, const Tensor& k, const Tensor& v,
                         dq_acc + q0 * dp, dp);
           }
         }
-        counts.pairs += c_pairs;
-        counts.computed += c_comp;
-        counts.masked += c_mask;
-        counts.skipped += c_skip;
         // dq = scale * sum over threads (fixed order).
         for (int64_t i = 0; i < Sq; ++i) {
           float* row = thread_base + i * dp;
@@ -673,7 +660,7 @@ void flash_attention_backward(const Tensor& q, const Tensor& k, const Tensor& v,
       }
     }
   }
-  write_stats(stats, counts, kBwdBq, kBwdBk);
+  write_stats(stats, tiles, causal, B * dm.H, kBwdBq, kBwdBk);
 }
 
 }  // namespace tsp::kernels
