@@ -19,7 +19,7 @@ build: deps
 
 # The main job on its embedded default: train the "tiny" preset on the fortunes corpus (real
 # English text, byte tokenizer) for ~1 minute on this machine, print the corpus' unigram entropy
-# next to the loss, evaluate the held-out split and write an HF checkpoint.
+# next to the loss, evaluate the held-out split, write an HF checkpoint and generate text from it.
 DEMO_DIR := build/demo
 demo: build
 	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
@@ -27,6 +27,8 @@ demo: build
 	  --lr 1e-2 --min-lr 1e-3 --warmup 20 --eval-every 200 --eval-batches 16 \
 	  --checkpoint-dir $(DEMO_DIR)/checkpoint --metrics $(DEMO_DIR)/metrics.jsonl
 	./build/release/src/tsp/cli/tsp eval --checkpoint $(DEMO_DIR)/checkpoint --batches 32
+	./build/release/src/tsp/cli/tsp generate --checkpoint $(DEMO_DIR)/checkpoint \
+	  --prompt "The best way to" --max-new-tokens 200 --seed 1
 
 # The kernel benchmark table on one core (GFLOP/s and % of the measured FMA peak).
 bench-kernels: build

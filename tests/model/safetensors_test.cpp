@@ -321,5 +321,53 @@ TEST(Safetensors, WriterRejectsBadInputBeforeWriting) {
   EXPECT_THROW(write_safetensors(dir / "no_such_dir" / "a.safetensors", {{"x", t}}), IoError);
 }
 
+// The streamed writer (one tensor at a time, for sharded checkpoints) writes write_safetensors'
+// bytes: every dtype, a scalar, an empty tensor, a strided view; safetensors_header_bytes is the
+// file's prefix up to the data.
+TEST(Safetensors, StreamWriterWritesTheSameBytes) {
+  ScratchDir dir;
+  const Tensor wide = iota_tensor(Shape{3, 8}, DType::f32);
+  const std::vector<NamedTensor> tensors = {{"b", iota_tensor(Shape{2, 3}, DType::bf16, 5)},
+                                            {"a", iota_tensor(Shape{4}, DType::i64)},
+                                            {"s", iota_tensor(Shape{}, DType::f32, 2)},
+                                            {"e", iota_tensor(Shape{0, 3}, DType::i32)},
+                                            {"v", wide.slice(1, 2, 3)}};
+  const SafetensorsWriteOptions options{{{"format", "pt"}, {"note", "x"}}};
+  write_safetensors(dir / "whole.safetensors", tensors, options);
+  std::vector<SafetensorsEntry> entries;
+  for (const NamedTensor& nt : tensors) entries.push_back({nt.name, nt.tensor.dtype(), nt.tensor.shape()});
+  {
+    SafetensorsStreamWriter w(dir / "streamed.safetensors", entries, options);
+    for (const NamedTensor& nt : tensors) w.write_next(nt.tensor);
+    EXPECT_EQ(w.entries_written(), tensors.size());
+    w.commit();
+  }
+  const std::string whole = read_bytes(dir / "whole.safetensors");
+  EXPECT_EQ(read_bytes(dir / "streamed.safetensors"), whole);
+  const std::string header = safetensors_header_bytes(entries, options);
+  EXPECT_EQ(whole.substr(0, header.size()), header);
+  EXPECT_EQ(header.size() % 8, 0u);
+}
+
+TEST(Safetensors, StreamWriterRejectsOtherTensorsAndLeavesNoFileUncommitted) {
+  ScratchDir dir;
+  const Tensor t = iota_tensor(Shape{2, 2}, DType::f32);
+  const std::vector<SafetensorsEntry> entries = {{"x", DType::f32, Shape{2, 2}}, {"y", DType::bf16, Shape{3}}};
+  EXPECT_THROW(SafetensorsStreamWriter(dir / "d.safetensors", {entries[0], entries[0]}), InvalidArgument);
+  EXPECT_THROW(safetensors_header_bytes({{"", DType::f32, Shape{1}}}), InvalidArgument);
+  EXPECT_TRUE(dir.entries().empty());
+  {
+    SafetensorsStreamWriter w(dir / "a.safetensors", entries);
+    EXPECT_THROW(w.write_next(iota_tensor(Shape{4}, DType::f32)), ShapeError);
+    EXPECT_THROW(w.write_next(iota_tensor(Shape{2, 2}, DType::bf16)), DTypeError);
+    w.write_next(t);
+    EXPECT_THROW(w.commit(), InvalidArgument);  // "y" is missing
+    w.write_next(iota_tensor(Shape{3}, DType::bf16));
+    EXPECT_THROW(w.write_next(t), InvalidArgument);  // past the last entry
+  }  // destroyed without commit(): nothing remains
+  EXPECT_TRUE(dir.entries().empty());
+  EXPECT_THROW(SafetensorsStreamWriter(dir / "no_such_dir" / "a.safetensors", entries), IoError);
+}
+
 }  // namespace
 }  // namespace tsp::model

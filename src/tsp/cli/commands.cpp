@@ -2,10 +2,16 @@
 
 #include <filesystem>
 #include <iostream>
+#include <sstream>
 #include <vector>
 
 #include <CLI/CLI.hpp>
 
+#include "tsp/cli/bench_command.h"
+#include "tsp/cli/generate_command.h"
+#include "tsp/cli/plan_command.h"
+#include "tsp/comm/mesh.h"
+#include "tsp/comm/mpi_environment.h"
 #include "tsp/core/check.h"
 #include "tsp/data/batch_loader.h"
 #include "tsp/model/hf_checkpoint.h"
@@ -15,6 +21,7 @@
 #include "tsp/train/metrics.h"
 #include "tsp/train/run_config.h"
 #include "tsp/train/train_state.h"
+#include "tsp/train/distributed_trainer.h"
 #include "tsp/train/trainer.h"
 
 namespace tsp::cli {
@@ -35,6 +42,34 @@ void add_run_config_flags(CLI::App& cmd, train::RunConfig& run) {
 #undef TSP_ADD_FLAG_
 }
 
+// `tsp train --layout tsp` under mpirun: MPI is initialised here (single-rank runs never touch
+// it). Any error on any rank prints "rank R: <message>" and aborts the whole job, so no rank is
+// left waiting in a collective.
+int cmd_train_distributed(const train::RunConfig& run, std::ostream& out) {
+  comm::MpiEnvironment env(nullptr, nullptr);
+  try {
+    comm::Communicator world = comm::Communicator::world();
+    const model::ModelConfig config = train::model_config_for_run(run);
+    comm::Mesh mesh(world, train::mesh_degrees_for(run));
+    train::validate_distributed_run(config, run, mesh.degrees());
+    const bool leader = mesh.world_rank() == 0;
+    std::ostringstream host_map;
+    comm::log_rank_host_map(mesh, host_map);
+    train::TokenData data = train::load_token_data(run.data, config.vocab_size());
+    if (leader) {
+      out << host_map.str();
+      out << "data: " << data.description << ", " << data.tokens.size() << " tokens" << std::endl;
+    }
+    train::DistributedTrainer trainer(mesh, config, run, std::move(data.tokens),
+                                      {.log = leader ? &out : nullptr});
+    trainer.run();
+  } catch (const std::exception& e) {
+    out.flush();
+    comm::abort_job(one_line_message(e.what()));
+  }
+  return 0;
+}
+
 int cmd_train(train::RunConfig run, std::ostream& out) {
   if (!run.resume.empty() && run.checkpoint_dir.empty()) run.checkpoint_dir = run.resume;
   run.validate();
@@ -44,6 +79,7 @@ int cmd_train(train::RunConfig run, std::ostream& out) {
   if (!run.init.empty() && !fs::is_directory(run.init)) {
     TSP_THROW(IoError, "--init: checkpoint directory ", run.init, " does not exist");
   }
+  if (run.layout != "single") return cmd_train_distributed(run, out);
   const model::ModelConfig config = train::model_config_for_run(run);
   train::TokenData data = train::load_token_data(run.data, config.vocab_size());
   out << "data: " << data.description << ", " << data.tokens.size() << " tokens" << std::endl;
@@ -127,6 +163,12 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   eval_cmd->add_option("--batches", eval.batches, "validation batches (default: the run's --eval-batches, else 8)");
   eval_cmd->add_option("--batch", eval.batch, "sequences per batch (default: the run's --batch, else 16)");
   eval_cmd->add_option("--seq", eval.seq, "tokens per sequence (default: the run's --seq, else 128)");
+  GenerateArgs generate;
+  CLI::App* generate_cmd = add_generate_command(app, generate);
+  PlanArgs plan;
+  CLI::App* plan_cmd = add_plan_command(app, plan);
+  BenchArgs bench;
+  CLI::App* bench_cmd = add_bench_command(app, bench);
 
   try {
     app.parse(argc, argv);
@@ -140,6 +182,9 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   }
   if (train_cmd->parsed()) return cmd_train(run, out);
   if (eval_cmd->parsed()) return cmd_eval(eval, out);
+  if (generate_cmd->parsed()) return run_generate(generate, out);
+  if (plan_cmd->parsed()) return run_plan(plan, out);
+  if (bench_cmd->parsed()) return run_bench(bench, out);
   return 2;
 }
 

@@ -247,33 +247,47 @@ void SafetensorsReader::read_region(const TensorInfo& ti, uint64_t file_offset, 
 
 namespace {
 
-// Validates the tensors and returns the padded JSON header text.
-std::string safetensors_header(const std::vector<NamedTensor>& tensors, const SafetensorsWriteOptions& options,
-                               std::string_view what) {
+// Refuses empty, reserved and duplicate names (`seen` collects the names so far).
+void check_tensor_name(const std::string& name, std::set<std::string>& seen, std::string_view what) {
+  TSP_CHECK(!name.empty() && name != "__metadata__", "invalid tensor name \"", name, "\" for ", what);
+  TSP_CHECK(seen.insert(name).second, "duplicate tensor name \"", name, "\" for ", what);
+}
+
+// The padded JSON header text of checked entries (data in entry order).
+std::string header_text(const std::vector<SafetensorsEntry>& entries, const SafetensorsWriteOptions& options) {
   json header = json::object();
   if (!options.metadata.empty()) {
     json meta = json::object();
     for (const auto& [k, v] : options.metadata) meta[k] = v;
     header["__metadata__"] = meta;
   }
-  std::set<std::string> seen;
   uint64_t offset = 0;
-  for (const NamedTensor& nt : tensors) {
-    TSP_CHECK(!nt.name.empty() && nt.name != "__metadata__", "invalid tensor name \"", nt.name,
-              "\" for ", what);
-    TSP_CHECK(seen.insert(nt.name).second, "duplicate tensor name \"", nt.name, "\" for ", what);
-    TSP_CHECK(nt.tensor.defined(), "tensor \"", nt.name, "\" for ", what, " is undefined");
+  for (const SafetensorsEntry& e : entries) {
     json shape = json::array();
-    for (int64_t d : nt.tensor.shape()) shape.push_back(d);
-    const uint64_t bytes = nt.tensor.nbytes();
-    header[nt.name] = {{"dtype", safetensors_dtype_name(nt.tensor.dtype())},
-                       {"shape", shape},
-                       {"data_offsets", {offset, offset + bytes}}};
+    for (int64_t d : e.shape) shape.push_back(d);
+    const uint64_t bytes = static_cast<uint64_t>(e.shape.numel()) * dtype_size(e.dtype);
+    header[e.name] = {{"dtype", safetensors_dtype_name(e.dtype)},
+                      {"shape", shape},
+                      {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // align the data section to 8 bytes
   return text;
+}
+
+// Validates the tensors and returns the padded JSON header text.
+std::string safetensors_header(const std::vector<NamedTensor>& tensors, const SafetensorsWriteOptions& options,
+                               std::string_view what) {
+  std::set<std::string> seen;
+  std::vector<SafetensorsEntry> entries;
+  entries.reserve(tensors.size());
+  for (const NamedTensor& nt : tensors) {
+    check_tensor_name(nt.name, seen, what);
+    TSP_CHECK(nt.tensor.defined(), "tensor \"", nt.name, "\" for ", what, " is undefined");
+    entries.push_back({nt.name, nt.tensor.dtype(), nt.tensor.shape()});
+  }
+  return header_text(entries, options);
 }
 
 // Calls sink(data, bytes) for the length prefix, the header and each tensor's row-major data.
@@ -309,6 +323,65 @@ std::string safetensors_bytes(const std::vector<NamedTensor>& tensors, const Saf
   std::string bytes;
   emit_safetensors(text, tensors, [&](const void* p, size_t n) { bytes.append(static_cast<const char*>(p), n); });
   return bytes;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streamed writer
+
+std::string safetensors_header_bytes(const std::vector<SafetensorsEntry>& entries,
+                                     const SafetensorsWriteOptions& options, std::string_view what) {
+  std::set<std::string> seen;
+  for (const SafetensorsEntry& e : entries) check_tensor_name(e.name, seen, what);
+  const std::string text = header_text(entries, options);
+  const uint64_t header_len = text.size();
+  std::string bytes(reinterpret_cast<const char*>(&header_len), 8);
+  bytes += text;
+  return bytes;
+}
+
+namespace {
+
+// The entries, once the header they make has been validated (before any file is created).
+std::vector<SafetensorsEntry> checked_entries(std::vector<SafetensorsEntry> entries,
+                                              const SafetensorsWriteOptions& options,
+                                              const std::filesystem::path& path) {
+  safetensors_header_bytes(entries, options, path.string());
+  return entries;
+}
+
+}  // namespace
+
+SafetensorsStreamWriter::SafetensorsStreamWriter(std::filesystem::path path, std::vector<SafetensorsEntry> entries,
+                                                 const SafetensorsWriteOptions& options)
+    : entries_(checked_entries(std::move(entries), options, path)), out_(path) {
+  out_.write(safetensors_header_bytes(entries_, options, path.string()));
+}
+
+void SafetensorsStreamWriter::write_next(const Tensor& tensor) {
+  TSP_CHECK(next_ < entries_.size(), "safetensors stream ", out_.target().string(), ": all ", entries_.size(),
+            " tensors are already written");
+  const SafetensorsEntry& e = entries_[next_];
+  TSP_CHECK(tensor.defined(), "safetensors stream ", out_.target().string(), ": tensor \"", e.name,
+            "\" is undefined");
+  TSP_CHECK_DTYPE(tensor.dtype() == e.dtype, "safetensors stream ", out_.target().string(), ": tensor \"",
+                  e.name, "\" was declared ", e.dtype, ", got ", tensor.describe());
+  TSP_CHECK_SHAPE(tensor.shape() == e.shape, "safetensors stream ", out_.target().string(), ": tensor \"",
+                  e.name, "\" was declared ", e.shape, ", got ", tensor.describe());
+  if (tensor.nbytes() > 0) {
+    if (tensor.is_contiguous()) {
+      out_.write(tensor.raw(), tensor.nbytes());
+    } else {
+      const Tensor c = Tensor::copy_of(tensor, tensor.dtype(), MemCategory::workspace);
+      out_.write(c.raw(), c.nbytes());
+    }
+  }
+  ++next_;
+}
+
+void SafetensorsStreamWriter::commit() {
+  TSP_CHECK(next_ == entries_.size(), "safetensors stream ", out_.target().string(), ": ", next_, " of ",
+            entries_.size(), " tensors written; cannot commit");
+  out_.commit();
 }
 
 }  // namespace tsp::model

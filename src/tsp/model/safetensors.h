@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "tsp/core/atomic_file.h"
 #include "tsp/core/file_io.h"
 #include "tsp/core/tensor.h"
 
@@ -98,5 +99,50 @@ void write_safetensors(const std::filesystem::path& path, const std::vector<Name
 // for files saved together with others, e.g. HfCheckpointWriteOptions::extra_files.
 std::string safetensors_bytes(const std::vector<NamedTensor>& tensors, const SafetensorsWriteOptions& options = {},
                               std::string_view what = "<memory>");
+
+// ---------------------------------------------------------------------------------------------
+// Streamed writing: the header is built from names, dtypes and shapes alone, so a writer that
+// produces the tensors one at a time (a sharded run assembling each tensor from its ranks' pieces)
+// never holds more than one of them.
+
+// One tensor of a header: everything but the data.
+struct SafetensorsEntry {
+  std::string name;
+  DType dtype = DType::f32;
+  Shape shape;
+};
+
+// The first bytes write_safetensors writes for tensors with these names, dtypes and shapes in
+// this order: the 8-byte little-endian header length, then the padded JSON header. Duplicate or
+// empty names -> InvalidArgument naming `what`, as the writer.
+std::string safetensors_header_bytes(const std::vector<SafetensorsEntry>& entries,
+                                     const SafetensorsWriteOptions& options = {},
+                                     std::string_view what = "<memory>");
+
+// Writes a safetensors file tensor by tensor: the header at construction, then each entry's data
+// in entry order (write_next), then commit(). The file is byte-identical to write_safetensors of
+// the same tensors and goes through the same atomic protocol: destroyed without commit(), the
+// previous file at `path` is unchanged and no temporary remains.
+class SafetensorsStreamWriter {
+ public:
+  // Validates the entries (as safetensors_header_bytes) before creating anything; IoError when
+  // the temporary cannot be created.
+  SafetensorsStreamWriter(std::filesystem::path path, std::vector<SafetensorsEntry> entries,
+                          const SafetensorsWriteOptions& options = {});
+
+  // The data of the next entry: same dtype and shape (any strides, written row-major);
+  // InvalidArgument / ShapeError / DTypeError otherwise, or when every entry is written.
+  void write_next(const Tensor& tensor);
+  // Every entry must have been written (InvalidArgument otherwise); then fsync + rename.
+  void commit();
+
+  size_t entries_written() const { return next_; }
+  const std::filesystem::path& path() const { return out_.target(); }
+
+ private:
+  std::vector<SafetensorsEntry> entries_;
+  size_t next_ = 0;
+  AtomicFileWriter out_;
+};
 
 }  // namespace tsp::model

@@ -23,10 +23,14 @@ double mib(int64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0
 std::string format_loss(double loss) { return printf_string("%.6f", loss); }
 
 std::string format_progress_line(const StepMetrics& m) {
-  return printf_string("step %lld/%lld | loss %s | lr %.3e | gnorm %.4f%s | %.0f tok/s | peak %.1f MiB (rss %.1f MiB)",
+  std::string line = printf_string("step %lld/%lld | loss %s | lr %.3e | gnorm %.4f%s | %.0f tok/s | peak %.1f MiB (rss %.1f MiB)",
                        static_cast<long long>(m.step), static_cast<long long>(m.total_steps),
                        format_loss(m.loss).c_str(), m.lr, m.grad_norm, m.clipped ? " clipped" : "",
                        m.tokens_per_second(), mib(m.peak_bytes), mib(m.peak_rss_bytes));
+  if (m.comm_bytes_sent > 0)
+    line += printf_string(" | sent %.2f MiB, comm wait %.3f s", mib(m.comm_bytes_sent),
+                          m.comm_wait_seconds);
+  return line;
 }
 
 std::string format_eval_line(const EvalMetrics& m, std::optional<double> unigram_nats) {
@@ -42,7 +46,8 @@ std::string metrics_json(const StepMetrics& m) {
             {"grad_norm", m.grad_norm}, {"clipped", m.clipped},
             {"tokens", m.tokens},    {"seconds", m.seconds},
             {"tokens_per_s", m.tokens_per_second()}, {"peak_bytes", m.peak_bytes},
-            {"peak_rss_bytes", m.peak_rss_bytes}};
+            {"peak_rss_bytes", m.peak_rss_bytes}, {"comm_bytes_sent", m.comm_bytes_sent},
+            {"comm_wait_seconds", m.comm_wait_seconds}};
   return j.dump();
 }
 

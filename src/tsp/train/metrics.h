@@ -21,6 +21,10 @@ struct StepMetrics {
   double seconds = 0;        // wall time of this step
   int64_t peak_bytes = 0;    // MemoryLedger peak of all categories since the start
   int64_t peak_rss_bytes = 0;
+  // Distributed runs (this rank): bytes sent over every mesh axis during the step, and the wall
+  // time spent waiting for communication. 0 for single-rank runs (then not printed).
+  int64_t comm_bytes_sent = 0;
+  double comm_wait_seconds = 0;
   double tokens_per_second() const { return seconds > 0 ? static_cast<double>(tokens) / seconds : 0; }
 };
 
@@ -36,14 +40,16 @@ struct EvalMetrics {
 std::string format_loss(double loss);
 
 // "step 12/200 | loss 2.345678 | lr 1.000e-03 | gnorm 0.8123 | 12345 tok/s | peak 45.2 MiB (rss 80.1 MiB)"
-// with " clipped" after the norm when the gradient was clipped.
+// with " clipped" after the norm when the gradient was clipped, and for distributed runs
+// " | sent 12.3 MiB, comm wait 0.012 s" (rank 0's numbers).
 std::string format_progress_line(const StepMetrics& m);
 // "val step 12 | val_loss 2.345678 | 4096 tokens | 0.12 s" plus, when given,
 // " | unigram 3.3100 nats".
 std::string format_eval_line(const EvalMetrics& m, std::optional<double> unigram_nats = std::nullopt);
 
 // One JSON object (no newline): {"type":"train","step":..,"loss":..,"lr":..,"grad_norm":..,
-// "clipped":..,"tokens":..,"seconds":..,"tokens_per_s":..,"peak_bytes":..,"peak_rss_bytes":..}
+// "clipped":..,"tokens":..,"seconds":..,"tokens_per_s":..,"peak_bytes":..,"peak_rss_bytes":..,
+// "comm_bytes_sent":..,"comm_wait_seconds":..}
 std::string metrics_json(const StepMetrics& m);
 // {"type":"val","step":..,"val_loss":..,"tokens":..,"batches":..,"seconds":..}
 std::string metrics_json(const EvalMetrics& m);

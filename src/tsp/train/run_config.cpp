@@ -23,6 +23,7 @@ void RunConfig::validate() const {
   TSP_CHECK(warmup >= 0, "--warmup must be >= 0, got ", warmup);
   TSP_CHECK(std::isfinite(weight_decay) && weight_decay >= 0, "--weight-decay must be >= 0, got ",
             weight_decay);
+  TSP_CHECK(std::isfinite(adam_eps) && adam_eps > 0, "--adam-eps must be > 0, got ", adam_eps);
   TSP_CHECK(std::isfinite(clip) && clip >= 0, "--clip must be >= 0 (0: off), got ", clip);
   TSP_CHECK(dtype == "f32" || dtype == "bf16", "--dtype must be f32 or bf16, got '", dtype, "'");
   TSP_CHECK(seed >= 0, "--seed must be >= 0, got ", seed);
@@ -31,6 +32,23 @@ void RunConfig::validate() const {
   TSP_CHECK(eval_batches > 0, "--eval-batches must be > 0, got ", eval_batches);
   TSP_CHECK(save_every >= 0, "--save-every must be >= 0, got ", save_every);
   TSP_CHECK(!data.empty(), "--data must not be empty");
+  TSP_CHECK(layout == "single" || layout == "tsp" || layout == "tp" || layout == "sp" ||
+                layout == "tp+sp" || layout == "dp" || layout == "fsdp-sp",
+            "--layout must be single, tsp, tp, sp, tp+sp, dp or fsdp-sp, got '", layout, "'");
+  TSP_CHECK(tsp >= 1 && tp >= 1 && sp >= 1 && dp >= 1, "--tsp, --tp, --sp and --dp must be >= 1, got ",
+            tsp, ", ", tp, ", ", sp, " and ", dp);
+  // Each layout uses only its own degrees (dp composes with every distributed layout).
+  const bool uses_tsp = layout == "tsp", uses_tp = layout == "tp" || layout == "tp+sp";
+  const bool uses_sp = layout == "sp" || layout == "tp+sp" || layout == "fsdp-sp";
+  TSP_CHECK((uses_tsp || tsp == 1) && (uses_tp || tp == 1) && (uses_sp || sp == 1) &&
+                (layout != "single" || dp == 1),
+            "--layout ", layout, " does not use ", (!uses_tsp && tsp != 1) ? "--tsp" :
+            (!uses_tp && tp != 1) ? "--tp" : (!uses_sp && sp != 1) ? "--sp" : "--dp",
+            " (single: no degrees; tsp: --tsp; tp: --tp; sp and fsdp-sp: --sp; tp+sp: --tp and "
+            "--sp; every distributed layout: --dp)");
+  TSP_CHECK(batch % (dp * grad_accum) == 0, "--batch ", batch, " is not divisible by --dp x "
+            "--grad-accum = ", dp, " x ", grad_accum, " (each replica takes batch / dp rows in ",
+            grad_accum, " micro-batches)");
   TSP_CHECK(init.empty() || resume.empty(), "--init and --resume exclude each other (--resume ",
             "continues a tsp checkpoint, --init starts a new run from HF weights)");
 }

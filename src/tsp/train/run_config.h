@@ -31,9 +31,18 @@ namespace tsp::train {
   X(double, min_lr, "min-lr", 3e-4, "learning rate at the end of the cosine decay")                 \
   X(int64_t, warmup, "warmup", 20, "linear warmup steps")                                           \
   X(double, weight_decay, "weight-decay", 0.1, "AdamW weight decay (matrices only, not norm gains)") \
+  X(double, adam_eps, "adam-eps", 1e-8, "AdamW epsilon (added to sqrt of the second moment)")        \
   X(double, clip, "clip", 1.0, "clip the gradient's global L2 norm to this (0: off)")               \
   X(std::string, dtype, "dtype", "f32", "weight and activation dtype: f32 or bf16 (fp32 masters)")  \
   X(bool, recompute, "recompute", false, "recompute each block's activations in the backward")      \
+  X(std::string, layout, "layout", "single", "parallel layout: single (one process); under mpirun "  \
+    "tsp, tp, sp, tp+sp, dp or fsdp-sp (-np = product of the degrees)")                           \
+  X(int64_t, tsp, "tsp", 1, "TSP degree: ranks sharing every weight and every sequence (--layout "  \
+    "tsp)")                                                                                       \
+  X(int64_t, tp, "tp", 1, "tensor-parallel degree (--layout tp, tp+sp)")                          \
+  X(int64_t, sp, "sp", 1, "sequence-parallel degree (--layout sp, tp+sp; the FSDP degree of "      \
+    "fsdp-sp)")                                                                                   \
+  X(int64_t, dp, "dp", 1, "data-parallel replicas of the layout (any distributed layout)")        \
   X(int64_t, seed, "seed", 1234, "seed of the initialisation and of the data order")                \
   X(int64_t, eval_every, "eval-every", 0, "validation loss every N steps (0: only at the end)")      \
   X(int64_t, eval_batches, "eval-batches", 8, "batches of the held-out split per validation")      \
@@ -51,7 +60,8 @@ struct RunConfig {
   // --batch 16").
   void validate() const;
   DType model_dtype() const { return parse_dtype(dtype); }
-  int64_t micro_batch() const { return batch / grad_accum; }
+  // Rows of one micro-batch of one data-parallel replica.
+  int64_t micro_batch() const { return batch / (dp * grad_accum); }
 
   friend bool operator==(const RunConfig&, const RunConfig&) = default;
 };

@@ -20,18 +20,6 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-data::TokenSplit split_tokens(const std::vector<int32_t>& tokens, const RunConfig& run) {
-  run.validate();
-  data::TokenSplit split = data::split_train_val(tokens, {.val_fraction = run.val_fraction});
-  const auto need = static_cast<size_t>(run.seq + 1);
-  TSP_CHECK(split.train.size() >= need, "the training split has ", split.train.size(), " tokens of ",
-            tokens.size(), ", fewer than --seq + 1 = ", need, ": use more data or a shorter --seq");
-  TSP_CHECK(split.val.size() >= need, "the validation split has ", split.val.size(), " tokens of ",
-            tokens.size(), ", fewer than --seq + 1 = ", need,
-            ": use more data, a larger --val-fraction or a shorter --seq");
-  return split;
-}
-
 model::ModelWeights initial_weights(const model::ModelConfig& config, const RunConfig& run) {
   const DType dtype = run.model_dtype();
   if (run.init.empty()) return model::ModelWeights::initialize(config, dtype, static_cast<uint64_t>(run.seed));
@@ -44,10 +32,23 @@ model::ModelWeights initial_weights(const model::ModelConfig& config, const RunC
 AdamWConfig adamw_config(const RunConfig& run) {
   AdamWConfig c;
   c.weight_decay = run.weight_decay;
+  c.eps = run.adam_eps;
   return c;
 }
 
 }  // namespace
+
+data::TokenSplit split_for_run(const std::vector<int32_t>& tokens, const RunConfig& run) {
+  run.validate();
+  data::TokenSplit split = data::split_train_val(tokens, {.val_fraction = run.val_fraction});
+  const auto need = static_cast<size_t>(run.seq + 1);
+  TSP_CHECK(split.train.size() >= need, "the training split has ", split.train.size(), " tokens of ",
+            tokens.size(), ", fewer than --seq + 1 = ", need, ": use more data or a shorter --seq");
+  TSP_CHECK(split.val.size() >= need, "the validation split has ", split.val.size(), " tokens of ",
+            tokens.size(), ", fewer than --seq + 1 = ", need,
+            ": use more data, a larger --val-fraction or a shorter --seq");
+  return split;
+}
 
 model::ModelConfig model_config_for_run(const RunConfig& run) {
   model::ModelConfigFields f;
@@ -64,9 +65,8 @@ model::ModelConfig model_config_for_run(const RunConfig& run) {
   return model::ModelConfig(f);
 }
 
-EvalMetrics evaluate_loss(model::Transformer& model, const model::ModelWeights& weights,
-                          const std::vector<int32_t>& val_tokens, int64_t batch, int64_t seq,
-                          int64_t max_batches) {
+EvalMetrics evaluate_loss(const BatchLoss& forward, const std::vector<int32_t>& val_tokens,
+                          int64_t batch, int64_t seq, int64_t max_batches) {
   const auto t0 = Clock::now();
   const int64_t n = static_cast<int64_t>(val_tokens.size());
   TSP_CHECK(n >= seq + 1, "validation data has ", n, " tokens, fewer than seq + 1 = ", seq + 1);
@@ -89,7 +89,7 @@ EvalMetrics evaluate_loss(model::Transformer& model, const model::ModelWeights& 
       std::copy(src, src + seq, in.data<int32_t>() + r * seq);
       std::copy(src + 1, src + seq + 1, tg.data<int32_t>() + r * seq);
     }
-    const model::LossSum l = model.forward(weights, in, tg);
+    const model::LossSum l = forward(in, tg);
     total.loss_sum += l.loss_sum;
     total.n_valid += l.n_valid;
   }
@@ -101,13 +101,64 @@ EvalMetrics evaluate_loss(model::Transformer& model, const model::ModelWeights& 
   return m;
 }
 
+EvalMetrics evaluate_loss(model::Transformer& model, const model::ModelWeights& weights,
+                          const std::vector<int32_t>& val_tokens, int64_t batch, int64_t seq,
+                          int64_t max_batches) {
+  return evaluate_loss(
+      [&](const Tensor& in, const Tensor& tg) { return model.forward(weights, in, tg); },
+      val_tokens, batch, seq, max_batches);
+}
+
+EvalMetrics run_training_loop(TrainLoopHost& host, const RunConfig& run, double unigram_nats,
+                              MetricsFile* metrics,
+                              const std::function<void(const std::string&)>& say,
+                              bool print_every_step) {
+  const auto t0 = Clock::now();
+  const int64_t first = host.step();
+  double last_loss = 0;
+  while (host.step() < run.steps) {
+    const StepMetrics m = host.train_step();
+    last_loss = m.loss;
+    if (print_every_step || m.step == run.steps) say(format_progress_line(m));
+    if (metrics) metrics->write(metrics_json(m));
+    const bool last = host.step() == run.steps;
+    if (!last && run.eval_every > 0 && host.step() % run.eval_every == 0) {
+      const EvalMetrics e = host.validate();
+      say(format_eval_line(e, unigram_nats));
+      if (metrics) metrics->write(metrics_json(e));
+    }
+    if (!last && run.save_every > 0 && host.step() % run.save_every == 0 &&
+        !run.checkpoint_dir.empty()) {
+      host.save_checkpoint(run.checkpoint_dir);
+      say("checkpoint: step " + std::to_string(host.step()) + " -> " + run.checkpoint_dir);
+    }
+  }
+  const double train_seconds = seconds_since(t0);
+  const EvalMetrics e = host.validate();
+  say(format_eval_line(e, unigram_nats));
+  if (metrics) metrics->write(metrics_json(e));
+  if (!run.checkpoint_dir.empty()) {
+    host.save_checkpoint(run.checkpoint_dir);
+    say("checkpoint: step " + std::to_string(host.step()) + " -> " + run.checkpoint_dir);
+  }
+  char buf[256];
+  std::snprintf(buf, sizeof buf,
+                "done: %lld steps in %.1f s; final train loss %s, val_loss %s, unigram entropy %s "
+                "nats/token",
+                static_cast<long long>(host.step() - first), train_seconds,
+                format_loss(last_loss).c_str(), format_loss(e.loss).c_str(),
+                format_loss(unigram_nats).c_str());
+  say(buf);
+  return e;
+}
+
 Trainer::Trainer(const model::ModelConfig& config, const RunConfig& run, std::vector<int32_t> tokens,
                  TrainerOutput output)
     : config_(config),
       run_(run),
       out_(output),
       unigram_nats_(data::unigram_entropy(tokens).nats),
-      split_(split_tokens(tokens, run)),
+      split_(split_for_run(tokens, run)),
       loader_(std::move(split_.train), {.batch_size = run.batch, .seq_len = run.seq,
                                         .seed = static_cast<uint64_t>(run.seed),
                                         .order = data::WindowOrder::shuffled}),
@@ -201,39 +252,9 @@ EvalMetrics Trainer::run() {
   if (step() > 0) cfg << " (resumed at step " << step() << ")";
   say(cfg.str());
 
-  const auto t0 = Clock::now();
-  const int64_t first = step();
-  double last_loss = 0;
-  while (step() < run_.steps) {
-    const StepMetrics m = train_step();
-    last_loss = m.loss;
-    if (out_.print_every_step || m.step == run_.steps) say(format_progress_line(m));
-    if (metrics_) metrics_->write(metrics_json(m));
-    const bool last = step() == run_.steps;
-    if (!last && run_.eval_every > 0 && step() % run_.eval_every == 0) {
-      const EvalMetrics e = validate();
-      say(format_eval_line(e, unigram_nats_));
-      if (metrics_) metrics_->write(metrics_json(e));
-    }
-    if (!last && run_.save_every > 0 && step() % run_.save_every == 0 && !run_.checkpoint_dir.empty()) {
-      save_checkpoint(run_.checkpoint_dir);
-      say("checkpoint: step " + std::to_string(step()) + " -> " + run_.checkpoint_dir);
-    }
-  }
-  const double train_seconds = seconds_since(t0);
-  const EvalMetrics e = validate();
-  say(format_eval_line(e, unigram_nats_));
-  if (metrics_) metrics_->write(metrics_json(e));
-  if (!run_.checkpoint_dir.empty()) {
-    save_checkpoint(run_.checkpoint_dir);
-    say("checkpoint: step " + std::to_string(step()) + " -> " + run_.checkpoint_dir);
-  }
-  std::ostringstream sum;
-  char buf[256];
-  std::snprintf(buf, sizeof buf, "done: %lld steps in %.1f s; final train loss %s, val_loss %s, unigram entropy %s nats/token",
-                static_cast<long long>(step() - first), train_seconds, format_loss(last_loss).c_str(),
-                format_loss(e.loss).c_str(), format_loss(unigram_nats_).c_str());
-  say(buf);
+  const EvalMetrics e = run_training_loop(*this, run_, unigram_nats_, metrics_.get(),
+                                          [this](const std::string& line) { say(line); },
+                                          out_.print_every_step);
   say(MemoryLedger::process().report());
   return e;
 }

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <ostream>
@@ -31,6 +32,33 @@ namespace tsp::train {
 EvalMetrics evaluate_loss(model::Transformer& model, const model::ModelWeights& weights,
                           const std::vector<int32_t>& val_tokens, int64_t batch, int64_t seq,
                           int64_t max_batches);
+// The same windows, for any engine: forward(inputs, targets) on [rows, seq] i32 batches returns
+// the batch's loss sums (a distributed engine returns the sums over all its ranks).
+using BatchLoss = std::function<model::LossSum(const Tensor& inputs, const Tensor& targets)>;
+EvalMetrics evaluate_loss(const BatchLoss& forward, const std::vector<int32_t>& val_tokens,
+                          int64_t batch, int64_t seq, int64_t max_batches);
+
+// What the training loop needs from a trainer (single-rank or distributed).
+class TrainLoopHost {
+ public:
+  virtual ~TrainLoopHost() = default;
+  virtual StepMetrics train_step() = 0;
+  virtual EvalMetrics validate() = 0;
+  virtual void save_checkpoint(const std::filesystem::path& dir) const = 0;
+  virtual int64_t step() const = 0;
+};
+
+// The loop from host.step() to run.steps: progress lines (say), metrics file, periodic validation
+// and checkpoints, then a final validation, checkpoint and the "done:" line. Returns the final
+// validation. `say` and `metrics` may be no-ops on all but one rank; every rank runs the loop.
+EvalMetrics run_training_loop(TrainLoopHost& host, const RunConfig& run, double unigram_nats,
+                              MetricsFile* metrics,
+                              const std::function<void(const std::string&)>& say,
+                              bool print_every_step);
+
+// The run's train/validation split of `tokens` (run.val_fraction); InvalidArgument when either
+// part is shorter than --seq + 1.
+data::TokenSplit split_for_run(const std::vector<int32_t>& tokens, const RunConfig& run);
 
 // The model config a run trains: the preset, --config file or --init checkpoint, with
 // torch_dtype set to --dtype. (--resume: the checkpoint's config.json.)
@@ -41,7 +69,7 @@ struct TrainerOutput {
   bool print_every_step = true;
 };
 
-class Trainer {
+class Trainer final : public TrainLoopHost {
  public:
   // A new run: weights from ModelWeights::initialize(seed) or, when run.init is set, read from
   // that HF checkpoint. `tokens` is the whole stream; it is split into train and validation
@@ -52,25 +80,27 @@ class Trainer {
   ~Trainer();
 
   // One optimizer step on the next global batch.
-  StepMetrics train_step();
+  StepMetrics train_step() override;
   // Validation loss on the held-out split (run.eval_batches batches).
-  EvalMetrics validate();
+  EvalMetrics validate() override;
   // The whole loop from the current step to run.steps: progress lines, metrics file, periodic
   // validation and checkpoints, a final validation and checkpoint. Returns the final validation.
   EvalMetrics run();
 
   // Writes the checkpoint directory: config.json, model.safetensors (weights in the model dtype),
   // train_state.safetensors. Replaces `dir` atomically as a whole.
-  void save_checkpoint(const std::filesystem::path& dir) const;
+  void save_checkpoint(const std::filesystem::path& dir) const override;
   // Restores weights, optimizer, step and data position from a directory written by
   // save_checkpoint; the model config must match and the run's data/math settings must equal the
   // saved ones (InvalidArgument listing the differences).
   void load_checkpoint(const std::filesystem::path& dir);
 
-  int64_t step() const { return optimizer_.steps(); }
+  int64_t step() const override { return optimizer_.steps(); }
   const model::ModelConfig& config() const { return config_; }
   const RunConfig& run_config() const { return run_; }
   const model::ModelWeights& weights() const { return weights_; }
+  // The last step's gradients (after clipping), f32.
+  const model::ModelWeights& grads() const { return grads_; }
   const AdamW& optimizer() const { return optimizer_; }
   data::LoaderState loader_state() const { return loader_.state(); }
   int64_t train_tokens() const { return loader_.num_tokens(); }

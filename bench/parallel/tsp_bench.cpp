@@ -1,0 +1,198 @@
+// One training step (forward + backward) of the same model and global batch, single-rank on rank
+// 0 (the other ranks wait) and then TSP over all ranks: tokens/s side by side from one run, the
+// ratio, time blocked on communication, bytes sent and per-rank peak memory by category.
+// Usage: mpirun -np 2 tsp_bench_tsp [--hidden 512 --heads 8 --kv-heads 8 --ffn 2048 --layers 2
+//        --vocab 320 --batch 1 --seq 4096 --steps 3 --dtype f32 --recompute]
+#include <mpi.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "tsp/comm/collectives.h"
+#include "tsp/comm/mpi_environment.h"
+#include "tsp/core/memory.h"
+#include "tsp/core/random.h"
+#include "tsp/model/transformer.h"
+#include "tsp/parallel/tsp_model.h"
+#include "tsp/parallel/zigzag.h"
+
+namespace {
+
+using namespace tsp;
+using Clock = std::chrono::steady_clock;
+
+struct Args {
+  int64_t hidden = 512, heads = 8, kv_heads = 8, ffn = 2048, layers = 2, vocab = 320;
+  int64_t batch = 1, seq = 4096, steps = 3;
+  std::string dtype = "f32";
+  bool recompute = false;
+};
+
+Args parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string k = argv[i];
+    auto next = [&]() -> const char* {
+      if (i + 1 >= argc) comm::abort_job("missing value after " + k);
+      return argv[++i];
+    };
+    if (k == "--hidden") a.hidden = std::atoll(next());
+    else if (k == "--heads") a.heads = std::atoll(next());
+    else if (k == "--kv-heads") a.kv_heads = std::atoll(next());
+    else if (k == "--ffn") a.ffn = std::atoll(next());
+    else if (k == "--layers") a.layers = std::atoll(next());
+    else if (k == "--vocab") a.vocab = std::atoll(next());
+    else if (k == "--batch") a.batch = std::atoll(next());
+    else if (k == "--seq") a.seq = std::atoll(next());
+    else if (k == "--steps") a.steps = std::atoll(next());
+    else if (k == "--dtype") a.dtype = next();
+    else if (k == "--recompute") a.recompute = true;
+    else comm::abort_job("unknown argument " + k);
+  }
+  if (a.kv_heads > a.heads) a.kv_heads = a.heads;
+  return a;
+}
+
+model::ModelConfig config_of(const Args& a) {
+  model::ModelConfigFields f;
+  f.hidden_size = a.hidden;
+  f.intermediate_size = a.ffn;
+  f.num_hidden_layers = a.layers;
+  f.num_attention_heads = a.heads;
+  f.num_key_value_heads = a.kv_heads;
+  f.vocab_size = a.vocab;
+  f.max_position_embeddings = a.seq;
+  f.torch_dtype = parse_dtype(a.dtype);
+  return model::ModelConfig(f);
+}
+
+Tensor random_ids(int64_t b, int64_t s, int64_t vocab, uint64_t stream) {
+  Tensor t = Tensor::empty({b, s}, DType::i32, MemCategory::workspace);
+  Rng rng(7, stream);
+  for (int64_t i = 0; i < b * s; ++i) t.data<int32_t>()[i] = static_cast<int32_t>(rng.below(static_cast<uint64_t>(vocab)));
+  return t;
+}
+
+double seconds(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+struct Timing {
+  double step_s = 0;  // best step
+  double wait_s = 0;  // comm wait of that step
+};
+
+std::vector<int64_t> peaks() {
+  std::vector<int64_t> p;
+  for (int c = 0; c < kNumMemCategories; ++c)
+    p.push_back(MemoryLedger::process().stats(static_cast<MemCategory>(c)).peak_bytes);
+  p.push_back(process_peak_rss_bytes());
+  return p;
+}
+
+void print_peaks(const char* label, const std::vector<int64_t>& p) {
+  std::printf("  %-22s", label);
+  for (int64_t v : p) std::printf(" %9.2f", static_cast<double>(v) / (1 << 20));
+  std::printf("\n");
+}
+
+int run(int argc, char** argv) {
+  const Args a = parse(argc, argv);
+  comm::Communicator world = comm::Communicator::world();
+  const int D = world.size(), rank = world.rank();
+  const model::ModelConfig config = config_of(a);
+  parallel::validate_tsp(config, D, a.seq);
+  const model::TransformerOptions options{.dtype = config.torch_dtype(), .recompute = a.recompute};
+  const Tensor tokens = random_ids(a.batch, a.seq, a.vocab, 1);
+  const Tensor targets = random_ids(a.batch, a.seq, a.vocab, 2);
+  const int64_t n_valid = a.batch * a.seq;
+  const double tokens_per_step = static_cast<double>(n_valid);
+
+  // ---- single rank on rank 0; the others wait at the barrier (idle cores do not help it).
+  Timing single;
+  std::vector<int64_t> single_peaks;
+  if (rank == 0) {
+    MemoryLedger::process().reset_peaks();
+    reset_process_peak_rss();
+    const model::ModelWeights w = model::ModelWeights::initialize(config, config.torch_dtype(), 1);
+    model::ModelWeights grads(config, DType::f32, MemCategory::grads);
+    model::Transformer model(config, options);
+    single.step_s = 1e30;
+    for (int64_t s = 0; s <= a.steps; ++s) {  // step 0 warms up (primitive creation, page faults)
+      const auto t0 = Clock::now();
+      model.forward_backward(w, tokens, targets, grads, 1.f / static_cast<float>(n_valid));
+      if (s > 0) single.step_s = std::min(single.step_s, seconds(t0));
+    }
+    single_peaks = peaks();
+  }
+  world.barrier();
+
+  // ---- TSP over all ranks.
+  MemoryLedger::process().reset_peaks();
+  reset_process_peak_rss();
+  Timing tsp{1e30, 0};
+  int64_t bytes_sent = 0;
+  {
+    const parallel::TspWeights w =
+        parallel::TspWeights::initialize(config, config.torch_dtype(), 1, D, rank);
+    parallel::TspWeights grads(config, DType::f32, D, rank, MemCategory::grads);
+    parallel::TspTransformer model(world, config, options);
+    const parallel::Zigzag z(a.seq, D, rank);
+    const Tensor tok = z.take_local(tokens, MemCategory::workspace);
+    const Tensor tgt = z.take_local(targets, MemCategory::workspace);
+    for (int64_t s = 0; s <= a.steps; ++s) {
+      world.barrier();
+      const double wait0 = model.comm_wait_seconds();
+      const int64_t sent0 = world.ledger().total().bytes_sent;
+      const auto t0 = Clock::now();
+      model.forward_backward(w, tok, tgt, a.seq, grads, 1.f / static_cast<float>(n_valid));
+      const double t = seconds(t0);
+      if (s > 0 && t < tsp.step_s) {
+        tsp = {t, model.comm_wait_seconds() - wait0};
+        bytes_sent = world.ledger().total().bytes_sent - sent0;
+      }
+    }
+  }
+  // The slowest rank defines the step.
+  Tensor times = Tensor::empty({2}, DType::f32, MemCategory::workspace);
+  times.data<float>()[0] = static_cast<float>(tsp.step_s);
+  times.data<float>()[1] = static_cast<float>(tsp.wait_s);
+  comm::all_reduce(world, times, comm::ReduceOp::max);
+  const std::vector<int64_t> mine = peaks();
+  Tensor all = Tensor::empty({static_cast<int64_t>(mine.size()) * D}, DType::i64, MemCategory::workspace);
+  Tensor in = Tensor::empty({static_cast<int64_t>(mine.size())}, DType::i64, MemCategory::workspace);
+  std::memcpy(in.raw(), mine.data(), mine.size() * sizeof(int64_t));
+  comm::all_gather(world, in, all);
+  if (rank == 0) {
+    const double t_tsp = times.data<float>()[0], wait = times.data<float>()[1];
+    std::printf("model %s dtype %s%s, batch %lld x seq %lld, %lld timed steps (best of)\n",
+                config.summary().c_str(), a.dtype.c_str(), a.recompute ? " recompute" : "",
+                static_cast<long long>(a.batch), static_cast<long long>(a.seq),
+                static_cast<long long>(a.steps));
+    std::printf("  single-rank (1 core): %8.3f s/step  %8.0f tokens/s\n", single.step_s,
+                tokens_per_step / single.step_s);
+    std::printf("  tsp D=%d (1 core/rank): %8.3f s/step  %8.0f tokens/s  ratio %.2fx  comm wait "
+                "%.3f s (%.0f%%)  sent %.2f MiB/rank (rank 0)\n",
+                D, t_tsp, tokens_per_step / t_tsp, single.step_s / t_tsp, wait,
+                100.0 * wait / t_tsp, static_cast<double>(bytes_sent) / (1 << 20));
+    std::printf("peak MiB per category:   ");
+    for (int c = 0; c < kNumMemCategories; ++c)
+      std::printf(" %9s", std::string(mem_category_name(static_cast<MemCategory>(c))).c_str());
+    std::printf(" %9s\n", "rss");
+    print_peaks("single-rank", single_peaks);
+    for (int r = 0; r < D; ++r) {
+      const std::vector<int64_t> p(all.data<int64_t>() + r * mine.size(),
+                                   all.data<int64_t>() + (r + 1) * mine.size());
+      print_peaks(("tsp rank " + std::to_string(r)).c_str(), p);
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return tsp::comm::run_mpi_main(argc, argv, [&](tsp::comm::MpiEnvironment&) { return run(argc, argv); });
+}

@@ -1,0 +1,380 @@
+// `tsp bench`: every layout runs the same training steps through DistributedTrainer (single-rank
+// through Trainer on rank 0); per-rank peaks and bytes are gathered to rank 0 and printed next to
+// the planner's predictions for the same model, workload and layout.
+#include "tsp/cli/bench_command.h"
+
+#include <algorithm>
+#include <array>
+#include <fstream>
+#include <sstream>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "tsp/cli/commands.h"
+#include "tsp/cli/svg_chart.h"
+#include "tsp/comm/collectives.h"
+#include "tsp/comm/mesh.h"
+#include "tsp/comm/mpi_environment.h"
+#include "tsp/core/check.h"
+#include "tsp/core/memory.h"
+#include "tsp/plan/layout.h"
+#include "tsp/plan/memory_model.h"
+#include "tsp/plan/traffic.h"
+#include "tsp/train/data_source.h"
+#include "tsp/train/distributed_trainer.h"
+#include "tsp/train/trainer.h"
+
+namespace tsp::cli {
+
+namespace {
+
+constexpr int kCats = kNumMemCategories;
+
+struct Row {
+  std::string layout;
+  int ranks = 1;
+  int64_t seq = 0;
+  std::array<int64_t, kCats> peak{};  // max over ranks, per category
+  std::array<int64_t, kCats> plan{};  // the planner's per-device estimate
+  int64_t rss = 0;                    // max over ranks
+  int64_t sent = 0;                   // bytes sent per step, max over ranks
+  int64_t plan_sent = 0;              // the planner's bytes sent per step by rank 0
+  double step_s = 0;
+  double tokens_per_s = 0;
+  double loss = 0;  // after 1 + steps steps
+  std::string skipped;
+  int64_t peak_total() const { int64_t t = 0; for (int64_t v : peak) t += v; return t; }
+  int64_t plan_total() const { int64_t t = 0; for (int64_t v : plan) t += v; return t; }
+};
+
+std::string kind_flag(plan::LayoutKind k) { return std::string(plan::layout_kind_name(k)); }
+
+// The default set for a world of W ranks: single, tsp W, tp W, sp W, tp 2 x sp W/2, dp W, fsdp-sp W.
+std::vector<std::string> default_layouts(int W) {
+  std::vector<std::string> v{"single"};
+  if (W == 1) return v;
+  const std::string w = std::to_string(W);
+  for (const char* k : {"tsp", "tp", "sp"}) v.push_back(k + w);
+  if (W >= 4 && W % 2 == 0) v.push_back("tp2xsp" + std::to_string(W / 2));
+  v.push_back("dp" + w);
+  v.push_back("fsdp-sp" + w);
+  return v;
+}
+
+train::RunConfig run_for(const BenchArgs& a, const plan::Layout* l, int64_t seq) {
+  train::RunConfig r;
+  r.preset = a.preset;
+  r.config = a.config;
+  r.steps = 1 + a.steps;
+  r.batch = a.batch;
+  r.seq = seq;
+  r.warmup = 1;
+  r.dtype = a.dtype;
+  r.recompute = a.recompute;
+  r.eval_batches = 1;
+  if (l != nullptr) {
+    r.layout = kind_flag(l->kind);
+    r.dp = l->dp;
+    r.tp = l->tp;
+    r.sp = l->sp;
+    r.tsp = l->tsp;
+  }
+  return r;
+}
+
+plan::Workload workload_for(const train::RunConfig& r) {
+  plan::Workload w;
+  w.batch = r.batch / r.dp;
+  w.seq = r.seq;
+  w.precision = plan::precision_preset(r.dtype == "bf16" ? "bf16" : "fp32");
+  w.recompute = r.recompute ? plan::Recompute::full : plan::Recompute::none;
+  return w;
+}
+
+void fill_prediction(Row& row, const model::ModelConfig& c, const train::RunConfig& r,
+                     const plan::Layout& l) {
+  const plan::Workload w = workload_for(r);
+  const plan::MemoryEstimate m = plan::memory(c, w, l);
+  for (int i = 0; i < kCats; ++i) row.plan[static_cast<size_t>(i)] = m.bytes[static_cast<size_t>(i)];
+  const plan::StepTraffic step = plan::step_traffic(c, w, l);
+  row.plan_sent = plan::micro_batch_totals(plan::layer_traffic(c, w, l), step, c.num_hidden_layers()).bytes_sent +
+                  plan::totals(step.gradient_sync).bytes_sent;
+}
+
+// Per-rank numbers gathered to every rank: peaks per category, rss, bytes sent per step.
+void gather_max(comm::Communicator& world, Row& row, const std::array<int64_t, kCats>& base,
+                int64_t sent, bool participates) {
+  const int64_t n = kCats + 2;
+  Tensor mine = Tensor::zeros({n}, DType::i64, MemCategory::workspace);
+  if (participates) {
+    for (int c = 0; c < kCats; ++c)
+      mine.data<int64_t>()[c] =
+          MemoryLedger::process().stats(static_cast<MemCategory>(c)).peak_bytes - base[static_cast<size_t>(c)];
+    mine.data<int64_t>()[kCats] = process_peak_rss_bytes();
+    mine.data<int64_t>()[kCats + 1] = sent;
+  }
+  Tensor all = Tensor::empty({n * world.size()}, DType::i64, MemCategory::workspace);
+  comm::all_gather(world, mine, all);
+  for (int r = 0; r < world.size(); ++r)
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t v = all.data<int64_t>()[r * n + i];
+      if (i < kCats) row.peak[static_cast<size_t>(i)] = std::max(row.peak[static_cast<size_t>(i)], v);
+      else if (i == kCats) row.rss = std::max(row.rss, v);
+      else row.sent = std::max(row.sent, v);
+    }
+}
+
+std::array<int64_t, kCats> live_now() {
+  MemoryLedger::process().reset_peaks();
+  reset_process_peak_rss();
+  std::array<int64_t, kCats> b{};
+  for (int c = 0; c < kCats; ++c)
+    b[static_cast<size_t>(c)] = MemoryLedger::process().stats(static_cast<MemCategory>(c)).live_bytes;
+  return b;
+}
+
+// Runs the steps of one trainer and records time, tokens/s, bytes and loss (best step).
+template <class TrainerT>
+int64_t run_steps(TrainerT& t, int64_t timed, Row& row) {
+  int64_t sent = 0;
+  row.step_s = 1e30;
+  for (int64_t s = 0; s <= timed; ++s) {
+    const train::StepMetrics m = t.train_step();
+    row.loss = m.loss;
+    if (s == 0 && timed > 0) continue;  // warm-up: primitive creation, first-touch page faults
+    if (m.seconds < row.step_s) {
+      row.step_s = m.seconds;
+      row.tokens_per_s = m.tokens_per_second();
+      sent = m.comm_bytes_sent;
+    }
+  }
+  return sent;
+}
+
+Row run_single(comm::Communicator& world, const BenchArgs& a, const model::ModelConfig& c,
+               const std::vector<int32_t>& tokens, int64_t seq, int64_t timed) {
+  Row row;
+  row.layout = "single";
+  row.seq = seq;
+  const train::RunConfig r = run_for(a, nullptr, seq);
+  fill_prediction(row, c, r, plan::dp_layout(1));
+  const std::array<int64_t, kCats> base = live_now();
+  if (world.rank() == 0) {
+    train::Trainer t(c, r, tokens);
+    run_steps(t, timed, row);
+  }
+  world.barrier();
+  gather_max(world, row, base, 0, world.rank() == 0);
+  // Time, rate and loss come from rank 0.
+  Tensor v = Tensor::empty({3}, DType::f32, MemCategory::workspace);
+  v.data<float>()[0] = static_cast<float>(row.step_s);
+  v.data<float>()[1] = static_cast<float>(row.tokens_per_s);
+  v.data<float>()[2] = static_cast<float>(row.loss);
+  comm::broadcast(world, v, 0);
+  row.step_s = v.data<float>()[0];
+  row.tokens_per_s = v.data<float>()[1];
+  row.loss = v.data<float>()[2];
+  return row;
+}
+
+Row run_layout(comm::Communicator& world, const BenchArgs& a, const model::ModelConfig& c,
+               const std::vector<int32_t>& tokens, const std::string& name, int64_t seq,
+               int64_t timed) {
+  Row row;
+  row.layout = name;
+  row.seq = seq;
+  const plan::Layout l = plan::parse_layout(name);
+  row.ranks = static_cast<int>(l.devices());
+  if (l.devices() != world.size()) {
+    row.skipped = "needs " + std::to_string(l.devices()) + " ranks, the job has " +
+                  std::to_string(world.size());
+    return row;
+  }
+  const train::RunConfig r = run_for(a, &l, seq);
+  try {
+    train::validate_distributed_run(c, r, train::mesh_degrees_for(r));
+    fill_prediction(row, c, r, l);
+  } catch (const InvalidArgument& e) {  // the same on every rank: nothing collective ran yet
+    row.skipped = one_line_message(e.what());
+    return row;
+  }
+  const std::array<int64_t, kCats> base = live_now();
+  int64_t sent = 0;
+  {
+    comm::Mesh mesh(world, train::mesh_degrees_for(r));
+    train::DistributedTrainer t(mesh, c, r, tokens);
+    sent = run_steps(t, timed, row);
+  }
+  gather_max(world, row, base, sent, true);
+  return row;
+}
+
+double mib(int64_t b) { return static_cast<double>(b) / (1 << 20); }
+
+std::string table(const std::vector<Row>& rows, bool with_categories) {
+  std::ostringstream os;
+  char buf[512];
+  std::snprintf(buf, sizeof buf, "%-12s %5s %6s", "layout", "ranks", "seq");
+  os << buf;
+  if (with_categories)
+    for (int c = 0; c < kCats; ++c) {
+      std::snprintf(buf, sizeof buf, " %11s", std::string(mem_category_name(static_cast<MemCategory>(c))).c_str());
+      os << buf;
+    }
+  std::snprintf(buf, sizeof buf, " %10s %10s %10s %10s %8s %9s %10s\n", "total MiB", "(plan)",
+                "sent MiB", "(plan)", "step s", "tokens/s", "loss");
+  os << buf;
+  for (const Row& r : rows) {
+    std::snprintf(buf, sizeof buf, "%-12s %5d %6lld", r.layout.c_str(), r.ranks,
+                  static_cast<long long>(r.seq));
+    os << buf;
+    if (!r.skipped.empty()) {
+      os << "  skipped: " << r.skipped << "\n";
+      continue;
+    }
+    if (with_categories)
+      for (int c = 0; c < kCats; ++c) {
+        std::snprintf(buf, sizeof buf, " %11.2f", mib(r.peak[static_cast<size_t>(c)]));
+        os << buf;
+      }
+    std::snprintf(buf, sizeof buf, " %10.2f %10.2f %10.2f %10.2f %8.3f %9.0f %10.6f\n",
+                  mib(r.peak_total()), mib(r.plan_total()), mib(r.sent), mib(r.plan_sent), r.step_s,
+                  r.tokens_per_s, r.loss);
+    os << buf;
+  }
+  return os.str();
+}
+
+nlohmann::json to_json(const Row& r) {
+  nlohmann::json j = {{"layout", r.layout}, {"ranks", r.ranks}, {"seq", r.seq}};
+  if (!r.skipped.empty()) {
+    j["skipped"] = r.skipped;
+    return j;
+  }
+  nlohmann::json peak = nlohmann::json::object(), plan = nlohmann::json::object();
+  for (int c = 0; c < kCats; ++c) {
+    const std::string k(mem_category_name(static_cast<MemCategory>(c)));
+    peak[k] = r.peak[static_cast<size_t>(c)];
+    plan[k] = r.plan[static_cast<size_t>(c)];
+  }
+  j["peak_bytes_per_rank"] = peak;
+  j["predicted_bytes_per_rank"] = plan;
+  j["peak_rss_bytes"] = r.rss;
+  j["bytes_sent_per_step"] = r.sent;
+  j["predicted_bytes_sent_per_step"] = r.plan_sent;
+  j["step_seconds"] = r.step_s;
+  j["tokens_per_s"] = r.tokens_per_s;
+  j["loss"] = r.loss;
+  return j;
+}
+
+std::vector<BarGroup> memory_bars(const std::vector<Row>& rows) {
+  std::vector<BarGroup> g;
+  for (const Row& r : rows) {
+    if (!r.skipped.empty()) continue;
+    BarGroup b{r.layout, {}, mib(r.plan_total())};
+    for (int c = 0; c < kCats; ++c)
+      b.segments.push_back({std::string(mem_category_name(static_cast<MemCategory>(c))),
+                            mib(r.peak[static_cast<size_t>(c)])});
+    g.push_back(b);
+  }
+  return g;
+}
+
+std::vector<BarGroup> traffic_bars(const std::vector<Row>& rows) {
+  std::vector<BarGroup> g;
+  for (const Row& r : rows)
+    if (r.skipped.empty()) g.push_back({r.layout, {{"sent", mib(r.sent)}}, mib(r.plan_sent)});
+  return g;
+}
+
+int bench_body(const BenchArgs& a, std::ostream& out) {
+  comm::Communicator world = comm::Communicator::world();
+  const bool leader = world.rank() == 0;
+  train::RunConfig base;
+  base.preset = a.preset;
+  base.config = a.config;
+  base.dtype = a.dtype;
+  base.batch = a.batch;
+  base.seq = a.seq;
+  base.validate();
+  TSP_CHECK(a.steps >= 1, "--steps must be >= 1, got ", a.steps);
+  const model::ModelConfig config = train::model_config_for_run(base);
+  const std::vector<int32_t> tokens = train::load_token_data("fortunes", config.vocab_size()).tokens;
+  const std::vector<std::string> names = a.layouts.empty() ? default_layouts(world.size()) : a.layouts;
+
+  auto run_all = [&](int64_t seq, int64_t timed) {
+    std::vector<Row> rows;
+    for (const std::string& n : names)
+      rows.push_back(n == "single" ? run_single(world, a, config, tokens, seq, timed)
+                                   : run_layout(world, a, config, tokens, n, seq, timed));
+    return rows;
+  };
+  if (leader)
+    out << "tsp bench: " << config.summary() << ", global batch " << a.batch << " x seq " << a.seq
+        << ", " << a.dtype << (a.recompute ? " recompute" : "") << ", " << world.size()
+        << " ranks; best of " << a.steps << " steps after 1 warm-up; memory = peak per rank "
+        << "(max over ranks), sent = bytes sent per step (max over ranks)\n";
+  const std::vector<Row> rows = run_all(a.seq, a.steps);
+  if (leader) out << table(rows, true) << std::flush;
+  std::vector<Row> sweep;
+  for (int64_t s : a.sweep_seq) {
+    std::vector<Row> r = run_all(s, 0);
+    sweep.insert(sweep.end(), r.begin(), r.end());
+  }
+  if (leader && !sweep.empty()) out << "\nsequence-length sweep (one step each):\n" << table(sweep, false);
+  if (!leader) return 0;
+  if (!a.json_path.empty()) {
+    nlohmann::json j = {{"model", config.summary()}, {"ranks", world.size()}, {"batch", a.batch},
+                        {"dtype", a.dtype}, {"rows", nlohmann::json::array()}, {"sweep", nlohmann::json::array()}};
+    for (const Row& r : rows) j["rows"].push_back(to_json(r));
+    for (const Row& r : sweep) j["sweep"].push_back(to_json(r));
+    std::ofstream f(a.json_path);
+    TSP_CHECK_T(IoError, f.good(), "cannot write --json ", a.json_path);
+    f << j.dump(2) << "\n";
+  }
+  if (!a.svg_path.empty()) {
+    const std::string svg = render_bar_charts(
+        {{"peak memory per rank (MiB) by category; tick: planner", memory_bars(rows)},
+         {"bytes sent per rank per step (MiB); tick: planner", traffic_bars(rows)}});
+    std::ofstream f(a.svg_path);
+    TSP_CHECK_T(IoError, f.good(), "cannot write --svg ", a.svg_path);
+    f << svg;
+  }
+  return 0;
+}
+
+}  // namespace
+
+CLI::App* add_bench_command(CLI::App& app, BenchArgs& a) {
+  CLI::App* cmd = app.add_subcommand(
+      "bench", "run layouts side by side on the same model and batch (under mpirun): memory, bytes, speed");
+  cmd->add_option("--layouts", a.layouts,
+                  "planner names, e.g. single,tsp2,tp2,sp2,dp2,fsdp-sp2,tp2xsp2 (default: all for -np)")
+      ->delimiter(',');
+  cmd->add_option("--preset", a.preset, "model preset")->capture_default_str();
+  cmd->add_option("--config", a.config, "model config.json (replaces --preset)");
+  cmd->add_option("--batch", a.batch, "global batch (sequences per step)")->capture_default_str();
+  cmd->add_option("--seq", a.seq, "tokens per sequence")->capture_default_str();
+  cmd->add_option("--steps", a.steps, "timed steps per layout (after one warm-up step)")->capture_default_str();
+  cmd->add_option("--dtype", a.dtype, "f32 or bf16")->capture_default_str();
+  cmd->add_flag("--recompute", a.recompute, "full activation recomputation");
+  cmd->add_option("--sweep-seq", a.sweep_seq, "also one step of every layout at these lengths")
+      ->delimiter(',');
+  cmd->add_option("--json", a.json_path, "write the results as JSON");
+  cmd->add_option("--svg", a.svg_path, "write an SVG chart (memory by category, bytes per step)");
+  return cmd;
+}
+
+int run_bench(const BenchArgs& a, std::ostream& out) {
+  comm::MpiEnvironment env(nullptr, nullptr);
+  try {
+    return bench_body(a, out);
+  } catch (const std::exception& e) {
+    out.flush();
+    comm::abort_job(one_line_message(e.what()));
+  }
+}
+
+}  // namespace tsp::cli

@@ -1,0 +1,42 @@
+// Generation on every rank of a TSP or TP group: the loop of generate() (generate.h) over the
+// sharded decoders, and loading this rank's weight shards from a Hugging Face checkpoint.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <vector>
+
+#include "tsp/comm/communicator.h"
+#include "tsp/infer/generate.h"
+#include "tsp/parallel/tsp_weights.h"
+
+namespace tsp::infer {
+
+// Collective over `comm`. Exactly generate()'s contract (checks before allocating, with the same
+// messages; prefill; sample; decode until EOS or max_new_tokens; on_token per sampled token) with
+// TspDecoder (tsp_decode.h) or TpDecoder (tp_decode.h) on this rank's shards `w`. Every rank
+// samples the same tokens (same logits, same seed), so every rank returns the same tokens; pass
+// on_token on one rank to print them. Stats are this rank's: kv_cache_capacity is its slots per
+// sequence and kv_cache_bytes its KvCache::bytes(). options.capacity, when given, is in global
+// positions per sequence; options.decode.kv_parts splits each rank's local attention.
+Generation tsp_generate(comm::Communicator& comm, const parallel::TspWeights& w,
+                        const std::vector<std::vector<int32_t>>& prompts,
+                        const GenerateOptions& options, const TokenCallback& on_token = {});
+Generation tp_generate(comm::Communicator& comm, const parallel::TspWeights& w,
+                       const std::vector<std::vector<int32_t>>& prompts,
+                       const GenerateOptions& options, const TokenCallback& on_token = {});
+
+// The two sharded layouts; they share the weight partition and differ in the KV cache and the
+// decode's traffic.
+enum class ShardedLayout { tsp, tp };
+
+// Not collective: this rank's shards of degree `degree` (TspWeights, the partition TSP and TP
+// share) read from an HF checkpoint directory in its storage dtype; each rank reads only its
+// pieces (parallel::load_shards_from_hf). Errors, before the weights are allocated where
+// possible: a missing directory (IoError "checkpoint directory DIR does not exist"), missing or
+// corrupt files (model::HfCheckpoint's IoError naming the file), sizes not divisible by the degree
+// (InvalidArgument naming the size and the layout's degree, "tsp: ..." or "tp: ...").
+parallel::TspWeights load_weight_shards(const std::filesystem::path& dir, int degree, int rank,
+                                        ShardedLayout layout = ShardedLayout::tsp);
+
+}  // namespace tsp::infer

@@ -1,0 +1,42 @@
+// How one rank's piece of a parameter maps onto the logical (HF) tensor: replicated, a range of
+// rows, or a range of columns. Layout-independent code (optimizer, clipping, checkpoints, tests)
+// works on lists of ParamShard and never needs to know which layout produced them.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tsp/core/tensor.h"
+
+namespace tsp::parallel {
+
+enum class ShardKind : uint8_t {
+  replicated,  // every rank of the group holds the whole tensor (norm gains)
+  rows,        // rows [offset, offset + extent) of a [R, C] tensor (or of a 1-D tensor)
+  cols,        // columns [offset, offset + extent) of a [R, C] tensor
+};
+
+struct ParamShard {
+  std::string name;  // HF name, e.g. "model.layers.0.self_attn.o_proj.weight"
+  Shape full_shape;  // the logical tensor's shape
+  ShardKind kind = ShardKind::replicated;
+  int64_t offset = 0;  // first row/column held (0 for replicated)
+  int64_t extent = 0;  // rows/columns held (full size for replicated)
+  Tensor local;        // this rank's piece: [extent, C], [R, extent] or full_shape; a view
+
+  // The shard's shape inside the logical tensor, e.g. [R, extent] for cols.
+  Shape local_shape() const;
+  // The view of a full logical tensor that this shard corresponds to.
+  Tensor view_of_full(const Tensor& full) const;
+};
+
+// local := the shard's part of `full` (same logical shape; dtype converted).
+void copy_shard_from_full(const ParamShard& shard, const Tensor& full);
+// The shard's part of `full` := local.
+void copy_shard_to_full(const ParamShard& shard, const Tensor& full);
+
+// Sum of local numel over the shards.
+int64_t local_elements(const std::vector<ParamShard>& shards);
+
+}  // namespace tsp::parallel

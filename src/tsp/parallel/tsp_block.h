@@ -1,0 +1,80 @@
+// One decoder block under TSP on this rank's zigzag tokens (TSP.md §4.1, §4.2, §5): attention
+// with broadcast weight shards and an all-gather of each head group's K/V, the gated MLP with its
+// shards circulating in a ring; backward with the weights obtained again, dK/dV reduce-scattered
+// to the token owners, attention weight gradients reduced onto their owner and MLP gradients
+// carried around the ring. No all-reduce anywhere.
+#pragma once
+
+#include <cstdint>
+
+#include "tsp/comm/communicator.h"
+#include "tsp/core/tensor.h"
+#include "tsp/kernels/rope.h"
+#include "tsp/model/decoder_block.h"
+#include "tsp/model/model_config.h"
+#include "tsp/parallel/comm_clock.h"
+#include "tsp/parallel/tsp_weights.h"
+#include "tsp/parallel/zigzag.h"
+
+namespace tsp::parallel {
+
+// Per-step constants of one TSP group: geometry, positions (local and gathered), the RoPE table of
+// the local positions, and the communicator of the tsp axis.
+class TspContext {
+ public:
+  // Validates (degree from comm.size(), seq % 2D, head/F/V divisibility) before allocating.
+  // Waits for communication are timed into `clock` when given.
+  TspContext(comm::Communicator& comm, const model::ModelConfig& config, DType dtype, int64_t batch,
+             int64_t seq, CommClock* clock = nullptr);
+
+  comm::Communicator& comm() const { return *comm_; }
+  CommClock* clock() const { return clock_; }
+  const model::ModelConfig& config() const { return config_; }
+  DType dtype() const { return dtype_; }
+  const TspShardSizes& sizes() const { return sizes_; }
+  const Zigzag& zigzag() const { return zigzag_; }
+  int degree() const { return sizes_.degree; }
+  int rank() const { return zigzag_.rank(); }
+  int64_t batch() const { return batch_; }
+  int64_t seq() const { return zigzag_.seq(); }
+  int64_t local_len() const { return zigzag_.local_len(); }    // S / D
+  int64_t tokens() const { return batch_ * local_len(); }      // T = B S / D local tokens
+  const Tensor& local_positions() const { return local_pos_; }      // [S/D] i32
+  const Tensor& gathered_positions() const { return gathered_pos_; }  // [S] i32, rank order
+  const kernels::RopeTable& rope() const { return rope_; }
+
+ private:
+  comm::Communicator* comm_;
+  CommClock* clock_;
+  model::ModelConfig config_;
+  DType dtype_;
+  TspShardSizes sizes_;
+  Zigzag zigzag_;
+  int64_t batch_;
+  Tensor local_pos_, gathered_pos_;
+  kernels::RopeTable rope_;
+};
+
+// Saved tensors of one TSP block: model::BlockActivations at T = B S / D local tokens, with the
+// fused columns grouped by shard instead of by projection:
+//   qkv     [T, D * (q_rows + 2 kv_rows)]  block r = q | k | v of head group r (after RoPE)
+//   attn    [T, H d]                       head order (group r = columns [r q_rows, ...))
+//   lse     [B, H, S/D] f32
+//   gate_up [T, 2F]                        block s = gate | up of MLP shard s
+//   x_mid   [T, h]
+// Same bytes as BlockActivations::bytes(config, dtype, B, S / D).
+using TspBlockActivations = model::BlockActivations;
+
+// x_in [T, h]. Fills acts (category acts_category). x_out [T, h] receives the block output; if
+// undefined the MLP stops after gate/up (recomputation), still circulating every shard.
+void tsp_block_forward(const TspContext& ctx, const TspLayerShard& w, const Tensor& x_in,
+                       const Tensor& x_out, TspBlockActivations& acts,
+                       MemCategory acts_category = MemCategory::activations);
+
+// dx [T, h] f32: dL/dx_out on entry, dL/dx_in on exit. Gradients (f32, this rank's shards) are
+// ACCUMULATED into `grads`; replicated norm gains receive this rank's partial sums only (sum them
+// over the group once per step). acts is consumed.
+void tsp_block_backward(const TspContext& ctx, const TspLayerShard& w, const Tensor& x_in,
+                        const TspBlockActivations& acts, const Tensor& dx, const TspLayerShard& grads);
+
+}  // namespace tsp::parallel

@@ -1,0 +1,202 @@
+// TSP shard sizes, packed per-layer buffers and the mapping of every shard onto its HF tensor.
+#include "tsp/parallel/tsp_weights.h"
+
+#include <functional>
+
+#include "tsp/core/check.h"
+#include "tsp/core/random.h"
+#include "tsp/model/weight_names.h"
+
+namespace tsp::parallel {
+
+using model::ModelConfig;
+using model::WeightKind;
+using model::WeightSpec;
+
+TspShardSizes TspShardSizes::of(const ModelConfig& c, int degree) {
+  TSP_CHECK(degree >= 1, "tsp: the degree must be >= 1, got ", degree);
+  const int64_t D = degree;
+  TSP_CHECK(c.num_attention_heads() % D == 0, "tsp: num_attention_heads H=",
+            c.num_attention_heads(), " is not divisible by the tsp degree D=", D,
+            " (each rank owns H/D query heads)");
+  TSP_CHECK(c.num_key_value_heads() % D == 0, "tsp: num_key_value_heads H_kv=",
+            c.num_key_value_heads(), " is not divisible by the tsp degree D=", D,
+            " (each rank owns H_kv/D key/value heads; H_kv < D is not supported)");
+  TSP_CHECK(c.intermediate_size() % D == 0, "tsp: intermediate_size F=", c.intermediate_size(),
+            " is not divisible by the tsp degree D=", D, " (each rank owns F/D MLP rows)");
+  TSP_CHECK(c.vocab_size() % D == 0, "tsp: vocab_size V=", c.vocab_size(),
+            " is not divisible by the tsp degree D=", D,
+            " (each rank owns V/D vocabulary rows; pad the vocabulary to a multiple of D)");
+  TspShardSizes s;
+  s.degree = degree;
+  const int64_t h = c.hidden_size(), d = c.head_dim();
+  s.heads = c.num_attention_heads() / D;
+  s.kv_heads = c.num_key_value_heads() / D;
+  s.q_rows = s.heads * d;
+  s.kv_rows = s.kv_heads * d;
+  s.qkv_rows = s.q_rows + 2 * s.kv_rows;
+  s.attn_elements = s.qkv_rows * h + h * s.q_rows;
+  s.ffn_rows = c.intermediate_size() / D;
+  s.mlp_elements = 3 * s.ffn_rows * h;
+  s.vocab_rows = c.vocab_size() / D;
+  return s;
+}
+
+AttnShardViews attn_views(const Tensor& packed, const ModelConfig& c, const TspShardSizes& s) {
+  const int64_t h = c.hidden_size();
+  TSP_ASSERT(packed.rank() == 1 && packed.numel() == s.attn_elements && packed.is_contiguous(),
+             "attn_views: expected a contiguous [", s.attn_elements, "] buffer, got ",
+             packed.describe());
+  return {packed.slice(0, 0, s.qkv_rows * h).view({s.qkv_rows, h}),
+          packed.slice(0, s.qkv_rows * h, h * s.q_rows).view({h, s.q_rows})};
+}
+
+MlpShardViews mlp_views(const Tensor& packed, const ModelConfig& c, const TspShardSizes& s) {
+  const int64_t h = c.hidden_size(), f = s.ffn_rows;
+  TSP_ASSERT(packed.rank() == 1 && packed.numel() == s.mlp_elements && packed.is_contiguous(),
+             "mlp_views: expected a contiguous [", s.mlp_elements, "] buffer, got ",
+             packed.describe());
+  return {packed.slice(0, 0, 2 * f * h).view({2 * f, h}),
+          packed.slice(0, 2 * f * h, h * f).view({h, f})};
+}
+
+TspWeights::TspWeights(const ModelConfig& config, DType dtype, int degree, int rank,
+                       MemCategory category)
+    : config_(config), dtype_(dtype), rank_(rank), sizes_(TspShardSizes::of(config, degree)) {
+  TSP_CHECK_DTYPE(dtype == DType::f32 || dtype == DType::bf16,
+                  "TspWeights: dtype must be f32 or bf16, got ", dtype);
+  TSP_CHECK(rank >= 0 && rank < degree, "TspWeights: rank ", rank, " outside [0, ", degree, ")");
+  const int64_t h = config.hidden_size();
+  layers_.resize(static_cast<size_t>(config.num_hidden_layers()));
+  for (TspLayerShard& l : layers_) {
+    l.input_norm = Tensor::zeros({h}, dtype, category);
+    l.post_norm = Tensor::zeros({h}, dtype, category);
+    l.attn_packed = Tensor::zeros({sizes_.attn_elements}, dtype, category);
+    l.mlp_packed = Tensor::zeros({sizes_.mlp_elements}, dtype, category);
+  }
+  embed_ = Tensor::zeros({sizes_.vocab_rows, h}, dtype, category);
+  if (!config.tie_word_embeddings()) lm_head_ = Tensor::zeros({sizes_.vocab_rows, h}, dtype, category);
+  final_norm_ = Tensor::zeros({h}, dtype, category);
+}
+
+std::vector<ParamShard> TspWeights::params() const {
+  const TspShardSizes& s = sizes_;
+  std::vector<ParamShard> out;
+  for (const WeightSpec& spec : model::weight_specs(config_)) {
+    ParamShard p;
+    p.name = spec.name;
+    p.full_shape = spec.shape;
+    auto rows = [&](const Tensor& local, int64_t per_rank) {
+      p.kind = ShardKind::rows;
+      p.offset = rank_ * per_rank;
+      p.extent = per_rank;
+      p.local = local;
+    };
+    auto cols = [&](const Tensor& local, int64_t per_rank) {
+      p.kind = ShardKind::cols;
+      p.offset = rank_ * per_rank;
+      p.extent = per_rank;
+      p.local = local;
+    };
+    auto replicated = [&](const Tensor& local) {
+      p.kind = ShardKind::replicated;
+      p.offset = 0;
+      p.extent = spec.shape[0];
+      p.local = local;
+    };
+    const TspLayerShard* l = spec.layer >= 0 ? &layers_[static_cast<size_t>(spec.layer)] : nullptr;
+    switch (spec.kind) {
+      case WeightKind::embed_tokens: rows(embed_, s.vocab_rows); break;
+      case WeightKind::lm_head: rows(lm_head_, s.vocab_rows); break;
+      case WeightKind::final_norm: replicated(final_norm_); break;
+      case WeightKind::input_layernorm: replicated(l->input_norm); break;
+      case WeightKind::post_attention_layernorm: replicated(l->post_norm); break;
+      case WeightKind::q_proj:
+        rows(attn_views(l->attn_packed, config_, s).qkv.slice(0, 0, s.q_rows), s.q_rows);
+        break;
+      case WeightKind::k_proj:
+        rows(attn_views(l->attn_packed, config_, s).qkv.slice(0, s.q_rows, s.kv_rows), s.kv_rows);
+        break;
+      case WeightKind::v_proj:
+        rows(attn_views(l->attn_packed, config_, s).qkv.slice(0, s.q_rows + s.kv_rows, s.kv_rows),
+             s.kv_rows);
+        break;
+      case WeightKind::o_proj: cols(attn_views(l->attn_packed, config_, s).o, s.q_rows); break;
+      case WeightKind::gate_proj:
+        rows(mlp_views(l->mlp_packed, config_, s).gate_up.slice(0, 0, s.ffn_rows), s.ffn_rows);
+        break;
+      case WeightKind::up_proj:
+        rows(mlp_views(l->mlp_packed, config_, s).gate_up.slice(0, s.ffn_rows, s.ffn_rows),
+             s.ffn_rows);
+        break;
+      case WeightKind::down_proj: cols(mlp_views(l->mlp_packed, config_, s).down, s.ffn_rows); break;
+    }
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+TspWeights TspWeights::from_full(const model::ModelWeights& full, int degree, int rank,
+                                 MemCategory category) {
+  TspWeights w(full.config(), full.dtype(), degree, rank, category);
+  for (const ParamShard& p : w.params()) copy_shard_from_full(p, full.get(p.name));
+  return w;
+}
+
+TspWeights TspWeights::initialize(const ModelConfig& config, DType dtype, uint64_t seed,
+                                  int degree, int rank) {
+  TspWeights w(config, dtype, degree, rank, MemCategory::weights);
+  const std::vector<WeightSpec> specs = model::weight_specs(config);
+  const std::vector<ParamShard> shards = w.params();
+  for (size_t i = 0; i < specs.size(); ++i) {
+    if (model::is_norm_weight(specs[i].kind)) {
+      Tensor gain = shards[i].local;
+      gain.fill(1.f);
+      continue;
+    }
+    // The same draw as ModelWeights::initialize (Rng(seed, spec index), f32, rounded once).
+    Tensor f = Tensor::empty(specs[i].shape, DType::f32, MemCategory::workspace);
+    Rng rng(seed, static_cast<uint64_t>(i));
+    fill_normal(f, rng, 0.f, 0.02f);
+    copy_shard_from_full(shards[i], f);
+  }
+  return w;
+}
+
+void TspWeights::zero() {
+  for (TspLayerShard& l : layers_) {
+    l.input_norm.zero();
+    l.post_norm.zero();
+    l.attn_packed.zero();
+    l.mlp_packed.zero();
+  }
+  embed_.zero();
+  if (lm_head_.defined()) lm_head_.zero();
+  final_norm_.zero();
+}
+
+void TspWeights::copy_from(const TspWeights& other) {
+  TSP_CHECK(config_ == other.config_ && degree() == other.degree() && rank_ == other.rank_,
+            "TspWeights::copy_from: different model, degree or rank");
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    layers_[i].input_norm.copy_from(other.layers_[i].input_norm);
+    layers_[i].post_norm.copy_from(other.layers_[i].post_norm);
+    layers_[i].attn_packed.copy_from(other.layers_[i].attn_packed);
+    layers_[i].mlp_packed.copy_from(other.layers_[i].mlp_packed);
+  }
+  embed_.copy_from(other.embed_);
+  if (lm_head_.defined()) lm_head_.copy_from(other.lm_head_);
+  final_norm_.copy_from(other.final_norm_);
+}
+
+int64_t TspWeights::bytes() const {
+  int64_t n = 0;
+  for (const TspLayerShard& l : layers_)
+    n += static_cast<int64_t>(l.input_norm.nbytes() + l.post_norm.nbytes() +
+                              l.attn_packed.nbytes() + l.mlp_packed.nbytes());
+  n += static_cast<int64_t>(embed_.nbytes() + final_norm_.nbytes());
+  if (lm_head_.defined()) n += static_cast<int64_t>(lm_head_.nbytes());
+  return n;
+}
+
+}  // namespace tsp::parallel

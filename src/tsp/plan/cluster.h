@@ -1,0 +1,61 @@
+// A cluster description: devices per node, memory, achieved matmul throughput, intra- and
+// inter-node links; built-in presets (mi300x, h100), JSON files, and the calibrated `local` file.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tsp::plan {
+
+// How devices of one node reach each other. switched: every device has `intra_node_bandwidth`
+// into a switch (NVSwitch), whatever the group. full_mesh: one link of that bandwidth to each
+// peer (Infinity Fabric), so a collective over g devices of a node can use g-1 links, a
+// point-to-point transfer one.
+enum class IntraNodeTopology { switched, full_mesh };
+std::string_view topology_name(IntraNodeTopology t);  // "switch", "full_mesh"
+
+struct Cluster {
+  std::string name;
+  std::string description;  // where the numbers come from
+  int64_t devices_per_node = 1;
+  double memory_per_device_gib = 0;  // usable memory per device, GiB
+  double matmul_tflops_bf16 = 0;     // ACHIEVED dense matmul rate per device, bf16 inputs
+  double matmul_tflops_fp32 = 0;     // ACHIEVED dense matmul rate per device, fp32
+  IntraNodeTopology intra_node_topology = IntraNodeTopology::switched;
+  double intra_node_bandwidth_gbs = 0;  // GB/s (1e9 B/s) per direction: per device or per link
+  double intra_node_latency_us = 0;
+  double inter_node_bandwidth_gbs = 0;  // GB/s per direction per device (its NIC)
+  double inter_node_latency_us = 0;
+
+  int64_t memory_bytes() const;                 // memory_per_device_gib * 2^30
+  double matmul_flops(bool bf16_math) const;    // FLOP/s
+};
+
+// Throws InvalidArgument naming the field unless every number is positive (latencies >= 0).
+void validate(const Cluster& cluster);
+
+// "mi300x", "h100". Throws InvalidArgument listing the presets (and `local`, a file).
+Cluster cluster_preset(std::string_view name);
+std::vector<std::string> cluster_preset_names();
+
+// JSON object with the fields above ("intra_node_topology": "switch" or "full_mesh", optional,
+// default "switch"; "name" and "description" optional). Malformed JSON, a missing field, a field
+// of the wrong type or an unknown field -> IoError naming `source` and the field; values out of
+// range -> InvalidArgument naming `source` and the field.
+Cluster cluster_from_json(std::string_view json_text, std::string_view source = "<string>");
+std::string cluster_to_json(const Cluster& cluster);
+Cluster load_cluster(const std::filesystem::path& path);
+void save_cluster(const Cluster& cluster, const std::filesystem::path& path);  // atomic
+
+// Where `tsp plan --calibrate` writes and `--cluster local` reads: $TSP_LOCAL_CLUSTER if set,
+// else $XDG_CACHE_HOME/tsp/local_cluster.json, else $HOME/.cache/tsp/local_cluster.json.
+std::filesystem::path default_local_cluster_path();
+
+// A preset name, "local" (the calibrated file; IoError telling to run --calibrate if missing),
+// or the path of a JSON file.
+Cluster resolve_cluster(std::string_view name_or_path);
+
+}  // namespace tsp::plan

@@ -1,0 +1,334 @@
+// DistributedTrainer: the single-rank trainer's loop (run_training_loop) over a Layout on a mesh
+// dp x tsp, with sharded optimizer state and shard-streamed checkpoints.
+#include "tsp/train/distributed_trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <sstream>
+
+#include "tsp/comm/collectives.h"
+#include "tsp/core/check.h"
+#include "tsp/core/memory.h"
+#include "tsp/data/corpus.h"
+#include "tsp/model/hf_checkpoint.h"
+#include "tsp/parallel/fsdp_sp_block.h"
+#include "tsp/parallel/fsdp_sp_layout.h"
+#include "tsp/parallel/sharded_checkpoint.h"
+#include "tsp/parallel/sharded_grad.h"
+#include "tsp/parallel/tp_sp_block.h"
+#include "tsp/parallel/tp_sp_layout.h"
+#include "tsp/parallel/tsp_layout.h"
+#include "tsp/parallel/tsp_model.h"
+#include "tsp/train/sharded_train_state.h"
+
+namespace tsp::train {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using comm::MeshAxis;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Exact and deterministic: the values are all-gathered as bit patterns and added in rank order,
+// so every rank gets the same doubles (an f32 all-reduce would round the loss sums).
+std::vector<double> sum_in_rank_order(comm::Communicator& c, const std::vector<double>& values) {
+  const auto n = static_cast<int64_t>(values.size());
+  Tensor in = Tensor::empty({n}, DType::i64, MemCategory::workspace);
+  std::memcpy(in.raw(), values.data(), values.size() * sizeof(double));
+  Tensor all = Tensor::empty({n * c.size()}, DType::i64, MemCategory::workspace);
+  comm::all_gather(c, in, all);
+  std::vector<double> sum(values.size(), 0.0);
+  for (int r = 0; r < c.size(); ++r)
+    for (int64_t i = 0; i < n; ++i) {
+      double v;
+      std::memcpy(&v, all.data<int64_t>() + r * n + i, sizeof v);
+      sum[static_cast<size_t>(i)] += v;
+    }
+  return sum;
+}
+
+int64_t bytes_sent(const comm::Mesh& mesh) {
+  int64_t n = 0;
+  for (MeshAxis a : comm::kMeshAxes) n += mesh.axis(a).ledger().total().bytes_sent;
+  return n;
+}
+
+const RunConfig& checked(const model::ModelConfig& config, const RunConfig& run,
+                         const comm::Mesh& mesh) {
+  validate_distributed_run(config, run, mesh.degrees());
+  return run;
+}
+
+}  // namespace
+
+comm::MeshDegrees mesh_degrees_for(const RunConfig& run) {
+  return {.dp = static_cast<int>(run.dp), .sp = static_cast<int>(run.sp),
+          .tp = static_cast<int>(run.tp), .tsp = static_cast<int>(run.tsp)};
+}
+
+void validate_distributed_run(const model::ModelConfig& config, const RunConfig& run,
+                              const comm::MeshDegrees& degrees) {
+  run.validate();
+  TSP_CHECK(run.layout != "single", "--layout single does not run under mpirun; choose tsp, tp, sp, "
+            "tp+sp, dp or fsdp-sp");
+  const comm::MeshDegrees want = mesh_degrees_for(run);
+  TSP_CHECK(degrees.dp == want.dp && degrees.sp == want.sp && degrees.tp == want.tp &&
+                degrees.tsp == want.tsp && degrees.pp == 1,
+            "the mesh ", degrees.str(), " does not match the run's degrees ", want.str());
+  TSP_CHECK(run.seq <= config.max_position_embeddings(), "--seq ", run.seq,
+            " exceeds the model's max_position_embeddings ", config.max_position_embeddings());
+  if (run.layout == "tsp") parallel::validate_tsp(config, static_cast<int>(run.tsp), run.seq);
+  if (run.layout == "tp" || run.layout == "sp" || run.layout == "tp+sp" || run.layout == "dp")
+    parallel::validate_tp_sp(config, static_cast<int>(run.tp), static_cast<int>(run.sp), run.seq);
+  if (run.layout == "fsdp-sp") parallel::validate_fsdp_sp(config, static_cast<int>(run.sp), run.seq);
+}
+
+std::unique_ptr<parallel::Layout> make_layout(comm::Mesh& mesh, const model::ModelConfig& config,
+                                              const RunConfig& run) {
+  validate_distributed_run(config, run, mesh.degrees());
+  const DType dtype = run.model_dtype();
+  const model::TransformerOptions options{.dtype = dtype, .recompute = run.recompute};
+  const auto seed = static_cast<uint64_t>(run.seed);
+  const bool from_hf = !run.init.empty();
+  if (run.layout == "fsdp-sp") {
+    if (from_hf) return parallel::FsdpSpLayout::from_hf(mesh, options, config, dtype, run.init);
+    return std::make_unique<parallel::FsdpSpLayout>(mesh, options, config, dtype, seed);
+  }
+  if (run.layout != "tsp") {
+    if (from_hf) return std::make_unique<parallel::TpSpLayout>(mesh, config, options, std::filesystem::path(run.init));
+    return std::make_unique<parallel::TpSpLayout>(mesh, config, options, seed);
+  }
+  comm::Communicator& tsp = mesh.axis(MeshAxis::tsp);
+  const bool primary = mesh.coord(MeshAxis::dp) == 0;
+  if (!from_hf) {
+    return std::make_unique<parallel::TspLayout>(
+        tsp, options, parallel::TspWeights::initialize(config, dtype, seed, tsp.size(), tsp.rank()),
+        primary);
+  }
+  parallel::TspWeights w(config, dtype, tsp.size(), tsp.rank(), MemCategory::weights);
+  parallel::load_shards_from_hf(run.init, w.params());
+  return std::make_unique<parallel::TspLayout>(tsp, options, std::move(w), primary);
+}
+
+DistributedTrainer::DistributedTrainer(comm::Mesh& mesh, const model::ModelConfig& config,
+                                       const RunConfig& run, std::vector<int32_t> tokens,
+                                       TrainerOutput output)
+    : mesh_(mesh),
+      config_(config),
+      run_(checked(config, run, mesh)),
+      out_(output),
+      unigram_nats_(data::unigram_entropy(tokens).nats),
+      split_(split_for_run(tokens, run)),
+      loader_(std::move(split_.train), {.batch_size = run.batch, .seq_len = run.seq,
+                                        .seed = static_cast<uint64_t>(run.seed),
+                                        .order = data::WindowOrder::shuffled}),
+      layout_(make_layout(mesh, config, run)),
+      optimizer_(layout_->weights(), parallel::ShardedAdamWConfig{.eps = run.adam_eps,
+                                                                  .weight_decay = run.weight_decay}) {
+  split_.train = {};
+  TSP_CHECK(config.torch_dtype() == run.model_dtype(), "model config torch_dtype ",
+            config.torch_dtype(), " differs from --dtype ", run.dtype);
+  if (!run.resume.empty()) load_checkpoint(run.resume);
+  if (!run.metrics.empty() && mesh.world_rank() == 0) metrics_ = std::make_unique<MetricsFile>(run.metrics);
+}
+
+DistributedTrainer::~DistributedTrainer() = default;
+
+void DistributedTrainer::say(const std::string& line) const {
+  if (out_.log) *out_.log << line << std::endl;
+}
+
+StepMetrics DistributedTrainer::train_step() {
+  const auto t0 = Clock::now();
+  const int64_t bytes0 = bytes_sent(mesh_);
+  const double wait0 = layout_->comm_wait_seconds();
+  // Every rank draws the same global batch; the replica's rows are a contiguous block of it.
+  const data::Batch batch = loader_.next(MemCategory::activations);
+  const Tensor inputs = batch.inputs(), targets = batch.targets();
+  const int64_t n_valid = model::count_valid_targets(targets);
+  TSP_CHECK(n_valid > 0, "batch has no valid targets");
+  const float grad_scale = static_cast<float>(1.0 / static_cast<double>(n_valid));
+  layout_->zero_grads();
+  const int64_t rows = run_.batch / run_.dp, first = mesh_.coord(MeshAxis::dp) * rows;
+  const int64_t mb = run_.micro_batch();
+  model::LossSum mine;
+  for (int64_t i = 0; i < run_.grad_accum; ++i) {
+    const Tensor in = Tensor::copy_of(inputs.slice(0, first + i * mb, mb), DType::i32, MemCategory::activations);
+    const Tensor tg = Tensor::copy_of(targets.slice(0, first + i * mb, mb), DType::i32, MemCategory::activations);
+    const model::LossSum l = layout_->forward_backward(in, tg, grad_scale);
+    mine.loss_sum += l.loss_sum;
+    mine.n_valid += l.n_valid;
+  }
+  layout_->reduce_grads();
+  parallel::sum_over_replicas(mesh_.axis(MeshAxis::dp), layout_->grads());
+  const std::vector<double> total =
+      sum_in_rank_order(mesh_.world(), {mine.loss_sum, static_cast<double>(mine.n_valid)});
+  const double mean = total[0] / total[1];
+  if (!std::isfinite(mean)) {
+    TSP_THROW(Error, "training diverged: loss is ", mean, " at step ", step() + 1, " (try a lower --lr)");
+  }
+  const parallel::ClipResult clip =
+      parallel::clip_grad_norm(layout_->replica_group(), layout_->grads(), run_.clip);
+  if (!std::isfinite(clip.norm)) {
+    TSP_THROW(Error, "training diverged: gradient norm is ", clip.norm, " at step ", step() + 1);
+  }
+  const double lr = lr_at({.peak_lr = run_.lr, .min_lr = run_.min_lr, .warmup_steps = run_.warmup,
+                           .total_steps = run_.steps},
+                          step() + 1);
+  optimizer_.step(layout_->weights(), layout_->grads(), lr);
+  tokens_seen_ += static_cast<int64_t>(total[1]);
+
+  StepMetrics m;
+  m.step = step();
+  m.total_steps = run_.steps;
+  m.loss = mean;
+  m.lr = lr;
+  m.grad_norm = clip.norm;
+  m.clipped = clip.clipped;
+  m.tokens = static_cast<int64_t>(total[1]);
+  m.seconds = seconds_since(t0);
+  m.peak_bytes = MemoryLedger::process().total().peak_bytes;
+  m.peak_rss_bytes = process_peak_rss_bytes();
+  last_step_bytes_sent_ = bytes_sent(mesh_) - bytes0;
+  m.comm_bytes_sent = last_step_bytes_sent_;
+  m.comm_wait_seconds = layout_->comm_wait_seconds() - wait0;
+  return m;
+}
+
+EvalMetrics DistributedTrainer::validate() {
+  // Every dp replica evaluates the same windows (the validation split is small): the sum of the
+  // ranks' shares over the mesh counts each token once per replica.
+  EvalMetrics m = evaluate_loss(
+      [this](const Tensor& in, const Tensor& tg) {
+        const model::LossSum l = layout_->forward(in, tg);
+        const std::vector<double> s =
+            sum_in_rank_order(mesh_.world(), {l.loss_sum, static_cast<double>(l.n_valid)});
+        const double replicas = static_cast<double>(mesh_.degree(MeshAxis::dp));
+        return model::LossSum{s[0] / replicas, static_cast<int64_t>(std::llround(s[1] / replicas))};
+      },
+      split_.val, run_.batch, run_.seq, run_.eval_batches);
+  m.step = step();
+  return m;
+}
+
+void DistributedTrainer::save_checkpoint(const std::filesystem::path& dir) const {
+  // The replicas hold the same values: the primary replica group writes, the others wait.
+  if (layout_->primary()) {
+    comm::Communicator& group = layout_->replica_group();
+    TrainStateInfo info;
+    info.step = step();
+    info.tokens_seen = tokens_seen_;
+    info.model_dtype = run_.model_dtype();
+    info.loader = loader_.state();
+    info.run = run_;
+    const parallel::ShardedFile state = sharded_train_state_file(group, info, optimizer_);
+    parallel::save_sharded_hf_checkpoint(group, config_, layout_->weights(), dir, {},
+                                         {{kTrainStateFileName, state}});
+  }
+  mesh_.world().barrier();
+}
+
+void DistributedTrainer::load_checkpoint(const std::filesystem::path& dir) {
+  const model::HfCheckpoint ckpt(dir);
+  const std::filesystem::path state_path = dir / kTrainStateFileName;
+  if (!std::filesystem::exists(state_path)) {
+    TSP_THROW(IoError, "cannot resume from ", dir.string(), ": it has no ", kTrainStateFileName,
+              " (a plain Hugging Face checkpoint: start from it with --init instead)");
+  }
+  const TrainStateInfo peek = read_train_state_info(state_path);
+  const auto diffs = data_and_math_differences(peek.run, run_);
+  if (!diffs.empty()) {
+    std::string all;
+    for (const auto& d : diffs) all += (all.empty() ? "" : "; ") + d;
+    TSP_THROW(InvalidArgument, "cannot resume from ", dir.string(), ": settings differ: ", all);
+  }
+  TSP_CHECK(ckpt.config() == config_, "cannot resume from ", dir.string(), ": its config.json (",
+            ckpt.config().summary(), ") differs from this run's model (", config_.summary(), ")");
+  const TrainStateInfo info = load_sharded_train_state(state_path, optimizer_);
+  if (optimizer_.has_masters()) {
+    optimizer_.sync_weights_from_masters(layout_->weights());
+  } else {
+    parallel::load_shards_from_hf(dir, layout_->weights());
+  }
+  loader_.restore(info.loader);
+  tokens_seen_ = info.tokens_seen;
+}
+
+std::string DistributedTrainer::per_rank_report() {
+  // Per rank: peak bytes of each category, process peak RSS, bytes sent in the last step.
+  const int64_t n = kNumMemCategories + 2;
+  Tensor mine = Tensor::empty({n}, DType::i64, MemCategory::workspace);
+  for (int c = 0; c < kNumMemCategories; ++c)
+    mine.data<int64_t>()[c] = MemoryLedger::process().stats(static_cast<MemCategory>(c)).peak_bytes;
+  mine.data<int64_t>()[kNumMemCategories] = process_peak_rss_bytes();
+  mine.data<int64_t>()[kNumMemCategories + 1] = last_step_bytes_sent_;
+  Tensor all = Tensor::empty({n * mesh_.world_size()}, DType::i64, MemCategory::workspace);
+  comm::all_gather(mesh_.world(), mine, all);
+  if (mesh_.world_rank() != 0) return {};
+  std::ostringstream os;
+  auto mib = [](int64_t b) { return static_cast<double>(b) / (1 << 20); };
+  os << "per-rank peak memory (MiB) and bytes sent per step:\n";
+  char buf[64];
+  // The coordinates on the axes this run uses, e.g. "(dp,tsp)".
+  std::string axes;
+  for (MeshAxis a : comm::kMeshAxes)
+    if (mesh_.degree(a) > 1) {
+      if (!axes.empty()) axes += ',';
+      axes += comm::mesh_axis_name(a);
+    }
+  std::snprintf(buf, sizeof buf, "  %-17s", ("rank (" + axes + ")").c_str());
+  os << buf;
+  for (int c = 0; c < kNumMemCategories; ++c) {
+    std::snprintf(buf, sizeof buf, " %11s", std::string(mem_category_name(static_cast<MemCategory>(c))).c_str());
+    os << buf;
+  }
+  std::snprintf(buf, sizeof buf, " %9s %12s", "rss", "sent/step");
+  os << buf;
+  for (int r = 0; r < mesh_.world_size(); ++r) {
+    const int64_t* v = all.data<int64_t>() + r * n;
+    const comm::MeshCoords co = comm::mesh_coords_of(mesh_.degrees(), r);
+    std::string at;
+    for (MeshAxis a : comm::kMeshAxes)
+      if (mesh_.degree(a) > 1) {
+        if (!at.empty()) at += ',';
+        at += std::to_string(co[static_cast<int>(a)]);
+      }
+    std::snprintf(buf, sizeof buf, "\n  %-4d %-12s", r, ("(" + at + ")").c_str());
+    os << buf;
+    for (int c = 0; c < kNumMemCategories; ++c) {
+      std::snprintf(buf, sizeof buf, " %11.2f", mib(v[c]));
+      os << buf;
+    }
+    std::snprintf(buf, sizeof buf, " %9.2f %8.2f MiB", mib(v[kNumMemCategories]), mib(v[kNumMemCategories + 1]));
+    os << buf;
+  }
+  return os.str();
+}
+
+EvalMetrics DistributedTrainer::run() {
+  say("model: " + config_.summary() + " dtype=" + run_.dtype + (run_.recompute ? " recompute" : ""));
+  say("layout: " + mesh_.degrees().str() + " (" + layout_->describe() + " on rank 0)");
+  std::ostringstream head;
+  head << "data: " << loader_.num_tokens() << " train tokens, " << split_.val.size()
+       << " validation tokens; unigram entropy " << format_loss(unigram_nats_) << " nats/token";
+  say(head.str());
+  std::ostringstream cfg;
+  cfg << "run: steps=" << run_.steps << " batch=" << run_.batch << " (dp " << run_.dp << " x micro "
+      << run_.micro_batch() << " x " << run_.grad_accum << ") seq=" << run_.seq << " lr=" << run_.lr
+      << "->" << run_.min_lr << " warmup=" << run_.warmup << " clip=" << run_.clip
+      << " seed=" << run_.seed;
+  if (step() > 0) cfg << " (resumed at step " << step() << ")";
+  say(cfg.str());
+  const EvalMetrics e = run_training_loop(*this, run_, unigram_nats_, metrics_.get(),
+                                          [this](const std::string& line) { say(line); },
+                                          out_.print_every_step);
+  const std::string report = per_rank_report();
+  if (!report.empty()) say(report);
+  return e;
+}
+
+}  // namespace tsp::train

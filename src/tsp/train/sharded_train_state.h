@@ -1,0 +1,35 @@
+// A sharded run's training state in train_state.safetensors' exact bytes (train_state_bytes), so a
+// state saved at any layout or degree resumes at any other, single-rank included.
+#pragma once
+
+#include <filesystem>
+
+#include "tsp/comm/communicator.h"
+#include "tsp/parallel/sharded_adamw.h"
+#include "tsp/parallel/sharded_checkpoint.h"
+#include "tsp/train/train_state.h"
+
+namespace tsp::train {
+
+// Collective over `group`: the state file as a ShardedFile (exp_avg.<name>, exp_avg_sq.<name>,
+// master.<name> for bf16 weights, all f32; metadata format, state JSON and checksum). The FNV-1a
+// checksum of the data section precedes the data in the file, so it is computed here in a first
+// pass over the assembled tensors (rank 0 streams them through the hash; the state's pieces travel
+// twice per save). Pass the result to save_sharded_hf_checkpoint's sharded_files under
+// kTrainStateFileName to replace weights and state together. info.step must equal opt.steps().
+parallel::ShardedFile sharded_train_state_file(comm::Communicator& group, const TrainStateInfo& info,
+                                               const parallel::ShardedAdamW& opt);
+
+// Collective: writes the state alone to `path` (atomically, by rank 0; byte-identical to
+// train_state_bytes of the same logical values). Errors on rank 0 are thrown on every rank.
+void save_sharded_train_state(comm::Communicator& group, const std::filesystem::path& path,
+                              const TrainStateInfo& info, const parallel::ShardedAdamW& opt);
+
+// Not collective: every rank verifies the checksum by streaming the file's data section once
+// (bounded buffer), checks the format, model dtype, tensor names and shapes, then reads its own
+// pieces of the moments (and masters) into `opt` and sets its step count. Every problem throws
+// IoError "corrupt or incompatible training state <path>: ..." (load_train_state's messages); the
+// optimizer is untouched when the checks fail. Call opt.sync_weights_from_masters(weights) after.
+TrainStateInfo load_sharded_train_state(const std::filesystem::path& path, parallel::ShardedAdamW& opt);
+
+}  // namespace tsp::train

@@ -1,0 +1,133 @@
+// `tsp generate` run as a user would, on a tiny random checkpoint written with save_hf_checkpoint:
+// the streamed text equals the library's generation, the summary line, and one-line errors.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "infer_test_util.h"
+#include "scratch_dir.h"
+#include "tsp/data/byte_tokenizer.h"
+#include "tsp/infer/generate.h"
+#include "tsp/model/hf_checkpoint.h"
+
+namespace tsp::infer {
+namespace {
+
+using tsp::testing::ScratchDir;
+
+struct Result {
+  int rc = -1;
+  std::string out, err;
+};
+
+Result run_tsp(const ScratchDir& dir, const std::string& args) {
+  const auto out = dir / "stdout.txt";
+  const auto err = dir / "stderr.txt";
+  const std::string cmd = std::string("OMP_NUM_THREADS=1 '") + TSP_BINARY + "' " + args + " > '" +
+                          out.string() + "' 2> '" + err.string() + "'";
+  const int status = std::system(cmd.c_str());
+  Result r;
+  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = tsp::testing::read_bytes(out);
+  r.err = tsp::testing::read_bytes(err);
+  return r;
+}
+
+void expect_one_error_line(const Result& r, const std::string& contains) {
+  EXPECT_NE(r.rc, 0);
+  EXPECT_EQ(r.err.rfind("tsp: error: ", 0), 0u) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find(contains), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("failed at"), std::string::npos) << r.err;  // no source locations
+}
+
+// A byte-vocabulary model (V = 320) small enough to write and run in milliseconds.
+model::ModelConfig tiny_byte_config() {
+  testing::Case k{"cli", 32, 4, 2, 64, false};
+  return testing::make_config(k, 2, /*max_pos=*/64, /*vocab=*/320);
+}
+
+model::ModelWeights write_checkpoint(const std::filesystem::path& dir) {
+  const model::ModelConfig c = tiny_byte_config();
+  model::ModelWeights w = testing::random_weights(c, 31);
+  std::vector<model::NamedTensor> named;
+  for (auto& [name, t] : w.named()) named.push_back({name, t});
+  model::save_hf_checkpoint(dir, c, named);
+  return w;
+}
+
+TEST(GenerateCli, StreamsTheLibrarysTokensAndPrintsTheSummary) {
+  ScratchDir dir;
+  const model::ModelWeights w = write_checkpoint(dir / "ck");
+  const std::string ck = "--checkpoint '" + (dir / "ck").string() + "'";
+  for (const std::string sampling : {"--greedy", "--temperature 0.9 --top-k 40 --top-p 0.9 --seed 7"}) {
+    const Result r = run_tsp(dir, "generate " + ck + " --prompt 'Hello' --max-new-tokens 12 " + sampling);
+    ASSERT_EQ(r.rc, 0) << r.out << r.err;
+    EXPECT_TRUE(r.err.empty()) << r.err;
+    GenerateOptions o{.max_new_tokens = 12, .eos_id = data::ByteTokenizer::kEosId};
+    if (sampling == "--greedy") o.sampling.greedy = true;
+    else o.sampling = {.temperature = 0.9f, .top_k = 40, .top_p = 0.9f, .seed = 7};
+    const data::ByteTokenizer tok;
+    const Generation g = generate(w, {tok.encode("Hello", {.add_bos = true})}, o);
+    const std::string text = "Hello" + tok.decode(g.tokens[0]) + "\n";
+    EXPECT_NE(r.out.find("\n" + text + "prefill: 6 tokens in "), std::string::npos)
+        << "expected text: " << text << "\noutput:\n" << r.out;
+    EXPECT_NE(r.out.find("tokens/s) | decode: " + std::to_string(g.stats.decode_tokens) + " tokens in "),
+              std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("| kv cache: " + std::to_string(g.stats.kv_cache_bytes) + " bytes"),
+              std::string::npos) << r.out;
+    EXPECT_EQ(r.out.rfind("model: ", 0), 0u) << r.out;
+  }
+}
+
+TEST(GenerateCli, HelpListsTheFlags) {
+  ScratchDir dir;
+  const Result r = run_tsp(dir, "generate --help");
+  EXPECT_EQ(r.rc, 0);
+  for (const char* flag : {"--checkpoint", "--prompt", "--max-new-tokens", "--temperature", "--top-k",
+                           "--top-p", "--seed", "--greedy", "--layout", "--tsp"}) {
+    EXPECT_NE(r.out.find(flag), std::string::npos) << flag;
+  }
+}
+
+TEST(GenerateCli, ErrorsAreOneLine) {
+  ScratchDir dir;
+  write_checkpoint(dir / "ck");
+  const std::string ck = "--checkpoint '" + (dir / "ck").string() + "'";
+  expect_one_error_line(run_tsp(dir, "generate --checkpoint /nonexistent/ck --prompt hi"),
+                        "checkpoint directory /nonexistent/ck does not exist");
+  expect_one_error_line(run_tsp(dir, "generate " + ck + " --prompt ''"), "--prompt is empty");
+  expect_one_error_line(run_tsp(dir, "generate " + ck), "--prompt");
+  expect_one_error_line(run_tsp(dir, "generate " + ck + " --prompt '" + std::string(60, 'a') + "'"),
+                        "prompt of 61 tokens + 128 new tokens = 189 positions exceeds the model's "
+                        "max_position_embeddings 64");
+  expect_one_error_line(run_tsp(dir, "generate " + ck + " --prompt hi --max-new-tokens 0"),
+                        "max-new-tokens must be >= 1, got 0");
+  expect_one_error_line(run_tsp(dir, "generate " + ck + " --prompt hi --top-p 1.5"), "top-p must be in (0, 1]");
+  expect_one_error_line(run_tsp(dir, "generate " + ck + " --prompt hi --temperature -1"), "temperature");
+  expect_one_error_line(run_tsp(dir, "generate " + ck + " --prompt hi --layout tsp --tsp 2"),
+                        "--tsp 2 needs 2 ranks (mpirun -np 2), but the world has 1");
+  expect_one_error_line(run_tsp(dir, "generate " + ck + " --prompt hi --layout x"),
+                        "--layout must be 'single', 'tsp' or 'tp', got 'x'");
+  expect_one_error_line(run_tsp(dir, "generate " + ck + " --prompt hi --tsp 2"), "--tsp 2 needs --layout tsp");
+  const auto weights = dir / "ck" / model::kSingleWeightsFileName;
+  const std::string bytes = tsp::testing::read_bytes(weights);
+  tsp::testing::write_bytes(weights, bytes.substr(0, bytes.size() / 2));
+  expect_one_error_line(run_tsp(dir, "generate " + ck + " --prompt hi"), "model.safetensors");
+}
+
+TEST(GenerateCli, RefusesAVocabularyTooSmallForTheByteTokenizer) {
+  ScratchDir dir;
+  const model::ModelConfig c = testing::make_config(testing::kGqaUntied);  // V = 37
+  model::ModelWeights w = testing::random_weights(c, 32);
+  std::vector<model::NamedTensor> named;
+  for (auto& [name, t] : w.named()) named.push_back({name, t});
+  model::save_hf_checkpoint(dir / "ck", c, named);
+  expect_one_error_line(run_tsp(dir, "generate --checkpoint '" + (dir / "ck").string() + "' --prompt hi"),
+                        "vocab_size 37 is smaller than the byte tokenizer's 259 ids");
+}
+
+}  // namespace
+}  // namespace tsp::infer

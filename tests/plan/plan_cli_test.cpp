@@ -1,0 +1,103 @@
+// `tsp plan` through run_cli: the comparison table, JSON output, layouts, search, errors, and a
+// --calibrate round trip into --cluster FILE.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "scratch_dir.h"
+#include "tsp/cli/commands.h"
+#include "tsp/core/error.h"
+#include "tsp/plan/cluster.h"
+
+namespace tsp::cli {
+namespace {
+
+struct Result {
+  int rc = -1;
+  std::string out, err;
+};
+
+Result run(const std::vector<std::string>& args) {
+  std::vector<const char*> argv = {"tsp", "plan"};
+  for (const std::string& a : args) argv.push_back(a.c_str());
+  std::ostringstream out, err;
+  Result r;
+  r.rc = run_cli(static_cast<int>(argv.size()), argv.data(), out, err);
+  r.out = out.str();
+  r.err = err.str();
+  return r;
+}
+
+bool contains(const std::string& s, const std::string& what) { return s.find(what) != std::string::npos; }
+
+TEST(PlanCli, SevenBOnMi300xPrintsEveryLayoutOfTheStudy) {
+  const Result r = run({"--model", "7b", "--seq", "131072", "--cluster", "mi300x", "--devices", "8"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  for (const char* want : {"Memory per device", "tokens/s", "tsp8", "tp8", "tp4xsp2", "tp2xsp4",
+                           "sp8", "dp8", "fsdp-sp8", "weights", "activations", "kv_cache", "comm",
+                           "workspace", "Rejected:", "out of memory"}) {
+    EXPECT_TRUE(contains(r.out, want)) << want << "\n" << r.out;
+  }
+}
+
+TEST(PlanCli, JsonHasMemoryTrafficAndTimePerLayout) {
+  const Result r = run({"--model", "7b", "--seq", "131072", "--devices", "1024", "--format", "json"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["devices"], 1024);
+  ASSERT_EQ(j["plans"].size(), 7u);
+  const nlohmann::json& tsp = j["plans"][0];
+  EXPECT_EQ(tsp["layout"], "dp128xtsp8");
+  EXPECT_EQ(tsp["degrees"]["dp"], 128);
+  EXPECT_TRUE(tsp["valid"].get<bool>());
+  EXPECT_GT(tsp["memory_bytes"]["weights"].get<int64_t>(), 0);
+  EXPECT_GT(tsp["time"]["tokens_per_s"].get<double>(), 0);
+  EXPECT_EQ(tsp["traffic"]["layer"]["forward"][0]["op"], "broadcast");
+  EXPECT_EQ(tsp["traffic"]["step"]["gradient_sync"].back()["axis"], "dp");
+}
+
+TEST(PlanCli, ExplicitLayoutsSearchAndJsonFile) {
+  tsp::testing::ScratchDir dir;
+  const std::string json = (dir / "plan.json").string();
+  Result r = run({"--model", "tiny", "--seq", "256", "--cluster", "h100", "--layouts", "tsp4,tp2xsp2",
+                  "--json", json, "--detail"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "tp2xsp2")) << r.out;
+  EXPECT_TRUE(contains(r.out, "[overlapped]")) << r.out;
+  EXPECT_EQ(nlohmann::json::parse(tsp::testing::read_bytes(dir / "plan.json"))["plans"].size(), 2u);
+  r = run({"--model", "tiny-gqa", "--seq", "256", "--cluster", "h100", "--devices", "8", "--search"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "Best: ")) << r.out;
+  // tiny-gqa has 2 key/value heads: 8-way head sharding is rejected with the reason.
+  EXPECT_TRUE(contains(r.out, "tsp8: 2 key/value heads are not divisible by tsp=8")) << r.out;
+}
+
+TEST(PlanCli, ErrorsNameTheProblem) {
+  EXPECT_THROW(run({"--model", "7b"}), InvalidArgument);  // --seq missing
+  EXPECT_THROW(run({"--model", "7b", "--seq", "4096", "--cluster", "tpu"}), InvalidArgument);
+  EXPECT_THROW(run({"--model", "7b", "--seq", "4096", "--layouts", "tsp4", "--devices", "8"}),
+               InvalidArgument);
+  EXPECT_THROW(run({"--model", "7b", "--seq", "4096", "--cluster", "/nonexistent/c.json"}), IoError);
+  EXPECT_EQ(run({"--bogus"}).rc, 2);
+}
+
+TEST(PlanCli, CalibrateWritesALocalClusterThatPlansRead) {
+  tsp::testing::ScratchDir dir;
+  const std::string path = (dir / "local.json").string();
+  const Result c = run({"--calibrate", "--out", path, "--calibrate-latency-us", "2"});
+  ASSERT_EQ(c.rc, 0) << c.err;
+  const plan::Cluster local = plan::load_cluster(path);
+  EXPECT_EQ(local.name, "local");
+  EXPECT_GT(local.matmul_tflops_fp32, 0);
+  EXPECT_GT(local.intra_node_bandwidth_gbs, 0);
+  EXPECT_DOUBLE_EQ(local.intra_node_latency_us, 2);
+  const Result r = run({"--model", "tiny", "--seq", "128", "--cluster", path, "--layouts", "tsp2,tp2"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "cluster local")) << r.out;
+}
+
+}  // namespace
+}  // namespace tsp::cli

@@ -1,0 +1,101 @@
+// FLOPs, link selection by placement, and the overlap rules of the step-time model, on numbers
+// chosen so that every time is a round hand-computed value.
+#include "tsp/plan/time_model.h"
+
+#include <gtest/gtest.h>
+
+#include "plan_test_util.h"
+#include "tsp/plan/placement.h"
+
+namespace tsp::plan {
+namespace {
+
+using testing::fp32_work;
+using testing::hand_config;
+
+// 1000 FLOP/s, 1000 B/s (or 100 B/s) links, no latency: seconds are FLOPs / 1000 and bytes / bw.
+Cluster slow_cluster(double bytes_per_s) {
+  Cluster c;
+  c.name = "slow";
+  c.devices_per_node = 8;
+  c.memory_per_device_gib = 1;
+  c.matmul_tflops_bf16 = 1e-9;
+  c.matmul_tflops_fp32 = 1e-9;
+  c.intra_node_bandwidth_gbs = bytes_per_s / 1e9;
+  c.inter_node_bandwidth_gbs = bytes_per_s / 1e9;
+  return c;
+}
+
+TEST(TimeModel, LayerFlopsByHand) {
+  // 2 * 1024 * 8 matmul + 2 * 1 * 8^2 * 8 attention = 16384 + 1024 = 17408 per layer.
+  const Flops one = layer_flops(hand_config(), fp32_work(1, 8), dp_layout(1));
+  EXPECT_DOUBLE_EQ(one.forward, 17408);
+  EXPECT_DOUBLE_EQ(one.backward, 34816);
+  EXPECT_DOUBLE_EQ(one.recompute, 0);
+  const Flops tsp = layer_flops(hand_config(), fp32_work(1, 8), tsp_layout(2));
+  EXPECT_DOUBLE_EQ(tsp.forward, 8704);
+  // Head: 2 * 16 * 8 * 8 / 2 = 1024 forward, 3x backward.
+  EXPECT_DOUBLE_EQ(head_flops(hand_config(), fp32_work(1, 8), tsp_layout(2)).backward, 3072);
+}
+
+TEST(TimeModel, GroupsOnConsecutiveRanksStayInANode) {
+  EXPECT_EQ(nodes_spanned(tsp_layout(8, 2), Axis::tsp, 8), 1);
+  EXPECT_EQ(nodes_spanned(tsp_layout(8, 2), Axis::dp, 8), 2);
+  EXPECT_EQ(axis_stride(tsp_layout(8, 2), Axis::dp), 8);
+  // tp 4 x sp 2 on nodes of 4: tp inside, sp across.
+  EXPECT_EQ(nodes_spanned(tp_sp_layout(4, 2), Axis::tp, 4), 1);
+  EXPECT_EQ(nodes_spanned(tp_sp_layout(4, 2), Axis::sp, 4), 2);
+  const Cluster mi = cluster_preset("mi300x");
+  // Full mesh: a collective over 8 uses 7 links of 64 GB/s, a ring shift one.
+  EXPECT_DOUBLE_EQ(collective_link(mi, tsp_layout(8), Axis::tsp, CollectiveOp::all_gather).bytes_per_s,
+                   7 * 64e9);
+  EXPECT_DOUBLE_EQ(collective_link(mi, tsp_layout(8), Axis::tsp, CollectiveOp::sendrecv).bytes_per_s,
+                   64e9);
+  const Link dp = collective_link(mi, tsp_layout(8, 2), Axis::dp, CollectiveOp::all_reduce);
+  EXPECT_TRUE(dp.inter_node);
+  EXPECT_DOUBLE_EQ(dp.bytes_per_s, 50e9);
+  EXPECT_DOUBLE_EQ(collective_link(cluster_preset("h100"), tp_layout(4), Axis::tp,
+                                   CollectiveOp::all_reduce).bytes_per_s, 450e9);
+}
+
+TEST(TimeModel, TspOverlapsItsTrafficWithCompute) {
+  // TSP 2 forward: compute 8704 FLOP = 8.704 s; traffic 2304 B (512 + 256 + 1536).
+  const StepTime fast = step_time(hand_config(), fp32_work(1, 8), tsp_layout(2), slow_cluster(1000));
+  EXPECT_DOUBLE_EQ(fast.layer_forward_s, 8.704);  // max(8.704, 2.304)
+  const StepTime slow = step_time(hand_config(), fp32_work(1, 8), tsp_layout(2), slow_cluster(100));
+  EXPECT_NEAR(slow.layer_forward_s, 23.04, 1e-9);  // max(8.704, 23.04)
+  EXPECT_EQ(slow.dominant, "tsp comm (exposed)");
+  EXPECT_EQ(fast.dominant, "compute");
+}
+
+TEST(TimeModel, TpAllReducesAreOnTheCriticalPath) {
+  // TP 2 forward: compute 8.704 s + 512 B / 1000 B/s = 0.512 s.
+  const StepTime t = step_time(hand_config(), fp32_work(1, 8), tp_layout(2), slow_cluster(1000));
+  EXPECT_NEAR(t.layer_forward_s, 9.216, 1e-9);
+  // Backward: 17.408 s + 512 B of f32 input gradients.
+  EXPECT_NEAR(t.layer_backward_s, 17.92, 1e-9);
+}
+
+TEST(TimeModel, StepAddsUpAndCountsTokens) {
+  Workload w = fp32_work(2, 8);
+  w.micro_batches = 3;
+  const StepTime t = step_time(hand_config(), w, tsp_layout(2, 4), slow_cluster(1000));
+  EXPECT_EQ(t.tokens_per_step, 4 * 3 * 2 * 8);
+  double sum = 0;
+  for (const TimeTerm& term : t.terms) sum += term.seconds;
+  EXPECT_NEAR(sum, t.step_s, 1e-9 * t.step_s);
+  EXPECT_DOUBLE_EQ(t.tokens_per_s, static_cast<double>(t.tokens_per_step) / t.step_s);
+}
+
+TEST(TimeModel, TspBeatsTpAtLongSequencesOnMi300x) {
+  const model::ModelConfig c = model::preset("7b");
+  const Workload w = testing::bf16_work(1, 131072);
+  const Cluster mi = cluster_preset("mi300x");
+  const StepTime tsp = step_time(c, w, tsp_layout(8), mi);
+  const StepTime tp = step_time(c, w, tp_layout(8), mi);
+  EXPECT_EQ(tsp.dominant, "compute");
+  EXPECT_GT(tsp.tokens_per_s, tp.tokens_per_s);
+}
+
+}  // namespace
+}  // namespace tsp::plan
