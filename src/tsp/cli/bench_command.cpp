@@ -300,7 +300,13 @@ int bench_body(const BenchArgs& a, std::ostream& out) {
   base.seq = a.seq;
   base.validate();
   TSP_CHECK(a.steps >= 1, "--steps must be >= 1, got ", a.steps);
-  const model::ModelConfig config = train::model_config_for_run(base);
+  // A benchmark may run a preset beyond its max_position_embeddings: RoPE has no learned
+  // positions, so the limit is raised to the longest benchmarked sequence (random weights).
+  int64_t longest = a.seq;
+  for (int64_t s : a.sweep_seq) longest = std::max(longest, s);
+  model::ModelConfigFields fields = train::model_config_for_run(base).fields();
+  fields.max_position_embeddings = std::max(fields.max_position_embeddings, longest);
+  const model::ModelConfig config(fields);
   const std::vector<int32_t> tokens = train::load_token_data("fortunes", config.vocab_size()).tokens;
   const std::vector<std::string> names = a.layouts.empty() ? default_layouts(world.size()) : a.layouts;
 
