@@ -18,6 +18,7 @@
 #include "tsp/comm/mpi_environment.h"
 #include "tsp/core/check.h"
 #include "tsp/core/memory.h"
+#include "tsp/infer/decode_bench.h"
 #include "tsp/plan/layout.h"
 #include "tsp/plan/memory_model.h"
 #include "tsp/plan/traffic.h"
@@ -307,6 +308,14 @@ int bench_body(const BenchArgs& a, std::ostream& out) {
   model::ModelConfigFields fields = train::model_config_for_run(base).fields();
   fields.max_position_embeddings = std::max(fields.max_position_embeddings, longest);
   const model::ModelConfig config(fields);
+  if (a.infer) {
+    // Decode: the prompt is --seq tokens, then --steps rounds of --new-tokens decode steps.
+    const infer::DecodeBenchOptions o{.prompt = a.seq, .fresh = a.new_tokens, .rounds = a.steps};
+    model::ModelConfigFields f = config.fields();
+    f.max_position_embeddings = std::max(f.max_position_embeddings, infer::decode_bench_capacity(o));
+    infer::run_decode_bench(world, model::ModelConfig(f), o, out);
+    return 0;
+  }
   const std::vector<int32_t> tokens = train::load_token_data("fortunes", config.vocab_size()).tokens;
   const std::vector<std::string> names = a.layouts.empty() ? default_layouts(world.size()) : a.layouts;
 
@@ -370,6 +379,10 @@ CLI::App* add_bench_command(CLI::App& app, BenchArgs& a) {
       ->delimiter(',');
   cmd->add_option("--json", a.json_path, "write the results as JSON");
   cmd->add_option("--svg", a.svg_path, "write an SVG chart (memory by category, bytes per step)");
+  cmd->add_flag("--infer", a.infer,
+                "decode instead of training: prefill --seq tokens, then --steps rounds of "
+                "--new-tokens decode steps, single rank vs TSP vs TP (tokens/s, KV bytes per rank)");
+  cmd->add_option("--new-tokens", a.new_tokens, "--infer: decode steps per round")->capture_default_str();
   return cmd;
 }
 

@@ -28,6 +28,8 @@ struct BenchArgs {
   std::vector<int64_t> sweep_seq;    // also run every layout at these sequence lengths (1 step)
   std::string json_path;
   std::string svg_path;
+  bool infer = false;                // decode instead of training: single vs TSP vs TP
+  int64_t new_tokens = 32;           // --infer: decode steps per round (--steps rounds, --seq prompt)
 };
 
 CLI::App* add_bench_command(CLI::App& app, BenchArgs& args);

@@ -1,6 +1,6 @@
-// The `tsp` command line: subcommands `train` and `eval`, their flags (RunConfig's field list for
-// `train`), and the top-level error handling. Kept free of MPI so that a later MPI main can wrap
-// run_cli in tsp::comm::run_mpi_main unchanged.
+// The `tsp` command line: subcommands train, eval, generate, plan and bench, their flags
+// (RunConfig's field list for `train`), and the top-level error handling. MPI is initialised only
+// by the distributed paths (train/generate with a parallel --layout, bench), never by main().
 #pragma once
 
 #include <ostream>
