@@ -38,26 +38,6 @@ std::vector<ParamShard> state_shards(const ShardedAdamW& opt) {
   return out;
 }
 
-// train_state.cpp's hex64 and info_to_json, which the byte-equality test pins to the same text.
-std::string hex64(uint64_t v) {
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
-  return buf;
-}
-
-std::string info_to_json(const TrainStateInfo& info) {
-  json j = {{"step", info.step},
-            {"tokens_seen", info.tokens_seen},
-            {"model_dtype", std::string(dtype_name(info.model_dtype))},
-            {"loader", info.loader.to_string()},
-            {"run", json::parse(run_config_to_json(info.run))}};
-  return j.dump();
-}
-
-[[noreturn]] void corrupt(const std::filesystem::path& path, const std::string& why) {
-  TSP_THROW(IoError, "corrupt or incompatible training state ", path.string(), ": ", why);
-}
-
 // FNV-1a 64 of the file's data section (the tensors tile it), streamed through a bounded buffer.
 uint64_t data_section_checksum(const model::SafetensorsReader& reader) {
   uint64_t hash = kFnvOffset;
@@ -81,26 +61,26 @@ uint64_t data_section_checksum(const model::SafetensorsReader& reader) {
 void check_state_file(const std::filesystem::path& path, const model::SafetensorsReader& reader,
                       const TrainStateInfo& info, const ShardedAdamW& opt, const std::vector<ParamShard>& tensors) {
   if (info.model_dtype != opt.weight_dtype()) {
-    corrupt(path, std::string("it belongs to a ") + std::string(dtype_name(info.model_dtype)) +
+    detail::throw_corrupt_train_state(path, std::string("it belongs to a ") + std::string(dtype_name(info.model_dtype)) +
                       " model, this run's weights are " + std::string(dtype_name(opt.weight_dtype())));
   }
   if (reader.tensors().size() != tensors.size()) {
-    corrupt(path, "it holds " + std::to_string(reader.tensors().size()) + " tensors, expected " +
+    detail::throw_corrupt_train_state(path, "it holds " + std::to_string(reader.tensors().size()) + " tensors, expected " +
                       std::to_string(tensors.size()));
   }
   for (const ParamShard& s : tensors) {
-    if (!reader.contains(s.name)) corrupt(path, "tensor \"" + s.name + "\" is missing");
+    if (!reader.contains(s.name)) detail::throw_corrupt_train_state(path, "tensor \"" + s.name + "\" is missing");
     const model::TensorInfo& ti = reader.info(s.name);
     if (ti.dtype != DType::f32 || !(ti.shape == s.full_shape)) {
       std::ostringstream os;
       os << "tensor \"" << s.name << "\" is " << ti.dtype << ti.shape << ", expected f32" << s.full_shape;
-      corrupt(path, os.str());
+      detail::throw_corrupt_train_state(path, os.str());
     }
   }
   const std::string stored = reader.metadata().at("checksum");  // present: read_train_state_info checked
-  const std::string actual = hex64(data_section_checksum(reader));
+  const std::string actual = detail::train_state_checksum_hex(data_section_checksum(reader));
   if (actual != stored) {
-    corrupt(path, "checksum mismatch (stored " + stored + ", data " + actual + "): the file was modified or damaged");
+    detail::throw_corrupt_train_state(path, "checksum mismatch (stored " + stored + ", data " + actual + "): the file was modified or damaged");
   }
 }
 
@@ -119,8 +99,8 @@ parallel::ShardedFile sharded_train_state_file(comm::Communicator& group, const 
   h.data<int64_t>()[0] = static_cast<int64_t>(hash);
   comm::broadcast(group, h, 0);
   file.metadata = {{"format", kTrainStateFormat},
-                   {"state", info_to_json(info)},
-                   {"checksum", hex64(static_cast<uint64_t>(h.data<int64_t>()[0]))}};
+                   {"state", detail::train_state_json(info)},
+                   {"checksum", detail::train_state_checksum_hex(static_cast<uint64_t>(h.data<int64_t>()[0]))}};
   return file;
 }
 
@@ -139,7 +119,7 @@ TrainStateInfo load_sharded_train_state(const std::filesystem::path& path, Shard
   } catch (const IoError& e) {
     const std::string msg = e.what();
     if (msg.rfind("corrupt or incompatible training state", 0) == 0) throw;
-    corrupt(path, msg);
+    detail::throw_corrupt_train_state(path, msg);
   }
   opt.set_steps(info.step);
   return info;

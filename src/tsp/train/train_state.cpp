@@ -20,6 +20,29 @@ uint64_t fnv1a64(const void* data, size_t bytes, uint64_t hash) {
   return hash;
 }
 
+namespace detail {
+
+std::string train_state_checksum_hex(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+std::string train_state_json(const TrainStateInfo& info) {
+  json j = {{"step", info.step},
+            {"tokens_seen", info.tokens_seen},
+            {"model_dtype", std::string(dtype_name(info.model_dtype))},
+            {"loader", info.loader.to_string()},
+            {"run", json::parse(run_config_to_json(info.run))}};
+  return j.dump();
+}
+
+void throw_corrupt_train_state(const std::filesystem::path& path, const std::string& why) {
+  TSP_THROW(IoError, "corrupt or incompatible training state ", path.string(), ": ", why);
+}
+
+}  // namespace detail
+
 namespace {
 
 struct StateTensor {
@@ -38,33 +61,14 @@ std::vector<StateTensor> state_tensors(const AdamW& opt) {
   return out;
 }
 
-std::string hex64(uint64_t v) {
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
-  return buf;
-}
-
-std::string info_to_json(const TrainStateInfo& info) {
-  json j = {{"step", info.step},
-            {"tokens_seen", info.tokens_seen},
-            {"model_dtype", std::string(dtype_name(info.model_dtype))},
-            {"loader", info.loader.to_string()},
-            {"run", json::parse(run_config_to_json(info.run))}};
-  return j.dump();
-}
-
-[[noreturn]] void corrupt(const std::filesystem::path& path, const std::string& why) {
-  TSP_THROW(IoError, "corrupt or incompatible training state ", path.string(), ": ", why);
-}
-
 TrainStateInfo parse_info(const std::filesystem::path& path, const std::map<std::string, std::string>& meta) {
   auto get = [&](const char* key) -> const std::string& {
     auto it = meta.find(key);
-    if (it == meta.end()) corrupt(path, std::string("metadata has no \"") + key + "\" entry");
+    if (it == meta.end()) detail::throw_corrupt_train_state(path, std::string("metadata has no \"") + key + "\" entry");
     return it->second;
   };
   if (get("format") != kTrainStateFormat) {
-    corrupt(path, "format is \"" + get("format") + "\", expected \"" + kTrainStateFormat + "\"");
+    detail::throw_corrupt_train_state(path, "format is \"" + get("format") + "\", expected \"" + kTrainStateFormat + "\"");
   }
   get("checksum");
   TrainStateInfo info;
@@ -76,11 +80,11 @@ TrainStateInfo parse_info(const std::filesystem::path& path, const std::map<std:
     info.loader = data::LoaderState::parse(j.at("loader").get<std::string>());
     info.run = run_config_from_json(j.at("run").dump());
   } catch (const json::exception& e) {
-    corrupt(path, std::string("bad \"state\" metadata: ") + e.what());
+    detail::throw_corrupt_train_state(path, std::string("bad \"state\" metadata: ") + e.what());
   } catch (const InvalidArgument& e) {
-    corrupt(path, std::string("bad \"state\" metadata: ") + e.what());
+    detail::throw_corrupt_train_state(path, std::string("bad \"state\" metadata: ") + e.what());
   }
-  if (info.step < 0 || info.tokens_seen < 0) corrupt(path, "negative step or token count");
+  if (info.step < 0 || info.tokens_seen < 0) detail::throw_corrupt_train_state(path, "negative step or token count");
   return info;
 }
 
@@ -96,7 +100,7 @@ std::string train_state_bytes(const TrainStateInfo& info, const AdamW& optimizer
     tensors.push_back({st.name, st.tensor});
   }
   model::SafetensorsWriteOptions options;
-  options.metadata = {{"format", kTrainStateFormat}, {"state", info_to_json(info)}, {"checksum", hex64(hash)}};
+  options.metadata = {{"format", kTrainStateFormat}, {"state", detail::train_state_json(info)}, {"checksum", detail::train_state_checksum_hex(hash)}};
   return model::safetensors_bytes(tensors, options);
 }
 
@@ -105,7 +109,7 @@ TrainStateInfo read_train_state_info(const std::filesystem::path& path) {
   try {
     meta = model::SafetensorsReader(path).metadata();
   } catch (const IoError& e) {
-    corrupt(path, e.what());
+    detail::throw_corrupt_train_state(path, e.what());
   }
   return parse_info(path, meta);
 }
@@ -116,28 +120,28 @@ TrainStateInfo load_train_state(const std::filesystem::path& path, AdamW& optimi
     TrainStateInfo info = parse_info(path, reader.metadata());
     const DType want = optimizer.has_masters() ? DType::bf16 : DType::f32;
     if (info.model_dtype != want) {
-      corrupt(path, std::string("it belongs to a ") + std::string(dtype_name(info.model_dtype)) +
+      detail::throw_corrupt_train_state(path, std::string("it belongs to a ") + std::string(dtype_name(info.model_dtype)) +
                         " model, this run's weights are " + std::string(dtype_name(want)));
     }
     const auto tensors = state_tensors(optimizer);
     if (reader.tensors().size() != tensors.size()) {
-      corrupt(path, "it holds " + std::to_string(reader.tensors().size()) + " tensors, expected " +
+      detail::throw_corrupt_train_state(path, "it holds " + std::to_string(reader.tensors().size()) + " tensors, expected " +
                         std::to_string(tensors.size()));
     }
     uint64_t hash = kFnvOffset;
     for (const auto& st : tensors) {
-      if (!reader.contains(st.name)) corrupt(path, "tensor \"" + st.name + "\" is missing");
+      if (!reader.contains(st.name)) detail::throw_corrupt_train_state(path, "tensor \"" + st.name + "\" is missing");
       const model::TensorInfo& ti = reader.info(st.name);
       if (ti.dtype != DType::f32 || !(ti.shape == st.tensor.shape())) {
         std::ostringstream os;
         os << "tensor \"" << st.name << "\" is " << ti.dtype << ti.shape << ", expected f32" << st.tensor.shape();
-        corrupt(path, os.str());
+        detail::throw_corrupt_train_state(path, os.str());
       }
       reader.read_into(st.name, st.tensor);
       hash = fnv1a64(st.tensor.raw(), st.tensor.nbytes(), hash);
     }
-    if (hex64(hash) != reader.metadata().at("checksum")) {
-      corrupt(path, "checksum mismatch (stored " + reader.metadata().at("checksum") + ", data " + hex64(hash) +
+    if (detail::train_state_checksum_hex(hash) != reader.metadata().at("checksum")) {
+      detail::throw_corrupt_train_state(path, "checksum mismatch (stored " + reader.metadata().at("checksum") + ", data " + detail::train_state_checksum_hex(hash) +
                         "): the file was modified or damaged");
     }
     optimizer.set_steps(info.step);
@@ -145,7 +149,7 @@ TrainStateInfo load_train_state(const std::filesystem::path& path, AdamW& optimi
   } catch (const IoError& e) {
     const std::string msg = e.what();
     if (msg.rfind("corrupt or incompatible training state", 0) == 0) throw;
-    corrupt(path, msg);
+    detail::throw_corrupt_train_state(path, msg);
   }
 }
 

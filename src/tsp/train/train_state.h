@@ -41,6 +41,15 @@ TrainStateInfo read_train_state_info(const std::filesystem::path& path);
 // may be partly overwritten on a throw.
 TrainStateInfo load_train_state(const std::filesystem::path& path, AdamW& optimizer);
 
+namespace detail {
+// The pieces of the file format shared with sharded_train_state.cpp, so that a sharded run writes
+// and checks exactly the same bytes: the "state" metadata JSON, the checksum's 16 hex digits, and
+// the IoError "corrupt or incompatible training state <path>: <why>".
+std::string train_state_json(const TrainStateInfo& info);
+std::string train_state_checksum_hex(uint64_t fnv);
+[[noreturn]] void throw_corrupt_train_state(const std::filesystem::path& path, const std::string& why);
+}  // namespace detail
+
 // FNV-1a 64 over bytes, continuing from `hash` (start: kFnvOffset).
 inline constexpr uint64_t kFnvOffset = 0xcbf29ce484222325ull;
 uint64_t fnv1a64(const void* data, size_t bytes, uint64_t hash = kFnvOffset);
