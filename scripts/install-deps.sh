@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
-# Installs the Debian packages tsp needs, skipping those already present (idempotent).
-# Used by `make demo`, `make test` and .ci/run; needs root (or sudo) only when something is missing.
+# Installs the Debian packages tsp needs, skipping those already present (idempotent). Checked on a
+# minimal Debian 12 root (scripts/clean-room.sh): nothing else is assumed present.
+#   scripts/install-deps.sh          # build, every test, the demo (used by `make demo` / `make test`)
+#   scripts/install-deps.sh --bench  # also the benchmarks' peers: PyTorch for bench/compare_block.sh
+# Needs root (or sudo) only when something is missing.
 set -euo pipefail
 
 PACKAGES=(
   build-essential cmake make
-  libdnnl-dev                 # oneDNN: GEMM (fp32, bf16)
+  libdnnl-dev ocl-icd-opencl-dev  # oneDNN: GEMM (fp32, bf16); its CMake config calls find_package(OpenCL)
   libopenmpi-dev openmpi-bin  # Open MPI: the distributed runtime
   googletest libgtest-dev libgmock-dev
   libbenchmark-dev
   nlohmann-json3-dev libcli11-dev
   fortunes fortunes-min        # real English text: the default demo corpus
 )
+
+case "${1:-}" in
+  "") ;;
+  --bench) PACKAGES+=(python3-torch) ;;   # /usr/bin/python3 + PyTorch 1.13, the block benchmark's peer
+  *) echo "install-deps: unknown option '$1' (use --bench or nothing)" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -22,6 +31,7 @@ done
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "install-deps: installing ${missing[*]}"
+start=$SECONDS
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
   command -v sudo >/dev/null || { echo "install-deps: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
@@ -29,4 +39,5 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "install-deps: installed ${#missing[@]} packages (and their dependencies) in $((SECONDS - start)) s"
