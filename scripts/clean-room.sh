@@ -36,9 +36,16 @@ if [ "${1:-}" = "--inside" ]; then
     local i
     for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do umount -l "${mounted[i]}" 2>/dev/null || true; done
   }
+  child=""
+  # The commands run in a session of their own (setsid), so that an interrupted run stops all of
+  # them (make, compilers, mpirun and its ranks), not only the shell that started them.
+  stop() {
+    if [ -n "$child" ]; then kill -TERM -- "-$child" 2>/dev/null || true; wait "$child" 2>/dev/null || true; fi
+    exit "$1"
+  }
   trap cleanup EXIT
-  trap 'exit 130' INT
-  trap 'exit 143' TERM
+  trap 'stop 130' INT
+  trap 'stop 143' TERM
   mnt() { mount "$@"; mounted+=("${!#}"); }
   # What Open MPI and the build need: processes, devices (null, urandom, pts), shared memory, sysfs
   # (hwloc reads the topology there).
@@ -52,9 +59,12 @@ if [ "${1:-}" = "--inside" ]; then
     start=$SECONDS
     say "running '$cmd' in $in_root_dir"
     # A fresh machine's environment: none of the caller's variables (no CI tokens, no paths).
-    env -i HOME=/root LANG=C.UTF-8 TERM=dumb CI="${CI:-}" \
+    setsid env -i HOME=/root LANG=C.UTF-8 TERM=dumb CI="${CI:-}" \
         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-        chroot "$root" /bin/bash -c "cd $in_root_dir && $cmd" || status=$?
+        chroot "$root" /bin/bash -c "cd $in_root_dir && $cmd" </dev/null &
+    child=$!
+    wait "$child" || status=$?
+    child=""
     say "phase '$cmd': $((SECONDS - start)) s, exit $status"
     [ "$status" -eq 0 ] || break
   done
@@ -65,8 +75,6 @@ fi
 [ "$(id -u)" -eq 0 ] || die "needs root (debootstrap, chroot and mount); run it with sudo"
 [ $# -gt 0 ] || set -- "make demo" "make test"
 git -C "$top" rev-parse --verify -q HEAD >/dev/null || die "$top is not a git checkout with a commit"
-[ -z "$(git -C "$top" status --porcelain)" ] ||
-  say "note: the work tree has uncommitted changes; the clean room tests the last commit only"
 
 # Anything still mounted under the root (a run killed before its namespace ended) is refused, never
 # deleted through: rm on a root with /dev bound inside would reach the host's files.
@@ -79,6 +87,8 @@ remove_root() {
 mkdir -p "$work"
 exec > >(tee "$log") 2>&1
 t0=$SECONDS
+[ -z "$(git -C "$top" status --porcelain)" ] ||
+  say "note: the work tree has uncommitted changes; the clean room tests the last commit only"
 say "$(date -u '+%F %T') UTC, commit $(git -C "$top" rev-parse --short HEAD), $(nproc) cores," \
     "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
 
@@ -119,19 +129,44 @@ mkdir -p "$root$in_root_dir"
 git -C "$top" archive --format=tar HEAD | tar -C "$root$in_root_dir" -xf -
 say "phase root: $((SECONDS - phase)) s"
 
+# Runs commands inside, in a private mount namespace; INT/TERM reach the commands (see --inside).
+inner=""
+run_inside() {
+  unshare --mount --propagation private bash "$top/scripts/clean-room.sh" --inside "$@" &
+  inner=$!
+  local rc=0
+  wait "$inner" || rc=$?
+  inner=""
+  return "$rc"
+}
+trap 'if [ -n "$inner" ]; then kill -TERM "$inner" 2>/dev/null; wait "$inner"; fi; exit 130' INT
+trap 'if [ -n "$inner" ]; then kill -TERM "$inner" 2>/dev/null; wait "$inner"; fi; exit 143' TERM
+
 # Phase 2: the one prerequisite the README names before its two commands.
 phase=$SECONDS
-unshare --mount --propagation private bash "$top/scripts/clean-room.sh" --inside \
-  "DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends make >/dev/null"
+run_inside "DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends make >/dev/null"
 say "phase prerequisite (apt-get install make): $((SECONDS - phase)) s"
 
 # Phase 3: the commands, exactly as a user types them.
 status=0
-unshare --mount --propagation private bash "$top/scripts/clean-room.sh" --inside "$@" || status=$?
+run_inside "$@" || status=$?
 say "total: $((SECONDS - t0)) s, exit $status"
+sleep 1  # let tee write out the last lines before the log is read
+# One closing line over every ctest run inside ("N% tests passed, F tests failed out of T").
+summary=$(sed -n 's/^[0-9]*% tests passed, \([0-9]*\) tests\{0,1\} failed out of \([0-9]*\).*/\1 \2/p' "$log" |
+  awk '{ f += $1; t += $2; n++ } END { if (n) printf "%d %d %d", t - f, f, n }')
+say "phases:"
+grep -E '^clean-room: phase |^install-deps: installed|^build: |Total Test time|^test-isa-avx2: ' "$log" | sed 's/^/    /' || true
 if [ "$status" -ne 0 ]; then
   say "the root is kept for inspection: $root (chroot $root /bin/bash)"
+  [ -z "$summary" ] || { read -r passed failed runs <<<"$summary"; echo "clean-room: $passed passed, $failed failed"; }
   exit "$status"
 fi
 [ "${TSP_CLEAN_ROOM_KEEP:-0}" = 1 ] || remove_root
-say "passed"
+if [ -n "$summary" ]; then
+  read -r passed failed runs <<<"$summary"
+  say "$runs ctest runs inside the clean room"
+  echo "clean-room: $passed passed, $failed failed"
+else
+  say "passed"
+fi

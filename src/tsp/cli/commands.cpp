@@ -8,6 +8,7 @@
 #include <CLI/CLI.hpp>
 
 #include "tsp/cli/bench_command.h"
+#include "tsp/cli/compare_command.h"
 #include "tsp/cli/generate_command.h"
 #include "tsp/cli/plan_command.h"
 #include "tsp/comm/mesh.h"
@@ -169,6 +170,8 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   CLI::App* plan_cmd = add_plan_command(app, plan);
   BenchArgs bench;
   CLI::App* bench_cmd = add_bench_command(app, bench);
+  CompareArgs compare;
+  CLI::App* compare_cmd = add_compare_command(app, compare);
 
   try {
     app.parse(argc, argv);
@@ -185,6 +188,7 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   if (generate_cmd->parsed()) return run_generate(generate, out);
   if (plan_cmd->parsed()) return run_plan(plan, out);
   if (bench_cmd->parsed()) return run_bench(bench, out);
+  if (compare_cmd->parsed()) return run_compare(compare, out);
   return 2;
 }
 

@@ -1,4 +1,4 @@
-// The `tsp` command line: subcommands train, eval, generate, plan and bench, their flags
+// The `tsp` command line: subcommands train, eval, generate, plan, bench and compare, their flags
 // (RunConfig's field list for `train`), and the top-level error handling. MPI is initialised only
 // by the distributed paths (train/generate with a parallel --layout, bench), never by main().
 #pragma once

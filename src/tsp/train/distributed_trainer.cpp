@@ -259,27 +259,43 @@ void DistributedTrainer::load_checkpoint(const std::filesystem::path& dir) {
 }
 
 std::string DistributedTrainer::per_rank_report() {
-  // Per rank: peak bytes of each category, process peak RSS, bytes sent in the last step.
+  // Per rank: peak bytes of each category, process peak RSS, bytes sent in the last step, gathered
+  // on rank 0, which prints them as a table and writes one "memory" record per rank.
+  const RankMemory own = this_process_memory(mesh_.world_rank(), mesh_.world_size(), "", last_step_bytes_sent_);
   const int64_t n = kNumMemCategories + 2;
   Tensor mine = Tensor::empty({n}, DType::i64, MemCategory::workspace);
-  for (int c = 0; c < kNumMemCategories; ++c)
-    mine.data<int64_t>()[c] = MemoryLedger::process().stats(static_cast<MemCategory>(c)).peak_bytes;
-  mine.data<int64_t>()[kNumMemCategories] = process_peak_rss_bytes();
-  mine.data<int64_t>()[kNumMemCategories + 1] = last_step_bytes_sent_;
+  for (int c = 0; c < kNumMemCategories; ++c) mine.data<int64_t>()[c] = own.peak_bytes[c];
+  mine.data<int64_t>()[kNumMemCategories] = own.peak_rss_bytes;
+  mine.data<int64_t>()[kNumMemCategories + 1] = own.bytes_sent_per_step;
   Tensor all = Tensor::empty({n * mesh_.world_size()}, DType::i64, MemCategory::workspace);
   comm::all_gather(mesh_.world(), mine, all);
   if (mesh_.world_rank() != 0) return {};
+  // The axes this run uses, e.g. "(dp,tsp)", and each rank's coordinates on them.
+  std::vector<MeshAxis> used;
+  for (MeshAxis a : comm::kMeshAxes)
+    if (mesh_.degree(a) > 1) used.push_back(a);
+  std::vector<RankMemory> ranks;
+  for (int r = 0; r < mesh_.world_size(); ++r) {
+    const int64_t* v = all.data<int64_t>() + r * n;
+    const comm::MeshCoords co = comm::mesh_coords_of(mesh_.degrees(), r);
+    RankMemory m;
+    m.rank = r;
+    m.world_size = mesh_.world_size();
+    for (MeshAxis a : used)
+      m.coords += (m.coords.empty() ? "" : ",") + std::string(comm::mesh_axis_name(a)) + "=" +
+                  std::to_string(co[static_cast<int>(a)]);
+    for (int c = 0; c < kNumMemCategories; ++c) m.peak_bytes[c] = v[c];
+    m.peak_rss_bytes = v[kNumMemCategories];
+    m.bytes_sent_per_step = v[kNumMemCategories + 1];
+    if (metrics_) metrics_->write(metrics_json(m));
+    ranks.push_back(std::move(m));
+  }
   std::ostringstream os;
   auto mib = [](int64_t b) { return static_cast<double>(b) / (1 << 20); };
   os << "per-rank peak memory (MiB) and bytes sent per step:\n";
   char buf[64];
-  // The coordinates on the axes this run uses, e.g. "(dp,tsp)".
   std::string axes;
-  for (MeshAxis a : comm::kMeshAxes)
-    if (mesh_.degree(a) > 1) {
-      if (!axes.empty()) axes += ',';
-      axes += comm::mesh_axis_name(a);
-    }
+  for (MeshAxis a : used) axes += (axes.empty() ? "" : ",") + std::string(comm::mesh_axis_name(a));
   std::snprintf(buf, sizeof buf, "  %-17s", ("rank (" + axes + ")").c_str());
   os << buf;
   for (int c = 0; c < kNumMemCategories; ++c) {
@@ -288,22 +304,17 @@ std::string DistributedTrainer::per_rank_report() {
   }
   std::snprintf(buf, sizeof buf, " %9s %12s", "rss", "sent/step");
   os << buf;
-  for (int r = 0; r < mesh_.world_size(); ++r) {
-    const int64_t* v = all.data<int64_t>() + r * n;
-    const comm::MeshCoords co = comm::mesh_coords_of(mesh_.degrees(), r);
+  for (const RankMemory& m : ranks) {
+    const comm::MeshCoords co = comm::mesh_coords_of(mesh_.degrees(), m.rank);
     std::string at;
-    for (MeshAxis a : comm::kMeshAxes)
-      if (mesh_.degree(a) > 1) {
-        if (!at.empty()) at += ',';
-        at += std::to_string(co[static_cast<int>(a)]);
-      }
-    std::snprintf(buf, sizeof buf, "\n  %-4d %-12s", r, ("(" + at + ")").c_str());
+    for (MeshAxis a : used) at += (at.empty() ? "" : ",") + std::to_string(co[static_cast<int>(a)]);
+    std::snprintf(buf, sizeof buf, "\n  %-4d %-12s", m.rank, ("(" + at + ")").c_str());
     os << buf;
     for (int c = 0; c < kNumMemCategories; ++c) {
-      std::snprintf(buf, sizeof buf, " %11.2f", mib(v[c]));
+      std::snprintf(buf, sizeof buf, " %11.2f", mib(m.peak_bytes[c]));
       os << buf;
     }
-    std::snprintf(buf, sizeof buf, " %9.2f %8.2f MiB", mib(v[kNumMemCategories]), mib(v[kNumMemCategories + 1]));
+    std::snprintf(buf, sizeof buf, " %9.2f %8.2f MiB", mib(m.peak_rss_bytes), mib(m.bytes_sent_per_step));
     os << buf;
   }
   return os.str();

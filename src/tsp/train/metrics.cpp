@@ -57,6 +57,29 @@ std::string metrics_json(const EvalMetrics& m) {
   return j.dump();
 }
 
+RankMemory this_process_memory(int rank, int world_size, std::string coords, int64_t bytes_sent_per_step) {
+  RankMemory m;
+  m.rank = rank;
+  m.world_size = world_size;
+  m.coords = std::move(coords);
+  for (int c = 0; c < kNumMemCategories; ++c)
+    m.peak_bytes[c] = MemoryLedger::process().stats(static_cast<MemCategory>(c)).peak_bytes;
+  m.peak_rss_bytes = process_peak_rss_bytes();
+  m.bytes_sent_per_step = bytes_sent_per_step;
+  return m;
+}
+
+std::string metrics_json(const RankMemory& m) {
+  json peaks = json::object();
+  for (int c = 0; c < kNumMemCategories; ++c)
+    peaks[std::string(mem_category_name(static_cast<MemCategory>(c)))] = m.peak_bytes[c];
+  json j = {{"type", "memory"},         {"rank", m.rank},
+            {"world_size", m.world_size}, {"coords", m.coords},
+            {"peak_bytes", peaks},      {"peak_rss_bytes", m.peak_rss_bytes},
+            {"bytes_sent_per_step", m.bytes_sent_per_step}};
+  return j.dump();
+}
+
 MetricsFile::MetricsFile(const std::filesystem::path& path) : path_(path) {
   out_.open(path, std::ios::out | std::ios::app);
   if (!out_.is_open()) {

@@ -1,12 +1,15 @@
 // Training metrics: the human progress line printed per step and the JSON-lines metrics file
-// (one object per line, "type": "train" | "val"). Format: docs/training.md.
+// (one object per line, "type": "train" | "val" | "memory"). Format: docs/training.md.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <optional>
 #include <string>
+
+#include "tsp/core/memory.h"
 
 namespace tsp::train {
 
@@ -36,6 +39,20 @@ struct EvalMetrics {
   double seconds = 0;
 };
 
+// One rank's peaks over a whole run, written once per rank at its end (by rank 0 for all ranks),
+// so that runs of different layouts can be compared after the fact (`tsp compare`).
+struct RankMemory {
+  int rank = 0;
+  int world_size = 1;
+  std::string coords;                                // mesh coordinates, e.g. "dp=0,tsp=1"; "" single-rank
+  std::array<int64_t, kNumMemCategories> peak_bytes{};  // MemoryLedger peak per category
+  int64_t peak_rss_bytes = 0;
+  int64_t bytes_sent_per_step = 0;                   // of the last step
+};
+
+// This process's RankMemory (ledger peaks, peak RSS) as rank `rank` of `world_size`.
+RankMemory this_process_memory(int rank, int world_size, std::string coords, int64_t bytes_sent_per_step);
+
 // A loss as printed everywhere (progress, eval, tsp eval): fixed 6 decimals.
 std::string format_loss(double loss);
 
@@ -53,6 +70,9 @@ std::string format_eval_line(const EvalMetrics& m, std::optional<double> unigram
 std::string metrics_json(const StepMetrics& m);
 // {"type":"val","step":..,"val_loss":..,"tokens":..,"batches":..,"seconds":..}
 std::string metrics_json(const EvalMetrics& m);
+// {"type":"memory","rank":..,"world_size":..,"coords":"..","peak_bytes":{"weights":..,...},
+//  "peak_rss_bytes":..,"bytes_sent_per_step":..}
+std::string metrics_json(const RankMemory& m);
 
 // Appends lines to a JSON-lines file, flushing each (a crash loses at most the line being written).
 class MetricsFile {

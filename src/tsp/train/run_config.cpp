@@ -30,6 +30,7 @@ void RunConfig::validate() const {
   TSP_CHECK(val_fraction > 0 && val_fraction < 1, "--val-fraction must lie in (0, 1), got ", val_fraction);
   TSP_CHECK(eval_every >= 0, "--eval-every must be >= 0, got ", eval_every);
   TSP_CHECK(eval_batches > 0, "--eval-batches must be > 0, got ", eval_batches);
+  TSP_CHECK(log_every > 0, "--log-every must be > 0, got ", log_every);
   TSP_CHECK(save_every >= 0, "--save-every must be >= 0, got ", save_every);
   TSP_CHECK(!data.empty(), "--data must not be empty");
   TSP_CHECK(layout == "single" || layout == "tsp" || layout == "tp" || layout == "sp" ||

@@ -49,7 +49,8 @@ namespace tsp::train {
   X(std::string, checkpoint_dir, "checkpoint-dir", "", "checkpoint directory (empty: no checkpoint)") \
   X(int64_t, save_every, "save-every", 0, "checkpoint every N steps (0: only at the end)")           \
   X(std::string, resume, "resume", "", "resume exactly from this checkpoint directory")             \
-  X(std::string, metrics, "metrics", "", "append JSON-lines metrics to this file")
+  X(std::string, metrics, "metrics", "", "append JSON-lines metrics to this file")               \
+  X(int64_t, log_every, "log-every", 1, "print the progress line every N steps (the last always)")
 
 struct RunConfig {
 #define TSP_RUN_CONFIG_MEMBER_(type, member, flag, def, help) type member = def;

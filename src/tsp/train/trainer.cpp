@@ -119,7 +119,7 @@ EvalMetrics run_training_loop(TrainLoopHost& host, const RunConfig& run, double 
   while (host.step() < run.steps) {
     const StepMetrics m = host.train_step();
     last_loss = m.loss;
-    if (print_every_step || m.step == run.steps) say(format_progress_line(m));
+    if ((print_every_step && m.step % run.log_every == 0) || m.step == run.steps) say(format_progress_line(m));
     if (metrics) metrics->write(metrics_json(m));
     const bool last = host.step() == run.steps;
     if (!last && run.eval_every > 0 && host.step() % run.eval_every == 0) {
@@ -256,6 +256,7 @@ EvalMetrics Trainer::run() {
                                           [this](const std::string& line) { say(line); },
                                           out_.print_every_step);
   say(MemoryLedger::process().report());
+  if (metrics_) metrics_->write(metrics_json(this_process_memory(0, 1, "", 0)));
   return e;
 }
 
