@@ -70,7 +70,53 @@ inline double relative_l2(const Tensor& actual, const Tensor& expected) {
   return den == 0 ? std::sqrt(num) : std::sqrt(num / den);
 }
 
+// Compares `actual` with `expected` against a per-element bound derived from the terms summed:
+// |a_i - e_i| <= gamma * magnitude_i + rel * |e_i|, with magnitude_i the sum of the magnitudes of
+// the terms of element i (e.g. sum_p |alpha a_ip b_pj| + |beta c_ij| for a GEMM, computed by the
+// reference on |A|, |B|, |C|): Higham's |fl(sum) - sum| <= gamma_n sum |terms| for any summation
+// order, so the bound holds for any kernel. Diff::max_rel is max |a - e| / bound: <= 1 passes.
+inline Diff compare_to_terms(const Tensor& actual, const Tensor& expected, const Tensor& magnitude, double gamma,
+                             double rel = 0) {
+  check_same_shape(actual, expected, "compare_to_terms");
+  check_same_shape(magnitude, expected, "compare_to_terms");
+  Tensor a = actual.to_f32(), b = expected.to_f32(), m = magnitude.to_f32();
+  Diff d;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    const double pa = a.data<float>()[i], pb = b.data<float>()[i];
+    if (!std::isfinite(pa) || !std::isfinite(pb)) d.has_nonfinite = true;
+    const double abs = std::fabs(pa - pb);
+    const double bound = gamma * m.data<float>()[i] * (1 + 4 * 0x1p-24) + rel * std::fabs(pb);
+    const double ratio = abs == 0 ? 0 : abs / bound;
+    d.max_abs = std::max(d.max_abs, abs);
+    if (ratio > d.max_rel || d.worst_index < 0) {
+      d.max_rel = std::max(d.max_rel, ratio);
+      d.worst_index = i;
+      d.worst_a = pa;
+      d.worst_b = pb;
+    }
+  }
+  return d;
+}
+
+// A tensor of the magnitudes |x_i| (f32), for computing the magnitude of summed terms with a
+// reference kernel.
+inline Tensor abs_of(const Tensor& t) {
+  Tensor a = t.to_f32();
+  Tensor out = Tensor::empty(t.shape(), DType::f32, MemCategory::workspace);
+  for (int64_t i = 0; i < a.numel(); ++i) out.data<float>()[i] = std::fabs(a.data<float>()[i]);
+  return out;
+}
+
 }  // namespace tsp::testing
+
+// EXPECT_TERMS_CLOSE(actual, expected, magnitude, gamma, rel): every element within
+// gamma * magnitude + rel * |expected| (compare_to_terms), else fails with the worst element.
+#define EXPECT_TERMS_CLOSE(actual, expected, magnitude, gamma, rel)                                   \
+  do {                                                                                                \
+    const ::tsp::testing::Diff tsp_diff_ = ::tsp::testing::compare_to_terms(actual, expected, magnitude, gamma, rel); \
+    EXPECT_FALSE(tsp_diff_.has_nonfinite) << tsp_diff_.str();                                         \
+    EXPECT_LE(tsp_diff_.max_rel, 1.0) << "error / bound; " << tsp_diff_.str();                         \
+  } while (0)
 
 // EXPECT_CLOSE(actual, expected, rel_tol, floor): fails with the worst element when max_rel > tol.
 #define EXPECT_CLOSE(actual, expected, rel_tol, floor)                                    \

@@ -9,6 +9,7 @@
 #include <numeric>
 #include <string>
 
+#include "fp_bounds.h"
 #include "mpi_test_util.h"
 #include "tsp/comm/region_ops.h"
 #include "tsp/core/memory.h"
@@ -563,13 +564,39 @@ class AdjointTest : public CollectivesTest {
     const double local = ::tsp::testing::local_dot(a, b);
     return space == Space::replicated ? local : ::tsp::testing::sum_over_ranks(comm, local);
   }
-  // <f(x), y> on f's output space == <x, f*(y)> on its input space.
+  // Largest |element| of t over every rank.
+  double global_max_abs(const Tensor& t) {
+    const Tensor f = t.to_f32();
+    Tensor m = Tensor::zeros({1}, DType::f32, MemCategory::workspace);
+    for (int64_t i = 0; i < f.numel(); ++i)
+      m.data<float>()[0] = std::max(m.data<float>()[0], std::fabs(f.data<float>()[i]));
+    all_reduce(comm, m, ReduceOp::max);
+    return m.data<float>()[0];
+  }
+  Tensor abs_of(const Tensor& t) {
+    Tensor f = Tensor::copy_of(t, DType::f32, MemCategory::workspace);
+    for (int64_t i = 0; i < f.numel(); ++i) f.data<float>()[i] = std::fabs(f.data<float>()[i]);
+    return f;
+  }
+  Tensor ones_like(const Tensor& t) {
+    Tensor f = Tensor::empty(t.shape(), DType::f32, MemCategory::workspace);
+    f.fill(1.f);
+    return f;
+  }
+  // <f(x), y> on f's output space == <x, f*(y)> on its input space. Derived bound (the two sides
+  // can cancel to ~0, so not relative to them): every output element of these collectives is a
+  // sum of at most D inputs with coefficients +-1 (or a copy), which fp32 computes within
+  // gamma_D D max|x| in any reduction order; summed against |y| over f's output space (and the
+  // same for f*(y) against |x|); the inner products themselves are double (2^-50 of their terms).
   void expect_adjoint(const Tensor& x, const Tensor& fx, const Tensor& y, const Tensor& fty,
                       Space in_space, Space out_space, const char* what) {
     const double lhs = inner(fx, y, out_space);
     const double rhs = inner(x, fty, in_space);
-    EXPECT_NEAR(lhs, rhs, 1e-5 * (std::fabs(lhs) + std::fabs(rhs)) + 1e-9)
-        << what << " on " << D << " ranks";
+    const double l1_y = inner(abs_of(y), ones_like(y), out_space), l1_x = inner(abs_of(x), ones_like(x), in_space);
+    const double terms = inner(abs_of(fx), abs_of(y), out_space) + inner(abs_of(x), abs_of(fty), in_space);
+    const double tol = ::tsp::testing::gamma_n(D) * D * (global_max_abs(x) * l1_y + global_max_abs(y) * l1_x) +
+                       0x1p-50 * terms;
+    EXPECT_NEAR(lhs, rhs, tol) << what << " on " << D << " ranks";
   }
   void expect_adjoint(const Tensor& x, const Tensor& fx, const Tensor& y, const Tensor& fty,
                       const char* what) {

@@ -4,7 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include "fp_bounds.h"
 #include "test_util.h"
+#include "tsp/kernels/reference/gemm_ref.h"
 #include "tsp/core/error.h"
 #include "tsp/kernels/gemm.h"
 
@@ -22,11 +24,23 @@ void expect_matches_gemm(DType in, DType out, int64_t m, int64_t k, int64_t n, f
   const Tensor y0 = random_tensor({m, n + 5}, out, 3);
   Tensor y = Tensor::copy_of(y0, out, MemCategory::workspace).slice(1, 2, n);
   Tensor ref = Tensor::copy_of(y0, out, MemCategory::workspace).slice(1, 2, n);
+  // Magnitude of the summed terms of each output: sum_k |x_k w_jk| + |beta y0_j| (double).
+  Tensor mag = tsp::testing::abs_of(y);
+  kernels::reference::gemm(tsp::testing::abs_of(x), tsp::testing::abs_of(w), mag,
+                           {.trans_b = true, .beta = std::fabs(beta)});
   decode_linear(x, w, y, beta);
   kernels::gemm(x, w, ref, {.trans_b = true, .beta = beta});
-  // Same fp32 products in another summation order: ~sqrt(K) 2^-24 of the dot's scale in f32;
-  // a bf16 output may round to the neighbouring bf16 value (2^-8).
-  EXPECT_CLOSE(y, ref, out == DType::f32 ? 1e-5 : 8e-3, 0.5);
+  // Same fp32 products (bf16 inputs are exact in fp32, and so are their products) in other
+  // summation orders: each within gamma_{K+1} of the magnitude of its terms (derived, any order),
+  // so the two within twice that; it cancels to ~0 on the terms' scale, not its own. A bf16 output
+  // rounds each once (2^-8 of itself): the two may sit on either side of a rounding boundary,
+  // one bf16 ulp apart, <= 2^-8 (|y| + |ref|) ~ 2 * 2^-8 |ref|.
+  const double g = 2 * tsp::testing::gamma_n(k + 1);
+  if (out == DType::f32)
+    EXPECT_TERMS_CLOSE(y, ref, mag, g, 0.0);
+  else
+    EXPECT_TERMS_CLOSE(y, ref, mag, (1 + 2 * tsp::testing::kUnitBf16) * g,
+                       2 * tsp::testing::kUnitBf16 * (1 + tsp::testing::kUnitBf16));
 }
 
 TEST(DecodeLinear, MatchesGemm) {

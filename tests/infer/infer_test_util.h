@@ -11,6 +11,7 @@
 #include <span>
 #include <vector>
 
+#include "fp_bounds.h"
 #include "tsp/core/random.h"
 #include "tsp/core/tensor.h"
 #include "tsp/kernels/embedding.h"
@@ -114,6 +115,18 @@ inline double row_error(std::span<const float> a, std::span<const float> b) {
     scale = std::max(scale, std::fabs(static_cast<double>(b[i])));
   }
   return diff / scale;
+}
+
+// Derived fp32 tolerance of row_error between two fp32 computations of the logits of sequences
+// of up to `seq` tokens (single-rank prefill/decode vs the full forward, TSP or TP decode; issue
+// #12, tests/fp_bounds.h): a logit is the end of the forward chain of fp32 reductions (counted up
+// to and including the log-sum-exp and the loss sum, conservatively), within gamma = (sum of their
+// lengths) 2^-24 of exact relative to the magnitude of its summed terms, which for these rows is
+// that of the row's largest logit (the row's scale in row_error); two computations: 2 gamma.
+// extra: the all-reduce or all-gather over <= 4 ranks (4) and the merge of the ranks' partial
+// attention outputs (10 roundings). A wrong mask, cache slot or shard errs by >= 1e-2.
+inline double f32_logits_tol(const model::ModelConfig& c, int64_t seq) {
+  return 2 * ::tsp::testing::model_chain(c, seq, seq, /*backward=*/false, /*extra=*/14).gamma;
 }
 
 }  // namespace tsp::infer::testing

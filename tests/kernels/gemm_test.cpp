@@ -4,9 +4,14 @@
 
 #include <gtest/gtest.h>
 
+#include <oneapi/dnnl/dnnl.h>
+
 #include <cmath>
+#include <cstdlib>
+#include <string>
 #include <tuple>
 
+#include "fp_bounds.h"
 #include "test_util.h"
 #include "tsp/kernels/reference/gemm_ref.h"
 
@@ -23,6 +28,17 @@ Tensor make_operand(int64_t rows, int64_t cols, bool trans, bool padded, DType d
   return base.slice(1, 0, c);
 }
 
+// Sum of the magnitudes of the terms of every element of C = alpha op(A) op(B) + beta C0:
+// |alpha| sum_p |a_ip b_pj| + |beta c0_ij| (the reference on |A|, |B|, |C0|, in double).
+Tensor term_magnitudes(const Tensor& a, const Tensor& b, const Tensor& c0, const GemmOptions& opt) {
+  Tensor mag = testing::abs_of(c0);
+  GemmOptions o = opt;
+  o.alpha = std::fabs(opt.alpha);
+  o.beta = std::fabs(opt.beta);
+  reference::gemm(testing::abs_of(a), testing::abs_of(b), mag, o);
+  return mag;
+}
+
 class GemmShapes : public ::testing::TestWithParam<std::tuple<bool, bool, bool, DType>> {};
 
 TEST_P(GemmShapes, MatchesReference) {
@@ -34,13 +50,15 @@ TEST_P(GemmShapes, MatchesReference) {
     Tensor c = random_tensor({m, n + (padded ? 5 : 0)}, DType::f32, 3).slice(1, 0, n);
     Tensor expected = Tensor::copy_of(c, DType::f32, MemCategory::workspace);
     const GemmOptions opt{.trans_a = trans_a, .trans_b = trans_b, .alpha = 0.75f, .beta = beta};
+    const Tensor mag = term_magnitudes(a, b, c, opt);
     gemm(a, b, c, opt);
     reference::gemm(a, b, expected, opt);
-    // fp32 summation error scales with sum_p |a_ip b_pj| (~0.64 K = 19 here), not with |C|,
-    // which can cancel to ~0: the standard bound K * 2^-24 * 19 = 3e-5 is loose; random-sign
-    // rounding gives ~sqrt(K) * 2^-24 * 19 = 6e-6. So judge |err| / (|C| + 1) <= 1e-5.
-    // bf16 inputs are exact in fp32 and their products too, so the same bound holds.
-    EXPECT_CLOSE(c, expected, 1e-5, 1.0);
+    // fp32 summation error scales with the magnitude of the summed terms, sum_p |alpha a_ip b_pj| +
+    // |beta c_ij| (~0.5 K = 14 here), not with |C|, which can cancel to ~0. Derived (Higham, any
+    // order or blocking, any oneDNN kernel): |err| <= gamma_{K+2} * magnitude (K products, the
+    // beta term, the alpha scaling), plus 2^-24 |C| for the reference's rounding to f32. bf16
+    // inputs are exact in fp32 and their products too, so the same bound holds.
+    EXPECT_TERMS_CLOSE(c, expected, mag, testing::gamma_n(k + 2), testing::kUnitF32);
   }
 }
 
@@ -53,10 +71,15 @@ TEST(Gemm, Bf16OutputIsRoundedOnce) {
   Tensor b = random_tensor({33, 64}, DType::bf16, 5);
   Tensor c = Tensor::empty({17, 33}, DType::bf16, MemCategory::workspace);
   Tensor expected = Tensor::empty({17, 33}, DType::f32, MemCategory::workspace);
+  const Tensor mag = term_magnitudes(a, b, expected, {.trans_b = true});
   gemm(a, b, c, {.trans_b = true});
   reference::gemm(a, b, expected, {.trans_b = true});
-  // One rounding to bf16 of an fp32-accumulated value: relative error <= 2^-9 (+ fp32 noise).
-  EXPECT_CLOSE(c, expected, 2.0 / 512, 1e-2);
+  // The fp32-accumulated value (within gamma_K of the magnitude of its K = 64 terms, as in
+  // MatchesReference) rounded once to bf16 (2^-8 of itself): |c - C| <= (1 + 2^-8) gamma_K mag +
+  // 2^-8 |C|, plus 2^-24 |C| for the reference's rounding to f32. (A relative bound with a small
+  // floor fails where C cancels to ~0 while its fp32 error, on the scale of the terms, does not.)
+  EXPECT_TERMS_CLOSE(c, expected, mag, (1 + testing::kUnitBf16) * testing::gamma_n(64),
+                     testing::kUnitBf16 + 2 * testing::kUnitF32);
 }
 
 TEST(Gemm, Bf16OutputAccumulatesWithBeta) {
@@ -66,11 +89,13 @@ TEST(Gemm, Bf16OutputAccumulatesWithBeta) {
   Tensor b = random_tensor({48, 27}, DType::bf16, 15);
   Tensor c = random_tensor({19, 27 + 3}, DType::bf16, 16).slice(1, 0, 27);
   Tensor expected = c.to_f32();
+  const Tensor mag = term_magnitudes(a, b, expected, {.alpha = 0.5f, .beta = 1.f});
   gemm(a, b, c, {.alpha = 0.5f, .beta = 1.f});
   reference::gemm(a, b, expected, {.alpha = 0.5f, .beta = 1.f});
-  // fp32 result (error as in MatchesReference) rounded once to bf16: relative <= 2^-8 of |C|,
-  // judged on |C| + 1 as above.
-  EXPECT_CLOSE(c, expected, 1.0 / 256, 1.0);
+  // The fp32 result (within gamma_{K+2} of the magnitude of its terms, K = 48, as in
+  // MatchesReference) rounded once to bf16 (2^-8 of itself), plus the reference's f32 rounding.
+  EXPECT_TERMS_CLOSE(c, expected, mag, (1 + testing::kUnitBf16) * testing::gamma_n(48 + 2),
+                     testing::kUnitBf16 + 2 * testing::kUnitF32);
 }
 
 TEST(Gemm, Bf16InputsAgainstF32WithinRounding) {
@@ -86,6 +111,18 @@ TEST(Gemm, Bf16InputsAgainstF32WithinRounding) {
   // random-sign products errs like sqrt(K) * 2^-8 * |term| while |C| ~ sqrt(K) * |term|:
   // a relative L2 error of a few times 2^-8 / sqrt(3) ~ 2e-3. Allow 5e-3.
   EXPECT_LT(testing::relative_l2(c16, c32), 5e-3);
+}
+
+// `make test` runs the release suite a second time with ONEDNN_MAX_CPU_ISA=AVX2 on AVX-512 CPUs
+// (Makefile: test-isa-avx2), so one machine checks both of oneDNN's GEMM paths. That pass is only
+// worth something if oneDNN obeys: after a GEMM has run, its effective ISA must be AVX2.
+TEST(Gemm, MaxIsaSwitchIsHonoured) {
+  const char* max_isa = std::getenv("ONEDNN_MAX_CPU_ISA");
+  if (max_isa == nullptr || std::string(max_isa) != "AVX2") GTEST_SKIP() << "ONEDNN_MAX_CPU_ISA is not AVX2";
+  Tensor a = random_tensor({8, 8}, DType::f32, 1), b = random_tensor({8, 8}, DType::f32, 2);
+  Tensor c = Tensor::zeros({8, 8}, DType::f32, MemCategory::workspace);
+  gemm(a, b, c);
+  EXPECT_EQ(dnnl_get_effective_cpu_isa(), dnnl_cpu_isa_avx2);
 }
 
 TEST(Gemm, EmptyAndZeroK) {

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -43,7 +44,8 @@ struct Row {
   int64_t plan_sent = 0;              // the planner's bytes sent per step by rank 0
   double step_s = 0;
   double tokens_per_s = 0;
-  double loss = 0;  // after 1 + steps steps
+  double loss = 0;             // the last step's: the weights after 1 + steps - 1 AdamW updates
+  double first_step_loss = 0;  // step 1's: the same initial weights and batch in every layout
   std::string skipped;
   int64_t peak_total() const { int64_t t = 0; for (int64_t v : peak) t += v; return t; }
   int64_t plan_total() const { int64_t t = 0; for (int64_t v : plan) t += v; return t; }
@@ -143,6 +145,7 @@ int64_t run_steps(TrainerT& t, int64_t timed, Row& row) {
   for (int64_t s = 0; s <= timed; ++s) {
     const train::StepMetrics m = t.train_step();
     row.loss = m.loss;
+    if (s == 0) row.first_step_loss = m.loss;
     if (s == 0 && timed > 0) continue;  // warm-up: primitive creation, first-touch page faults
     if (m.seconds < row.step_s) {
       row.step_s = m.seconds;
@@ -167,15 +170,12 @@ Row run_single(comm::Communicator& world, const BenchArgs& a, const model::Model
   }
   world.barrier();
   gather_max(world, row, base, 0, world.rank() == 0);
-  // Time, rate and loss come from rank 0.
-  Tensor v = Tensor::empty({3}, DType::f32, MemCategory::workspace);
-  v.data<float>()[0] = static_cast<float>(row.step_s);
-  v.data<float>()[1] = static_cast<float>(row.tokens_per_s);
-  v.data<float>()[2] = static_cast<float>(row.loss);
+  // Time, rate and losses come from rank 0, bit for bit (doubles carried in int64 slots).
+  double* fields[] = {&row.step_s, &row.tokens_per_s, &row.loss, &row.first_step_loss};
+  Tensor v = Tensor::empty({4}, DType::i64, MemCategory::workspace);
+  for (int i = 0; i < 4; ++i) std::memcpy(v.data<int64_t>() + i, fields[i], sizeof(double));
   comm::broadcast(world, v, 0);
-  row.step_s = v.data<float>()[0];
-  row.tokens_per_s = v.data<float>()[1];
-  row.loss = v.data<float>()[2];
+  for (int i = 0; i < 4; ++i) std::memcpy(fields[i], v.data<int64_t>() + i, sizeof(double));
   return row;
 }
 
@@ -267,6 +267,7 @@ nlohmann::json to_json(const Row& r) {
   j["step_seconds"] = r.step_s;
   j["tokens_per_s"] = r.tokens_per_s;
   j["loss"] = r.loss;
+  j["first_step_loss"] = r.first_step_loss;
   return j;
 }
 
