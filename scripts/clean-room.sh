@@ -21,7 +21,7 @@ root="$work/root"
 log="$work/log.txt"
 suite=bookworm
 mirror=${TSP_CLEAN_ROOM_MIRROR:-http://deb.debian.org/debian}
-cache_dir=${TSP_CLEAN_ROOM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tsp/clean-room}
+cache_dir=${TSP_CLEAN_ROOM_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/tsp/clean-room}
 cache="$cache_dir/$suite-minbase.tar"
 in_root_dir=/root/tsp   # where the tree lies inside the root
 

@@ -11,6 +11,7 @@
 #include "io_test_util.h"
 #include "scratch_dir.h"
 #include "test_util.h"
+#include "tsp/core/checkpoint_dir.h"
 #include "tsp/core/error.h"
 
 namespace tsp::model {
@@ -45,7 +46,8 @@ TEST(HfCheckpoint, SingleFileRoundTrip) {
   const ModelConfig c = test_config();
   const auto weights = random_weights(c, DType::f32, 1);
   save_hf_checkpoint(dir.path(), c, weights);
-  EXPECT_EQ(dir.entries(), (std::vector<std::string>{"config.json", "model.safetensors"}));
+  EXPECT_EQ(dir.entries(), (std::vector<std::string>{"config.json", "model.safetensors", "tsp_checkpoint.txt"}));
+  EXPECT_EQ(testing::read_bytes(dir / "tsp_checkpoint.txt"), "tsp-checkpoint-v1\nconfig.json\nmodel.safetensors\n");
   const HfCheckpoint ck(dir.path());
   EXPECT_FALSE(ck.sharded());
   EXPECT_EQ(ck.config(), c);
@@ -62,10 +64,11 @@ TEST(HfCheckpoint, ShardedRoundTripAndRelayout) {
   // Largest tensor: gate/up/down 48 x 16 bf16 = 1536 bytes; 2000-byte shards force many files.
   save_hf_checkpoint(dir.path(), c, weights, {.max_shard_bytes = 2000});
   const std::vector<std::string> entries = dir.entries();
-  ASSERT_GT(entries.size(), 4u);
+  ASSERT_GT(entries.size(), 5u);
   EXPECT_EQ(entries.front(), "config.json");
-  EXPECT_EQ(entries.back(), "model.safetensors.index.json");
-  const int64_t shards = static_cast<int64_t>(entries.size()) - 2;
+  EXPECT_EQ(entries[entries.size() - 2], "model.safetensors.index.json");
+  EXPECT_EQ(entries.back(), "tsp_checkpoint.txt");
+  const int64_t shards = static_cast<int64_t>(entries.size()) - 3;
   EXPECT_EQ(entries[1], shard_file_name(0, shards));
   EXPECT_EQ(shard_file_name(1, 5), "model-00002-of-00005.safetensors");
 
@@ -90,12 +93,12 @@ TEST(HfCheckpoint, ShardedRoundTripAndRelayout) {
 
   // Re-save as one file into the same directory: the shards and the index disappear.
   save_hf_checkpoint(dir.path(), c, weights);
-  EXPECT_EQ(dir.entries(), (std::vector<std::string>{"config.json", "model.safetensors"}));
+  EXPECT_EQ(dir.entries(), (std::vector<std::string>{"config.json", "model.safetensors", "tsp_checkpoint.txt"}));
   EXPECT_FALSE(HfCheckpoint(dir.path()).sharded());
   // And back to shards: model.safetensors disappears.
   save_hf_checkpoint(dir.path(), c, weights, {.max_shard_bytes = 1 << 20});
   EXPECT_EQ(dir.entries(), (std::vector<std::string>{"config.json", "model-00001-of-00001.safetensors",
-                                                     "model.safetensors.index.json"}));
+                                                     "model.safetensors.index.json", "tsp_checkpoint.txt"}));
   EXPECT_TRUE(HfCheckpoint(dir.path()).sharded());
 }
 
@@ -119,8 +122,11 @@ TEST(HfCheckpoint, MissingPiecesThrowClearIoErrors) {
   m = io_error_of([&] { HfCheckpoint ck(dir.path()); });
   EXPECT_NE(m.find("missing tensor \"model.layers.0.self_attn.k_proj.weight\""), std::string::npos) << m;
 
-  // Shapes that disagree with config.json.
-  save_hf_checkpoint(dir.path(), c, weights);
+  // Shapes that disagree with config.json (the hand-made files above are not ours: a save into
+  // that directory would be refused, so the checkpoint goes next to them).
+  save_hf_checkpoint(dir / "ck", c, weights);
+  std::filesystem::rename(dir / "ck" / "config.json", dir / "config.json");
+  std::filesystem::rename(dir / "ck" / "model.safetensors", dir / "model.safetensors");
   ModelConfigFields wider = c.fields();
   wider.intermediate_size = 64;
   save_config(ModelConfig(wider), dir / "config.json");
@@ -131,7 +137,7 @@ TEST(HfCheckpoint, MissingPiecesThrowClearIoErrors) {
   // An index that points at a shard that is not there.
   ScratchDir sharded;
   save_hf_checkpoint(sharded.path(), c, weights, {.max_shard_bytes = 4096});
-  const std::string gone = shard_file_name(1, static_cast<int64_t>(sharded.entries().size()) - 2);
+  const std::string gone = shard_file_name(1, static_cast<int64_t>(sharded.entries().size()) - 3);
   std::filesystem::remove(sharded / gone);
   m = io_error_of([&] { HfCheckpoint ck(sharded.path()); });
   EXPECT_NE(m.find(gone), std::string::npos) << m;
@@ -174,7 +180,16 @@ TEST(HfCheckpoint, AmbiguousDirectoryIsRefused) {
   EXPECT_NE(m.find("ambiguous"), std::string::npos) << m;
   EXPECT_NE(m.find((dir / "ck").string()), std::string::npos) << m;
   EXPECT_NE(m.find("model.safetensors.index.json"), std::string::npos) << m;
-  // A save replaces the whole directory, which resolves it.
+  // A save does not resolve it by deleting a file it did not write (the marker does not list
+  // model.safetensors); once the user removed the file that does not belong, it replaces the rest.
+  std::string refused;
+  try {
+    save_hf_checkpoint(dir / "ck", c, new_weights);
+  } catch (const InvalidArgument& e) {
+    refused = e.what();
+  }
+  EXPECT_NE(refused.find("\"model.safetensors\", which the engine did not write"), std::string::npos) << refused;
+  std::filesystem::remove(dir / "ck" / "model.safetensors");
   save_hf_checkpoint(dir / "ck", c, new_weights);
   expect_weights(dir / "ck", new_weights);
 }
@@ -187,12 +202,12 @@ TEST(HfCheckpoint, SaveReplacesTheWholeDirectory) {
   const auto ck = dir / "ck";
   save_hf_checkpoint(ck, c, a, {.max_shard_bytes = 4096, .extra_files = {{"trainer_state.txt", "step 1"}}});
   EXPECT_EQ(testing::read_bytes(ck / "trainer_state.txt"), "step 1");
-  testing::write_bytes(ck / "notes.txt", "written by someone else");
   save_hf_checkpoint(ck, c, b, {.extra_files = {{"trainer_state.txt", "step 2"}}});
   std::vector<std::string> names;
   for (const auto& e : std::filesystem::directory_iterator(ck)) names.push_back(e.path().filename().string());
   std::sort(names.begin(), names.end());
-  EXPECT_EQ(names, (std::vector<std::string>{"config.json", "model.safetensors", "trainer_state.txt"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"config.json", "model.safetensors", "trainer_state.txt",
+                                             "tsp_checkpoint.txt"}));
   EXPECT_EQ(testing::read_bytes(ck / "trainer_state.txt"), "step 2");
   expect_weights(ck, b);
   EXPECT_EQ(dir.entries(), std::vector<std::string>{"ck"});  // no temporary or old copy left
@@ -218,7 +233,65 @@ TEST(HfCheckpoint, SaveRefusesToReplaceWhatIsNotACheckpoint) {
   EXPECT_THROW(save_hf_checkpoint(dir / "ck", c, w, {.extra_files = {{"model-00001-of-00001.safetensors", ""}}}),
                InvalidArgument);
   EXPECT_THROW(save_hf_checkpoint(dir / "ck", c, w, {.extra_files = {{"sub/x", ""}}}), InvalidArgument);
+  EXPECT_THROW(save_hf_checkpoint(dir / "ck", c, w, {.extra_files = {{"tsp_checkpoint.txt", ""}}}), InvalidArgument);
   EXPECT_EQ(dir.entries(), (std::vector<std::string>{"file", "home"}));
+}
+
+// Issue #13: a directory holding a config.json is not necessarily ours. A downloaded Hugging Face
+// model, a user's directory with a config.json, or one of our checkpoints into which the user put
+// a file or a subdirectory is refused with a message saying why, and nothing in it changes.
+TEST(HfCheckpoint, SaveRefusesForeignFilesNextToAConfig) {
+  ScratchDir dir;
+  const ModelConfig c = test_config();
+  const auto a = random_weights(c, DType::f32, 33);
+  const auto b = random_weights(c, DType::f32, 34);
+  auto expect_refused = [&](const std::filesystem::path& target, const std::string& reason) {
+    std::string message;
+    try {
+      save_hf_checkpoint(target, c, b);
+    } catch (const InvalidArgument& e) {
+      message = e.what();
+    }
+    EXPECT_NE(message.find("refusing to replace " + target.string()), std::string::npos) << message;
+    EXPECT_NE(message.find(reason), std::string::npos) << message;
+  };
+  // A user's directory: config.json, notes.txt and a subdirectory.
+  const auto home = dir / "home";
+  std::filesystem::create_directories(home / "sub");
+  save_config(c, home / "config.json");
+  testing::write_bytes(home / "notes.txt", "precious");
+  testing::write_bytes(home / "sub" / "more.txt", "also precious");
+  expect_refused(home, "\"notes.txt\"");
+  EXPECT_EQ(testing::read_bytes(home / "notes.txt"), "precious");
+  EXPECT_EQ(testing::read_bytes(home / "sub" / "more.txt"), "also precious");
+  // A plain HF model directory (config.json + model.safetensors, no marker): not ours either.
+  const auto hf = dir / "downloaded";
+  std::filesystem::create_directory(hf);
+  save_config(c, hf / "config.json");
+  write_safetensors(hf / "model.safetensors", a, {.metadata = {{"format", "pt"}}});
+  expect_refused(hf, "has no tsp_checkpoint.txt");
+  expect_weights(hf, a);
+  // Our own checkpoint with a user's file or subdirectory added: refused, both survive.
+  const auto ck = dir / "ck";
+  save_hf_checkpoint(ck, c, a);
+  testing::write_bytes(ck / "notes.txt", "mine");
+  expect_refused(ck, "\"notes.txt\", which the engine did not write");
+  EXPECT_EQ(testing::read_bytes(ck / "notes.txt"), "mine");
+  std::filesystem::remove(ck / "notes.txt");
+  std::filesystem::create_directory(ck / "sub");
+  testing::write_bytes(ck / "sub" / "x", "mine");
+  expect_refused(ck, "\"sub\"");
+  EXPECT_EQ(testing::read_bytes(ck / "sub" / "x"), "mine");
+  expect_weights(ck, a);
+  std::filesystem::remove_all(ck / "sub");
+  // Once it holds only our files again, it is replaced fine.
+  save_hf_checkpoint(ck, c, b);
+  expect_weights(ck, b);
+  // An empty directory is fine.
+  std::filesystem::create_directory(dir / "empty");
+  save_hf_checkpoint(dir / "empty", c, a);
+  expect_weights(dir / "empty", a);
+  EXPECT_EQ(dir.entries(), (std::vector<std::string>{"ck", "downloaded", "empty", "home"}));
 }
 
 TEST(HfCheckpoint, SaveThroughASymlinkReplacesItsTarget) {
@@ -282,8 +355,10 @@ TEST(HfCheckpoint, FailedSaveKeepsTheOldCheckpoint) {
 
 // What a crash can leave next to a checkpoint: a partly written ".ck.tmp.*" sibling, or (after
 // the swap, before the cleanup) the previous checkpoint in a ".ck.*" sibling. The directory
-// itself always holds one complete checkpoint, and leftovers do not disturb later saves.
-TEST(HfCheckpoint, CrashLeftoversAreNeverRead) {
+// itself always holds one complete checkpoint, and leftovers do not disturb later saves. The
+// next save removes the leftovers that are ours (our marker, only the files it lists) and keeps
+// everything else, however similar its name (issue #13: one survived 17 saves).
+TEST(HfCheckpoint, CrashLeftoversAreNeverReadAndOursAreRemoved) {
   ScratchDir dir;
   const ModelConfig c = test_config();
   const auto old_weights = random_weights(c, DType::f32, 61);
@@ -291,20 +366,55 @@ TEST(HfCheckpoint, CrashLeftoversAreNeverRead) {
   const auto ck = dir / "ck";
   save_hf_checkpoint(ck, c, old_weights, {.max_shard_bytes = 4096});
 
-  // Crash while writing the new checkpoint: a partial temporary directory.
-  const auto partial = dir / ".ck.tmp.AbC123";
-  std::filesystem::create_directory(partial);
-  save_config(c, partial / "config.json");
-  write_safetensors(partial / shard_file_name(0, 3), {new_weights[0]});
+  // Someone else's directory with a similar name (no marker): kept.
+  const auto foreign = dir / ".ck.tmp.AbC123";
+  std::filesystem::create_directory(foreign);
+  save_config(c, foreign / "config.json");
+  write_safetensors(foreign / shard_file_name(0, 3), {new_weights[0]});
+  // Ours with a foreign file added: kept.
+  const auto touched = dir / ".ck.tmp.Tch123";
+  std::filesystem::create_directory(touched);
+  testing::write_bytes(touched / "tsp_checkpoint.txt", "tsp-checkpoint-v1\nconfig.json\nmodel.safetensors\n");
+  testing::write_bytes(touched / "notes.txt", "precious");
+  // Names that are not exactly the pattern (7 characters, another base name, a file): kept.
+  std::filesystem::create_directory(dir / ".ck.tmp.Abc1234");
+  testing::write_bytes(dir / ".ck.tmp.Abc1234" / "tsp_checkpoint.txt", "tsp-checkpoint-v1\n");
+  std::filesystem::create_directory(dir / ".ckx.tmp.Abc123");
+  testing::write_bytes(dir / ".ckx.tmp.Abc123" / "tsp_checkpoint.txt", "tsp-checkpoint-v1\n");
+  testing::write_bytes(dir / ".ck.tmp.File12", "x");
   expect_weights(ck, old_weights);
 
-  // Crash after the swap, before the old copy was deleted.
+  // Ours: a crash while writing (the marker, config.json, a half-written safetensors temporary)
+  // and a crash after the swap (a complete old copy).
+  const auto partial = dir / ".ck.tmp.Prt456";
+  std::filesystem::create_directory(partial);
+  testing::write_bytes(partial / "tsp_checkpoint.txt", "tsp-checkpoint-v1\nconfig.json\nmodel.safetensors\n");
+  save_config(c, partial / "config.json");
+  testing::write_bytes(partial / ".model.safetensors.tmp.Qw3rty", "half");
   save_hf_checkpoint(dir / "scratch", c, old_weights);
-  std::filesystem::rename(dir / "scratch", dir / ".ck.tmp.XyZ789");
+  std::filesystem::rename(dir / "scratch", dir / ".ck.old.XyZ789");
+
   save_hf_checkpoint(ck, c, new_weights);
   expect_weights(ck, new_weights);
   EXPECT_FALSE(HfCheckpoint(ck).sharded());
-  EXPECT_EQ(dir.entries(), (std::vector<std::string>{".ck.tmp.AbC123", ".ck.tmp.XyZ789", "ck"}));
+  EXPECT_EQ(dir.entries(), (std::vector<std::string>{".ck.tmp.AbC123", ".ck.tmp.Abc1234", ".ck.tmp.File12",
+                                                     ".ck.tmp.Tch123", ".ckx.tmp.Abc123", "ck"}));
+  EXPECT_EQ(testing::read_bytes(touched / "notes.txt"), "precious");
+  EXPECT_TRUE(std::filesystem::exists(foreign / "config.json"));
+}
+
+// While the target holds no complete checkpoint (a crash between the fallback's two renames),
+// its siblings may be the only complete copies: a save keeps them until it has replaced the target.
+TEST(HfCheckpoint, LeftoversAreKeptWhileTheTargetIsMissing) {
+  ScratchDir dir;
+  const ModelConfig c = test_config();
+  const auto a = random_weights(c, DType::f32, 63);
+  save_hf_checkpoint(dir / "scratch", c, a);
+  std::filesystem::rename(dir / "scratch", dir / ".ck.old.Old123");
+  EXPECT_TRUE(tsp::remove_stale_checkpoint_temporaries(dir / "ck").empty());
+  EXPECT_EQ(dir.entries(), (std::vector<std::string>{".ck.old.Old123"}));
+  save_hf_checkpoint(dir / "ck", c, a);  // then removed after the save succeeded
+  EXPECT_EQ(dir.entries(), (std::vector<std::string>{"ck"}));
 }
 
 // The two-rename fallback for file systems without RENAME_EXCHANGE.

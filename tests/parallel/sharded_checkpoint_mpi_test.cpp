@@ -123,7 +123,7 @@ TEST(ShardedCheckpoint, SaveIsByteIdenticalToSingleRank) {
         save_sharded_hf_checkpoint(world, config, mine.params(), dir / "sharded", extra);
         if (world.rank() == 0) {
           model::save_hf_checkpoint(dir / "single", config, named(full), {.extra_files = extra});
-          for (const char* f : {"model.safetensors", "config.json", "notes.txt"}) {
+          for (const char* f : {"model.safetensors", "config.json", "notes.txt", "tsp_checkpoint.txt"}) {
             EXPECT_EQ(read_bytes(dir / "sharded" / f), read_bytes(dir / "single" / f)) << f << " seed " << seed;
           }
           EXPECT_EQ(sorted_entries(dir / "sharded"), sorted_entries(dir / "single"));
@@ -247,6 +247,66 @@ TEST(ShardedCheckpoint, UnwritableTargetsThrowOnEveryRank) {
   if (world.rank() == 0) {
     EXPECT_EQ(read_bytes(dir / "precious" / "thesis.tex"), "do not delete");
     EXPECT_EQ(sorted_entries(dir.path()), (std::vector<std::string>{"a_file", "precious"}));
+  }
+  world.barrier();
+}
+
+// Issue #13: a directory holding a config.json is not necessarily ours. A user's directory (config,
+// notes, a subdirectory) and one of our checkpoints with a user's file added are refused on every
+// rank before anything moves, and everything in them survives; our own checkpoint is replaced; our
+// stale temporaries are removed at the next save, a similarly named foreign directory is kept.
+TEST(ShardedCheckpoint, ForeignFilesSurviveAndOwnTemporariesAreCleaned) {
+  comm::Communicator world = comm::Communicator::world();
+  SharedScratch dir(world);
+  const model::ModelConfig config = small_config(DType::f32);
+  const model::ModelWeights a = model::ModelWeights::initialize(config, DType::f32, 8);
+  const model::ModelWeights b = model::ModelWeights::initialize(config, DType::f32, 9);
+  const TspWeights mine_a = TspWeights::from_full(a, world.size(), world.rank());
+  const TspWeights mine_b = TspWeights::from_full(b, world.size(), world.rank());
+  if (world.rank() == 0) {
+    fs::create_directories(dir / "home" / "sub");
+    model::save_config(config, dir / "home" / "config.json");
+    testing::write_bytes(dir / "home" / "notes.txt", "precious");
+    testing::write_bytes(dir / "home" / "sub" / "more.txt", "also precious");
+  }
+  world.barrier();
+  expect_throw_everywhere<InvalidArgument>(
+      [&] { save_sharded_hf_checkpoint(world, config, mine_a.params(), dir / "home"); }, "user's directory",
+      "refusing to replace " + (dir / "home").string() + ": it holds \"notes.txt\", \"sub\"");
+
+  // Ours, saved twice (replaced), then with a user's file in it: refused, the file survives.
+  save_sharded_hf_checkpoint(world, config, mine_a.params(), dir / "ck");
+  save_sharded_hf_checkpoint(world, config, mine_b.params(), dir / "ck");
+  {
+    TspWeights loaded = TspWeights::from_full(a, world.size(), world.rank());
+    load_shards_from_hf(dir / "ck", loaded.params());
+    expect_pieces_equal(loaded.params(), b, "replaced");
+  }
+  if (world.rank() == 0) testing::write_bytes(dir / "ck" / "notes.txt", "mine");
+  world.barrier();
+  expect_throw_everywhere<InvalidArgument>(
+      [&] { save_sharded_hf_checkpoint(world, config, mine_a.params(), dir / "ck"); }, "user's file in ours",
+      "\"notes.txt\", which the engine did not write");
+  if (world.rank() == 0) {
+    EXPECT_EQ(read_bytes(dir / "ck" / "notes.txt"), "mine");
+    fs::remove(dir / "ck" / "notes.txt");
+    // A crash left a temporary of ours; someone else's directory has a similar name.
+    fs::create_directory(dir / ".ck.tmp.Crash1");
+    testing::write_bytes(dir / ".ck.tmp.Crash1" / "tsp_checkpoint.txt", "tsp-checkpoint-v1\nmodel.safetensors\n");
+    testing::write_bytes(dir / ".ck.tmp.Crash1" / ".model.safetensors.tmp.AbCdEf", "partial");
+    fs::create_directory(dir / ".ck.tmp.Other1");
+    testing::write_bytes(dir / ".ck.tmp.Other1" / "notes.txt", "precious");
+  }
+  world.barrier();
+  save_sharded_hf_checkpoint(world, config, mine_a.params(), dir / "ck");
+  TspWeights back = TspWeights::from_full(b, world.size(), world.rank());
+  load_shards_from_hf(dir / "ck", back.params());
+  expect_pieces_equal(back.params(), a, "resaved");
+  if (world.rank() == 0) {
+    EXPECT_EQ(read_bytes(dir / "home" / "notes.txt"), "precious");
+    EXPECT_EQ(read_bytes(dir / "home" / "sub" / "more.txt"), "also precious");
+    EXPECT_EQ(read_bytes(dir / ".ck.tmp.Other1" / "notes.txt"), "precious");
+    EXPECT_EQ(sorted_entries(dir.path()), (std::vector<std::string>{".ck.tmp.Other1", "ck", "home"}));
   }
   world.barrier();
 }

@@ -317,6 +317,59 @@ TEST(DistributedTrainer, CheckpointChainAcrossEveryLayout) {
   world.barrier();  // every rank is done with the directories before rank 0 removes them
 }
 
+// Issue #13: --checkpoint-dir is checked before the first step on the rank that writes, and a
+// refusal reaches every rank as the same exception with the same message (no rank hangs): a
+// directory with a config.json and a user's files (which survive), a path under /proc.
+TEST(DistributedTrainer, UnusableCheckpointDirIsRefusedOnEveryRankBeforeTraining) {
+  comm::Communicator world = comm::Communicator::world();
+  const model::ModelConfig config = config_for(DType::f32, false);
+  const std::vector<int32_t> tokens = testing::pattern_tokens(6000, 90);
+  const testing::ScratchDir scratch;
+  const std::filesystem::path root = shared_dir(world, scratch);
+  const std::filesystem::path home = root / "home";
+  if (world.rank() == 0) {
+    std::filesystem::create_directories(home / "sub");
+    model::save_config(config, home / "config.json");
+    testing::write_bytes(home / "notes.txt", "precious");
+    testing::write_bytes(home / "sub" / "more.txt", "also precious");
+  }
+  world.barrier();
+  std::vector<std::pair<int, int>> meshes{{1, world.size()}};
+  if (world.size() >= 2) meshes.push_back({2, world.size() / 2});  // only rank 0 of dp 0 writes
+  for (auto [dp, tsp] : meshes) {
+    SCOPED_TRACE(::testing::Message() << "dp " << dp << " x tsp " << tsp);
+    RunConfig run = run_for(DType::f32, dp, tsp);
+    run.checkpoint_dir = home.string();
+    comm::Mesh mesh(world, {.dp = dp, .tsp = tsp});
+    std::string message;
+    try {
+      DistributedTrainer trainer(mesh, config, run, tokens);
+      ADD_FAILURE() << "no refusal";
+    } catch (const InvalidArgument& e) {
+      message = e.what();
+    }
+    EXPECT_NE(message.find("--checkpoint-dir: refusing to replace " + home.string() + ": it holds \"notes.txt\""),
+              std::string::npos)
+        << message;
+    run.checkpoint_dir = "/proc/tsp_distributed_checkpoint";
+    message.clear();
+    try {
+      DistributedTrainer trainer(mesh, config, run, tokens);
+      ADD_FAILURE() << "no refusal";
+    } catch (const IoError& e) {
+      message = e.what();
+    }
+    EXPECT_NE(message.find("checkpoint directory /proc/tsp_distributed_checkpoint is not writable"), std::string::npos)
+        << message;
+  }
+  world.barrier();
+  if (world.rank() == 0) {
+    EXPECT_EQ(testing::read_bytes(home / "notes.txt"), "precious");
+    EXPECT_EQ(testing::read_bytes(home / "sub" / "more.txt"), "also precious");
+  }
+  world.barrier();
+}
+
 // Bad degrees or sizes: a clear InvalidArgument on every rank before anything is allocated.
 TEST(DistributedTrainer, InvalidDegreesAreRejected) {
   comm::Communicator world = comm::Communicator::world();

@@ -2,10 +2,6 @@
 // reading tensors by name across shards, and the sharding writer.
 #include "tsp/model/hf_checkpoint.h"
 
-#include <fcntl.h>
-#include <stdio.h>  // renameat2, RENAME_EXCHANGE (glibc >= 2.28)
-#include <stdlib.h>  // mkdtemp
-
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
@@ -15,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tsp/core/atomic_file.h"
+#include "tsp/core/checkpoint_dir.h"
 #include "tsp/core/check.h"
 #include "tsp/core/file_io.h"
 
@@ -150,135 +147,21 @@ void HfCheckpoint::read_rows_into(const std::string& name, RowRange rows, const 
   reader_of(name).read_rows_into(name, rows, dst);
 }
 
-namespace {
-
-// mkdtemp pattern of a hidden sibling of `target`: "<parent>/.<name>.<kind>.XXXXXX".
-std::string sibling_pattern(const fs::path& target, const char* kind) {
-  std::string name(".");  // built by appends: GCC 12 warns (-Wrestrict) on "." + string
-  name += target.filename().string();
-  name += '.';
-  name += kind;
-  name += ".XXXXXX";
-  return (target.parent_path() / name).string();
-}
-
-}  // namespace
-
 namespace detail {
 
 void replace_directory(const fs::path& fresh, const fs::path& target, bool allow_exchange) {
-  std::error_code ec;
-  if (!fs::is_directory(fs::symlink_status(fresh, ec)))
-    TSP_THROW(IoError, "cannot replace ", target.string(), ": the new checkpoint directory ", fresh.string(),
-              " does not exist");
-  const fs::file_status st = fs::symlink_status(target, ec);
-  if (!fs::exists(st)) {
-    if (::rename(fresh.c_str(), target.c_str()) != 0) {
-      const int err = errno;
-      TSP_THROW(IoError, "cannot move the new checkpoint ", fresh.string(), " to ", target.string(), ": ",
-                errno_text(err));
-    }
-    fsync_directory(target.parent_path());
-    return;
-  }
-#ifdef RENAME_EXCHANGE
-  if (allow_exchange) {
-    // One atomic step: `target` is the old complete checkpoint until it is the new complete one.
-    if (::renameat2(AT_FDCWD, fresh.c_str(), AT_FDCWD, target.c_str(), RENAME_EXCHANGE) == 0) {
-      fsync_directory(target.parent_path());
-      fs::remove_all(fresh, ec);  // now the old checkpoint; a leftover is only a hidden sibling
-      return;
-    }
-    const int err = errno;
-    if (err != EINVAL && err != ENOSYS && err != ENOTSUP && err != EOPNOTSUPP)
-      TSP_THROW(IoError, "cannot swap the new checkpoint ", fresh.string(), " with ", target.string(), ": ",
-                errno_text(err));
-    // The file system cannot exchange: fall back to two renames.
-  }
-#endif
-  // Two renames: for a moment `target` does not exist (a reader fails loudly, never mixes); a
-  // crash in that moment leaves the old checkpoint in ".<name>.old.*" and the new one in
-  // ".<name>.tmp.*", both complete.
-  const fs::path parent = target.parent_path();
-  std::string pattern = sibling_pattern(target, "old");
-  if (::mkdtemp(pattern.data()) == nullptr) {
-    const int err = errno;
-    TSP_THROW(IoError, "cannot create a directory in ", parent.string(), " to move the old checkpoint ",
-              target.string(), " aside: ", errno_text(err));
-  }
-  const fs::path old = pattern;
-  if (::rename(target.c_str(), old.c_str()) != 0) {  // onto the empty directory just made
-    const int err = errno;
-    fs::remove(old, ec);
-    TSP_THROW(IoError, "cannot move the old checkpoint ", target.string(), " aside to ", old.string(), ": ",
-              errno_text(err));
-  }
-  if (::rename(fresh.c_str(), target.c_str()) != 0) {
-    const int err = errno;
-    const bool restored = ::rename(old.c_str(), target.c_str()) == 0;
-    TSP_THROW(IoError, "cannot move the new checkpoint ", fresh.string(), " to ", target.string(), ": ",
-              errno_text(err),
-              restored ? std::string(" (the old checkpoint is unchanged)")
-                       : " (the old checkpoint is in " + old.string() + ")");
-  }
-  fsync_directory(parent);
-  fs::remove_all(old, ec);
+  replace_checkpoint_directory(fresh, target, allow_exchange);
 }
 
 }  // namespace detail
 
 namespace {
 
-// The checkpoint directory as an absolute path without a trailing separator; a symbolic link is
-// resolved so that the link keeps pointing at the (replaced) directory.
-fs::path checkpoint_target(const fs::path& dir) {
-  std::error_code ec;
-  fs::path target = fs::absolute(dir, ec);
-  if (ec) TSP_THROW(IoError, "save_hf_checkpoint: cannot resolve ", dir.string(), ": ", ec.message());
-  target = target.lexically_normal();
-  if (target.filename().empty()) target = target.parent_path();
-  if (fs::is_symlink(fs::symlink_status(target, ec))) {
-    target = fs::canonical(target, ec);
-    if (ec) TSP_THROW(IoError, "save_hf_checkpoint: cannot resolve the link ", dir.string(), ": ", ec.message());
-  }
-  TSP_CHECK(!target.filename().empty() && target.has_parent_path() && target != target.root_path(),
-            "save_hf_checkpoint: ", dir.string(), " cannot be a checkpoint directory");
-  return target;
-}
-
-// Refuses to replace anything that is not a directory, or a non-empty directory that holds no
-// checkpoint (save_hf_checkpoint replaces the whole directory: never a home directory by mistake).
-void check_replaceable(const fs::path& target, const fs::path& dir) {
-  std::error_code ec;
-  const fs::file_status st = fs::status(target, ec);
-  if (!fs::exists(st)) return;
-  TSP_CHECK(fs::is_directory(st), "save_hf_checkpoint: ", dir.string(), " exists and is not a directory");
-  bool empty = true, checkpoint = false;
-  for (fs::directory_iterator it(target, ec), end; !ec && it != end; it.increment(ec)) {
-    empty = false;
-    const std::string name = it->path().filename().string();
-    if (name == kConfigFileName || name == kSingleWeightsFileName || name == kWeightsIndexFileName)
-      checkpoint = true;
-  }
-  if (ec) TSP_THROW(IoError, "save_hf_checkpoint: cannot list ", dir.string(), ": ", ec.message());
-  TSP_CHECK(empty || checkpoint, "save_hf_checkpoint: refusing to replace ", dir.string(),
-            ": it is not empty and holds no checkpoint (no ", kConfigFileName, ", ", kSingleWeightsFileName,
-            " or ", kWeightsIndexFileName, "); the save replaces the whole directory");
-}
-
 bool is_plain_file_name(const std::string& name) {
   return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
          name.find('\0') == std::string::npos;
 }
 
-// Removes a directory tree at scope exit unless `path` has been cleared.
-struct RemoveTreeOnExit {
-  fs::path path;
-  ~RemoveTreeOnExit() {
-    std::error_code ec;
-    if (!path.empty()) fs::remove_all(path, ec);
-  }
-};
 
 }  // namespace
 
@@ -308,12 +191,13 @@ void save_hf_checkpoint(const fs::path& dir, const ModelConfig& config, const st
     TSP_CHECK(is_plain_file_name(name), "save_hf_checkpoint(", dir.string(), "): extra file name \"", name,
               "\" is not a plain file name");
     TSP_CHECK(name != kConfigFileName && name != kSingleWeightsFileName && name != kWeightsIndexFileName &&
-                  !(name.starts_with("model-") && name.ends_with(".safetensors")),
+                  name != kCheckpointMarkerFileName && !(name.starts_with("model-") && name.ends_with(".safetensors")),
               "save_hf_checkpoint(", dir.string(), "): extra file \"", name,
               "\" would collide with a checkpoint file");
   }
-  const fs::path target = checkpoint_target(dir);
-  check_replaceable(target, dir);
+  const std::string what = "save_hf_checkpoint(" + dir.string() + ")";
+  const fs::path target = checkpoint_target(dir, what);
+  check_replaceable(target, what);
 
   // Greedy partition in the given order.
   std::vector<std::vector<NamedTensor>> shards(1);
@@ -329,22 +213,20 @@ void save_hf_checkpoint(const fs::path& dir, const ModelConfig& config, const st
     total += bytes;
   }
 
-  // Everything goes into a fresh sibling directory first, then replaces `target` as a whole.
-  const fs::path parent = target.parent_path();
-  std::error_code ec;
-  fs::create_directories(parent, ec);
-  if (ec) TSP_THROW(IoError, "cannot create the directory ", parent.string(), " for checkpoint ", dir.string(),
-                    ": ", ec.message());
-  std::string pattern = sibling_pattern(target, "tmp");
-  if (::mkdtemp(pattern.data()) == nullptr) {
-    const int err = errno;
-    TSP_THROW(IoError, "cannot create a temporary directory in ", parent.string(), " to write checkpoint ",
-              dir.string(), ": ", errno_text(err));
+  // Everything goes into a fresh sibling directory first (its marker listing every file written
+  // first), then replaces `target` as a whole.
+  std::vector<std::string> files{kConfigFileName};
+  if (options.max_shard_bytes == 0) {
+    files.push_back(kSingleWeightsFileName);
+  } else {
+    files.push_back(kWeightsIndexFileName);
+    for (size_t i = 0; i < shards.size(); ++i)
+      files.push_back(shard_file_name(static_cast<int64_t>(i), static_cast<int64_t>(shards.size())));
   }
-  RemoveTreeOnExit cleanup{pattern};  // on any failure below, the new files vanish
-  const fs::path fresh = pattern;
-  const fs::file_status old_status = fs::status(target, ec);
-  fs::permissions(fresh, fs::exists(old_status) ? old_status.permissions() : fs::perms(0755), ec);
+  for (const auto& [name, _] : options.extra_files) files.push_back(name);
+  remove_stale_checkpoint_temporaries(target);
+  const fs::path fresh = make_checkpoint_temporary(target, files, what);
+  RemoveTreeOnExit cleanup{fresh};  // on any failure below, the new files vanish
 
   const SafetensorsWriteOptions st_options{options.metadata};
   if (options.max_shard_bytes == 0) {
@@ -363,8 +245,9 @@ void save_hf_checkpoint(const fs::path& dir, const ModelConfig& config, const st
   for (const auto& [name, bytes] : options.extra_files) write_file_atomically(fresh / name, bytes);
   save_config(config, fresh / kConfigFileName);  // every file fsynced, and `fresh` itself
 
-  detail::replace_directory(fresh, target, /*allow_exchange=*/true);
+  replace_checkpoint_directory(fresh, target, /*allow_exchange=*/true);
   cleanup.path.clear();
+  remove_stale_checkpoint_temporaries(target);
 }
 
 }  // namespace tsp::model

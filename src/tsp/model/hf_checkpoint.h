@@ -70,16 +70,22 @@ struct HfCheckpointWriteOptions {
 //
 // save_hf_checkpoint owns the whole directory: every file is written (and fsynced) into a fresh
 // sibling directory ".<name>.tmp.XXXXXX", which then replaces `dir` as a whole, and the old
-// directory is deleted. The swap is one atomic renameat2(RENAME_EXCHANGE) where the file system
-// supports it (ext4, xfs, btrfs, tmpfs, ...): a reader, or a crash at any point, sees either the
-// complete old checkpoint or the complete new one, never a mix. Elsewhere it falls back to two
-// renames (old -> ".<name>.old.XXXXXX", new -> `dir`): the only other state is a moment in which
-// `dir` is absent (opening it fails with IoError; a crash then leaves both complete copies as
-// hidden siblings). A failed save leaves `dir` untouched and removes its temporary; a crash may
-// leave ".<name>.tmp.*" / ".<name>.old.*" siblings, which are never read and can be deleted.
-// Any other file in the old `dir` is gone afterwards (pass it in extra_files to keep it); to
-// protect unrelated data, an existing `dir` must be empty or hold a checkpoint (config.json,
-// model.safetensors or the index), else InvalidArgument. A symbolic link `dir` is resolved and
+// directory is deleted. The first file written into the temporary is the marker
+// tsp_checkpoint.txt (tsp/core/checkpoint_dir.h, docs/formats.md) listing every file of the save:
+// it is how the engine recognises a directory it wrote. The swap is one atomic
+// renameat2(RENAME_EXCHANGE) where the file system supports it (ext4, xfs, btrfs, tmpfs, ...): a
+// reader, or a crash at any point, sees either the complete old checkpoint or the complete new
+// one, never a mix. Elsewhere it falls back to two renames (old -> ".<name>.old.XXXXXX", new ->
+// `dir`): the only other state is a moment in which `dir` is absent (opening it fails with
+// IoError; a crash then leaves both complete copies as hidden siblings). A failed save leaves
+// `dir` untouched and removes its temporary; the ".<name>.tmp.*" / ".<name>.old.*" siblings a
+// crash leaves are removed by the next save (before writing when `dir` holds a complete
+// checkpoint of ours, else after it), only when they carry our marker and hold nothing else.
+// To protect the user's data, an existing `dir` must be empty or a checkpoint directory this
+// engine wrote that holds only the files its marker lists (or, from before the marker, only
+// checkpoint files and a train_state.safetensors of this engine); anything else, e.g. a
+// downloaded Hugging Face model or a directory with the user's notes, is refused with
+// InvalidArgument saying why, before anything is written. A symbolic link `dir` is resolved and
 // its target replaced. Concurrent saves into the same `dir` are not supported.
 void save_hf_checkpoint(const std::filesystem::path& dir, const ModelConfig& config,
                         const std::vector<NamedTensor>& tensors, const HfCheckpointWriteOptions& options = {});
@@ -88,8 +94,8 @@ void save_hf_checkpoint(const std::filesystem::path& dir, const ModelConfig& con
 std::string shard_file_name(int64_t index, int64_t count);
 
 namespace detail {
-// Replaces the directory `target` by `fresh` (a sibling) as described for save_hf_checkpoint;
-// `allow_exchange` = false forces the two-rename fallback (exposed for tests).
+// Replaces the directory `target` by `fresh` (a sibling) as described for save_hf_checkpoint
+// (tsp::replace_checkpoint_directory); `allow_exchange` = false forces the two-rename fallback.
 void replace_directory(const std::filesystem::path& fresh, const std::filesystem::path& target,
                        bool allow_exchange);
 }  // namespace detail

@@ -2,8 +2,6 @@
 // rank 0's file writing with its errors published to every rank, per-rank loading of pieces.
 #include "tsp/parallel/sharded_checkpoint.h"
 
-#include <stdlib.h>  // mkdtemp
-
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -13,6 +11,7 @@
 
 #include "tsp/comm/collectives.h"
 #include "tsp/core/atomic_file.h"
+#include "tsp/core/checkpoint_dir.h"
 #include "tsp/core/check.h"
 #include "tsp/core/file_io.h"
 #include "tsp/model/hf_checkpoint.h"
@@ -329,74 +328,6 @@ void stream_file(comm::Communicator& group, const fs::path& path, const ShardedF
   status.run([&] { writer->commit(); });
 }
 
-// ---------------------------------------------------------------------------------------------
-// The checkpoint directory (model::save_hf_checkpoint's protocol, run by rank 0).
-
-// The directory as an absolute path without a trailing separator; a symbolic link is resolved so
-// that the link keeps pointing at the replaced directory.
-fs::path checkpoint_target(const fs::path& dir, const std::string& what) {
-  std::error_code ec;
-  fs::path target = fs::absolute(dir, ec);
-  if (ec) TSP_THROW(IoError, what, ": cannot resolve ", dir.string(), ": ", ec.message());
-  target = target.lexically_normal();
-  if (target.filename().empty()) target = target.parent_path();
-  if (fs::is_symlink(fs::symlink_status(target, ec))) {
-    target = fs::canonical(target, ec);
-    if (ec) TSP_THROW(IoError, what, ": cannot resolve the link ", dir.string(), ": ", ec.message());
-  }
-  TSP_CHECK(!target.filename().empty() && target.has_parent_path() && target != target.root_path(), what, ": ",
-            dir.string(), " cannot be a checkpoint directory");
-  return target;
-}
-
-// An existing target must be a directory that is empty or holds a checkpoint: the save replaces it whole.
-void check_replaceable(const fs::path& target, const std::string& what) {
-  std::error_code ec;
-  const fs::file_status st = fs::status(target, ec);
-  if (!fs::exists(st)) return;
-  TSP_CHECK(fs::is_directory(st), what, ": ", target.string(), " exists and is not a directory");
-  bool empty = true, checkpoint = false;
-  for (fs::directory_iterator it(target, ec), end; !ec && it != end; it.increment(ec)) {
-    empty = false;
-    const std::string name = it->path().filename().string();
-    if (name == model::kConfigFileName || name == model::kSingleWeightsFileName ||
-        name == model::kWeightsIndexFileName)
-      checkpoint = true;
-  }
-  if (ec) TSP_THROW(IoError, what, ": cannot list ", target.string(), ": ", ec.message());
-  TSP_CHECK(empty || checkpoint, what, ": refusing to replace ", target.string(),
-            ": it is not empty and holds no checkpoint; the save replaces the whole directory");
-}
-
-// A fresh hidden sibling ".<name>.tmp.XXXXXX" of `target`, with the old directory's permissions.
-fs::path make_fresh_sibling(const fs::path& target, const std::string& what) {
-  const fs::path parent = target.parent_path();
-  std::error_code ec;
-  fs::create_directories(parent, ec);
-  if (ec) TSP_THROW(IoError, what, ": cannot create the directory ", parent.string(), ": ", ec.message());
-  std::string name(".");
-  name += target.filename().string();
-  name += ".tmp.XXXXXX";
-  std::string pattern = (parent / name).string();
-  if (::mkdtemp(pattern.data()) == nullptr) {
-    const int err = errno;
-    TSP_THROW(IoError, what, ": cannot create a temporary directory in ", parent.string(), ": ", errno_text(err));
-  }
-  const fs::path fresh = pattern;
-  const fs::file_status old_status = fs::status(target, ec);
-  fs::permissions(fresh, fs::exists(old_status) ? old_status.permissions() : fs::perms(0755), ec);
-  return fresh;
-}
-
-// Removes a directory tree at scope exit unless `path` has been cleared.
-struct RemoveTreeOnExit {
-  fs::path path;
-  ~RemoveTreeOnExit() {
-    std::error_code ec;
-    if (!path.empty()) fs::remove_all(path, ec);
-  }
-};
-
 bool is_plain_file_name(const std::string& name) {
   return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
          name.find('\0') == std::string::npos;
@@ -404,7 +335,8 @@ bool is_plain_file_name(const std::string& name) {
 
 bool is_checkpoint_file(const std::string& name) {
   return name == model::kConfigFileName || name == model::kSingleWeightsFileName ||
-         name == model::kWeightsIndexFileName || (name.starts_with("model-") && name.ends_with(".safetensors"));
+         name == model::kWeightsIndexFileName || name == kCheckpointMarkerFileName ||
+         (name.starts_with("model-") && name.ends_with(".safetensors"));
 }
 
 // Local checks of save_sharded_hf_checkpoint's arguments (weights against the config, file names).
@@ -505,7 +437,11 @@ void save_sharded_hf_checkpoint(comm::Communicator& group, const model::ModelCon
   status.run([&] {
     target = checkpoint_target(dir, what);
     check_replaceable(target, what);
-    fresh = make_fresh_sibling(target, what);
+    std::vector<std::string> files{model::kConfigFileName, model::kSingleWeightsFileName};
+    for (const auto& [name, _] : extra_files) files.push_back(name);
+    for (const auto& [name, _] : sharded_files) files.push_back(name);
+    remove_stale_checkpoint_temporaries(target);
+    fresh = make_checkpoint_temporary(target, files, what);
     cleanup.path = fresh;
   });
   status.publish(group);
@@ -517,8 +453,9 @@ void save_sharded_hf_checkpoint(comm::Communicator& group, const model::ModelCon
   status.run([&] {
     for (const auto& [name, bytes] : extra_files) write_file_atomically(fresh / name, bytes);
     model::save_config(config, fresh / model::kConfigFileName);
-    model::detail::replace_directory(fresh, target, /*allow_exchange=*/true);
+    replace_checkpoint_directory(fresh, target, /*allow_exchange=*/true);
     cleanup.path.clear();
+    remove_stale_checkpoint_temporaries(target);
   });
   status.publish(group);
 }

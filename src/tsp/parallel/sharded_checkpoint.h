@@ -53,8 +53,9 @@ void save_sharded_safetensors(comm::Communicator& group, const std::filesystem::
 // every rank before anything is written). `sharded_files` are further safetensors files of the
 // directory (plain name -> ShardedFile, e.g. the training state), streamed the same way, so that
 // weights and state are replaced together. Same directory guarantees as save_hf_checkpoint
-// (fresh hidden sibling, then model::detail::replace_directory; an existing `dir` must be empty or
-// hold a checkpoint). Every error on rank 0 is thrown on every rank, and no rank hangs.
+// (tsp/core/checkpoint_dir.h: a fresh hidden sibling with the marker, then the swap; an existing
+// `dir` must be empty or a checkpoint directory this engine wrote, holding only its own files;
+// our own stale temporaries are removed). Every error on rank 0 is thrown on every rank, and no rank hangs.
 // With a dp x tsp mesh call it on one tsp group (e.g. dp coordinate 0): the replicas hold the same
 // values and must not write the same directory.
 void save_sharded_hf_checkpoint(comm::Communicator& group, const model::ModelConfig& config,

@@ -63,6 +63,44 @@ const RunConfig& checked(const model::ModelConfig& config, const RunConfig& run,
   return run;
 }
 
+// Runs `check` on the ranks where `mine` is true and makes a failure everyone's: after one
+// all-gather of (failed, message length) the first failing rank broadcasts its message, and every
+// rank throws the same exception type with the same message (no rank is left waiting).
+template <class F>
+void agree_on(comm::Communicator& world, bool mine, F&& check) {
+  int64_t kind = 0;  // 0 ok, 1 InvalidArgument, 2 IoError, 3 other
+  std::string message;
+  if (mine) {
+    try {
+      check();
+    } catch (const InvalidArgument& e) {
+      kind = 1, message = e.what();
+    } catch (const IoError& e) {
+      kind = 2, message = e.what();
+    } catch (const std::exception& e) {
+      kind = 3, message = e.what();
+    }
+  }
+  if (kind != 0 && message.empty()) message = "unknown error";
+  Tensor head = Tensor::empty({2}, DType::i64, MemCategory::comm);
+  head.data<int64_t>()[0] = kind;
+  head.data<int64_t>()[1] = static_cast<int64_t>(message.size());
+  Tensor all = Tensor::empty({2 * world.size()}, DType::i64, MemCategory::comm);
+  comm::all_gather(world, head, all);
+  for (int r = 0; r < world.size(); ++r) {
+    const int64_t k = all.data<int64_t>()[2 * r];
+    if (k == 0) continue;
+    const int64_t length = all.data<int64_t>()[2 * r + 1];
+    Tensor text = Tensor::zeros({(length + 7) / 8}, DType::i64, MemCategory::comm);
+    if (world.rank() == r) std::memcpy(text.raw(), message.data(), static_cast<size_t>(length));
+    comm::broadcast(world, text, r);
+    const std::string agreed(static_cast<const char*>(text.raw()), static_cast<size_t>(length));
+    if (k == 1) throw InvalidArgument(agreed);
+    if (k == 2) throw IoError(agreed);
+    throw Error(agreed);
+  }
+}
+
 }  // namespace
 
 comm::MeshDegrees mesh_degrees_for(const RunConfig& run) {
@@ -130,6 +168,10 @@ DistributedTrainer::DistributedTrainer(comm::Mesh& mesh, const model::ModelConfi
       optimizer_(layout_->weights(), parallel::ShardedAdamWConfig{.eps = run.adam_eps,
                                                                   .weight_decay = run.weight_decay}) {
   split_.train = {};
+  // The checkpoint destination, on every rank that writes (rank 0 of the primary replica group),
+  // before any step: one message on every rank when it cannot work.
+  agree_on(mesh.world(), layout_->primary() && layout_->replica_group().rank() == 0,
+           [&] { check_checkpoint_dir_for_run(config, run); });
   TSP_CHECK(config.torch_dtype() == run.model_dtype(), "model config torch_dtype ",
             config.torch_dtype(), " differs from --dtype ", run.dtype);
   if (!run.resume.empty()) load_checkpoint(run.resume);

@@ -33,7 +33,9 @@ std::unique_ptr<parallel::Layout> make_layout(comm::Mesh& mesh, const model::Mod
 
 class DistributedTrainer final : public TrainLoopHost {
  public:
-  // Collective over the mesh. output.log should be set on world rank 0 only.
+  // Collective over the mesh. output.log should be set on world rank 0 only. run.checkpoint_dir
+  // is checked (check_checkpoint_dir_for_run) on the rank that writes, before any step; a refusal
+  // is thrown on every rank with the same message.
   DistributedTrainer(comm::Mesh& mesh, const model::ModelConfig& config, const RunConfig& run,
                      std::vector<int32_t> tokens, TrainerOutput output = {});
   ~DistributedTrainer() override;

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "tsp/core/check.h"
+#include "tsp/core/checkpoint_dir.h"
 #include "tsp/core/memory.h"
 #include "tsp/data/corpus.h"
 #include "tsp/model/hf_checkpoint.h"
@@ -29,6 +30,11 @@ model::ModelWeights initial_weights(const model::ModelConfig& config, const RunC
   return w;
 }
 
+const RunConfig& preflight(const model::ModelConfig& config, const RunConfig& run) {
+  check_checkpoint_dir_for_run(config, run);
+  return run;
+}
+
 AdamWConfig adamw_config(const RunConfig& run) {
   AdamWConfig c;
   c.weight_decay = run.weight_decay;
@@ -37,6 +43,19 @@ AdamWConfig adamw_config(const RunConfig& run) {
 }
 
 }  // namespace
+
+uint64_t checkpoint_bytes(const model::ModelConfig& config, DType dtype) {
+  const auto params = static_cast<uint64_t>(config.total_params());
+  const uint64_t per_param = dtype_size(dtype) + 2 * sizeof(float) + (dtype == DType::f32 ? 0 : sizeof(float));
+  const auto tensors = static_cast<uint64_t>(model::weight_specs(config).size());
+  return params * per_param + (uint64_t{1} << 20) + tensors * 3 * 512;  // headers, config, marker
+}
+
+void check_checkpoint_dir_for_run(const model::ModelConfig& config, const RunConfig& run) {
+  if (run.checkpoint_dir.empty()) return;
+  check_checkpoint_destination(run.checkpoint_dir, checkpoint_bytes(config, run.model_dtype()),
+                               "--checkpoint-dir");
+}
 
 data::TokenSplit split_for_run(const std::vector<int32_t>& tokens, const RunConfig& run) {
   run.validate();
@@ -155,7 +174,7 @@ EvalMetrics run_training_loop(TrainLoopHost& host, const RunConfig& run, double 
 Trainer::Trainer(const model::ModelConfig& config, const RunConfig& run, std::vector<int32_t> tokens,
                  TrainerOutput output)
     : config_(config),
-      run_(run),
+      run_(preflight(config, run)),
       out_(output),
       unigram_nats_(data::unigram_entropy(tokens).nats),
       split_(split_for_run(tokens, run)),

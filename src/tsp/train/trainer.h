@@ -64,6 +64,16 @@ data::TokenSplit split_for_run(const std::vector<int32_t>& tokens, const RunConf
 // torch_dtype set to --dtype. (--resume: the checkpoint's config.json.)
 model::ModelConfig model_config_for_run(const RunConfig& run);
 
+// Bytes a checkpoint of `config` in `dtype` takes on disk: the weights, the optimizer moments
+// (2 x f32 per parameter), the f32 masters of bf16 runs, plus headers and config (an upper bound).
+uint64_t checkpoint_bytes(const model::ModelConfig& config, DType dtype);
+
+// The pre-flight check of run.checkpoint_dir (nothing when it is empty), before any training
+// step: tsp::check_checkpoint_destination with checkpoint_bytes(config, run.model_dtype()):
+// refused are a regular file, `/`, a non-empty directory this engine did not write, an unwritable
+// or uncreatable location, a target on another file system than its parent, too little free space.
+void check_checkpoint_dir_for_run(const model::ModelConfig& config, const RunConfig& run);
+
 struct TrainerOutput {
   std::ostream* log = nullptr;  // progress lines and messages; nullptr: silent
   bool print_every_step = true;
@@ -74,7 +84,8 @@ class Trainer final : public TrainLoopHost {
   // A new run: weights from ModelWeights::initialize(seed) or, when run.init is set, read from
   // that HF checkpoint. `tokens` is the whole stream; it is split into train and validation
   // (split_train_val with run.val_fraction). If run.resume is set, the weights and the training
-  // state are restored from that checkpoint (see load_checkpoint).
+  // state are restored from that checkpoint (see load_checkpoint). run.checkpoint_dir is checked
+  // first (check_checkpoint_dir_for_run), before anything is allocated.
   Trainer(const model::ModelConfig& config, const RunConfig& run, std::vector<int32_t> tokens,
           TrainerOutput output = {});
   ~Trainer();
