@@ -11,8 +11,8 @@
 #   TSP_BENCH=path/to/tsp_bench_model PYTHON=/usr/bin/python3 bench/compare_block.sh
 #
 # Needs: the release build of tsp_bench_model (cmake --preset release && cmake --build
-# build/release -j2 --target tsp_bench_model) and Debian's python3-torch (apt-get install
-# python3-torch), run with /usr/bin/python3. Both sides run with OMP_NUM_THREADS=1 (PyTorch also
+# build/release -j2 --target tsp_bench_model) and Debian's python3-torch (scripts/install-deps.sh
+# --bench installs it), run with /usr/bin/python3. Both sides run with OMP_NUM_THREADS=1 (PyTorch also
 # torch.set_num_threads(1)). Rates use CPU time on both sides (Google Benchmark's counter default,
 # time.process_time in the script); the wall-clock rates are printed too. Per-round raw JSON is
 # kept in $OUT_DIR (default: a temporary directory, removed at exit unless KEEP=1).
@@ -31,9 +31,9 @@ die() { echo "compare_block.sh: error: $*" >&2; exit 1; }
 
 [[ -x "$TSP_BENCH" ]] || die "tsp benchmark binary not found at $TSP_BENCH
   build it: cmake --preset release && cmake --build build/release -j2 --target tsp_bench_model"
-[[ -x "$PYTHON" ]] || die "$PYTHON not found (Debian's python3 is needed for python3-torch)"
+[[ -x "$PYTHON" ]] || die "$PYTHON not found: scripts/install-deps.sh --bench installs Debian's python3 and PyTorch"
 "$PYTHON" -c 'import torch' 2>/dev/null || die "$PYTHON cannot import torch
-  install Debian's PyTorch: apt-get install -y python3-torch"
+  install Debian's PyTorch: scripts/install-deps.sh --bench (apt-get install python3-torch)"
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer (got '$ROUNDS')"
 
 if [[ -n "${OUT_DIR:-}" ]]; then

@@ -1,6 +1,11 @@
 // GEMM throughput at the shapes of h=512 and h=1024 Llama blocks with 2048-8192 tokens:
 // forward x @ W^T (qkv, o, gate/up, down), backward dX = dY @ W and dW = dY^T @ X, f32 and bf16.
+// Each row's label names the oneDNN implementation that ran (e.g. "brg:avx512_core", "gemm:jit"),
+// so the ISA path is visible per row; ONEDNN_MAX_CPU_ISA=AVX2 shows the other path.
 #include <benchmark/benchmark.h>
+
+#include <oneapi/dnnl/dnnl.hpp>
+#include <string>
 
 #include "bench_util.h"
 #include "tsp/core/random.h"
@@ -10,6 +15,36 @@ namespace tsp::bench {
 namespace {
 
 enum class Pass { fwd, bwd_data, bwd_weight };
+
+// The implementation oneDNN picks for one kernels::gemm call: the same matmul descriptor
+// (logical A [M,K], B [K,N] as strides, C [M,N]), dtypes and attributes that GemmContext::primitive
+// in src/tsp/kernels/gemm.cpp creates, queried with impl_info_str(). bf16 that kernels::gemm
+// widens (no native bf16 matmul) runs the f32 primitive after a conversion.
+std::string onednn_impl(int64_t m, int64_t n, int64_t k, int64_t a_rs, int64_t a_cs, int64_t b_rs,
+                        int64_t b_cs, int64_t c_rs, DType ab, DType c, float beta) {
+  using dnnl::memory;
+  const bool widened = ab == DType::bf16 && !kernels::gemm_native_bf16();
+  const auto dt = [&](DType t) {
+    return t == DType::bf16 && !widened ? memory::data_type::bf16 : memory::data_type::f32;
+  };
+  try {
+    dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+    const memory::desc a_md({m, k}, dt(ab), {a_rs, a_cs});
+    const memory::desc b_md({k, n}, dt(ab), {b_rs, b_cs});
+    const memory::desc c_md({m, n}, widened ? memory::data_type::f32 : dt(c), {c_rs, 1});
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    if (beta != 0.f) {
+      dnnl::post_ops ops;
+      ops.append_sum(beta);
+      attr.set_post_ops(ops);
+    }
+    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), attr, eng);
+    return std::string(widened ? "bf16 widened to f32, " : "") + "oneDNN " + pd.impl_info_str();
+  } catch (const dnnl::error& e) {
+    return std::string("oneDNN ? (") + e.what() + ")";
+  }
+}
 
 // args: tokens T, in features K, out features N, dtype (0 f32, 1 bf16), pass.
 void BM_Gemm(benchmark::State& state) {
@@ -36,6 +71,13 @@ void BM_Gemm(benchmark::State& state) {
   run();
   for (auto _ : state) run();
   report_flops(state, 2.0 * t * in * out, dt);
+  switch (pass) {
+    case Pass::fwd: state.SetLabel(onednn_impl(t, out, in, in, 1, 1, in, out, dt, dt, 0.f)); break;
+    case Pass::bwd_data: state.SetLabel(onednn_impl(t, in, out, out, 1, in, 1, in, dt, dt, 0.f)); break;
+    case Pass::bwd_weight:
+      state.SetLabel(onednn_impl(out, in, t, 1, out, in, 1, in, dt, DType::f32, 1.f));
+      break;
+  }
 }
 
 void GemmArgs(benchmark::internal::Benchmark* b) {

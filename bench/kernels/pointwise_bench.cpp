@@ -5,6 +5,7 @@
 #include "bench_util.h"
 #include "tsp/core/random.h"
 #include "tsp/kernels/cross_entropy.h"
+#include "tsp/kernels/gemm.h"
 #include "tsp/kernels/rmsnorm.h"
 #include "tsp/kernels/rope.h"
 #include "tsp/kernels/swiglu.h"
@@ -20,6 +21,10 @@ Tensor rnd(const Shape& s, DType dt, uint64_t seed, float stddev = 1.f) {
 }
 
 DType dtype_arg(int64_t a) { return a == 0 ? DType::f32 : DType::bf16; }
+
+// RMSNorm has no simd.h code: its loops are `#pragma omp simd`, vectorized by the compiler for the
+// build target (-march=native).
+constexpr const char* kAutoVec = "compiler-vectorized (omp simd)";
 
 void set_bytes(benchmark::State& state, double bytes_per_iter) {
   state.counters["GB/s"] = benchmark::Counter(bytes_per_iter * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
@@ -37,6 +42,7 @@ void BM_RmsNormForward(benchmark::State& state) {
     benchmark::DoNotOptimize(y.raw());
   }
   set_bytes(state, 2.0 * static_cast<double>(x.nbytes()));  // read x, write y
+  state.SetLabel(kAutoVec);
 }
 
 void BM_RmsNormBackward(benchmark::State& state) {
@@ -53,6 +59,7 @@ void BM_RmsNormBackward(benchmark::State& state) {
     benchmark::DoNotOptimize(dx.raw());
   }
   set_bytes(state, 3.0 * static_cast<double>(x.nbytes()));  // read dy, x; write dx
+  state.SetLabel(kAutoVec);
 }
 
 // Args: {S, heads, head_dim, dtype}; B = 1. Forward and backward cost the same.
@@ -68,6 +75,7 @@ void BM_RopeForward(benchmark::State& state) {
     benchmark::DoNotOptimize(x.raw());
   }
   set_bytes(state, 2.0 * static_cast<double>(x.nbytes()));  // read and write x in place
+  state.SetLabel("simd.h " + tsp_simd_name());
 }
 
 // Args: {N, F, dtype}
@@ -81,6 +89,7 @@ void BM_SwiGluForward(benchmark::State& state) {
     benchmark::DoNotOptimize(out.raw());
   }
   set_bytes(state, 3.0 * static_cast<double>(out.nbytes()));
+  state.SetLabel("simd.h " + tsp_simd_name());
 }
 
 void BM_SwiGluBackward(benchmark::State& state) {
@@ -94,6 +103,7 @@ void BM_SwiGluBackward(benchmark::State& state) {
     benchmark::DoNotOptimize(dgate.raw());
   }
   set_bytes(state, 5.0 * static_cast<double>(gate.nbytes()));
+  state.SetLabel("simd.h " + tsp_simd_name());
 }
 
 // Args: {N, h, V, chunk, dtype}. Forward (1 GEMM) + backward (3 GEMMs: recompute, dx, dw).
@@ -114,6 +124,8 @@ void BM_CrossEntropyForwardBackward(benchmark::State& state) {
     benchmark::DoNotOptimize(dw.raw());
   }
   report_flops(state, 8.0 * static_cast<double>(n) * static_cast<double>(h) * static_cast<double>(v), dt);
+  state.SetLabel("oneDNN " + onednn_isa_name() + " GEMMs" +
+                 (dt == DType::bf16 && !kernels::gemm_native_bf16() ? ", bf16 widened to f32" : ""));
 }
 
 BENCHMARK(BM_RmsNormForward)->Args({4096, 512, 0})->Args({4096, 1024, 0})->Args({4096, 1024, 1})->Unit(benchmark::kMicrosecond);
