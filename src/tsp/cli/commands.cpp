@@ -23,6 +23,7 @@
 #include "tsp/train/run_config.h"
 #include "tsp/train/train_state.h"
 #include "tsp/train/distributed_trainer.h"
+#include "tsp/train/preemption.h"
 #include "tsp/train/trainer.h"
 
 namespace tsp::cli {
@@ -48,6 +49,9 @@ void add_run_config_flags(CLI::App& cmd, train::RunConfig& run) {
 // left waiting in a collective.
 int cmd_train_distributed(const train::RunConfig& run, std::ostream& out) {
   comm::MpiEnvironment env(nullptr, nullptr);
+  // After MPI_Init, so these handlers replace any the MPI library installed.
+  const train::PreemptionGuard preemption;
+  int rc = 0;
   try {
     comm::Communicator world = comm::Communicator::world();
     const model::ModelConfig config = train::model_config_for_run(run);
@@ -64,11 +68,13 @@ int cmd_train_distributed(const train::RunConfig& run, std::ostream& out) {
     train::DistributedTrainer trainer(mesh, config, run, std::move(data.tokens),
                                       {.log = leader ? &out : nullptr});
     trainer.run();
+    // Every rank agreed on the same signal at the same step (and saved together).
+    if (trainer.preempted_signal() != 0) rc = train::kPreemptedExitCode;
   } catch (const std::exception& e) {
     out.flush();
     comm::abort_job(one_line_message(e.what()));
   }
-  return 0;
+  return rc;
 }
 
 int cmd_train(train::RunConfig run, std::ostream& out) {
@@ -84,9 +90,10 @@ int cmd_train(train::RunConfig run, std::ostream& out) {
   const model::ModelConfig config = train::model_config_for_run(run);
   train::TokenData data = train::load_token_data(run.data, config.vocab_size());
   out << "data: " << data.description << ", " << data.tokens.size() << " tokens" << std::endl;
+  const train::PreemptionGuard preemption;
   train::Trainer trainer(config, run, std::move(data.tokens), {.log = &out});
   trainer.run();
-  return 0;
+  return trainer.preempted_signal() != 0 ? train::kPreemptedExitCode : 0;
 }
 
 struct EvalOptions {

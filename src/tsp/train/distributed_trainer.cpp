@@ -362,6 +362,13 @@ std::string DistributedTrainer::per_rank_report() {
   return os.str();
 }
 
+int DistributedTrainer::agree_stop_signal(int mine) {
+  Tensor flag = Tensor::empty({1}, DType::i64, MemCategory::comm);
+  flag.data<int64_t>()[0] = mine;
+  comm::all_reduce(mesh_.world(), flag, comm::ReduceOp::max);
+  return static_cast<int>(flag.data<int64_t>()[0]);
+}
+
 EvalMetrics DistributedTrainer::run() {
   say("model: " + config_.summary() + " dtype=" + run_.dtype + (run_.recompute ? " recompute" : ""));
   say("layout: " + mesh_.degrees().str() + " (" + layout_->describe() + " on rank 0)");
@@ -378,7 +385,7 @@ EvalMetrics DistributedTrainer::run() {
   say(cfg.str());
   const EvalMetrics e = run_training_loop(*this, run_, unigram_nats_, metrics_.get(),
                                           [this](const std::string& line) { say(line); },
-                                          out_.print_every_step);
+                                          out_.print_every_step, &preempted_signal_);
   const std::string report = per_rank_report();
   if (!report.empty()) say(report);
   return e;

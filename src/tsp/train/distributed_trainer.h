@@ -44,6 +44,10 @@ class DistributedTrainer final : public TrainLoopHost {
   EvalMetrics validate() override;
   void save_checkpoint(const std::filesystem::path& dir) const override;
   int64_t step() const override { return optimizer_.steps(); }
+  // All-reduce MAX of `mine` over the world communicator (one int): every rank stops together.
+  int agree_stop_signal(int mine) override;
+  // The signal that stopped the last run() early (0: it ran to the end); the same on all ranks.
+  int preempted_signal() const { return preempted_signal_; }
   // Header lines, the loop, then the per-rank memory and traffic table. Collective.
   EvalMetrics run();
   void load_checkpoint(const std::filesystem::path& dir);
@@ -68,6 +72,7 @@ class DistributedTrainer final : public TrainLoopHost {
   parallel::ShardedAdamW optimizer_;
   int64_t tokens_seen_ = 0;
   int64_t last_step_bytes_sent_ = 0;
+  int preempted_signal_ = 0;
   std::unique_ptr<MetricsFile> metrics_;
 };
 

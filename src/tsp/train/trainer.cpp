@@ -10,6 +10,7 @@
 #include "tsp/core/memory.h"
 #include "tsp/data/corpus.h"
 #include "tsp/model/hf_checkpoint.h"
+#include "tsp/train/preemption.h"
 
 namespace tsp::train {
 
@@ -131,7 +132,8 @@ EvalMetrics evaluate_loss(model::Transformer& model, const model::ModelWeights& 
 EvalMetrics run_training_loop(TrainLoopHost& host, const RunConfig& run, double unigram_nats,
                               MetricsFile* metrics,
                               const std::function<void(const std::string&)>& say,
-                              bool print_every_step) {
+                              bool print_every_step, int* preempted_by) {
+  if (preempted_by) *preempted_by = 0;
   const auto t0 = Clock::now();
   const int64_t first = host.step();
   double last_loss = 0;
@@ -141,6 +143,22 @@ EvalMetrics run_training_loop(TrainLoopHost& host, const RunConfig& run, double 
     if ((print_every_step && m.step % run.log_every == 0) || m.step == run.steps) say(format_progress_line(m));
     if (metrics) metrics->write(metrics_json(m));
     const bool last = host.step() == run.steps;
+    if (!last) {
+      const int sig = host.agree_stop_signal(preemption_signal());
+      if (sig != 0) {
+        std::string line = "preempted: " + signal_name(sig) + " after step " + std::to_string(host.step()) +
+                           " of " + std::to_string(run.steps) + "; ";
+        if (!run.checkpoint_dir.empty()) {
+          host.save_checkpoint(run.checkpoint_dir);
+          line += "checkpoint saved to " + run.checkpoint_dir + " (continue with --resume " + run.checkpoint_dir + ")";
+        } else {
+          line += "nothing saved (no --checkpoint-dir)";
+        }
+        say(line + "; exit code " + std::to_string(kPreemptedExitCode));
+        if (preempted_by) *preempted_by = sig;
+        return EvalMetrics{};
+      }
+    }
     if (!last && run.eval_every > 0 && host.step() % run.eval_every == 0) {
       const EvalMetrics e = host.validate();
       say(format_eval_line(e, unigram_nats));
@@ -273,7 +291,7 @@ EvalMetrics Trainer::run() {
 
   const EvalMetrics e = run_training_loop(*this, run_, unigram_nats_, metrics_.get(),
                                           [this](const std::string& line) { say(line); },
-                                          out_.print_every_step);
+                                          out_.print_every_step, &preempted_signal_);
   say(MemoryLedger::process().report());
   if (metrics_) metrics_->write(metrics_json(this_process_memory(0, 1, "", 0)));
   return e;

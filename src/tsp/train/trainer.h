@@ -46,15 +46,22 @@ class TrainLoopHost {
   virtual EvalMetrics validate() = 0;
   virtual void save_checkpoint(const std::filesystem::path& dir) const = 0;
   virtual int64_t step() const = 0;
+  // The stop signal all ranks act on, from this rank's `mine` (0: none): a single rank returns
+  // it; a distributed trainer takes the maximum over the world (collective, one int per step).
+  virtual int agree_stop_signal(int mine) { return mine; }
 };
 
 // The loop from host.step() to run.steps: progress lines (say), metrics file, periodic validation
 // and checkpoints, then a final validation, checkpoint and the "done:" line. Returns the final
 // validation. `say` and `metrics` may be no-ops on all but one rank; every rank runs the loop.
+// Preemption (preemption.h): after each step but the last, the ranks agree on
+// host.agree_stop_signal(preemption_signal()); when it is non-zero the loop saves a checkpoint
+// (when run.checkpoint_dir is set), says one "preempted:" line, stores the signal in
+// *preempted_by (when given) and returns an empty EvalMetrics without the final validation.
 EvalMetrics run_training_loop(TrainLoopHost& host, const RunConfig& run, double unigram_nats,
                               MetricsFile* metrics,
                               const std::function<void(const std::string&)>& say,
-                              bool print_every_step);
+                              bool print_every_step, int* preempted_by = nullptr);
 
 // The run's train/validation split of `tokens` (run.val_fraction); InvalidArgument when either
 // part is shorter than --seq + 1.
@@ -97,6 +104,8 @@ class Trainer final : public TrainLoopHost {
   // The whole loop from the current step to run.steps: progress lines, metrics file, periodic
   // validation and checkpoints, a final validation and checkpoint. Returns the final validation.
   EvalMetrics run();
+  // The signal that stopped the last run() early (0: it ran to the end).
+  int preempted_signal() const { return preempted_signal_; }
 
   // Writes the checkpoint directory: config.json, model.safetensors (weights in the model dtype),
   // train_state.safetensors. Replaces `dir` atomically as a whole.
@@ -132,6 +141,7 @@ class Trainer final : public TrainLoopHost {
   AdamW optimizer_;
   model::Transformer model_;
   int64_t tokens_seen_ = 0;
+  int preempted_signal_ = 0;
   std::unique_ptr<MetricsFile> metrics_;
 };
 
