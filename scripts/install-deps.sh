@@ -13,6 +13,7 @@ PACKAGES=(
   googletest libgtest-dev libgmock-dev
   libbenchmark-dev
   nlohmann-json3-dev libcli11-dev
+  libxxhash-dev                # XXH3: checksums of the training state
   fortunes fortunes-min        # real English text: the default demo corpus
 )
 

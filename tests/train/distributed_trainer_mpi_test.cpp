@@ -14,7 +14,10 @@
 
 #include "parallel/layout_test_util.h"
 #include "scratch_dir.h"
+#include "train/train_state_edit.h"
 #include "train/train_test_util.h"
+#include "tsp/core/checkpoint_history.h"
+#include "tsp/model/safetensors.h"
 #include "tsp/comm/collectives.h"
 #include "tsp/comm/mesh.h"
 #include "tsp/train/distributed_trainer.h"
@@ -367,6 +370,89 @@ TEST(DistributedTrainer, UnusableCheckpointDirIsRefusedOnEveryRankBeforeTraining
     EXPECT_EQ(testing::read_bytes(home / "notes.txt"), "precious");
     EXPECT_EQ(testing::read_bytes(home / "sub" / "more.txt"), "also precious");
   }
+  world.barrier();
+}
+
+// Issue #13 items 8, 13, 14 sharded: --keep-checkpoints under mpirun (the writing rank updates
+// "latest"), a resume from the run directory continues exactly, and an edited config.json, an
+// edited step or a flipped data byte is refused with the same message on every rank (each rank
+// verifies the chunks it reads; a refusal anywhere is everyone's, so no rank hangs).
+template <class E>
+std::string resume_refusal(comm::Mesh& mesh, const RunConfig& r, const std::vector<int32_t>& tokens) {
+  try {
+    DistributedTrainer t(mesh, model_config_for_run(r), r, tokens);
+  } catch (const E& e) {
+    return e.what();
+  }
+  return "no refusal";
+}
+
+TEST(DistributedTrainer, ResumeFromARunDirectoryAndRefusalsOfEditsOnEveryRank) {
+  comm::Communicator world = comm::Communicator::world();
+  const model::ModelConfig config = config_for(DType::f32, false);
+  const std::vector<int32_t> tokens = testing::pattern_tokens(6000, 90);
+  const testing::ScratchDir scratch;
+  const std::filesystem::path root = shared_dir(world, scratch);
+  RunConfig run = run_for(DType::f32, 1, world.size());
+  run.steps = 4;
+  run.checkpoint_dir = (root / "run").string();
+  run.keep_checkpoints = 2;
+  comm::Mesh mesh(world, {.tsp = world.size()});
+  DistributedTrainer first(mesh, config, run, tokens);
+  for (int s = 0; s < 3; ++s) {
+    first.train_step();
+    save_run_checkpoint(first, run);
+  }
+  world.barrier();  // "latest" is written by one rank after the save's barrier
+  if (world.rank() == 0) {
+    EXPECT_EQ(testing::read_bytes(root / "run" / "latest"), "step-000003\n");
+    EXPECT_FALSE(std::filesystem::exists(root / "run" / "step-000001"));
+  }
+  RunConfig r = run;
+  r.resume = (root / "run").string();
+  {
+    DistributedTrainer resumed(mesh, model_config_for_run(r), r, tokens);
+    ASSERT_EQ(resumed.step(), 3);
+    EXPECT_EQ(resumed.train_step().loss, first.train_step().loss);  // same layout: exact
+  }
+  world.barrier();
+  const std::filesystem::path step3 = root / "run" / "step-000003";
+  const std::string clean_config = testing::read_bytes(step3 / "config.json");
+  const std::string clean_state = testing::read_bytes(step3 / kTrainStateFileName);
+  // config.json's rope_theta edited: named, on every rank.
+  if (world.rank() == 0) {
+    std::string edited = clean_config;
+    const size_t at = edited.find("\"rope_theta\": ");
+    ASSERT_NE(at, std::string::npos);
+    edited.insert(at + 14, "1");  // 10000.0 -> 110000.0
+    testing::write_bytes(step3 / "config.json", edited);
+  }
+  world.barrier();
+  std::string msg = resume_refusal<InvalidArgument>(mesh, r, tokens);
+  EXPECT_NE(msg.find("config.json rope_theta: "), std::string::npos) << msg;
+  world.barrier();
+  // The step inside the state's metadata edited: the metadata checksum.
+  if (world.rank() == 0) {
+    testing::write_bytes(step3 / "config.json", clean_config);
+    testing::edit_train_state_json(step3 / kTrainStateFileName, [](nlohmann::json& st) { st["step"] = 2; });
+  }
+  world.barrier();
+  msg = resume_refusal<IoError>(mesh, r, tokens);
+  EXPECT_NE(msg.find("checksum mismatch in the metadata"), std::string::npos) << msg;
+  world.barrier();
+  // One byte of the last tensor's last row flipped: found by the rank(s) that read that row.
+  if (world.rank() == 0) {
+    std::string bytes = clean_state;
+    const model::TensorInfo last = [&] {
+      testing::write_bytes(step3 / kTrainStateFileName, clean_state);
+      return model::SafetensorsReader(step3 / kTrainStateFileName).tensors().back();
+    }();
+    bytes[static_cast<size_t>(last.file_end - 2)] ^= 0x01;
+    testing::write_bytes(step3 / kTrainStateFileName, bytes);
+  }
+  world.barrier();
+  msg = resume_refusal<IoError>(mesh, r, tokens);
+  EXPECT_NE(msg.find("checksum mismatch in tensor"), std::string::npos) << msg;
   world.barrier();
 }
 

@@ -1,11 +1,17 @@
 // Exact resume: N steps, save, resume, M steps == N + M uninterrupted steps, bit for bit.
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <set>
 #include <sstream>
+
+#include <nlohmann/json.hpp>
 
 #include "fp_bounds.h"
 #include "parallel/layout_test_util.h"
 #include "scratch_dir.h"
+#include "tsp/core/checkpoint_dir.h"
+#include "tsp/core/checkpoint_history.h"
 #include "tsp/model/hf_checkpoint.h"
 #include "tsp/train/trainer.h"
 #include "train_test_util.h"
@@ -99,6 +105,142 @@ TEST(Resume, RefusesChangedDataSettingsAndPlainHfDirectories) {
   std::filesystem::remove(dir / "c" / kTrainStateFileName);
   other.seq = 16;
   EXPECT_THROW(Trainer(cfg, other, pattern_tokens(3000)), IoError);
+}
+
+// The message of the exception a resume with `run` (model from the checkpoint, as tsp train does)
+// throws, or "" when it resumes.
+std::string resume_error(const RunConfig& run, const std::vector<int32_t>& tokens) {
+  try {
+    Trainer t(model_config_for_run(run), run, tokens);
+    return "";
+  } catch (const Error& e) {
+    return e.what();
+  }
+}
+
+std::filesystem::path saved_after_one_step(const ScratchDir& dir, const std::vector<int32_t>& tokens) {
+  Trainer t(tiny_train_config(), tiny_run(4), tokens);
+  t.train_step();
+  t.save_checkpoint(dir / "c");
+  return dir / "c";
+}
+
+void edit_config_json(const std::filesystem::path& ckpt, const char* field, double value) {
+  std::ifstream in(ckpt / "config.json");
+  nlohmann::json j = nlohmann::json::parse(in);
+  j[field] = value;
+  std::ofstream(ckpt / "config.json", std::ios::trunc) << j.dump(2) << "\n";
+}
+
+TEST(Resume, RefusesAnEditedConfigJsonNamingTheField) {
+  const std::vector<int32_t> tokens = pattern_tokens(3000);
+  for (auto [field, value] : std::vector<std::pair<const char*, double>>{{"rms_norm_eps", 1e-6}, {"rope_theta", 500000.0}}) {
+    ScratchDir dir;
+    const auto ckpt = saved_after_one_step(dir, tokens);
+    RunConfig run = tiny_run(4);
+    run.resume = ckpt.string();
+    ASSERT_EQ(resume_error(run, tokens), "");  // unedited: resumes
+    edit_config_json(ckpt, field, value);
+    const std::string msg = resume_error(run, tokens);
+    EXPECT_NE(msg.find(std::string("config.json ") + field + ": "), std::string::npos) << msg;
+    EXPECT_NE(msg.find("(checkpoint) vs"), std::string::npos) << msg;
+  }
+}
+
+TEST(Resume, RefusesChangedFixedSettingsNamingThemAndAcceptsStepsAndLr) {
+  const std::vector<int32_t> tokens = pattern_tokens(3000);
+  ScratchDir dir;
+  const auto ckpt = saved_after_one_step(dir, tokens);
+  RunConfig base = tiny_run(4);
+  base.resume = ckpt.string();
+  struct Case {
+    const char* expect;
+    std::function<void(RunConfig&)> change;
+  };
+  const std::vector<Case> refused = {
+      {"--seq 16 (checkpoint) vs 8 (now)", [](RunConfig& r) { r.seq = 8; }},
+      {"--batch 4 (checkpoint) vs 8 (now)", [](RunConfig& r) { r.batch = 8; }},
+      {"--dtype f32 (checkpoint) vs bf16 (now)", [](RunConfig& r) { r.dtype = "bf16"; }},
+      {"--seed 11 (checkpoint) vs 12 (now)", [](RunConfig& r) { r.seed = 12; }},
+      {"--clip 0.5 (checkpoint) vs 1 (now)", [](RunConfig& r) { r.clip = 1; }},
+  };
+  for (const Case& c : refused) {
+    RunConfig r = base;
+    c.change(r);
+    const std::string msg = resume_error(r, tokens);
+    EXPECT_NE(msg.find(c.expect), std::string::npos) << c.expect << ": " << msg;
+  }
+  // Other tokens under the same --data name: the fingerprint differs.
+  const std::string msg = resume_error(base, pattern_tokens(3000, 40, 6));
+  EXPECT_NE(msg.find("--data"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("other tokens"), std::string::npos) << msg;
+  // What a resume may change: the schedule's length and learning rates, cadences, layout knobs.
+  RunConfig ok = base;
+  ok.steps = 10;
+  ok.lr = 5e-3;
+  ok.min_lr = 1e-4;
+  ok.warmup = 0;
+  ok.eval_every = 3;
+  ok.save_every = 2;
+  ok.log_every = 5;
+  ok.grad_accum = 4;
+  ok.recompute = true;
+  Trainer t(model_config_for_run(ok), ok, tokens);
+  EXPECT_EQ(t.step(), 1);
+}
+
+// --keep-checkpoints: step directories, "latest", pruning of our own old ones only.
+TEST(Resume, KeepCheckpointsLeavesTheLastKAndLatestAndNothingForeignIsTouched) {
+  ScratchDir dir;
+  const auto run_dir = dir / "run";
+  std::filesystem::create_directories(run_dir / "mine");
+  testing::write_bytes(run_dir / "mine" / "notes.txt", "precious");
+  std::filesystem::create_directories(run_dir / "step-000000");  // the user's, not a checkpoint
+  testing::write_bytes(run_dir / "step-000000" / "data.bin", "also precious");
+  RunConfig run = tiny_run(5);
+  run.save_every = 1;
+  run.keep_checkpoints = 2;
+  run.checkpoint_dir = run_dir.string();
+  Trainer t(tiny_train_config(), run, pattern_tokens(3000));
+  t.run();
+  std::set<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(run_dir)) names.insert(e.path().filename().string());
+  EXPECT_EQ(names, (std::set<std::string>{"latest", "mine", "step-000000", "step-000004", "step-000005"}));
+  EXPECT_EQ(testing::read_bytes(run_dir / "latest"), "step-000005\n");
+  EXPECT_TRUE(is_engine_checkpoint(run_dir / "step-000004"));
+  EXPECT_TRUE(is_engine_checkpoint(run_dir / "step-000005"));
+  EXPECT_EQ(testing::read_bytes(run_dir / "mine" / "notes.txt"), "precious");
+  EXPECT_EQ(testing::read_bytes(run_dir / "step-000000" / "data.bin"), "also precious");
+  EXPECT_EQ(read_train_state_info(resolve_checkpoint_dir(run_dir) / kTrainStateFileName).step, 5);
+}
+
+TEST(Resume, FromARunDirectoryOrAStepDirectoryReproducesTheUninterruptedLosses) {
+  const std::vector<int32_t> tokens = pattern_tokens(3000);
+  RunConfig run = tiny_run(6);
+  Trainer straight(tiny_train_config(), run, tokens);
+  std::vector<double> losses;
+  for (int i = 0; i < 6; ++i) losses.push_back(straight.train_step().loss);
+
+  ScratchDir dir;
+  const auto run_dir = dir / "run";
+  run.checkpoint_dir = run_dir.string();
+  run.keep_checkpoints = 3;
+  {
+    Trainer first(tiny_train_config(), run, tokens);
+    for (int i = 0; i < 4; ++i) {
+      EXPECT_EQ(first.train_step().loss, losses[static_cast<size_t>(i)]);
+      if (i >= 2) EXPECT_EQ(save_run_checkpoint(first, run), run_dir / checkpoint_step_dir_name(i + 1));
+    }
+  }
+  ASSERT_EQ(testing::read_bytes(run_dir / "latest"), "step-000004\n");
+  for (auto [from, at] : std::vector<std::pair<std::filesystem::path, int>>{{run_dir, 4}, {run_dir / "step-000003", 3}}) {
+    RunConfig r = tiny_run(6);
+    r.resume = from.string();
+    Trainer resumed(model_config_for_run(r), r, tokens);
+    ASSERT_EQ(resumed.step(), at) << from;
+    for (int i = at; i < 6; ++i) EXPECT_EQ(resumed.train_step().loss, losses[static_cast<size_t>(i)]) << from << " " << i;
+    expect_same_state(straight, resumed);
+  }
 }
 
 TEST(Trainer, ForwardLossEqualsForwardBackwardLoss) {

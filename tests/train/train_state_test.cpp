@@ -2,8 +2,14 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
+#include <utility>
+#include <vector>
+
 #include "io_test_util.h"
+#include "tsp/model/model_config.h"
 #include "tsp/model/safetensors.h"
+#include "train_state_edit.h"
 #include "train_test_util.h"
 
 namespace tsp::train {
@@ -123,6 +129,100 @@ TEST(TrainState, NotAStateFileIsRejected) {
   model::write_safetensors(path, {{"a", Tensor::zeros(Shape{2}, DType::f32, MemCategory::workspace)}});
   const std::string msg = load_error(path);
   EXPECT_NE(msg.find("no \"format\""), std::string::npos) << msg;
+}
+
+// Item: every byte of the metadata that matters is covered. Each edit keeps the file well-formed
+// (valid JSON, valid safetensors, plausible values), so only the checksum can catch it.
+TEST(TrainState, EditedStepLoaderPositionOrRunSettingFailsTheChecksum) {
+  const std::vector<std::pair<const char*, std::function<void(nlohmann::json&)>>> edits = {
+      {"step", [](nlohmann::json& s) { s["step"] = s["step"].get<int64_t>() + 1; }},
+      {"tokens_seen", [](nlohmann::json& s) { s["tokens_seen"] = 0; }},
+      {"loader position",
+       [](nlohmann::json& s) {
+         data::LoaderState l = data::LoaderState::parse(s["loader"].get<std::string>());
+         l.position += 1;
+         s["loader"] = l.to_string();
+       }},
+      {"run seq", [](nlohmann::json& s) { s["run"]["seq"] = 8; }},
+      {"run lr", [](nlohmann::json& s) { s["run"]["lr"] = 0.5; }},
+      {"model_config", [](nlohmann::json& s) { s["model_config"]["rope_theta"] = 500000.0; }},
+  };
+  for (const auto& [what, edit] : edits) {
+    ScratchDir dir;
+    Fixture f(DType::f32);
+    f.info.model_config = model::config_to_json(tiny_train_config());
+    const auto path = save(dir, f);
+    testing::edit_train_state_json(path, edit);
+    const std::string msg = load_error(path);
+    EXPECT_NE(msg.find("checksum mismatch in the metadata"), std::string::npos) << what << ": " << msg;
+    EXPECT_THROW(read_train_state_info(path), IoError) << what;
+  }
+}
+
+TEST(TrainState, EditedTensorChecksumListFailsTheMetadataChecksum) {
+  ScratchDir dir;
+  Fixture f(DType::f32);
+  const auto path = save(dir, f);
+  testing::edit_safetensors_metadata(path, [](nlohmann::json& meta) {
+    nlohmann::json sums = nlohmann::json::parse(meta["tensor_checksums"].get<std::string>());
+    sums.begin().value()[0] = "0000000000000000";
+    meta["tensor_checksums"] = sums.dump();
+  });
+  EXPECT_NE(load_error(path).find("checksum mismatch in the metadata"), std::string::npos);
+}
+
+TEST(TrainState, EveryChunkOfEveryTensorIsChecked) {
+  // A flipped byte in the first and in the last tensor: both are found and the tensor is named.
+  ScratchDir dir;
+  Fixture f(DType::f32);
+  const auto path = save(dir, f);
+  const std::string clean = testing::read_bytes(path);
+  const model::SafetensorsReader reader(path);
+  for (const model::TensorInfo* ti : {&reader.tensors().front(), &reader.tensors().back()}) {
+    std::string bytes = clean;
+    bytes[static_cast<size_t>(ti->file_begin + ti->nbytes() / 2)] ^= 0x01;
+    testing::write_bytes(path, bytes);
+    const std::string msg = load_error(path);
+    EXPECT_NE(msg.find("checksum mismatch in tensor \"" + ti->name + "\""), std::string::npos) << msg;
+  }
+}
+
+TEST(TrainState, OlderFormatIsRefusedWithAClearMessageButItsInfoIsReadable) {
+  ScratchDir dir;
+  Fixture f(DType::f32);
+  const auto path = save(dir, f);
+  testing::edit_safetensors_metadata(path, [](nlohmann::json& meta) {
+    meta["format"] = kTrainStateFormatV1;
+    meta.erase("tensor_checksums");
+  });
+  const std::string msg = load_error(path);
+  EXPECT_NE(msg.find("written by an older tsp"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("--init"), std::string::npos) << msg;
+  EXPECT_EQ(read_train_state_info(path).step, 2);  // tsp eval still reads the run's settings
+  EXPECT_THROW(read_train_state_info(path, /*allow_v1=*/false), IoError);
+}
+
+TEST(TrainState, ChecksumsAreXxh3PerChunk) {
+  // The stored digits are XXH3-64 of the tensor bytes (one chunk each here), recomputable by any
+  // xxHash implementation; and the hash is XXH3's, not FNV's: the empty input's well-known value.
+  EXPECT_EQ(detail::checksum_hex(xxh3_64("", 0)), "2d06800538d394c2");
+  ScratchDir dir;
+  Fixture f(DType::f32);
+  const auto path = save(dir, f);
+  const model::SafetensorsReader reader(path);
+  const auto sums = detail::parse_tensor_checksums(path, reader.metadata().at("tensor_checksums"));
+  const auto& first = reader.tensors().front();
+  const Tensor t = reader.read(first.name, MemCategory::workspace);
+  ASSERT_EQ(sums.at(first.name).size(), 1u);
+  EXPECT_EQ(sums.at(first.name)[0], detail::checksum_hex(xxh3_64(t.raw(), t.nbytes())));
+  // Chunking: a buffer of 2.5 chunks has three checksums, the last over the half chunk.
+  std::string big(static_cast<size_t>(kTrainStateChecksumChunkBytes * 5 / 2), 'x');
+  big[static_cast<size_t>(kTrainStateChecksumChunkBytes * 2 + 3)] = 'y';
+  const auto c = detail::chunk_checksums(big.data(), big.size());
+  ASSERT_EQ(c.size(), 3u);
+  EXPECT_EQ(c[0], c[1]);
+  EXPECT_EQ(c[2], detail::checksum_hex(xxh3_64(big.data() + kTrainStateChecksumChunkBytes * 2,
+                                               kTrainStateChecksumChunkBytes / 2)));
 }
 
 }  // namespace

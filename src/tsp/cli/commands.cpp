@@ -14,6 +14,7 @@
 #include "tsp/comm/mesh.h"
 #include "tsp/comm/mpi_environment.h"
 #include "tsp/core/check.h"
+#include "tsp/core/checkpoint_history.h"
 #include "tsp/data/batch_loader.h"
 #include "tsp/model/hf_checkpoint.h"
 #include "tsp/model/model_weights.h"
@@ -78,11 +79,25 @@ int cmd_train_distributed(const train::RunConfig& run, std::ostream& out) {
 }
 
 int cmd_train(train::RunConfig run, std::ostream& out) {
-  if (!run.resume.empty() && run.checkpoint_dir.empty()) run.checkpoint_dir = run.resume;
-  run.validate();
   if (!run.resume.empty() && !fs::is_directory(run.resume)) {
     TSP_THROW(IoError, "--resume: checkpoint directory ", run.resume, " does not exist");
   }
+  // Without --checkpoint-dir a resume saves where it resumed from: a plain checkpoint directory is
+  // replaced; a run directory (or a step directory of one) continues its history with the saved
+  // --keep-checkpoints unless one is given.
+  if (!run.resume.empty() && run.checkpoint_dir.empty()) {
+    if (const auto run_dir = checkpoint_run_dir_of(run.resume)) {
+      run.checkpoint_dir = run_dir->string();
+      if (run.keep_checkpoints == 0) {
+        const fs::path state = resolve_checkpoint_dir(run.resume) / train::kTrainStateFileName;
+        if (fs::exists(state)) run.keep_checkpoints = train::read_train_state_info(state).run.keep_checkpoints;
+        if (run.keep_checkpoints == 0) run.keep_checkpoints = 1;
+      }
+    } else {
+      run.checkpoint_dir = run.resume;
+    }
+  }
+  run.validate();
   if (!run.init.empty() && !fs::is_directory(run.init)) {
     TSP_THROW(IoError, "--init: checkpoint directory ", run.init, " does not exist");
   }
@@ -108,12 +123,13 @@ int cmd_eval(const EvalOptions& o, std::ostream& out) {
   if (!fs::is_directory(o.checkpoint)) {
     TSP_THROW(IoError, "--checkpoint: checkpoint directory ", o.checkpoint, " does not exist");
   }
-  const model::HfCheckpoint ckpt(o.checkpoint);
+  const fs::path dir = resolve_checkpoint_dir(o.checkpoint);  // a run directory: its latest
+  const model::HfCheckpoint ckpt(dir);
   const model::ModelConfig& config = ckpt.config();
   // Settings of the run that wrote the checkpoint, when it is a tsp checkpoint.
   train::RunConfig run;
   int64_t step = 0;
-  const fs::path state = fs::path(o.checkpoint) / train::kTrainStateFileName;
+  const fs::path state = dir / train::kTrainStateFileName;
   if (fs::exists(state)) {
     const train::TrainStateInfo info = train::read_train_state_info(state);
     run = info.run;
@@ -132,7 +148,7 @@ int cmd_eval(const EvalOptions& o, std::ostream& out) {
   for (const auto& [name, t] : weights.named()) ckpt.read_into(name, t);
   train::TokenData data = train::load_token_data(run.data, config.vocab_size());
   const data::TokenSplit split = data::split_train_val(data.tokens, {.val_fraction = run.val_fraction});
-  out << "model: " << config.summary() << " dtype=" << dtype << " from " << o.checkpoint << std::endl;
+  out << "model: " << config.summary() << " dtype=" << dtype << " from " << dir.string() << std::endl;
   out << "data: " << data.description << ", validation split " << split.val.size() << " tokens" << std::endl;
   model::Transformer model(config, {.dtype = dtype});
   train::EvalMetrics m = train::evaluate_loss(model, weights, split.val, run.batch, run.seq, run.eval_batches);

@@ -13,6 +13,7 @@
 #include "tsp/comm/collectives.h"
 #include "tsp/comm/mpi_environment.h"
 #include "tsp/core/check.h"
+#include "tsp/core/checkpoint_history.h"
 #include "tsp/data/byte_tokenizer.h"
 #include "tsp/infer/generate.h"
 #include "tsp/infer/load_model.h"
@@ -136,7 +137,7 @@ CLI::App* add_generate_command(CLI::App& app, GenerateArgs& a) {
 int run_generate(const GenerateArgs& a, std::ostream& out) {
   check_args(a);
   if (a.layout != "single") return run_generate_distributed(a, out);
-  const model::ModelWeights weights = infer::load_model(a.checkpoint);
+  const model::ModelWeights weights = infer::load_model(resolve_checkpoint_dir(a.checkpoint));
   const model::ModelConfig& config = weights.config();
   check_vocabulary(config);
   const ByteTokenizer tokenizer;
@@ -161,7 +162,7 @@ int run_generate_sharded(comm::Communicator& world, const GenerateArgs& a, std::
   TSP_CHECK(degree == world.size(), "--", a.layout, " ", degree, " needs ", degree,
             " ranks (mpirun -np ", degree, "), but the world has ", world.size());
   const parallel::TspWeights weights = infer::load_weight_shards(
-      a.checkpoint, degree, world.rank(), tsp ? infer::ShardedLayout::tsp : infer::ShardedLayout::tp);
+      resolve_checkpoint_dir(a.checkpoint), degree, world.rank(), tsp ? infer::ShardedLayout::tsp : infer::ShardedLayout::tp);
   const model::ModelConfig& config = weights.config();
   check_vocabulary(config);
   const ByteTokenizer tokenizer;

@@ -32,7 +32,7 @@ constexpr const char* kLegacyConfig = "config.json";
 constexpr const char* kLegacySingle = "model.safetensors";
 constexpr const char* kLegacyIndex = "model.safetensors.index.json";
 constexpr const char* kLegacyTrainState = "train_state.safetensors";
-constexpr const char* kLegacyTrainStateFormat = "tsp-train-state-v1";
+constexpr const char* kLegacyTrainStateFormats[] = {"tsp-train-state-v1", "tsp-train-state-v2"};
 
 std::function<uint64_t(const fs::path&)>& free_bytes_hook() {
   static std::function<uint64_t(const fs::path&)> hook;
@@ -84,7 +84,9 @@ bool has_train_state_format(const fs::path& path) {
   if (n == 0 || n > (uint64_t{64} << 20)) return false;
   std::string header(static_cast<size_t>(n), '\0');
   if (!in.read(header.data(), static_cast<std::streamsize>(n))) return false;
-  return header.find(std::string("\"") + kLegacyTrainStateFormat + "\"") != std::string::npos;
+  for (const char* format : kLegacyTrainStateFormats)
+    if (header.find(std::string("\"") + format + "\"") != std::string::npos) return true;
+  return false;
 }
 
 uint64_t free_bytes_of(const fs::path& dir, const std::string& what) {
@@ -212,6 +214,51 @@ void check_replaceable(const fs::path& target, const std::string& what) {
             "other files away)");
 }
 
+bool is_own_checkpoint_temporary(const fs::path& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(fs::symlink_status(dir, ec))) return false;
+  const auto listed = read_checkpoint_marker(dir);
+  if (!listed) {
+    // A save that died before its marker was renamed into place: nothing, or only the marker's
+    // own atomic-write temporary (no data of anyone's).
+    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+      if (!is_sibling_name(it->path().filename().string(), kCheckpointMarkerFileName, {"tmp"}) ||
+          !fs::is_regular_file(it->symlink_status(ec)))
+        return false;
+    }
+    return !ec;
+  }
+  const std::set<std::string> ours(listed->begin(), listed->end());
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    const bool partial = std::any_of(ours.begin(), ours.end(), [&](const std::string& f) {
+      return is_sibling_name(name, f, {"tmp"});
+    });
+    if (!fs::is_regular_file(it->symlink_status(ec)) ||
+        !(name == kCheckpointMarkerFileName || ours.count(name) || partial))
+      return false;
+  }
+  return !ec;
+}
+
+void remove_checkpoint_tree(const fs::path& dir, std::error_code& ec) {
+  ec.clear();
+  if (!fs::is_directory(fs::symlink_status(dir, ec))) {
+    fs::remove(dir, ec);
+    return;
+  }
+  std::vector<fs::path> entries;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    if (it->path().filename() != kCheckpointMarkerFileName) entries.push_back(it->path());
+  }
+  if (ec) return;
+  for (const fs::path& e : entries) {
+    fs::remove_all(e, ec);
+    if (ec) return;
+  }
+  fs::remove_all(dir, ec);  // the marker, then the empty directory
+}
+
 std::vector<fs::path> stale_checkpoint_temporaries(const fs::path& target) {
   std::vector<fs::path> stale;
   std::error_code ec;
@@ -223,25 +270,8 @@ std::vector<fs::path> stale_checkpoint_temporaries(const fs::path& target) {
     if (is_sibling_name(name, base, {"tmp", "old"}) && fs::is_directory(it->symlink_status(ec)))
       candidates.push_back(it->path());
   }
-  for (const fs::path& dir : candidates) {
-    const auto listed = read_checkpoint_marker(dir);
-    if (!listed) continue;
-    const std::set<std::string> ours(listed->begin(), listed->end());
-    bool only_ours = true;
-    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-      const std::string name = it->path().filename().string();
-      const bool partial = std::any_of(ours.begin(), ours.end(), [&](const std::string& f) {
-        return is_sibling_name(name, f, {"tmp"});
-      });
-      if (!fs::is_regular_file(it->symlink_status(ec)) ||
-          !(name == kCheckpointMarkerFileName || ours.count(name) || partial)) {
-        only_ours = false;
-        break;
-      }
-    }
-    if (ec || !only_ours) continue;
-    stale.push_back(dir);
-  }
+  for (const fs::path& dir : candidates)
+    if (is_own_checkpoint_temporary(dir)) stale.push_back(dir);
   return stale;
 }
 
@@ -249,7 +279,7 @@ std::vector<fs::path> remove_stale_checkpoint_temporaries(const fs::path& target
   std::vector<fs::path> removed;
   for (const fs::path& dir : stale_checkpoint_temporaries(target)) {
     std::error_code ec;
-    fs::remove_all(dir, ec);
+    remove_checkpoint_tree(dir, ec);
     if (!ec) removed.push_back(dir);
   }
   return removed;
@@ -295,7 +325,7 @@ void replace_checkpoint_directory(const fs::path& fresh, const fs::path& target,
     // One atomic step: `target` is the old complete checkpoint until it is the new complete one.
     if (::renameat2(AT_FDCWD, fresh.c_str(), AT_FDCWD, target.c_str(), RENAME_EXCHANGE) == 0) {
       fsync_directory(target.parent_path());
-      fs::remove_all(fresh, ec);  // now the old checkpoint; a leftover is only a hidden sibling
+      remove_checkpoint_tree(fresh, ec);  // now the old checkpoint; a leftover is only a hidden sibling
       return;
     }
     const int err = errno;
@@ -331,7 +361,7 @@ void replace_checkpoint_directory(const fs::path& fresh, const fs::path& target,
                        : " (the old checkpoint is in " + old.string() + ")");
   }
   fsync_directory(parent);
-  fs::remove_all(old, ec);
+  remove_checkpoint_tree(old, ec);
 }
 
 RemoveTreeOnExit::~RemoveTreeOnExit() {

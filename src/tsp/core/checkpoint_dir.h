@@ -45,10 +45,19 @@ void check_replaceable(const std::filesystem::path& target, const std::string& w
 // Removes the hidden siblings ".<name>.tmp.XXXXXX" and ".<name>.old.XXXXXX" of `target` (exactly
 // mkdtemp's 6 characters) that a crashed save of ours left, but only while `target` itself holds a
 // complete checkpoint of ours (a crash between the two renames of the fallback leaves the only
-// complete copies in those siblings), and only siblings that are directories carrying our marker
-// whose every entry is a file the marker lists (or an atomic-write temporary ".<listed>.tmp.*"
-// of one). Anything else is left alone. Returns the removed paths.
+// complete copies in those siblings), and only siblings is_own_checkpoint_temporary accepts.
+// Anything else is left alone. Returns the removed paths.
 std::vector<std::filesystem::path> remove_stale_checkpoint_temporaries(const std::filesystem::path& target);
+// Removes a checkpoint directory (or temporary) with its marker last, so that a crash in the middle
+// leaves a directory that is still recognisably ours (and removed by a later save), never an
+// anonymous partial copy. `ec` reports the first failure.
+void remove_checkpoint_tree(const std::filesystem::path& dir, std::error_code& ec);
+
+// Whether `dir` is a directory carrying our marker whose every entry is a regular file the marker
+// lists (or an atomic-write temporary ".<listed>.tmp.*" of one), or a directory holding nothing
+// but the marker's own temporary (a save killed before its marker was in place): the test
+// applied to a temporary.
+bool is_own_checkpoint_temporary(const std::filesystem::path& dir);
 // The siblings remove_stale_checkpoint_temporaries would remove (nothing is changed).
 std::vector<std::filesystem::path> stale_checkpoint_temporaries(const std::filesystem::path& target);
 

@@ -9,6 +9,7 @@
 
 #include "tsp/comm/collectives.h"
 #include "tsp/core/check.h"
+#include "tsp/core/checkpoint_history.h"
 #include "tsp/core/memory.h"
 #include "tsp/data/corpus.h"
 #include "tsp/model/hf_checkpoint.h"
@@ -20,6 +21,7 @@
 #include "tsp/parallel/tp_sp_layout.h"
 #include "tsp/parallel/tsp_layout.h"
 #include "tsp/parallel/tsp_model.h"
+#include "tsp/train/resume_check.h"
 #include "tsp/train/sharded_train_state.h"
 
 namespace tsp::train {
@@ -132,12 +134,13 @@ std::unique_ptr<parallel::Layout> make_layout(comm::Mesh& mesh, const model::Mod
   const model::TransformerOptions options{.dtype = dtype, .recompute = run.recompute};
   const auto seed = static_cast<uint64_t>(run.seed);
   const bool from_hf = !run.init.empty();
+  const std::filesystem::path init = from_hf ? resolve_checkpoint_dir(run.init) : std::filesystem::path();
   if (run.layout == "fsdp-sp") {
-    if (from_hf) return parallel::FsdpSpLayout::from_hf(mesh, options, config, dtype, run.init);
+    if (from_hf) return parallel::FsdpSpLayout::from_hf(mesh, options, config, dtype, init);
     return std::make_unique<parallel::FsdpSpLayout>(mesh, options, config, dtype, seed);
   }
   if (run.layout != "tsp") {
-    if (from_hf) return std::make_unique<parallel::TpSpLayout>(mesh, config, options, std::filesystem::path(run.init));
+    if (from_hf) return std::make_unique<parallel::TpSpLayout>(mesh, config, options, init);
     return std::make_unique<parallel::TpSpLayout>(mesh, config, options, seed);
   }
   comm::Communicator& tsp = mesh.axis(MeshAxis::tsp);
@@ -148,7 +151,7 @@ std::unique_ptr<parallel::Layout> make_layout(comm::Mesh& mesh, const model::Mod
         primary);
   }
   parallel::TspWeights w(config, dtype, tsp.size(), tsp.rank(), MemCategory::weights);
-  parallel::load_shards_from_hf(run.init, w.params());
+  parallel::load_shards_from_hf(init, w.params());
   return std::make_unique<parallel::TspLayout>(tsp, options, std::move(w), primary);
 }
 
@@ -160,6 +163,7 @@ DistributedTrainer::DistributedTrainer(comm::Mesh& mesh, const model::ModelConfi
       run_(checked(config, run, mesh)),
       out_(output),
       unigram_nats_(data::unigram_entropy(tokens).nats),
+      data_fingerprint_(data_fingerprint(tokens)),
       split_(split_for_run(tokens, run)),
       loader_(std::move(split_.train), {.batch_size = run.batch, .seq_len = run.seq,
                                         .seed = static_cast<uint64_t>(run.seed),
@@ -174,7 +178,8 @@ DistributedTrainer::DistributedTrainer(comm::Mesh& mesh, const model::ModelConfi
            [&] { check_checkpoint_dir_for_run(config, run); });
   TSP_CHECK(config.torch_dtype() == run.model_dtype(), "model config torch_dtype ",
             config.torch_dtype(), " differs from --dtype ", run.dtype);
-  if (!run.resume.empty()) load_checkpoint(run.resume);
+  // Each rank verifies the checksums of what it reads; a refusal on any rank is every rank's.
+  if (!run.resume.empty()) agree_on(mesh.world(), true, [&] { load_checkpoint(run.resume); });
   if (!run.metrics.empty() && mesh.world_rank() == 0) metrics_ = std::make_unique<MetricsFile>(run.metrics);
 }
 
@@ -267,6 +272,8 @@ void DistributedTrainer::save_checkpoint(const std::filesystem::path& dir) const
     info.model_dtype = run_.model_dtype();
     info.loader = loader_.state();
     info.run = run_;
+    info.model_config = model::config_to_json(config_);
+    info.data_fingerprint = data_fingerprint_;
     const parallel::ShardedFile state = sharded_train_state_file(group, info, optimizer_);
     parallel::save_sharded_hf_checkpoint(group, config_, layout_->weights(), dir, {},
                                          {{kTrainStateFileName, state}});
@@ -274,20 +281,20 @@ void DistributedTrainer::save_checkpoint(const std::filesystem::path& dir) const
   mesh_.world().barrier();
 }
 
-void DistributedTrainer::load_checkpoint(const std::filesystem::path& dir) {
+bool DistributedTrainer::writes_checkpoint_files() const {
+  return layout_->primary() && layout_->replica_group().rank() == 0;
+}
+
+void DistributedTrainer::load_checkpoint(const std::filesystem::path& given) {
+  const std::filesystem::path dir = resolve_checkpoint_dir(given);
   const model::HfCheckpoint ckpt(dir);
   const std::filesystem::path state_path = dir / kTrainStateFileName;
   if (!std::filesystem::exists(state_path)) {
     TSP_THROW(IoError, "cannot resume from ", dir.string(), ": it has no ", kTrainStateFileName,
               " (a plain Hugging Face checkpoint: start from it with --init instead)");
   }
-  const TrainStateInfo peek = read_train_state_info(state_path);
-  const auto diffs = data_and_math_differences(peek.run, run_);
-  if (!diffs.empty()) {
-    std::string all;
-    for (const auto& d : diffs) all += (all.empty() ? "" : "; ") + d;
-    TSP_THROW(InvalidArgument, "cannot resume from ", dir.string(), ": settings differ: ", all);
-  }
+  const TrainStateInfo peek = read_train_state_info(state_path, /*allow_v1=*/false);
+  check_resume_matches(dir, peek, run_, config_, data_fingerprint_);
   TSP_CHECK(ckpt.config() == config_, "cannot resume from ", dir.string(), ": its config.json (",
             ckpt.config().summary(), ") differs from this run's model (", config_.summary(), ")");
   const TrainStateInfo info = load_sharded_train_state(state_path, optimizer_);

@@ -46,6 +46,8 @@ class DistributedTrainer final : public TrainLoopHost {
   int64_t step() const override { return optimizer_.steps(); }
   // All-reduce MAX of `mine` over the world communicator (one int): every rank stops together.
   int agree_stop_signal(int mine) override;
+  // Rank 0 of the primary replica group, the rank that writes the checkpoint's files.
+  bool writes_checkpoint_files() const override;
   // The signal that stopped the last run() early (0: it ran to the end); the same on all ranks.
   int preempted_signal() const { return preempted_signal_; }
   // Header lines, the loop, then the per-rank memory and traffic table. Collective.
@@ -66,6 +68,7 @@ class DistributedTrainer final : public TrainLoopHost {
   RunConfig run_;
   TrainerOutput out_;
   double unigram_nats_ = 0;
+  std::string data_fingerprint_;
   data::TokenSplit split_;
   data::BatchLoader loader_;
   std::unique_ptr<parallel::Layout> layout_;

@@ -32,6 +32,10 @@ void RunConfig::validate() const {
   TSP_CHECK(eval_batches > 0, "--eval-batches must be > 0, got ", eval_batches);
   TSP_CHECK(log_every > 0, "--log-every must be > 0, got ", log_every);
   TSP_CHECK(save_every >= 0, "--save-every must be >= 0, got ", save_every);
+  TSP_CHECK(keep_checkpoints >= 0, "--keep-checkpoints must be >= 0 (0: one checkpoint directory), got ",
+            keep_checkpoints);
+  TSP_CHECK(keep_checkpoints == 0 || !checkpoint_dir.empty(), "--keep-checkpoints ", keep_checkpoints,
+            " needs --checkpoint-dir (the run directory that holds the step directories)");
   TSP_CHECK(!data.empty(), "--data must not be empty");
   TSP_CHECK(layout == "single" || layout == "tsp" || layout == "tp" || layout == "sp" ||
                 layout == "tp+sp" || layout == "dp" || layout == "fsdp-sp",
@@ -99,12 +103,15 @@ std::vector<std::string> data_and_math_differences(const RunConfig& a, const Run
       diffs.push_back(os.str());
     }
   };
-  add("data", a.data, b.data);
+  // --data is compared by content (resume_check.h's data fingerprint), so a moved file resumes.
   add("val-fraction", a.val_fraction, b.val_fraction);
   add("batch", a.batch, b.batch);
   add("seq", a.seq, b.seq);
   add("seed", a.seed, b.seed);
   add("dtype", a.dtype, b.dtype);
+  add("weight-decay", a.weight_decay, b.weight_decay);
+  add("adam-eps", a.adam_eps, b.adam_eps);
+  add("clip", a.clip, b.clip);
   return diffs;
 }
 

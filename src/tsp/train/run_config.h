@@ -48,7 +48,10 @@ namespace tsp::train {
   X(int64_t, eval_batches, "eval-batches", 8, "batches of the held-out split per validation")      \
   X(std::string, checkpoint_dir, "checkpoint-dir", "", "checkpoint directory (empty: no checkpoint)") \
   X(int64_t, save_every, "save-every", 0, "checkpoint every N steps (0: only at the end)")           \
-  X(std::string, resume, "resume", "", "resume exactly from this checkpoint directory")             \
+  X(int64_t, keep_checkpoints, "keep-checkpoints", 0, "keep the last K checkpoints as step-NNNNNN/ " \
+    "directories of --checkpoint-dir with a 'latest' file (0: one checkpoint, replaced by each save)") \
+  X(std::string, resume, "resume", "", "resume exactly from this checkpoint, step or run directory "  \
+    "(a run directory resumes its latest checkpoint)")                                            \
   X(std::string, metrics, "metrics", "", "append JSON-lines metrics to this file")               \
   X(int64_t, log_every, "log-every", 1, "print the progress line every N steps (the last always)")
 
@@ -72,8 +75,9 @@ std::string run_config_to_json(const RunConfig& config);
 // Inverse; unknown keys -> InvalidArgument; missing keys keep their defaults (older states).
 RunConfig run_config_from_json(std::string_view json_text);
 
-// The fields that decide which tokens each step sees and how the model computes; resume refuses
-// a change of any of them (InvalidArgument listing every difference).
+// The fields that decide which tokens each step sees and how the update computes (--val-fraction,
+// --batch, --seq, --seed, --dtype, --weight-decay, --adam-eps, --clip; --data is compared by
+// content, resume_check.h): "--seq 16 (checkpoint) vs 8 (now)" per difference.
 std::vector<std::string> data_and_math_differences(const RunConfig& saved, const RunConfig& now);
 
 }  // namespace tsp::train

@@ -1,9 +1,10 @@
 // Sharded training state: the state's tensors as shard lists, the checksum pass, and loading with
-// a streamed checksum check before any piece is read.
+// a checksum check of the chunks this rank reads before any piece is read.
 #include "tsp/train/sharded_train_state.h"
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -19,8 +20,6 @@ namespace {
 using nlohmann::json;
 using parallel::ParamShard;
 using parallel::ShardedAdamW;
-
-constexpr int64_t kChecksumReadBytes = int64_t{4} << 20;
 
 // The state tensors in file order (train_state.cpp's state_tensors): every shard renamed
 // "<prefix>.<hf name>", its local the state tensor.
@@ -38,26 +37,20 @@ std::vector<ParamShard> state_shards(const ShardedAdamW& opt) {
   return out;
 }
 
-// FNV-1a 64 of the file's data section (the tensors tile it), streamed through a bounded buffer.
-uint64_t data_section_checksum(const model::SafetensorsReader& reader) {
-  uint64_t hash = kFnvOffset;
-  if (reader.tensors().empty()) return hash;
-  const uint64_t begin = reader.tensors().front().file_begin;
-  const uint64_t end = reader.tensors().back().file_end;
-  const OpenFile file = open_regular_file(reader.path(), "training state");
-  const int64_t chunk = std::min<int64_t>(kChecksumReadBytes, static_cast<int64_t>(std::max<uint64_t>(end - begin, 1)));
-  Tensor buf = Tensor::empty(Shape{(chunk + 3) / 4}, DType::i32, MemCategory::workspace);  // chunk bytes
-  for (uint64_t at = begin; at < end;) {
-    const uint64_t n = std::min<uint64_t>(end - at, static_cast<uint64_t>(chunk));
-    pread_exact(file.fd.get(), buf.raw(), n, at, reader.path());
-    hash = fnv1a64(buf.raw(), n, hash);
-    at += n;
-  }
-  return hash;
+// The bytes of tensor `s` this rank reads: its rows, or the whole tensor (columns are read as
+// blocks of whole rows, replicated tensors whole).
+struct ByteRange {
+  uint64_t begin = 0, end = 0;
+};
+ByteRange bytes_read(const ParamShard& s, const model::TensorInfo& ti) {
+  if (s.kind != parallel::ShardKind::rows || s.full_shape[0] == 0) return {0, ti.nbytes()};
+  const uint64_t row_bytes = ti.nbytes() / static_cast<uint64_t>(s.full_shape[0]);
+  return {static_cast<uint64_t>(s.offset) * row_bytes, static_cast<uint64_t>(s.offset + s.extent) * row_bytes};
 }
 
 // Every check of load_train_state except reading the data: format and model dtype (from the
-// parsed info), the tensor list, dtypes and full shapes, and the checksum.
+// parsed info), the tensor list, dtypes and full shapes, and the XXH3 checksum of every chunk of
+// the bytes this rank reads (streamed through one chunk-sized buffer).
 void check_state_file(const std::filesystem::path& path, const model::SafetensorsReader& reader,
                       const TrainStateInfo& info, const ShardedAdamW& opt, const std::vector<ParamShard>& tensors) {
   if (info.model_dtype != opt.weight_dtype()) {
@@ -77,10 +70,30 @@ void check_state_file(const std::filesystem::path& path, const model::Safetensor
       detail::throw_corrupt_train_state(path, os.str());
     }
   }
-  const std::string stored = reader.metadata().at("checksum");  // present: read_train_state_info checked
-  const std::string actual = detail::train_state_checksum_hex(data_section_checksum(reader));
-  if (actual != stored) {
-    detail::throw_corrupt_train_state(path, "checksum mismatch (stored " + stored + ", data " + actual + "): the file was modified or damaged");
+  const auto sums = detail::parse_tensor_checksums(path, reader.metadata().at("tensor_checksums"));
+  const OpenFile file = open_regular_file(reader.path(), "training state");
+  const uint64_t chunk = kTrainStateChecksumChunkBytes;
+  Tensor buf;
+  for (const ParamShard& s : tensors) {
+    const model::TensorInfo& ti = reader.info(s.name);
+    const auto it = sums.find(s.name);
+    const uint64_t chunks = (ti.nbytes() + chunk - 1) / chunk;
+    if (it == sums.end() || it->second.size() != chunks) {
+      detail::throw_corrupt_train_state(path, "tensor \"" + s.name + "\" has no or the wrong number of checksums");
+    }
+    const ByteRange r = bytes_read(s, ti);
+    if (r.end <= r.begin) continue;
+    for (uint64_t c = r.begin / chunk; c * chunk < r.end; ++c) {
+      const uint64_t n = std::min(chunk, ti.nbytes() - c * chunk);
+      if (!buf.defined()) buf = Tensor::empty(Shape{static_cast<int64_t>(chunk / 4)}, DType::i32, MemCategory::workspace);
+      pread_exact(file.fd.get(), buf.raw(), n, ti.file_begin + c * chunk, reader.path());
+      const std::string actual = detail::checksum_hex(xxh3_64(buf.raw(), static_cast<size_t>(n)));
+      if (actual != it->second[c]) {
+        detail::throw_corrupt_train_state(path, "checksum mismatch in tensor \"" + s.name + "\" chunk " + std::to_string(c) +
+                                                    " (stored " + it->second[c] + ", data " + actual +
+                                                    "): the file was modified or damaged");
+      }
+    }
   }
 }
 
@@ -90,17 +103,26 @@ parallel::ShardedFile sharded_train_state_file(comm::Communicator& group, const 
                                                const ShardedAdamW& opt) {
   TSP_CHECK_EQ(info.step, opt.steps(), "train state: step and optimizer step count differ");
   parallel::ShardedFile file{state_shards(opt), {}};
-  uint64_t hash = kFnvOffset;
-  parallel::for_each_assembled_tensor(group, file.tensors, [&](size_t, const Tensor& full) {
-    hash = fnv1a64(full.raw(), full.nbytes(), hash);
-  });
-  // Rank 0 hashed; every rank returns the same description.
-  Tensor h = Tensor::empty(Shape{1}, DType::i64, MemCategory::comm);
-  h.data<int64_t>()[0] = static_cast<int64_t>(hash);
-  comm::broadcast(group, h, 0);
-  file.metadata = {{"format", kTrainStateFormat},
-                   {"state", detail::train_state_json(info)},
-                   {"checksum", detail::train_state_checksum_hex(static_cast<uint64_t>(h.data<int64_t>()[0]))}};
+  // Rank 0 hashes each assembled tensor; the others learn the hex digits by broadcast (every rank
+  // returns the same description).
+  std::string sums_json;
+  {
+    std::map<std::string, std::vector<std::string>> sums;
+    parallel::for_each_assembled_tensor(group, file.tensors, [&](size_t i, const Tensor& full) {
+      sums[file.tensors[i].name] = detail::chunk_checksums(full.raw(), full.nbytes());
+    });
+    sums_json = detail::tensor_checksums_json(sums);
+  }
+  Tensor len = Tensor::empty(Shape{1}, DType::i64, MemCategory::comm);
+  len.data<int64_t>()[0] = static_cast<int64_t>(sums_json.size());
+  comm::broadcast(group, len, 0);
+  const int64_t n = len.data<int64_t>()[0];
+  Tensor text = Tensor::zeros(Shape{(n + 7) / 8}, DType::i64, MemCategory::comm);
+  if (group.rank() == 0) std::memcpy(text.raw(), sums_json.data(), static_cast<size_t>(n));
+  comm::broadcast(group, text, 0);
+  const auto sums = detail::parse_tensor_checksums("<broadcast>", std::string(static_cast<const char*>(text.raw()),
+                                                                                static_cast<size_t>(n)));
+  file.metadata = detail::train_state_metadata(info, sums);
   return file;
 }
 
@@ -110,10 +132,11 @@ void save_sharded_train_state(comm::Communicator& group, const std::filesystem::
 }
 
 TrainStateInfo load_sharded_train_state(const std::filesystem::path& path, ShardedAdamW& opt) {
-  const TrainStateInfo info = read_train_state_info(path);  // format and state JSON, or IoError
   const std::vector<ParamShard> tensors = state_shards(opt);
+  TrainStateInfo info;
   try {
     const model::SafetensorsReader reader(path);
+    info = detail::parse_train_state_info(path, reader.metadata(), /*allow_v1=*/false);
     check_state_file(path, reader, info, opt, tensors);
     parallel::read_shards(reader, tensors);
   } catch (const IoError& e) {

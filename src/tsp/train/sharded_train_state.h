@@ -12,10 +12,10 @@
 namespace tsp::train {
 
 // Collective over `group`: the state file as a ShardedFile (exp_avg.<name>, exp_avg_sq.<name>,
-// master.<name> for bf16 weights, all f32; metadata format, state JSON and checksum). The FNV-1a
-// checksum of the data section precedes the data in the file, so it is computed here in a first
-// pass over the assembled tensors (rank 0 streams them through the hash; the state's pieces travel
-// twice per save). Pass the result to save_sharded_hf_checkpoint's sharded_files under
+// master.<name> for bf16 weights, all f32; metadata format, state JSON and checksums). The
+// per-chunk XXH3 checksums precede the data in the file (in the header), so they are computed here
+// in a first pass over the assembled tensors (rank 0 hashes them; the state's pieces travel twice
+// per save). Pass the result to save_sharded_hf_checkpoint's sharded_files under
 // kTrainStateFileName to replace weights and state together. info.step must equal opt.steps().
 parallel::ShardedFile sharded_train_state_file(comm::Communicator& group, const TrainStateInfo& info,
                                                const parallel::ShardedAdamW& opt);
@@ -25,8 +25,9 @@ parallel::ShardedFile sharded_train_state_file(comm::Communicator& group, const 
 void save_sharded_train_state(comm::Communicator& group, const std::filesystem::path& path,
                               const TrainStateInfo& info, const parallel::ShardedAdamW& opt);
 
-// Not collective: every rank verifies the checksum by streaming the file's data section once
-// (bounded buffer), checks the format, model dtype, tensor names and shapes, then reads its own
+// Not collective: every rank verifies the metadata checksum and the XXH3 checksum of every chunk
+// of the bytes it reads (its rows of row-sharded tensors, whole column/replicated tensors; one
+// chunk-sized buffer), checks the format, model dtype, tensor names and shapes, then reads its own
 // pieces of the moments (and masters) into `opt` and sets its step count. Every problem throws
 // IoError "corrupt or incompatible training state <path>: ..." (load_train_state's messages); the
 // optimizer is untouched when the checks fail. Call opt.sync_weights_from_masters(weights) after.

@@ -7,10 +7,12 @@
 
 #include "tsp/core/check.h"
 #include "tsp/core/checkpoint_dir.h"
+#include "tsp/core/checkpoint_history.h"
 #include "tsp/core/memory.h"
 #include "tsp/data/corpus.h"
 #include "tsp/model/hf_checkpoint.h"
 #include "tsp/train/preemption.h"
+#include "tsp/train/resume_check.h"
 
 namespace tsp::train {
 
@@ -25,7 +27,7 @@ double seconds_since(Clock::time_point t0) {
 model::ModelWeights initial_weights(const model::ModelConfig& config, const RunConfig& run) {
   const DType dtype = run.model_dtype();
   if (run.init.empty()) return model::ModelWeights::initialize(config, dtype, static_cast<uint64_t>(run.seed));
-  const model::HfCheckpoint ckpt(run.init);
+  const model::HfCheckpoint ckpt(resolve_checkpoint_dir(run.init));
   model::ModelWeights w(config, dtype, MemCategory::weights);
   for (const auto& [name, t] : w.named()) ckpt.read_into(name, t);
   return w;
@@ -54,6 +56,11 @@ uint64_t checkpoint_bytes(const model::ModelConfig& config, DType dtype) {
 
 void check_checkpoint_dir_for_run(const model::ModelConfig& config, const RunConfig& run) {
   if (run.checkpoint_dir.empty()) return;
+  if (run.keep_checkpoints > 0) {
+    check_checkpoint_run_dir(run.checkpoint_dir, checkpoint_step_dir_name(run.steps),
+                             checkpoint_bytes(config, run.model_dtype()), "--checkpoint-dir");
+    return;
+  }
   check_checkpoint_destination(run.checkpoint_dir, checkpoint_bytes(config, run.model_dtype()),
                                "--checkpoint-dir");
 }
@@ -73,9 +80,9 @@ data::TokenSplit split_for_run(const std::vector<int32_t>& tokens, const RunConf
 model::ModelConfig model_config_for_run(const RunConfig& run) {
   model::ModelConfigFields f;
   if (!run.resume.empty()) {
-    f = model::HfCheckpoint(run.resume).config().fields();
+    f = model::HfCheckpoint(resolve_checkpoint_dir(run.resume)).config().fields();
   } else if (!run.init.empty()) {
-    f = model::HfCheckpoint(run.init).config().fields();
+    f = model::HfCheckpoint(resolve_checkpoint_dir(run.init)).config().fields();
   } else if (!run.config.empty()) {
     f = model::load_config(run.config).fields();
   } else {
@@ -129,6 +136,24 @@ EvalMetrics evaluate_loss(model::Transformer& model, const model::ModelWeights& 
       val_tokens, batch, seq, max_batches);
 }
 
+std::filesystem::path save_run_checkpoint(TrainLoopHost& host, const RunConfig& run) {
+  TSP_CHECK(!run.checkpoint_dir.empty(), "save_run_checkpoint: no --checkpoint-dir");
+  if (run.keep_checkpoints == 0) {
+    host.save_checkpoint(run.checkpoint_dir);
+    return run.checkpoint_dir;
+  }
+  // The step directory is complete (atomic swap) before "latest" names it, and "latest" names it
+  // before anything older is pruned: a crash at any point leaves "latest" at a complete checkpoint.
+  const std::filesystem::path run_dir = run.checkpoint_dir;
+  const std::string name = checkpoint_step_dir_name(host.step());
+  host.save_checkpoint(run_dir / name);
+  if (host.writes_checkpoint_files()) {
+    commit_latest_checkpoint(run_dir, name);
+    prune_checkpoint_history(run_dir, run.keep_checkpoints);
+  }
+  return run_dir / name;
+}
+
 EvalMetrics run_training_loop(TrainLoopHost& host, const RunConfig& run, double unigram_nats,
                               MetricsFile* metrics,
                               const std::function<void(const std::string&)>& say,
@@ -149,8 +174,8 @@ EvalMetrics run_training_loop(TrainLoopHost& host, const RunConfig& run, double 
         std::string line = "preempted: " + signal_name(sig) + " after step " + std::to_string(host.step()) +
                            " of " + std::to_string(run.steps) + "; ";
         if (!run.checkpoint_dir.empty()) {
-          host.save_checkpoint(run.checkpoint_dir);
-          line += "checkpoint saved to " + run.checkpoint_dir + " (continue with --resume " + run.checkpoint_dir + ")";
+          const std::filesystem::path saved = save_run_checkpoint(host, run);
+          line += "checkpoint saved to " + saved.string() + " (continue with --resume " + run.checkpoint_dir + ")";
         } else {
           line += "nothing saved (no --checkpoint-dir)";
         }
@@ -166,8 +191,8 @@ EvalMetrics run_training_loop(TrainLoopHost& host, const RunConfig& run, double 
     }
     if (!last && run.save_every > 0 && host.step() % run.save_every == 0 &&
         !run.checkpoint_dir.empty()) {
-      host.save_checkpoint(run.checkpoint_dir);
-      say("checkpoint: step " + std::to_string(host.step()) + " -> " + run.checkpoint_dir);
+      const std::filesystem::path saved = save_run_checkpoint(host, run);
+      say("checkpoint: step " + std::to_string(host.step()) + " -> " + saved.string());
     }
   }
   const double train_seconds = seconds_since(t0);
@@ -175,8 +200,8 @@ EvalMetrics run_training_loop(TrainLoopHost& host, const RunConfig& run, double 
   say(format_eval_line(e, unigram_nats));
   if (metrics) metrics->write(metrics_json(e));
   if (!run.checkpoint_dir.empty()) {
-    host.save_checkpoint(run.checkpoint_dir);
-    say("checkpoint: step " + std::to_string(host.step()) + " -> " + run.checkpoint_dir);
+    const std::filesystem::path saved = save_run_checkpoint(host, run);
+    say("checkpoint: step " + std::to_string(host.step()) + " -> " + saved.string());
   }
   char buf[256];
   std::snprintf(buf, sizeof buf,
@@ -195,6 +220,7 @@ Trainer::Trainer(const model::ModelConfig& config, const RunConfig& run, std::ve
       run_(preflight(config, run)),
       out_(output),
       unigram_nats_(data::unigram_entropy(tokens).nats),
+      data_fingerprint_(data_fingerprint(tokens)),
       split_(split_for_run(tokens, run)),
       loader_(std::move(split_.train), {.batch_size = run.batch, .seq_len = run.seq,
                                         .seed = static_cast<uint64_t>(run.seed),
@@ -304,6 +330,8 @@ void Trainer::save_checkpoint(const std::filesystem::path& dir) const {
   info.model_dtype = run_.model_dtype();
   info.loader = loader_.state();
   info.run = run_;
+  info.model_config = model::config_to_json(config_);
+  info.data_fingerprint = data_fingerprint_;
   model::HfCheckpointWriteOptions options;
   options.extra_files[kTrainStateFileName] = train_state_bytes(info, optimizer_);
   std::vector<model::NamedTensor> tensors;
@@ -311,20 +339,16 @@ void Trainer::save_checkpoint(const std::filesystem::path& dir) const {
   model::save_hf_checkpoint(dir, config_, tensors, options);
 }
 
-void Trainer::load_checkpoint(const std::filesystem::path& dir) {
+void Trainer::load_checkpoint(const std::filesystem::path& given) {
+  const std::filesystem::path dir = resolve_checkpoint_dir(given);
   const model::HfCheckpoint ckpt(dir);
   const std::filesystem::path state_path = dir / kTrainStateFileName;
   if (!std::filesystem::exists(state_path)) {
     TSP_THROW(IoError, "cannot resume from ", dir.string(), ": it has no ", kTrainStateFileName,
               " (a plain Hugging Face checkpoint: start from it with --init instead)");
   }
-  const TrainStateInfo peek = read_train_state_info(state_path);
-  const auto diffs = data_and_math_differences(peek.run, run_);
-  if (!diffs.empty()) {
-    std::string all;
-    for (const auto& d : diffs) all += (all.empty() ? "" : "; ") + d;
-    TSP_THROW(InvalidArgument, "cannot resume from ", dir.string(), ": settings differ: ", all);
-  }
+  const TrainStateInfo peek = read_train_state_info(state_path, /*allow_v1=*/false);
+  check_resume_matches(dir, peek, run_, config_, data_fingerprint_);
   TSP_CHECK(ckpt.config() == config_, "cannot resume from ", dir.string(), ": its config.json (",
             ckpt.config().summary(), ") differs from this run's model (", config_.summary(), ")");
   const TrainStateInfo info = load_train_state(state_path, optimizer_);

@@ -49,7 +49,15 @@ class TrainLoopHost {
   // The stop signal all ranks act on, from this rank's `mine` (0: none): a single rank returns
   // it; a distributed trainer takes the maximum over the world (collective, one int per step).
   virtual int agree_stop_signal(int mine) { return mine; }
+  // Whether this rank writes the checkpoint's files (and so updates a run directory's "latest"
+  // and prunes its history): a single rank always; under mpirun one rank.
+  virtual bool writes_checkpoint_files() const { return true; }
 };
+
+// Saves a checkpoint at host.step() and returns the directory written: run.checkpoint_dir itself,
+// or with --keep-checkpoints K its step directory checkpoint_step_dir_name(step), after which the
+// writing rank points "latest" at it and prunes the history to K (core/checkpoint_history.h).
+std::filesystem::path save_run_checkpoint(TrainLoopHost& host, const RunConfig& run);
 
 // The loop from host.step() to run.steps: progress lines (say), metrics file, periodic validation
 // and checkpoints, then a final validation, checkpoint and the "done:" line. Returns the final
@@ -68,7 +76,8 @@ EvalMetrics run_training_loop(TrainLoopHost& host, const RunConfig& run, double 
 data::TokenSplit split_for_run(const std::vector<int32_t>& tokens, const RunConfig& run);
 
 // The model config a run trains: the preset, --config file or --init checkpoint, with
-// torch_dtype set to --dtype. (--resume: the checkpoint's config.json.)
+// torch_dtype set to --dtype. (--resume: the checkpoint's config.json.) --init and --resume may
+// name a run directory (its latest checkpoint) or a step directory.
 model::ModelConfig model_config_for_run(const RunConfig& run);
 
 // Bytes a checkpoint of `config` in `dtype` takes on disk: the weights, the optimizer moments
@@ -76,7 +85,8 @@ model::ModelConfig model_config_for_run(const RunConfig& run);
 uint64_t checkpoint_bytes(const model::ModelConfig& config, DType dtype);
 
 // The pre-flight check of run.checkpoint_dir (nothing when it is empty), before any training
-// step: tsp::check_checkpoint_destination with checkpoint_bytes(config, run.model_dtype()):
+// step: tsp::check_checkpoint_destination with checkpoint_bytes(config, run.model_dtype())
+// (--keep-checkpoints: tsp::check_checkpoint_run_dir of the run directory):
 // refused are a regular file, `/`, a non-empty directory this engine did not write, an unwritable
 // or uncreatable location, a target on another file system than its parent, too little free space.
 void check_checkpoint_dir_for_run(const model::ModelConfig& config, const RunConfig& run);
@@ -111,8 +121,9 @@ class Trainer final : public TrainLoopHost {
   // train_state.safetensors. Replaces `dir` atomically as a whole.
   void save_checkpoint(const std::filesystem::path& dir) const override;
   // Restores weights, optimizer, step and data position from a directory written by
-  // save_checkpoint; the model config must match and the run's data/math settings must equal the
-  // saved ones (InvalidArgument listing the differences).
+  // save_checkpoint (or a run directory: its latest); the saved model config, data fingerprint
+  // and fixed run settings must equal this run's (check_resume_matches: InvalidArgument listing
+  // the differences).
   void load_checkpoint(const std::filesystem::path& dir);
 
   int64_t step() const override { return optimizer_.steps(); }
@@ -134,6 +145,7 @@ class Trainer final : public TrainLoopHost {
   RunConfig run_;
   TrainerOutput out_;
   double unigram_nats_ = 0;
+  std::string data_fingerprint_;  // of the whole token stream (resume_check.h)
   data::TokenSplit split_;  // .train is moved into loader_; .val is the held-out split
   data::BatchLoader loader_;
   model::ModelWeights weights_;

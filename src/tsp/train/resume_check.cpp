@@ -1,0 +1,50 @@
+// Resume compatibility: model config field by field, data fingerprint, fixed run settings.
+#include "tsp/train/resume_check.h"
+
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "tsp/core/check.h"
+
+namespace tsp::train {
+
+using nlohmann::json;
+
+std::string data_fingerprint(const std::vector<int32_t>& tokens) {
+  return std::to_string(tokens.size()) + " tokens, xxh3 " +
+         detail::checksum_hex(xxh3_64(tokens.data(), tokens.size() * sizeof(int32_t)));
+}
+
+std::vector<std::string> resume_differences(const TrainStateInfo& saved, const RunConfig& now,
+                                            const model::ModelConfig& config, const std::string& fingerprint) {
+  std::vector<std::string> diffs;
+  const json was = saved.model_config.empty() ? json::object() : json::parse(saved.model_config);
+  const json is = json::parse(model::config_to_json(config));
+  std::set<std::string> keys;
+  for (const auto& [k, _] : was.items()) keys.insert(k);
+  for (const auto& [k, _] : is.items()) keys.insert(k);
+  for (const std::string& k : keys) {
+    const json a = was.contains(k) ? was[k] : json(), b = is.contains(k) ? is[k] : json();
+    if (a != b) diffs.push_back("config.json " + k + ": " + (a.is_null() ? "absent" : a.dump()) + " (checkpoint) vs " +
+                                (b.is_null() ? "absent" : b.dump()) + " (now)");
+  }
+  if (saved.data_fingerprint != fingerprint) {
+    diffs.push_back("--data " + saved.run.data + " [" + saved.data_fingerprint + "] (checkpoint) vs " + now.data + " [" +
+                    fingerprint + "] (now): other tokens");
+  }
+  for (std::string& d : data_and_math_differences(saved.run, now)) diffs.push_back(std::move(d));
+  return diffs;
+}
+
+void check_resume_matches(const std::filesystem::path& dir, const TrainStateInfo& saved, const RunConfig& now,
+                          const model::ModelConfig& config, const std::string& fingerprint) {
+  const std::vector<std::string> diffs = resume_differences(saved, now, config, fingerprint);
+  if (diffs.empty()) return;
+  std::string all;
+  for (const auto& d : diffs) all += (all.empty() ? "" : "; ") + d;
+  TSP_THROW(InvalidArgument, "cannot resume from ", dir.string(), ": settings differ: ", all,
+            " (docs/training.md lists what a resume may change)");
+}
+
+}  // namespace tsp::train
