@@ -1,7 +1,8 @@
 // `tsp train --keep-checkpoints K` under kill -9 (docs/training.md, "Checkpoint history"): a run
 // that saves every step is killed at varied moments (mostly inside a save); after each kill
 // "latest" names a complete checkpoint whose every checksum verifies, at most K + 1 step
-// directories exist, and --resume of the run directory continues; the last run ends with K.
+// directories exist, and --resume of the run directory continues; the last run ends with K, and
+// tsp eval / tsp generate read the run directory's latest.
 #include <gtest/gtest.h>
 
 #include <set>
@@ -83,6 +84,18 @@ TEST(TspCheckpointHistory, KillNineNeverLeavesLatestAtAnIncompleteCheckpoint) {
     const std::string name = e.path().filename().string();
     EXPECT_TRUE(name == "latest" || parse_checkpoint_step_dir_name(name)) << name;
   }
+  // tsp eval and tsp generate take the run directory and open its latest checkpoint.
+  const std::string latest = (run_dir / checkpoint_step_dir_name(end)).string();
+  testing::Child e = testing::spawn({TSP_BINARY, "eval", "--checkpoint", run_dir.string(), "--batches", "1"},
+                                    dir / "eval.txt");
+  ASSERT_TRUE(testing::wait_exit(e, 60));
+  EXPECT_TRUE(WIFEXITED(e.status) && WEXITSTATUS(e.status) == 0) << testing::slurp(dir / "eval.txt");
+  EXPECT_NE(testing::slurp(dir / "eval.txt").find("from " + latest), std::string::npos) << testing::slurp(dir / "eval.txt");
+  testing::Child g = testing::spawn({TSP_BINARY, "generate", "--checkpoint", run_dir.string(), "--prompt", "The",
+                                     "--max-new-tokens", "4"},
+                                    dir / "gen.txt");
+  ASSERT_TRUE(testing::wait_exit(g, 60));
+  EXPECT_TRUE(WIFEXITED(g.status) && WEXITSTATUS(g.status) == 0) << testing::slurp(dir / "gen.txt");
 }
 
 }  // namespace

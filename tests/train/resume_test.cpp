@@ -212,6 +212,16 @@ TEST(Resume, KeepCheckpointsLeavesTheLastKAndLatestAndNothingForeignIsTouched) {
   EXPECT_EQ(testing::read_bytes(run_dir / "mine" / "notes.txt"), "precious");
   EXPECT_EQ(testing::read_bytes(run_dir / "step-000000" / "data.bin"), "also precious");
   EXPECT_EQ(read_train_state_info(resolve_checkpoint_dir(run_dir) / kTrainStateFileName).step, 5);
+  // The run directory as a single-checkpoint --checkpoint-dir: refused before training, untouched.
+  RunConfig single = tiny_run(5);
+  single.checkpoint_dir = run_dir.string();
+  try {
+    Trainer again(tiny_train_config(), single, pattern_tokens(3000));
+    ADD_FAILURE() << "no refusal";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("is a run directory"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(testing::read_bytes(run_dir / "latest"), "step-000005\n");
 }
 
 TEST(Resume, FromARunDirectoryOrAStepDirectoryReproducesTheUninterruptedLosses) {

@@ -61,6 +61,9 @@ void check_checkpoint_dir_for_run(const model::ModelConfig& config, const RunCon
                              checkpoint_bytes(config, run.model_dtype()), "--checkpoint-dir");
     return;
   }
+  TSP_CHECK(!is_checkpoint_run_dir(run.checkpoint_dir), "--checkpoint-dir ", run.checkpoint_dir,
+            " is a run directory (it has a '", kLatestFileName, "' file and step directories): pass "
+            "--keep-checkpoints K to continue its history, or choose another directory for a single checkpoint");
   check_checkpoint_destination(run.checkpoint_dir, checkpoint_bytes(config, run.model_dtype()),
                                "--checkpoint-dir");
 }
