@@ -179,6 +179,7 @@ DistributedTrainer::DistributedTrainer(comm::Mesh& mesh, const model::ModelConfi
   TSP_CHECK(config.torch_dtype() == run.model_dtype(), "model config torch_dtype ",
             config.torch_dtype(), " differs from --dtype ", run.dtype);
   // Each rank verifies the checksums of what it reads; a refusal on any rank is every rank's.
+  // load_checkpoint is local (reads and copies, no collective), so every rank reaches agree_on.
   if (!run.resume.empty()) agree_on(mesh.world(), true, [&] { load_checkpoint(run.resume); });
   if (!run.metrics.empty() && mesh.world_rank() == 0) metrics_ = std::make_unique<MetricsFile>(run.metrics);
 }
