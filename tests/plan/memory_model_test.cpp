@@ -8,6 +8,8 @@
 #include "tsp/core/checked_math.h"
 #include "tsp/model/transformer.h"
 #include "tsp/plan/param_share.h"
+#include "tsp/plan/time_model.h"
+#include "tsp/plan/traffic.h"
 
 namespace tsp::plan {
 namespace {
@@ -34,10 +36,17 @@ TEST(MemoryModel, SizesBeyondInt64AreRefusedWithTheLargestSeq) {
   const int64_t n = largest_plannable_seq(c, bf16_work(1, 1));
   ASSERT_GT(n, 131072);
   const int64_t seq = n / 16 * 16;  // divisible for tsp8's zigzag split
-  for (const Layout& l : {tsp_layout(8), tp_layout(8), dp_layout(1), fsdp_sp_layout(8)}) {
+  for (const Layout& l : {tsp_layout(8, 4), tp_layout(8, 2), tp_sp_layout(4, 2), dp_layout(1), fsdp_sp_layout(8, 2)}) {
     const MemoryEstimate m = memory(c, bf16_work(1, seq), l);
     for (const int64_t b : m.bytes) EXPECT_GE(b, 0) << l.name();
     EXPECT_GT(m.total(), m[MemCategory::activations]) << l.name();
+    // Traffic and time at the same size (the rest of what `tsp plan` prints) stay positive too.
+    const StepTraffic step = step_traffic(c, bf16_work(1, seq), l);
+    EXPECT_GE(micro_batch_totals(layer_traffic(c, bf16_work(1, seq), l), step, c.num_hidden_layers()).bytes_sent, 0)
+        << l.name();
+    const StepTime t = step_time(c, bf16_work(1, seq), l, cluster_preset("mi300x"));
+    EXPECT_GT(t.tokens_per_step, 0) << l.name();
+    EXPECT_GT(t.step_s, 0) << l.name();
   }
   EXPECT_NO_THROW(validate_sizes(c, bf16_work(1, n)));
   EXPECT_THROW(validate_sizes(c, bf16_work(1, n + 1)), SizeOverflow);
