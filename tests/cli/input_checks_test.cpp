@@ -158,9 +158,9 @@ TEST(InputChecks, AModelBeyondThisHostsMemoryIsRefusedBeforeAllocating) {
   EXPECT_LT(r.max_rss_kib, 1 << 20) << "the refused run touched " << r.max_rss_kib << " KiB";  // < 1 GiB
 
   // The override skips the check: the same run then gets as far as allocating the model, which
-  // a 1 GiB address-space limit makes fail at once (instead of the host swapping).
+  // a 512 MiB address-space limit makes fail at once (instead of the host swapping).
   const Result o = run_tsp(dir, "train --steps 1 --skip-memory-check --config " + q(dir / "huge.json"),
-                           "ulimit -v 1048576; ");
+                           "ulimit -v 524288; ");
   EXPECT_NE(o.rc, 124) << o.err;
   EXPECT_NE(o.rc, 0) << o.err;
   EXPECT_EQ(o.err.find("--skip-memory-check to try anyway"), std::string::npos) << o.err;
