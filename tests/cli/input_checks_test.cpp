@@ -66,7 +66,13 @@ void expect_refused(const Result& r, int rc, const std::string& want) {
   EXPECT_NE(r.err.find(want), std::string::npos) << "want: " << want << "\n" << r.err;
 }
 
-std::string q(const std::filesystem::path& p) { return "'" + p.string() + "'"; }
+// The path in single quotes for the shell (appends: GCC 12 warns -Wrestrict on "'" + string).
+std::string q(const std::filesystem::path& p) {
+  std::string s = "'";
+  s += p.string();
+  s += '\'';
+  return s;
+}
 
 TEST(InputChecks, FifosAreRefusedByNameWithoutWaitingForAWriter) {
   ScratchDir dir;
