@@ -141,7 +141,7 @@ TEST(CompareCli, RefusesUnreadableOrMismatchedRuns) {
       EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
     }
   };
-  fails_with((dir / "missing.jsonl").string(), "cannot read metrics file");
+  fails_with((dir / "missing.jsonl").string(), "cannot open metrics file");
   fails_with((dir / "short.jsonl").string(), "compare runs of the same steps");
   fails_with((dir / "empty.jsonl").string(), "holds no \"train\" records");
   fails_with((dir / "bad.jsonl").string(), "bad.jsonl:1: not a JSON object");

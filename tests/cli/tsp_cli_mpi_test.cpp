@@ -119,6 +119,17 @@ TEST(TspMpiCli, TrainLayoutTsp) {
   r = run(work, mpirun(2) + tsp() +
                     " train --preset tiny --steps 1 --batch 2 --seq 32 --layout tsp --tsp 2 --vocab-size-is-not-a-flag");
   EXPECT_NE(r.rc, 0) << "an unknown flag must fail:\n" << r.out;
+  // A model far beyond this host's memory: every rank refuses before allocating, counting both
+  // ranks of this host against its MemAvailable (or cgroup limit).
+  model::ModelConfigFields huge = model::preset("7b").fields();
+  huge.num_hidden_layers = 4096;
+  huge.vocab_size = 320;
+  model::save_config(model::ModelConfig(huge), work / "huge.json");
+  r = run(work, mpirun(2) + tsp() + " train --steps 1 --batch 2 --seq 32 --layout tsp --tsp 2 --config '" +
+                    (work / "huge.json").string() + "'", 60);
+  EXPECT_NE(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("GiB per rank (x 2 ranks on this host = "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("--skip-memory-check to try anyway"), std::string::npos) << r.out;
   if (!::testing::Test::HasFailure()) fs::remove_all(work);
 }
 

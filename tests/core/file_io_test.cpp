@@ -4,6 +4,8 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -96,7 +98,49 @@ TEST(FileIo, ReadWholeFile) {
   std::filesystem::create_directory(dir / "subdir");
   m = io_error_of([&] { read_whole_file(dir / "subdir", "corpus file"); });
   EXPECT_NE(m.find("subdir"), std::string::npos) << m;
-  EXPECT_NE(m.find("not a regular file"), std::string::npos) << m;
+  EXPECT_NE(m.find("is a directory, not a regular file"), std::string::npos) << m;
+}
+
+// A FIFO with no writer: a blocking open would wait forever, so the test runs the read in a
+// child process with an alarm; the parent only collects its verdict.
+TEST(FileIo, FifoIsRefusedWithoutWaitingForAWriter) {
+  ScratchDir dir;
+  const auto fifo = dir / "config.json";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0) << errno_text(errno);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::alarm(5);  // a regression (blocking open) dies by SIGALRM instead of hanging the suite
+    try {
+      read_whole_file(fifo, "model config");
+    } catch (const IoError& e) {
+      const std::string m = e.what();
+      ::_exit(m.find("model config") != std::string::npos && m.find("config.json") != std::string::npos &&
+                      m.find("is a FIFO, not a regular file") != std::string::npos
+                  ? 0
+                  : 3);
+    }
+    ::_exit(4);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status)) << "the child was killed by signal " << WTERMSIG(status)
+                                 << " (SIGALRM: the open blocked on the FIFO)";
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "3: wrong message, 4: no error";
+}
+
+TEST(FileIo, OpenRegularFileNamesTheFileType) {
+  EXPECT_EQ(file_type_name(S_IFIFO | 0600), "a FIFO");
+  EXPECT_EQ(file_type_name(S_IFSOCK | 0600), "a socket");
+  EXPECT_EQ(file_type_name(S_IFCHR | 0600), "a character device");
+  std::string m = io_error_of([&] { open_regular_file("/dev/null", "token file"); });
+  EXPECT_NE(m.find("token file /dev/null is a character device, not a regular file"), std::string::npos) << m;
+  // The descriptor of a regular file is back in blocking mode.
+  ScratchDir dir;
+  write_bytes(dir / "f", "abc");
+  const OpenFile f = open_regular_file(dir / "f");
+  EXPECT_EQ(::fcntl(f.fd.get(), F_GETFL) & O_NONBLOCK, 0);
+  EXPECT_EQ(f.size, 3u);
 }
 
 TEST(FileIo, FsyncDirectory) {

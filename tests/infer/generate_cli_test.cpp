@@ -104,7 +104,7 @@ TEST(GenerateCli, ErrorsAreOneLine) {
                         "prompt of 61 tokens + 128 new tokens = 189 positions exceeds the model's "
                         "max_position_embeddings 64");
   expect_one_error_line(run_tsp(dir, "generate " + ck + " --prompt hi --max-new-tokens 0"),
-                        "max-new-tokens must be >= 1, got 0");
+                        "--max-new-tokens: 0 is not an integer in [1, 1073741824]");
   expect_one_error_line(run_tsp(dir, "generate " + ck + " --prompt hi --top-p 1.5"), "top-p must be in (0, 1]");
   expect_one_error_line(run_tsp(dir, "generate " + ck + " --prompt hi --temperature -1"), "temperature");
   expect_one_error_line(run_tsp(dir, "generate " + ck + " --prompt hi --layout tsp --tsp 2"),

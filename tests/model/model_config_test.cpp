@@ -61,6 +61,47 @@ TEST(ModelConfig, InvalidConfigsNameTheValues) {
   EXPECT_NE(m.find("torch_dtype must be f32 or bf16, got i32"), std::string::npos) << m;
 }
 
+// Every size field has a cap, named in the message (from config.json too); at all caps at once
+// the parameter counts still fit in int64, so no derived size wraps.
+TEST(ModelConfig, SizeFieldsAreCappedAndCountsFitAtTheCaps) {
+  auto with = [](auto edit) {
+    ModelConfigFields f = small_fields();
+    edit(f);
+    return message_of<InvalidArgument>([&] { ModelConfig c(f); });
+  };
+  std::string m = with([](ModelConfigFields& f) { f.num_hidden_layers = 1'000'000'000; });
+  EXPECT_NE(m.find("num_hidden_layers 1000000000 exceeds the supported maximum 65536"), std::string::npos) << m;
+  m = with([](ModelConfigFields& f) { f.hidden_size = int64_t{1} << 40, f.num_attention_heads = 8; });
+  EXPECT_NE(m.find("hidden_size 1099511627776 exceeds the supported maximum 1048576"), std::string::npos) << m;
+  m = with([](ModelConfigFields& f) { f.vocab_size = INT64_MAX; });
+  EXPECT_NE(m.find("vocab_size 9223372036854775807 exceeds"), std::string::npos) << m;
+  m = with([](ModelConfigFields& f) { f.intermediate_size = (int64_t{1} << 22) + 1; });
+  EXPECT_NE(m.find("intermediate_size 4194305 exceeds the supported maximum 4194304"), std::string::npos) << m;
+  m = with([](ModelConfigFields& f) { f.max_position_embeddings = int64_t{1} << 31; });
+  EXPECT_NE(m.find("max_position_embeddings 2147483648 exceeds"), std::string::npos) << m;
+  m = message_of<InvalidArgument>([] {
+    config_from_json(R"({"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 4611686018427387904,
+                         "num_attention_heads": 4, "vocab_size": 320})", "huge.json");
+  });
+  EXPECT_NE(m.find("huge.json: num_hidden_layers 4611686018427387904 exceeds"), std::string::npos) << m;
+
+  ModelConfigFields caps;
+  caps.hidden_size = ModelConfigLimits::hidden_size;
+  caps.intermediate_size = ModelConfigLimits::intermediate_size;
+  caps.num_hidden_layers = ModelConfigLimits::num_hidden_layers;
+  caps.num_attention_heads = ModelConfigLimits::num_attention_heads;
+  caps.num_key_value_heads = ModelConfigLimits::num_attention_heads;
+  caps.vocab_size = ModelConfigLimits::vocab_size;
+  caps.max_position_embeddings = ModelConfigLimits::max_position_embeddings;
+  const ModelConfig c(caps);
+  // 4h^2 + 3hF + 2h per layer, L layers, 2Vh: computed in long double, compared exactly below 2^63.
+  const long double h = caps.hidden_size, F = caps.intermediate_size, L = caps.num_hidden_layers,
+                    V = caps.vocab_size;
+  const long double want = L * (4 * h * h + 3 * h * F + 2 * h) + h + 2 * V * h;
+  EXPECT_GT(c.total_params(), 0);
+  EXPECT_EQ(static_cast<long double>(c.total_params()), want);
+}
+
 TEST(ModelConfig, ParameterCountsMatchTheFormulas) {
   const ModelConfig c(small_fields());
   const int64_t h = 64, f = 256, v = 300, L = 2, H = 8, Hkv = 2;

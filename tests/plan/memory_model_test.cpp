@@ -5,8 +5,11 @@
 #include <gtest/gtest.h>
 
 #include "plan_test_util.h"
+#include "tsp/core/checked_math.h"
 #include "tsp/model/transformer.h"
 #include "tsp/plan/param_share.h"
+#include "tsp/plan/time_model.h"
+#include "tsp/plan/traffic.h"
 
 namespace tsp::plan {
 namespace {
@@ -14,6 +17,43 @@ namespace {
 using testing::bf16_work;
 using testing::fp32_work;
 using testing::hand_config;
+
+// The inputs: byte counts beyond int64 are refused (never a negative or "fits" total), and
+// the largest plannable seq is a real boundary: it plans with positive totals, one more is refused.
+TEST(MemoryModel, SizesBeyondInt64AreRefusedWithTheLargestSeq) {
+  const model::ModelConfig c = model::preset("7b");
+  for (const Workload& w : {bf16_work(1, INT64_MAX), bf16_work(int64_t{1} << 62, 4096), bf16_work(2, int64_t{1} << 62)}) {
+    EXPECT_THROW(memory(c, w, tsp_layout(8)), SizeOverflow) << w.batch << " x " << w.seq;
+    EXPECT_THROW(validate_sizes(c, w), SizeOverflow);
+  }
+  try {
+    validate_sizes(c, bf16_work(1, int64_t{1} << 40));
+    ADD_FAILURE() << "2^40 tokens of 7b accepted";
+  } catch (const SizeOverflow& e) {
+    EXPECT_NE(std::string(e.what()).find("the largest seq at batch 1 with 1 micro-batches is"), std::string::npos)
+        << e.what();
+  }
+  const int64_t n = largest_plannable_seq(c, bf16_work(1, 1));
+  ASSERT_GT(n, 131072);
+  const int64_t seq = n / 16 * 16;  // divisible for tsp8's zigzag split
+  for (const Layout& l : {tsp_layout(8, 4), tp_layout(8, 2), tp_sp_layout(4, 2), dp_layout(1), fsdp_sp_layout(8, 2)}) {
+    const MemoryEstimate m = memory(c, bf16_work(1, seq), l);
+    for (const int64_t b : m.bytes) EXPECT_GE(b, 0) << l.name();
+    EXPECT_GT(m.total(), m[MemCategory::activations]) << l.name();
+    // Traffic and time at the same size (the rest of what `tsp plan` prints) stay positive too.
+    const StepTraffic step = step_traffic(c, bf16_work(1, seq), l);
+    EXPECT_GE(micro_batch_totals(layer_traffic(c, bf16_work(1, seq), l), step, c.num_hidden_layers()).bytes_sent, 0)
+        << l.name();
+    const StepTime t = step_time(c, bf16_work(1, seq), l, cluster_preset("mi300x"));
+    EXPECT_GT(t.tokens_per_step, 0) << l.name();
+    EXPECT_GT(t.step_s, 0) << l.name();
+  }
+  EXPECT_NO_THROW(validate_sizes(c, bf16_work(1, n)));
+  EXPECT_THROW(validate_sizes(c, bf16_work(1, n + 1)), SizeOverflow);
+  Workload many = bf16_work(1, 4096);
+  many.micro_batches = int64_t{1} << 62;
+  EXPECT_THROW(validate_sizes(c, many), SizeOverflow);
+}
 
 TEST(MemoryModel, TspModelStateByHand) {
   // Per rank, D = 2: L * (1024/2 + 16) + 8 (final norm) + 128/2 (embedding) + 128/2 (head) = 1192.

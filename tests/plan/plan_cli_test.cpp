@@ -3,12 +3,15 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <chrono>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "scratch_dir.h"
 #include "tsp/cli/commands.h"
+#include "tsp/core/checked_math.h"
 #include "tsp/core/error.h"
 #include "tsp/plan/cluster.h"
 
@@ -32,6 +35,52 @@ Result run(const std::vector<std::string>& args) {
 }
 
 bool contains(const std::string& s, const std::string& what) { return s.find(what) != std::string::npos; }
+
+std::string error_of(const std::vector<std::string>& args) {
+  try {
+    run(args);
+  } catch (const SizeOverflow& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "no SizeOverflow";
+  return {};
+}
+
+// Sizes whose byte counts overflow int64 are refused with the largest --seq that plans; that
+// --seq then prints a table with no negative number and no "fits yes" beyond the device.
+TEST(PlanCli, OverflowingSizesAreRefusedWithTheLargestSeq) {
+  const std::string m = error_of({"--model", "7b", "--seq", "1099511627776"});
+  std::smatch got;
+  ASSERT_TRUE(std::regex_search(m, got, std::regex("the largest --seq this model can be planned with is ([0-9]+)")))
+      << m;
+  EXPECT_NE(m.find("--seq 1099511627776: the activation bytes overflow 64-bit"), std::string::npos) << m;
+  const int64_t n = std::stoll(got[1].str());
+  const Result ok = run({"--model", "7b", "--seq", std::to_string(n / 16 * 16), "--format", "json"});
+  ASSERT_EQ(ok.rc, 0) << ok.err;
+  const nlohmann::json j = nlohmann::json::parse(ok.out);
+  for (const nlohmann::json& p : j["plans"]) {
+    if (!p.contains("memory_bytes")) continue;
+    for (const auto& [cat, bytes] : p["memory_bytes"].items()) EXPECT_GE(bytes.get<int64_t>(), 0) << p["layout"] << cat;
+    EXPECT_FALSE(p["valid"].get<bool>()) << p["layout"];  // exabytes never fit a device
+  }
+  error_of({"--model", "7b", "--seq", std::to_string(n + 1)});
+  const std::string b = error_of({"--model", "7b", "--seq", "4096", "--batch", "1099511627776"});
+  EXPECT_NE(b.find("overflow 64-bit at every --seq; lower --batch"), std::string::npos) << b;
+}
+
+// A prime device count (the 999999937 is above the cap and refused by the parser) is
+// searched at once: only dp and the 1 x D layouts exist.
+TEST(PlanCli, SearchOfALargePrimeDeviceCountIsInstant) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const Result r = run({"--model", "7b", "--seq", "4096", "--devices", "1048573", "--search", "--format", "json"});
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0);
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["plans"].size(), 5u);
+  std::ostringstream out, err;
+  const char* argv[] = {"tsp", "plan", "--seq", "4096", "--devices", "999999937", "--search"};
+  EXPECT_EQ(run_cli(7, argv, out, err), 2);
+  EXPECT_NE(err.str().find("--devices: 999999937 is not an integer in [1, 1048576]"), std::string::npos) << err.str();
+}
 
 TEST(PlanCli, SevenBOnMi300xPrintsEveryLayoutOfTheStudy) {
   const Result r = run({"--model", "7b", "--seq", "131072", "--cluster", "mi300x", "--devices", "8"});

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 
 #include "plan_test_util.h"
 #include "tsp/core/error.h"
@@ -47,6 +48,67 @@ TEST(Search, EnumeratesEveryFactorisation) {
   }
   // pp 2: dp 1 x 4-way groups (5 kinds), dp 2 x 2-way (4 kinds), dp 4 (pure dp).
   EXPECT_EQ(enumerate_layouts(8, {.max_pp = 2}).size(), 16u + 10u);
+}
+
+// The search's original definition, loop by loop over every candidate degree (O(devices)):
+// the divisor-based enumeration must list the same layouts in the same order.
+std::vector<std::string> brute_force_layouts(int64_t devices, int64_t max_pp) {
+  std::vector<std::string> out;
+  for (int64_t dp = 1; dp <= devices; ++dp) {
+    if (devices % dp != 0) continue;
+    for (int64_t pp = 1; pp <= std::min(max_pp, devices / dp); ++pp) {
+      if ((devices / dp) % pp != 0) continue;
+      const int64_t m = devices / dp / pp;
+      if (m == 1) {
+        out.push_back(dp_layout(dp, pp).name());
+        continue;
+      }
+      out.push_back(tsp_layout(m, dp, pp).name());
+      out.push_back(tp_layout(m, dp, pp).name());
+      for (int64_t t = m / 2; t >= 2; --t)
+        if (m % t == 0) out.push_back(tp_sp_layout(t, m / t, dp, pp).name());
+      out.push_back(sp_layout(m, dp, pp).name());
+      out.push_back(fsdp_sp_layout(m, dp, pp).name());
+    }
+  }
+  return out;
+}
+
+TEST(Search, DivisorEnumerationMatchesTheExhaustiveLoops) {
+  for (const int64_t n : {1, 2, 7, 12, 36, 97, 360, 1024}) {
+    for (const int64_t max_pp : {1, 3, 8}) {
+      EXPECT_EQ(names(enumerate_layouts(n, {.max_pp = max_pp})), brute_force_layouts(n, max_pp))
+          << n << " devices, max_pp " << max_pp;
+    }
+  }
+  for (const int64_t n : {1, 2, 36, 97, 1000, 999983}) {
+    std::vector<int64_t> want;
+    for (int64_t d = 1; d <= n; ++d)
+      if (n % d == 0) want.push_back(d);
+    EXPECT_EQ(divisors(n), want) << n;
+  }
+}
+
+// A prime device count has two divisors: the search is instant, and the cap is named.
+TEST(Search, DeviceCountIsBoundedAndPrimesAreCheap) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::vector<Layout> prime = enumerate_layouts(1048573);  // the largest prime below 2^20
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 1.0);
+  EXPECT_EQ(names(prime), (std::vector<std::string>{"tsp1048573", "tp1048573", "sp1048573", "fsdp-sp1048573",
+                                                     "dp1048573"}));
+  EXPECT_EQ(enumerate_layouts(kMaxSearchDevices).empty(), false);
+  for (const int64_t bad : {kMaxSearchDevices + 1, int64_t{999999937}}) {
+    try {
+      enumerate_layouts(bad);
+      ADD_FAILURE() << bad << " devices accepted";
+    } catch (const InvalidArgument& e) {
+      EXPECT_NE(std::string(e.what()).find("[1, 1048576]"), std::string::npos) << e.what();
+    }
+  }
+  // A highly composite count (720720 has 240 divisors) is enumerated in full.
+  const std::vector<std::string> hc = names(enumerate_layouts(720720));
+  EXPECT_NE(std::find(hc.begin(), hc.end(), "dp90090xtp4xsp2"), hc.end());
+  EXPECT_EQ(hc.back(), "dp720720");
 }
 
 TEST(Search, RejectsIndivisibleLayoutsWithTheSize) {

@@ -40,6 +40,31 @@ TEST(RunConfig, ValidationNamesTheFlag) {
   EXPECT_THROW(c.validate(), InvalidArgument);
 }
 
+// Every integer field has a range, checked by validate() too (a run config read back from a
+// training state passes there): both ends accepted, one beyond refused with the flag and range.
+TEST(RunConfig, IntegerFieldsAreCheckedAgainstTheirFlagRanges) {
+  EXPECT_EQ(run_flag_range("steps").hi, 1'000'000'000);
+  EXPECT_EQ(run_flag_range("batch").lo, 1);
+  EXPECT_EQ(run_flag_range("seed").hi, INT64_MAX);
+  RunConfig c;
+  c.steps = 1'000'000'000;
+  c.seed = INT64_MAX;
+  c.log_every = 1;
+  EXPECT_NO_THROW(c.validate());
+  c.steps = 1'000'000'001;
+  try {
+    c.validate();
+    FAIL();
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("--steps must lie in [0, 1000000000], got 1000000001"), std::string::npos)
+        << e.what();
+  }
+  c = RunConfig{};
+  c.seq = (int64_t{1} << 30) + 1;
+  EXPECT_THROW(c.validate(), InvalidArgument);
+  EXPECT_THROW(run_config_from_json(R"({"eval_batches": 0})").validate(), InvalidArgument);
+}
+
 TEST(RunConfig, ResumeComparesDataAndMathSettings) {
   RunConfig a, b;
   b.steps = 999;  // allowed: extends the schedule

@@ -12,6 +12,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "tsp/cli/int_range.h"
 #include "tsp/cli/commands.h"
 #include "tsp/cli/svg_chart.h"
 #include "tsp/comm/collectives.h"
@@ -371,19 +372,26 @@ CLI::App* add_bench_command(CLI::App& app, BenchArgs& a) {
       ->delimiter(',');
   cmd->add_option("--preset", a.preset, "model preset")->capture_default_str();
   cmd->add_option("--config", a.config, "model config.json (replaces --preset)");
-  cmd->add_option("--batch", a.batch, "global batch (sequences per step)")->capture_default_str();
-  cmd->add_option("--seq", a.seq, "tokens per sequence")->capture_default_str();
-  cmd->add_option("--steps", a.steps, "timed steps per layout (after one warm-up step)")->capture_default_str();
+  cmd->add_option("--batch", a.batch, "global batch (sequences per step)")
+      ->capture_default_str()
+      ->check(int_range(1, int64_t{1} << 24));
+  cmd->add_option("--seq", a.seq, "tokens per sequence")->capture_default_str()->check(int_range(1, int64_t{1} << 30));
+  cmd->add_option("--steps", a.steps, "timed steps per layout (after one warm-up step)")
+      ->capture_default_str()
+      ->check(int_range(0, 1'000'000'000));
   cmd->add_option("--dtype", a.dtype, "f32 or bf16")->capture_default_str();
   cmd->add_flag("--recompute", a.recompute, "full activation recomputation");
   cmd->add_option("--sweep-seq", a.sweep_seq, "also one step of every layout at these lengths")
-      ->delimiter(',');
+      ->delimiter(',')
+      ->check(int_range(1, int64_t{1} << 30));
   cmd->add_option("--json", a.json_path, "write the results as JSON");
   cmd->add_option("--svg", a.svg_path, "write an SVG chart (memory by category, bytes per step)");
   cmd->add_flag("--infer", a.infer,
                 "decode instead of training: prefill --seq tokens, then --steps rounds of "
                 "--new-tokens decode steps, single rank vs TSP vs TP (tokens/s, KV bytes per rank)");
-  cmd->add_option("--new-tokens", a.new_tokens, "--infer: decode steps per round")->capture_default_str();
+  cmd->add_option("--new-tokens", a.new_tokens, "--infer: decode steps per round")
+      ->capture_default_str()
+      ->check(int_range(1, int64_t{1} << 30));
   return cmd;
 }
 

@@ -1,5 +1,6 @@
 #include "tsp/cli/commands.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
 #include <sstream>
@@ -10,9 +11,11 @@
 #include "tsp/cli/bench_command.h"
 #include "tsp/cli/compare_command.h"
 #include "tsp/cli/generate_command.h"
+#include "tsp/cli/int_range.h"
 #include "tsp/cli/plan_command.h"
 #include "tsp/comm/mesh.h"
 #include "tsp/comm/mpi_environment.h"
+#include "tsp/core/available_memory.h"
 #include "tsp/core/check.h"
 #include "tsp/core/checkpoint_history.h"
 #include "tsp/data/batch_loader.h"
@@ -24,6 +27,7 @@
 #include "tsp/train/run_config.h"
 #include "tsp/train/train_state.h"
 #include "tsp/train/distributed_trainer.h"
+#include "tsp/train/memory_check.h"
 #include "tsp/train/preemption.h"
 #include "tsp/train/trainer.h"
 
@@ -39,7 +43,11 @@ void add_run_config_flags(CLI::App& cmd, train::RunConfig& run) {
   if constexpr (std::is_same_v<type, bool>) {                                         \
     cmd.add_flag("--" flag, run.member, help);                                        \
   } else {                                                                            \
-    cmd.add_option("--" flag, run.member, help)->capture_default_str();               \
+    CLI::Option* opt = cmd.add_option("--" flag, run.member, help)->capture_default_str(); \
+    if constexpr (std::is_same_v<type, int64_t>) {                                    \
+      const train::FlagRange r = train::run_flag_range(flag);                         \
+      opt->check(int_range(r.lo, r.hi));                                              \
+    }                                                                                 \
   }
   TSP_RUN_CONFIG_FIELDS(TSP_ADD_FLAG_)
 #undef TSP_ADD_FLAG_
@@ -48,7 +56,7 @@ void add_run_config_flags(CLI::App& cmd, train::RunConfig& run) {
 // `tsp train --layout tsp` under mpirun: MPI is initialised here (single-rank runs never touch
 // it). Any error on any rank prints "rank R: <message>" and aborts the whole job, so no rank is
 // left waiting in a collective.
-int cmd_train_distributed(const train::RunConfig& run, std::ostream& out) {
+int cmd_train_distributed(const train::RunConfig& run, bool skip_memory_check, std::ostream& out) {
   comm::MpiEnvironment env(nullptr, nullptr);
   // After MPI_Init, so these handlers replace any the MPI library installed.
   const train::PreemptionGuard preemption;
@@ -58,6 +66,12 @@ int cmd_train_distributed(const train::RunConfig& run, std::ostream& out) {
     const model::ModelConfig config = train::model_config_for_run(run);
     comm::Mesh mesh(world, train::mesh_degrees_for(run));
     train::validate_distributed_run(config, run, mesh.degrees());
+    if (!skip_memory_check) {
+      // Ranks on one host share its MemAvailable and cgroup: compare their sum.
+      const std::vector<std::string> hosts = comm::gather_host_names(world);
+      const auto local = std::count(hosts.begin(), hosts.end(), hosts[static_cast<size_t>(mesh.world_rank())]);
+      train::check_memory_fits(config, run, local, available_memory());
+    }
     const bool leader = mesh.world_rank() == 0;
     std::ostringstream host_map;
     comm::log_rank_host_map(mesh, host_map);
@@ -78,7 +92,7 @@ int cmd_train_distributed(const train::RunConfig& run, std::ostream& out) {
   return rc;
 }
 
-int cmd_train(train::RunConfig run, std::ostream& out) {
+int cmd_train(train::RunConfig run, bool skip_memory_check, std::ostream& out) {
   if (!run.resume.empty() && !fs::is_directory(run.resume)) {
     TSP_THROW(IoError, "--resume: checkpoint directory ", run.resume, " does not exist");
   }
@@ -101,8 +115,9 @@ int cmd_train(train::RunConfig run, std::ostream& out) {
   if (!run.init.empty() && !fs::is_directory(run.init)) {
     TSP_THROW(IoError, "--init: checkpoint directory ", run.init, " does not exist");
   }
-  if (run.layout != "single") return cmd_train_distributed(run, out);
+  if (run.layout != "single") return cmd_train_distributed(run, skip_memory_check, out);
   const model::ModelConfig config = train::model_config_for_run(run);
+  if (!skip_memory_check) train::check_memory_fits(config, run, 1, available_memory());
   train::TokenData data = train::load_token_data(run.data, config.vocab_size());
   out << "data: " << data.description << ", " << data.tokens.size() << " tokens" << std::endl;
   const train::PreemptionGuard preemption;
@@ -144,6 +159,7 @@ int cmd_eval(const EvalOptions& o, std::ostream& out) {
             " exceeds the model's max_position_embeddings ", config.max_position_embeddings());
 
   const DType dtype = config.torch_dtype();
+  train::check_weights_fit(config, dtype, available_memory());
   model::ModelWeights weights(config, dtype, MemCategory::weights);
   for (const auto& [name, t] : weights.named()) ckpt.read_into(name, t);
   train::TokenData data = train::load_token_data(run.data, config.vocab_size());
@@ -178,15 +194,27 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   train::RunConfig run;
   CLI::App* train_cmd = app.add_subcommand("train", "train a model (a preset, --config or --init) on --data");
   add_run_config_flags(*train_cmd, run);
+  // Not a RunConfig field: it changes no result and is not saved with the run.
+  bool skip_memory_check = false;
+  train_cmd->add_flag("--skip-memory-check", skip_memory_check,
+                      "start even when the predicted per-rank memory exceeds what this host has available");
 
   EvalOptions eval;
   CLI::App* eval_cmd = app.add_subcommand("eval", "validation loss of a checkpoint on the held-out split of --data");
   eval_cmd->add_option("--checkpoint", eval.checkpoint, "checkpoint directory (tsp or plain Hugging Face Llama)")
       ->required();
   eval_cmd->add_option("--data", eval.data, "'fortunes' or a .tok token file (default: the training run's data)");
-  eval_cmd->add_option("--batches", eval.batches, "validation batches (default: the run's --eval-batches, else 8)");
-  eval_cmd->add_option("--batch", eval.batch, "sequences per batch (default: the run's --batch, else 16)");
-  eval_cmd->add_option("--seq", eval.seq, "tokens per sequence (default: the run's --seq, else 128)");
+  // Ranges as `tsp train`'s --eval-batches, --batch and --seq; left out, the run's values apply.
+  const auto range_of = [](std::string_view flag) {
+    const train::FlagRange r = train::run_flag_range(flag);
+    return int_range(r.lo, r.hi);
+  };
+  eval_cmd->add_option("--batches", eval.batches, "validation batches (default: the run's --eval-batches, else 8)")
+      ->check(range_of("eval-batches"));
+  eval_cmd->add_option("--batch", eval.batch, "sequences per batch (default: the run's --batch, else 16)")
+      ->check(range_of("batch"));
+  eval_cmd->add_option("--seq", eval.seq, "tokens per sequence (default: the run's --seq, else 128)")
+      ->check(range_of("seq"));
   GenerateArgs generate;
   CLI::App* generate_cmd = add_generate_command(app, generate);
   PlanArgs plan;
@@ -206,7 +234,7 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
     err << "tsp: error: " << one_line_message(e.what()) << " (see 'tsp --help')" << std::endl;
     return 2;
   }
-  if (train_cmd->parsed()) return cmd_train(run, out);
+  if (train_cmd->parsed()) return cmd_train(run, skip_memory_check, out);
   if (eval_cmd->parsed()) return cmd_eval(eval, out);
   if (generate_cmd->parsed()) return run_generate(generate, out);
   if (plan_cmd->parsed()) return run_plan(plan, out);

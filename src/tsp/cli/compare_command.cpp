@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
+#include <sstream>
 #include <map>
 
 #include <nlohmann/json.hpp>
@@ -43,8 +43,7 @@ Run read_run(const std::string& spec, size_t index) {
   const size_t eq = spec.find('=');
   run.path = eq == std::string::npos ? spec : spec.substr(eq + 1);
   run.name = eq == std::string::npos ? "run" + std::to_string(index + 1) : spec.substr(0, eq);
-  std::ifstream in(run.path);
-  if (!in) TSP_THROW(IoError, "cannot read metrics file ", run.path, ": ", errno_text(errno));
+  std::istringstream in(read_whole_file(run.path, "metrics file"));
   std::string line;
   int64_t line_no = 0;
   while (std::getline(in, line)) {

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "tsp/cli/int_range.h"
 #include "tsp/cli/commands.h"
 #include "tsp/comm/collectives.h"
 #include "tsp/comm/mpi_environment.h"
@@ -118,19 +119,26 @@ CLI::App* add_generate_command(CLI::App& app, GenerateArgs& a) {
       ->required();
   cmd->add_option("--prompt", a.prompt, "text to continue (encoded as BOS + its UTF-8 bytes)")->required();
   cmd->add_option("--max-new-tokens", a.max_new_tokens, "tokens to generate at most (stops earlier at EOS)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(int_range(1, int64_t{1} << 30));
   cmd->add_option("--temperature", a.temperature, "softmax temperature (0: greedy)")->capture_default_str();
-  cmd->add_option("--top-k", a.top_k, "sample from the k most likely tokens only (0: off)")->capture_default_str();
+  cmd->add_option("--top-k", a.top_k, "sample from the k most likely tokens only (0: off)")
+      ->capture_default_str()
+      ->check(int_range(0, int64_t{1} << 24));
   cmd->add_option("--top-p", a.top_p, "sample from the smallest set with this probability (1: off)")
       ->capture_default_str();
-  cmd->add_option("--seed", a.seed, "seed of the sampling")->capture_default_str();
+  cmd->add_option("--seed", a.seed, "seed of the sampling")->capture_default_str()->check(int_range(0, INT64_MAX));
   cmd->add_flag("--greedy", a.greedy, "always take the most likely token");
   cmd->add_option("--layout", a.layout,
                   "'single' (one rank), 'tsp' (sequence-sharded KV cache, weight-stationary decode) or "
                   "'tp' (tensor parallel, KV cache by head); tsp and tp run under mpirun -np D")
       ->capture_default_str();
-  cmd->add_option("--tsp", a.tsp, "TSP degree D of --layout tsp (= the number of ranks)")->capture_default_str();
-  cmd->add_option("--tp", a.tp, "TP degree D of --layout tp (= the number of ranks)")->capture_default_str();
+  cmd->add_option("--tsp", a.tsp, "TSP degree D of --layout tsp (= the number of ranks)")
+      ->capture_default_str()
+      ->check(int_range(1, int64_t{1} << 20));
+  cmd->add_option("--tp", a.tp, "TP degree D of --layout tp (= the number of ranks)")
+      ->capture_default_str()
+      ->check(int_range(1, int64_t{1} << 20));
   return cmd;
 }
 

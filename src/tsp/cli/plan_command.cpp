@@ -13,8 +13,10 @@
 #include <sstream>
 #include <thread>
 
+#include "tsp/cli/int_range.h"
 #include "tsp/core/atomic_file.h"
 #include "tsp/core/check.h"
+#include "tsp/core/checked_math.h"
 #include "tsp/core/tensor.h"
 #include "tsp/kernels/gemm.h"
 #include "tsp/model/model_config.h"
@@ -47,6 +49,18 @@ plan::Workload workload_of(const PlanArgs& a, const model::ModelConfig& config) 
             "--reduce-dtype must be f32 or bf16, got '", a.reduce_dtype, "'");
   w.precision.reduce_bytes = a.reduce_dtype == "bf16" ? 2 : 4;
   plan::validate(w);
+  // Before any formula runs: a byte count beyond int64 would print as a negative GiB or "fits".
+  try {
+    plan::validate_sizes(config, w);
+  } catch (const SizeOverflow&) {
+    const int64_t n = plan::largest_plannable_seq(config, w);
+    if (n == 0)
+      TSP_THROW(SizeOverflow, "--batch ", a.batch, " --micro-batches ", a.micro_batches,
+                ": the predicted byte counts of this model overflow 64-bit at every --seq; lower --batch or "
+                "--micro-batches");
+    TSP_THROW(SizeOverflow, "--seq ", a.seq, ": the activation bytes overflow 64-bit at --batch ", a.batch,
+              " and --micro-batches ", a.micro_batches, "; the largest --seq this model can be planned with is ", n);
+  }
   return w;
 }
 
@@ -173,11 +187,15 @@ CLI::App* add_plan_command(CLI::App& app, PlanArgs& a) {
       "plan", "predict memory, traffic and step time of parallel layouts on a cluster (analytic)");
   cmd->add_option("--model", a.model, "preset (tiny, tiny-gqa, small, medium, 7b) or config.json")
       ->capture_default_str();
-  cmd->add_option("--seq", a.seq, "tokens per sequence (required)");
+  // Sizes up to 2^40: beyond, no model plans without overflowing 64-bit byte counts anyway
+  // (plan::validate_sizes names the largest --seq that does).
+  cmd->add_option("--seq", a.seq, "tokens per sequence (required)")->check(int_range(1, int64_t{1} << 40));
   cmd->add_option("--batch", a.batch, "sequences per micro-batch per model replica")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(int_range(1, int64_t{1} << 40));
   cmd->add_option("--micro-batches", a.micro_batches, "micro-batches per optimizer step")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(int_range(1, int64_t{1} << 30));
   cmd->add_option("--dtype", a.dtype,
                   "bf16 (fp32 grads, AdamW masters) or fp32 (default: the model's dtype)");
   cmd->add_option("--reduce-dtype", a.reduce_dtype,
@@ -186,15 +204,19 @@ CLI::App* add_plan_command(CLI::App& app, PlanArgs& a) {
   cmd->add_flag("--recompute", a.recompute, "full activation recomputation");
   cmd->add_option("--cluster", a.cluster, "mi300x, h100, local (see --calibrate) or a JSON file")
       ->capture_default_str();
-  cmd->add_option("--devices", a.devices, "number of devices (default: one node)");
+  cmd->add_option("--devices", a.devices, "number of devices (default: one node; at most 2^20)")
+      ->check(int_range(1, plan::kMaxSearchDevices));
   cmd->add_option("--layouts", a.layouts,
                   "comma-separated layouts, e.g. tsp8,tp8,tp4xsp2,dp16xtsp8 (default: TSP, TP, "
                   "TP x SP, SP, DP, FSDP-SP of one node, with dp across nodes)")
       ->delimiter(',');
   cmd->add_flag("--search", a.search, "rank every valid layout of --devices by predicted tokens/s");
   cmd->add_option("--max-pp", a.max_pp, "largest pipeline degree tried by --search")
-      ->capture_default_str();
-  cmd->add_option("--top", a.top, "rows of the --search ranking (0: all)")->capture_default_str();
+      ->capture_default_str()
+      ->check(int_range(1, plan::kMaxSearchDevices));
+  cmd->add_option("--top", a.top, "rows of the --search ranking (0: all)")
+      ->capture_default_str()
+      ->check(int_range(0, plan::kMaxSearchDevices));
   cmd->add_option("--format", a.format, "table or json")->capture_default_str();
   cmd->add_option("--json", a.json_path, "also write the JSON report to this file");
   cmd->add_flag("--detail", a.detail, "list every collective of every layout");

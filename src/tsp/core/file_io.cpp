@@ -35,11 +35,27 @@ int UniqueFd::close() noexcept {
   return rc == 0 ? 0 : errno;
 }
 
+std::string_view file_type_name(unsigned mode) {
+  if (S_ISREG(mode)) return "a regular file";
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  return "not a plain file";
+}
+
 OpenFile open_regular_file(const std::filesystem::path& path, std::string_view what) {
   OpenFile f;
-  f.fd.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever (and a
+  // device could block too); the type is checked on the descriptor, so no race with a rename.
+  f.fd.reset(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
   if (!f.fd) {
     const int err = errno;
+    struct stat st {};
+    // A socket cannot be opened at all (ENXIO): say what it is rather than "no such device".
+    if (err == ENXIO && ::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+      TSP_THROW(IoError, what, " ", path.string(), " is ", file_type_name(st.st_mode), ", not a regular file");
     TSP_THROW(IoError, "cannot open ", what, " ", path.string(), ": ", errno_text(err));
   }
   struct stat st {};
@@ -47,7 +63,14 @@ OpenFile open_regular_file(const std::filesystem::path& path, std::string_view w
     const int err = errno;
     TSP_THROW(IoError, "cannot stat ", what, " ", path.string(), ": ", errno_text(err));
   }
-  if (!S_ISREG(st.st_mode)) TSP_THROW(IoError, what, " ", path.string(), " is not a regular file");
+  if (!S_ISREG(st.st_mode))
+    TSP_THROW(IoError, what, " ", path.string(), " is ", file_type_name(st.st_mode), ", not a regular file");
+  // Regular files never block; clear the flag anyway so later reads have plain semantics.
+  const int flags = ::fcntl(f.fd.get(), F_GETFL);
+  if (flags < 0 || ::fcntl(f.fd.get(), F_SETFL, flags & ~O_NONBLOCK) != 0) {
+    const int err = errno;
+    TSP_THROW(IoError, "cannot clear O_NONBLOCK on ", what, " ", path.string(), ": ", errno_text(err));
+  }
   f.size = static_cast<uint64_t>(st.st_size);
   return f;
 }

@@ -45,9 +45,15 @@ struct OpenFile {
   uint64_t size = 0;
 };
 
-// Opens `path` read-only (O_CLOEXEC) and checks that it is a regular file. `what` describes the
-// file in messages ("safetensors file", "token file"): "cannot open <what> <path>: <errno text>",
-// "<what> <path> is not a regular file".
+// "a regular file", "a directory", "a FIFO", "a socket", "a character device", "a block device"
+// for a stat st_mode.
+std::string_view file_type_name(unsigned mode);
+
+// Opens `path` read-only and checks that it is a regular file: the one way every input of the
+// engine is opened. The open is non-blocking (a FIFO never waits for a writer) and the type is
+// checked on the open descriptor (fstat). `what` describes the file in messages ("safetensors
+// file", "token file"): "cannot open <what> <path>: <errno text>",
+// "<what> <path> is a FIFO, not a regular file" (or a directory, socket, device).
 OpenFile open_regular_file(const std::filesystem::path& path, std::string_view what = "file");
 
 // Reads exactly `bytes` bytes at `offset` into `dst` with pread, retrying on EINTR and short

@@ -5,11 +5,13 @@
 #include <algorithm>
 #include <cstdio>
 #include <sstream>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
 #include "tsp/core/atomic_file.h"
 #include "tsp/core/check.h"
+#include "tsp/core/checked_math.h"
 #include "tsp/core/file_io.h"
 
 namespace tsp::model {
@@ -27,6 +29,17 @@ ModelConfig::ModelConfig(const ModelConfigFields& fields) : f_(fields) {
   TSP_CHECK(f_.vocab_size > 0, "vocab_size must be positive, got ", f_.vocab_size);
   TSP_CHECK(f_.max_position_embeddings > 0, "max_position_embeddings must be positive, got ",
             f_.max_position_embeddings);
+  for (const auto& [name, value, cap] :
+       {std::tuple{"hidden_size", f_.hidden_size, ModelConfigLimits::hidden_size},
+        std::tuple{"intermediate_size", f_.intermediate_size, ModelConfigLimits::intermediate_size},
+        std::tuple{"num_hidden_layers", f_.num_hidden_layers, ModelConfigLimits::num_hidden_layers},
+        std::tuple{"num_attention_heads", f_.num_attention_heads, ModelConfigLimits::num_attention_heads},
+        std::tuple{"num_key_value_heads", f_.num_key_value_heads, ModelConfigLimits::num_attention_heads},
+        std::tuple{"vocab_size", f_.vocab_size, ModelConfigLimits::vocab_size},
+        std::tuple{"max_position_embeddings", f_.max_position_embeddings,
+                   ModelConfigLimits::max_position_embeddings}}) {
+    TSP_CHECK(value <= cap, name, " ", value, " exceeds the supported maximum ", cap);
+  }
   TSP_CHECK(f_.rms_norm_eps > 0, "rms_norm_eps must be positive, got ", f_.rms_norm_eps);
   TSP_CHECK(f_.rope_theta > 0, "rope_theta must be positive, got ", f_.rope_theta);
   TSP_CHECK(f_.hidden_size % f_.num_attention_heads == 0, "hidden_size ", f_.hidden_size,
@@ -48,29 +61,39 @@ ModelConfig::ModelConfig(const ModelConfigFields& fields) : f_(fields) {
 
 int64_t ModelConfig::attention_params_per_layer() const {
   const int64_t h = f_.hidden_size;
-  return 2 * h * q_dim() + 2 * h * kv_dim();  // q, o: h x h; k, v: kv_dim x h
+  // q, o: h x h; k, v: kv_dim x h. Checked although the field caps keep it far from 2^63.
+  return add_checked(product_checked("attention parameters", {2, h, q_dim()}),
+                     product_checked("attention parameters", {2, h, kv_dim()}), "attention parameters");
 }
 
-int64_t ModelConfig::mlp_params_per_layer() const { return 3 * f_.hidden_size * f_.intermediate_size; }
+int64_t ModelConfig::mlp_params_per_layer() const {
+  return product_checked("MLP parameters", {3, f_.hidden_size, f_.intermediate_size});
+}
 
 int64_t ModelConfig::matrix_params_per_layer() const {
-  return attention_params_per_layer() + mlp_params_per_layer();
+  return add_checked(attention_params_per_layer(), mlp_params_per_layer(), "parameters per layer");
 }
 
 int64_t ModelConfig::norm_params_per_layer() const { return 2 * f_.hidden_size; }
 
-int64_t ModelConfig::params_per_layer() const { return matrix_params_per_layer() + norm_params_per_layer(); }
+int64_t ModelConfig::params_per_layer() const {
+  return add_checked(matrix_params_per_layer(), norm_params_per_layer(), "parameters per layer");
+}
 
-int64_t ModelConfig::embedding_params() const { return f_.vocab_size * f_.hidden_size; }
+int64_t ModelConfig::embedding_params() const {
+  return mul_checked(f_.vocab_size, f_.hidden_size, "embedding parameters");
+}
 
 int64_t ModelConfig::lm_head_params() const { return f_.tie_word_embeddings ? 0 : embedding_params(); }
 
 int64_t ModelConfig::non_embedding_params() const {
-  return f_.num_hidden_layers * params_per_layer() + f_.hidden_size;
+  return add_checked(mul_checked(f_.num_hidden_layers, params_per_layer(), "non-embedding parameters"),
+                     f_.hidden_size, "non-embedding parameters");
 }
 
 int64_t ModelConfig::total_params() const {
-  return non_embedding_params() + embedding_params() + lm_head_params();
+  return add_checked(add_checked(non_embedding_params(), embedding_params(), "total parameters"),
+                     lm_head_params(), "total parameters");
 }
 
 namespace {

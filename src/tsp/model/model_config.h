@@ -33,7 +33,20 @@ struct ModelConfigFields {
   std::optional<int64_t> pad_token_id = std::nullopt;
 };
 
-// A validated config. Every ModelConfig that exists satisfies: all sizes positive,
+// Largest accepted size fields (docs/formats.md). Far above any published Llama (405B: h 16384,
+// F 53248, L 126, V 128256, 128K positions), and small enough that every derived count
+// (parameters, bytes per parameter) fits in int64: at the caps a model has < 2^62 parameters.
+struct ModelConfigLimits {
+  static constexpr int64_t hidden_size = int64_t{1} << 20;              // 1,048,576
+  static constexpr int64_t intermediate_size = int64_t{1} << 22;        // 4,194,304
+  static constexpr int64_t num_hidden_layers = int64_t{1} << 16;        // 65,536
+  static constexpr int64_t num_attention_heads = int64_t{1} << 16;      // 65,536 (and kv heads)
+  static constexpr int64_t vocab_size = int64_t{1} << 24;               // 16,777,216
+  static constexpr int64_t max_position_embeddings = int64_t{1} << 30;  // 1,073,741,824
+};
+
+// A validated config. Every ModelConfig that exists satisfies: all sizes positive and at most
+// ModelConfigLimits,
 // hidden_size % num_attention_heads == 0, num_attention_heads % num_key_value_heads == 0,
 // rms_norm_eps > 0, rope_theta > 0, torch_dtype in {f32, bf16}. To change a field, copy
 // fields(), edit, and construct again.

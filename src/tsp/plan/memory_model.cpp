@@ -6,12 +6,15 @@
 #include <numeric>
 
 #include "tsp/core/check.h"
+#include "tsp/core/checked_math.h"
 #include "tsp/plan/param_share.h"
 
 namespace tsp::plan {
 
 int64_t MemoryEstimate::total() const {
-  return std::accumulate(bytes.begin(), bytes.end(), int64_t{0});
+  int64_t sum = 0;
+  for (const int64_t b : bytes) sum = add_checked(sum, b, "memory total");
+  return sum;
 }
 
 namespace {
@@ -42,7 +45,7 @@ int64_t in_flight_micro_batches(const Workload& w, const Layout& l, int64_t stag
 }
 
 void check_fits(const model::ModelConfig& c, const Workload& w, const Layout& l, int64_t stage) {
-  validate(w);
+  validate_sizes(c, w);
   require_divisible(c, w, l);
   TSP_CHECK(stage >= 0 && stage < l.pp, "stage ", stage, " outside pp=", l.pp);
 }

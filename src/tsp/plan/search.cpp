@@ -16,7 +16,7 @@ std::string format_gib(int64_t bytes) {
 
 LayoutPlan plan_layout(const model::ModelConfig& config, const Workload& work,
                        const Layout& layout, const Cluster& cluster) {
-  validate(work);
+  validate_sizes(config, work);
   validate(cluster);
   LayoutPlan p;
   p.layout = layout;
@@ -39,7 +39,8 @@ LayoutPlan plan_layout(const model::ModelConfig& config, const Workload& work,
 }
 
 std::vector<Layout> comparison_layouts(int64_t devices, const Cluster& cluster) {
-  TSP_CHECK(devices >= 1, "devices must be >= 1, got ", devices);
+  TSP_CHECK(devices >= 1 && devices <= kMaxSearchDevices, "devices must lie in [1, ", kMaxSearchDevices,
+            "], got ", devices);
   const int64_t g = std::min(devices, cluster.devices_per_node);
   TSP_CHECK(devices % g == 0, "devices ", devices, " is not a multiple of the node size ", g,
             " of cluster ", cluster.name);
@@ -58,14 +59,28 @@ std::vector<Layout> comparison_layouts(int64_t devices, const Cluster& cluster) 
   return out;
 }
 
+std::vector<int64_t> divisors(int64_t n) {
+  TSP_CHECK(n >= 1, "divisors of ", n, ": n must be >= 1");
+  std::vector<int64_t> small, large;
+  for (int64_t d = 1; d <= n / d; ++d) {
+    if (n % d != 0) continue;
+    small.push_back(d);
+    if (d != n / d) large.push_back(n / d);
+  }
+  small.insert(small.end(), large.rbegin(), large.rend());
+  return small;
+}
+
 std::vector<Layout> enumerate_layouts(int64_t devices, const SearchOptions& o) {
-  TSP_CHECK(devices >= 1, "devices must be >= 1, got ", devices);
+  TSP_CHECK(devices >= 1 && devices <= kMaxSearchDevices, "devices must lie in [1, ", kMaxSearchDevices,
+            "] for the search, got ", devices);
   TSP_CHECK(o.max_pp >= 1, "max_pp must be >= 1, got ", o.max_pp);
+  // Only divisors can be degrees: O(sqrt(devices)) to list them, then work per divisor pair
+  // (a prime count has two divisors, so --devices 999999937 is two layouts, not a billion loops).
   std::vector<Layout> out;
-  for (int64_t dp = 1; dp <= devices; ++dp) {
-    if (devices % dp != 0) continue;
-    for (int64_t pp = 1; pp <= std::min(o.max_pp, devices / dp); ++pp) {
-      if ((devices / dp) % pp != 0) continue;
+  for (const int64_t dp : divisors(devices)) {
+    for (const int64_t pp : divisors(devices / dp)) {
+      if (pp > o.max_pp) break;
       const int64_t m = devices / dp / pp;
       if (m == 1) {
         out.push_back(dp_layout(dp, pp));
@@ -73,8 +88,9 @@ std::vector<Layout> enumerate_layouts(int64_t devices, const SearchOptions& o) {
       }
       out.push_back(tsp_layout(m, dp, pp));
       out.push_back(tp_layout(m, dp, pp));
-      for (int64_t t = m / 2; t >= 2; --t) {
-        if (m % t == 0) out.push_back(tp_sp_layout(t, m / t, dp, pp));
+      const std::vector<int64_t> ds = divisors(m);
+      for (auto t = ds.rbegin(); t != ds.rend(); ++t) {  // t = m/2 .. 2, as tp x sp with sp >= 2
+        if (*t >= 2 && m / *t >= 2) out.push_back(tp_sp_layout(*t, m / *t, dp, pp));
       }
       out.push_back(sp_layout(m, dp, pp));
       out.push_back(fsdp_sp_layout(m, dp, pp));

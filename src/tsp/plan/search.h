@@ -41,11 +41,19 @@ LayoutPlan plan_layout(const model::ModelConfig& config, const Workload& work,
 // Throws InvalidArgument when devices is not a multiple of G.
 std::vector<Layout> comparison_layouts(int64_t devices, const Cluster& cluster);
 
+// The largest device count the search and the comparison accept (2^20 = 1,048,576): far above
+// any cluster, and it keeps the enumeration (O(sqrt(devices)) per divisor) instant.
+inline constexpr int64_t kMaxSearchDevices = int64_t{1} << 20;
+
+// Every divisor of n >= 1, ascending, in O(sqrt(n)).
+std::vector<int64_t> divisors(int64_t n);
+
 struct SearchOptions {
   int64_t max_pp = 1;  // largest pipeline degree tried (1: no pipeline)
 };
 // Every layout of exactly `devices` devices: dp x pp x (tsp | tp | sp | tp x sp | fsdp-sp) for
-// every factorisation with pp <= max_pp, and pure dp (x pp).
+// every factorisation with pp <= max_pp, and pure dp (x pp). Throws InvalidArgument unless
+// 1 <= devices <= kMaxSearchDevices.
 std::vector<Layout> enumerate_layouts(int64_t devices, const SearchOptions& options = {});
 
 struct SearchResult {

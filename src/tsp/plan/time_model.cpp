@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 
+#include "tsp/core/checked_math.h"
 #include "tsp/plan/param_share.h"
 #include "tsp/plan/placement.h"
 #include "tsp/plan/traffic.h"
@@ -135,7 +136,7 @@ StepTime step_time(const model::ModelConfig& cfg, const Workload& w, const Layou
 
   StepTime out;
   out.step_s = step.total() + bubble + sync_exposed;
-  out.tokens_per_step = l.dp * w.micro_batches * w.tokens();
+  out.tokens_per_step = product_checked("tokens per step", {l.dp, w.micro_batches, w.tokens()});
   out.tokens_per_s = static_cast<double>(out.tokens_per_step) / out.step_s;
   out.layer_forward_s = s.layer_fwd.total();
   out.layer_backward_s = s.layer_bwd.total();

@@ -204,7 +204,7 @@ void check_rank(const Layout& l, const RankCoords& r) {
 }
 
 void check_divisible(const model::ModelConfig& c, const Workload& w, const Layout& l) {
-  validate(w);
+  validate_sizes(c, w);
   require_divisible(c, w, l);
 }
 

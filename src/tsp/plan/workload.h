@@ -7,6 +7,8 @@
 #include <string_view>
 #include <vector>
 
+#include "tsp/model/model_config.h"
+
 namespace tsp::plan {
 
 // Bytes per element of each kind of state. The engine's rules (docs/running.md): weights and
@@ -51,5 +53,16 @@ struct Workload {
 
 // Throws InvalidArgument unless every size is positive and the byte sizes are 2, 4 or 0 (masters).
 void validate(const Workload& w);
+
+// The planner's formulas multiply tokens, widths, layers, micro-batches and parameters in int64.
+// This checks (with checked arithmetic) a bound of 16x the largest such quantity: tokens x
+// (every per-token width of a layer and the head) x 4 bytes x (layers + 2) x micro-batches, plus
+// parameters x 16 bytes x (micro-batches + 1) (weights and gradients moved per micro-batch).
+// Below it every memory, traffic and byte count of the planner fits; above it SizeOverflow:
+// "batch B x seq S on this model: the activation bytes overflow 64-bit; the largest seq at batch
+// B with M micro-batches is N" (or that no seq fits at this batch).
+void validate_sizes(const model::ModelConfig& config, const Workload& w);
+// The largest seq that validate_sizes accepts at w's batch and micro-batches (0: none).
+int64_t largest_plannable_seq(const model::ModelConfig& config, const Workload& w);
 
 }  // namespace tsp::plan

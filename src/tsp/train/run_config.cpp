@@ -2,6 +2,9 @@
 #include "tsp/train/run_config.h"
 
 #include <cmath>
+#include <cstdint>
+#include <type_traits>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -11,7 +14,41 @@ namespace tsp::train {
 
 using nlohmann::json;
 
+FlagRange run_flag_range(std::string_view flag) {
+  constexpr int64_t kSteps = 1'000'000'000;         // steps and step intervals
+  constexpr int64_t kDegree = int64_t{1} << 20;     // parallel degrees (as the planner's devices)
+  constexpr int64_t kRows = int64_t{1} << 24;       // sequences per batch, micro-batches
+  constexpr int64_t kSeq = int64_t{1} << 30;        // ModelConfigLimits::max_position_embeddings
+  static const std::pair<std::string_view, FlagRange> kRanges[] = {
+      {"steps", {0, kSteps}},        {"batch", {1, kRows}},       {"seq", {1, kSeq}},
+      {"grad-accum", {1, kRows}},    {"warmup", {0, kSteps}},     {"tsp", {1, kDegree}},
+      {"tp", {1, kDegree}},          {"sp", {1, kDegree}},        {"dp", {1, kDegree}},
+      {"seed", {0, INT64_MAX}},      {"eval-every", {0, kSteps}}, {"eval-batches", {1, kRows}},
+      {"save-every", {0, kSteps}},   {"log-every", {1, kSteps}},
+  };
+  for (const auto& [name, range] : kRanges)
+    if (name == flag) return range;
+  return {};
+}
+
+namespace {
+
+template <class T>
+void check_flag_range(const T& value, std::string_view flag) {
+  if constexpr (std::is_same_v<T, int64_t>) {
+    const FlagRange r = run_flag_range(flag);
+    TSP_CHECK(value >= r.lo && value <= r.hi, "--", flag, " must lie in [", r.lo, ", ", r.hi, "], got ", value);
+  }
+}
+
+}  // namespace
+
 void RunConfig::validate() const {
+  // Every integer field within its flag's range (a run config read back from a training state
+  // passes here too).
+#define TSP_CHECK_RANGE_(type, member, flag, def, help) check_flag_range(member, flag);
+  TSP_RUN_CONFIG_FIELDS(TSP_CHECK_RANGE_)
+#undef TSP_CHECK_RANGE_
   TSP_CHECK(steps >= 0, "--steps must be >= 0, got ", steps);
   TSP_CHECK(batch > 0, "--batch must be > 0, got ", batch);
   TSP_CHECK(seq > 0, "--seq must be > 0, got ", seq);

@@ -70,6 +70,14 @@ struct RunConfig {
   friend bool operator==(const RunConfig&, const RunConfig&) = default;
 };
 
+// The valid range of an integer field, by flag name ("steps"): the CLI refuses text outside it and
+// validate() checks it. Flags without an entry (non-integers, or an integer added without one)
+// get [0, 2^63-1].
+struct FlagRange {
+  int64_t lo = 0, hi = INT64_MAX;
+};
+FlagRange run_flag_range(std::string_view flag);
+
 // JSON object text with one key per field (the member name), sorted keys.
 std::string run_config_to_json(const RunConfig& config);
 // Inverse; unknown keys -> InvalidArgument; missing keys keep their defaults (older states).
