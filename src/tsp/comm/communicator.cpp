@@ -26,6 +26,7 @@ class CommGuard {
  private:
   MPI_Comm comm_;
 };
+
 // World rank of each member of `comm` (local: groups only, no communication).
 std::vector<int> translate_to_world(MPI_Comm comm, int size) {
   std::vector<int> mine(static_cast<size_t>(size)), world(static_cast<size_t>(size));

@@ -170,7 +170,8 @@ CommWatchdog::CommWatchdog(const Communicator& world, double timeout_s) : timeou
 CommWatchdog::~CommWatchdog() {
   if (!enabled()) return;
   if (std::uncaught_exceptions() == 0 && !MpiEnvironment::is_finalized()) {
-    const InFlight watch("barrier at exit (before MPI_Finalize)", ping_.name(), &ping_.world_ranks(), 0);
+    const InFlight watch("barrier at exit (before MPI_Finalize)", ping_.name(),
+                         &ping_.world_ranks(), 0);
     MPI_Barrier(ping_.handle());  // an error here changes nothing at exit: ignored
   }
   {
@@ -211,9 +212,8 @@ void CommWatchdog::answer_pings() {
     int flag = 0;
     MPI_Message msg = MPI_MESSAGE_NULL;
     MPI_Status status;
-    if (MPI_Improbe(MPI_ANY_SOURCE, kPingTag, ping_.handle(), &flag, &msg, &status) != MPI_SUCCESS ||
-        !flag)
-      return;
+    const int rc = MPI_Improbe(MPI_ANY_SOURCE, kPingTag, ping_.handle(), &flag, &msg, &status);
+    if (rc != MPI_SUCCESS || !flag) return;
     int seq = 0;
     if (MPI_Mrecv(&seq, 1, MPI_INT, &msg, MPI_STATUS_IGNORE) != MPI_SUCCESS) return;
     Answer a;
@@ -228,7 +228,8 @@ void CommWatchdog::answer_pings() {
 }
 
 std::vector<PeerReply> CommWatchdog::probe_peers(double grace_s) {
-  TSP_CHECK(enabled() && can_ping_, "probe_peers: the watchdog is off or MPI lacks MPI_THREAD_MULTIPLE");
+  TSP_CHECK(enabled() && can_ping_,
+            "probe_peers: the watchdog is off or MPI lacks MPI_THREAD_MULTIPLE");
   const int me = ping_.rank(), n = ping_.size();
   const int seq = ++seq_;
   ping_payload_ = seq;
@@ -237,7 +238,8 @@ std::vector<PeerReply> CommWatchdog::probe_peers(double grace_s) {
   std::vector<MPI_Request> recvs(static_cast<size_t>(n), MPI_REQUEST_NULL);
   for (int r = 0; r < n; ++r) {
     if (r == me) continue;
-    replies.push_back({.world_rank = ping_.world_ranks()[static_cast<size_t>(r)], .heard = false, .state = {}});
+    replies.push_back(
+        {.world_rank = ping_.world_ranks()[static_cast<size_t>(r)], .heard = false, .state = {}});
     MPI_Irecv(&answers[static_cast<size_t>(r)], sizeof(Answer), MPI_BYTE, r, kAnswerTag,
               ping_.handle(), &recvs[static_cast<size_t>(r)]);
     MPI_Request send = MPI_REQUEST_NULL;
@@ -245,7 +247,8 @@ std::vector<PeerReply> CommWatchdog::probe_peers(double grace_s) {
     MPI_Request_free(&send);  // completes on its own (eager); a dead peer's never matters
   }
   const Clock::time_point until =
-      Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(grace_s));
+      Clock::now() +
+      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(grace_s));
   int pending = n - 1;
   while (pending > 0 && Clock::now() < until) {
     answer_pings();  // peers that time out at the same moment ping us too
@@ -301,13 +304,15 @@ void CommWatchdog::on_timeout(uint64_t generation, const std::string& what, doub
          << ": stopped, hung or dead); ";
     int listed = 0, more = 0;
     for (const PeerReply& p : replies) {
-      if (!p.heard || (!group.empty() && !std::binary_search(group.begin(), group.end(), p.world_rank)))
-        continue;
+      const bool in_group =
+          group.empty() || std::binary_search(group.begin(), group.end(), p.world_rank);
+      if (!p.heard || !in_group) continue;
       if (listed == 8) {
         ++more;
         continue;
       }
-      os << (listed++ == 0 ? "peers in the group: " : ", ") << "rank " << p.world_rank << " " << p.state;
+      os << (listed++ == 0 ? "peers in the group: " : ", ") << "rank " << p.world_rank << " "
+         << p.state;
     }
     if (more > 0) os << " and " << more << " more";
     if (listed > 0) os << "; ";

@@ -68,7 +68,8 @@ class InFlight {
 struct PeerReply {
   int world_rank = -1;
   bool heard = false;
-  std::string state;  // "in all_reduce on 'tsp' (4.0 KiB) for 3.1 s" or "not in a communication call"
+  // "in all_reduce on 'tsp' (4096 bytes, world ranks 0-3) for 3.1 s" or "not in a communication call"
+  std::string state;
 };
 
 class CommWatchdog {
