@@ -64,7 +64,14 @@ TEST(TspMpiCommTimeout, SigstopOfOneRankEndsTheJobWithTheMessage) {
   // 3 s timeout + a tick + the 2 s ping grace + the abort: well under 60 s.
   EXPECT_LT(elapsed_s, 60) << out;
   std::printf("SIGSTOP to rank 1 -> job ended after %.1f s\n", elapsed_s);
-  EXPECT_TRUE(WIFEXITED(c.status) && WEXITSTATUS(c.status) == kTimeoutExitCode)
+  // Open MPI 4.1's mpirun sometimes crashes in its own teardown after an MPI_Abort (inside
+  // PMIx_server_finalize): the ranks are gone and the abort's code is printed, only mpirun's own
+  // status is lost. Accept exactly that case.
+  const bool mpirun_crashed_after_abort =
+      WIFSIGNALED(c.status) && WTERMSIG(c.status) == SIGSEGV &&
+      out.find("PMIx_server_finalize") != std::string::npos &&
+      std::regex_search(out, std::regex(R"(MPI_ABORT was invoked on rank 0 in communicator MPI_COMM_WORLD\s+with errorcode 124)"));
+  EXPECT_TRUE((WIFEXITED(c.status) && WEXITSTATUS(c.status) == kTimeoutExitCode) || mpirun_crashed_after_abort)
       << "mpirun: " << testing::describe(c) << "\n" << out;
   const std::regex message(
       R"(rank 0: comm timeout: [a-z_]+ on '[a-z]+' \([0-9]+ bytes, world ranks 0-1\) has waited [0-9.]+ s, )"

@@ -25,6 +25,14 @@ if(left)
   execute_process(COMMAND kill -KILL ${left_pids})
   message(FATAL_ERROR "processes of the job were left behind (killed now): ${left}\n${out}\n${err}")
 endif()
+# Open MPI 4.1's mpirun itself sometimes crashes in its own teardown after an MPI_Abort (about 1
+# run in 30 here, inside PMIx_server_finalize): the ranks are gone and the abort's exit code is
+# printed, only mpirun's own status is lost. Accept exactly that case.
+if(rc STREQUAL "Segmentation fault" AND "${out}${err}" MATCHES "PMIx_server_finalize"
+   AND "${out}${err}" MATCHES "MPI_ABORT was invoked on rank [0-9]+ in communicator MPI_COMM_WORLD[ \n]+with errorcode ${EXIT_CODE}")
+  message(WARNING "mpirun crashed in PMIx_server_finalize after the abort (Open MPI); the job had ended")
+  set(rc ${EXIT_CODE})
+endif()
 if(NOT rc MATCHES "^[0-9]+$")
   message(FATAL_ERROR "the job did not end by itself within ${MAX_SECONDS} s: ${rc}\n${out}\n${err}")
 endif()
