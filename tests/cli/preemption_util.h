@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -138,6 +139,25 @@ inline int64_t count_equal_losses(const std::map<int64_t, double>& resumed,
     }
   }
   return equal;
+}
+
+// The pid of the process running `binary` as world rank `rank` of an Open MPI job whose command
+// line contains `marker` (read from /proc: argv[0] and OMPI_COMM_WORLD_RANK); -1 if none.
+inline pid_t mpi_rank_pid(const std::string& binary, const std::string& marker, int rank) {
+  const std::string want = "OMPI_COMM_WORLD_RANK=" + std::to_string(rank);
+  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    const std::string cmdline = slurp(e.path() / "cmdline");
+    if (cmdline.substr(0, cmdline.find('\0')) != binary || cmdline.find(marker) == std::string::npos) continue;
+    const std::string environ = slurp(e.path() / "environ");
+    for (size_t at = 0; at < environ.size();) {
+      const size_t end = std::min(environ.find('\0', at), environ.size());
+      if (environ.compare(at, end - at, want) == 0) return static_cast<pid_t>(std::stol(name));
+      at = end + 1;
+    }
+  }
+  return -1;
 }
 
 }  // namespace tsp::testing

@@ -87,7 +87,7 @@ TEST(GenerateCli, HelpListsTheFlags) {
   const Result r = run_tsp(dir, "generate --help");
   EXPECT_EQ(r.rc, 0);
   for (const char* flag : {"--checkpoint", "--prompt", "--max-new-tokens", "--temperature", "--top-k",
-                           "--top-p", "--seed", "--greedy", "--layout", "--tsp"}) {
+                           "--top-p", "--seed", "--greedy", "--layout", "--tsp", "--comm-timeout"}) {
     EXPECT_NE(r.out.find(flag), std::string::npos) << flag;
   }
 }
@@ -112,6 +112,8 @@ TEST(GenerateCli, ErrorsAreOneLine) {
   expect_one_error_line(run_tsp(dir, "generate " + ck + " --prompt hi --layout x"),
                         "--layout must be 'single', 'tsp' or 'tp', got 'x'");
   expect_one_error_line(run_tsp(dir, "generate " + ck + " --prompt hi --tsp 2"), "--tsp 2 needs --layout tsp");
+  expect_one_error_line(run_tsp(dir, "generate " + ck + " --prompt hi --layout tsp --comm-timeout -1"),
+                        "--comm-timeout must be a number of seconds >= 0 (0: off), got -1");
   const auto weights = dir / "ck" / model::kSingleWeightsFileName;
   const std::string bytes = tsp::testing::read_bytes(weights);
   tsp::testing::write_bytes(weights, bytes.substr(0, bytes.size() / 2));

@@ -38,6 +38,17 @@ TEST(RunConfig, ValidationNamesTheFlag) {
   c = RunConfig{};
   c.dtype = "f16";
   EXPECT_THROW(c.validate(), InvalidArgument);
+  c = RunConfig{};
+  c.comm_timeout = -1;
+  try {
+    c.validate();
+    FAIL();
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("--comm-timeout must be a number of seconds >= 0 (0: off), got -1"),
+              std::string::npos) << e.what();
+  }
+  c.comm_timeout = 0;  // off
+  EXPECT_NO_THROW(c.validate());
 }
 
 // Every integer field has a range, checked by validate() too (a run config read back from a

@@ -16,6 +16,7 @@
 #include "tsp/comm/mesh.h"
 #include "tsp/comm/mpi_environment.h"
 #include "tsp/core/available_memory.h"
+#include "tsp/comm/watchdog.h"
 #include "tsp/core/check.h"
 #include "tsp/core/checkpoint_history.h"
 #include "tsp/data/batch_loader.h"
@@ -63,6 +64,8 @@ int cmd_train_distributed(const train::RunConfig& run, bool skip_memory_check, s
   int rc = 0;
   try {
     comm::Communicator world = comm::Communicator::world();
+    static_assert(train::RunConfig{}.comm_timeout == comm::kDefaultCommTimeoutS);
+    const comm::CommWatchdog watchdog(world, run.comm_timeout);  // outlives every collective below
     const model::ModelConfig config = train::model_config_for_run(run);
     comm::Mesh mesh(world, train::mesh_degrees_for(run));
     train::validate_distributed_run(config, run, mesh.degrees());

@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <string_view>
 #include <vector>
@@ -13,6 +14,7 @@
 #include "tsp/cli/commands.h"
 #include "tsp/comm/collectives.h"
 #include "tsp/comm/mpi_environment.h"
+#include "tsp/comm/watchdog.h"
 #include "tsp/core/check.h"
 #include "tsp/core/checkpoint_history.h"
 #include "tsp/data/byte_tokenizer.h"
@@ -34,6 +36,8 @@ void check_args(const GenerateArgs& a) {
             a.layout, a.layout == "single" ? " runs on one rank" : " takes --tp");
   TSP_CHECK(a.tp == 1 || a.layout == "tp", "--tp ", a.tp, " needs --layout tp; --layout ", a.layout,
             a.layout == "single" ? " runs on one rank" : " takes --tsp");
+  TSP_CHECK(std::isfinite(a.comm_timeout) && a.comm_timeout >= 0,
+            "--comm-timeout must be a number of seconds >= 0 (0: off), got ", a.comm_timeout);
   TSP_CHECK(!a.prompt.empty(), "--prompt is empty: give at least one character of text to continue");
   infer::validate(infer::SamplingOptions{.greedy = a.greedy, .temperature = a.temperature,
                                          .top_k = a.top_k, .top_p = a.top_p, .seed = a.seed});
@@ -101,6 +105,7 @@ int run_generate_distributed(const GenerateArgs& a, std::ostream& out) {
   comm::MpiEnvironment env(nullptr, nullptr);
   try {
     comm::Communicator world = comm::Communicator::world();
+    const comm::CommWatchdog watchdog(world, a.comm_timeout);
     return run_generate_sharded(world, a, out);
   } catch (const std::exception& e) {
     // A lone process (no mpirun) has no peer to strand: the error goes up like a single-rank one
@@ -139,6 +144,10 @@ CLI::App* add_generate_command(CLI::App& app, GenerateArgs& a) {
   cmd->add_option("--tp", a.tp, "TP degree D of --layout tp (= the number of ranks)")
       ->capture_default_str()
       ->check(int_range(1, int64_t{1} << 20));
+  cmd->add_option("--comm-timeout", a.comm_timeout,
+                  "--layout tsp|tp: seconds a rank may wait in one communication call before every "
+                  "rank is aborted with exit code 124 (0: off)")
+      ->capture_default_str();
   return cmd;
 }
 

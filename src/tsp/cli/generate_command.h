@@ -28,6 +28,7 @@ struct GenerateArgs {
   std::string layout = "single";  // "tsp" (with --tsp D) or "tp" (with --tp D): under mpirun -np D
   int64_t tsp = 1;
   int64_t tp = 1;
+  double comm_timeout = 600;  // --layout tsp|tp: seconds in one MPI wait before the job aborts (0: off)
 };
 
 // Adds the `generate` subcommand and its flags to `app`, bound to `args` (which must outlive the

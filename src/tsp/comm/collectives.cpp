@@ -11,6 +11,7 @@
 #include <string>
 
 #include "tsp/comm/mpi_environment.h"
+#include "tsp/comm/watchdog.h"
 #include "tsp/core/check.h"
 
 namespace tsp::comm {
@@ -58,6 +59,8 @@ void check_rank(const Communicator& comm, int r, const char* op, const char* wha
 }
 
 // Wire bytes per element: bf16 reductions travel as f32.
+int64_t bytes_of(const Tensor& t) { return static_cast<int64_t>(t.nbytes()); }
+
 int64_t wire_bytes(DType t, bool reducing) {
   return (reducing && t == DType::bf16) ? 4 : static_cast<int64_t>(dtype_size(t));
 }
@@ -165,8 +168,13 @@ void reduce_scatter_native(Communicator& comm, const Tensor& in, Tensor& out,
   }
 }
 
-std::unique_ptr<Request::State> new_state(std::initializer_list<Tensor> keep_alive) {
+// `op`, `comm` and `bytes` describe the operation to the watchdog while wait() blocks.
+std::unique_ptr<Request::State> new_state(const Communicator& comm, const char* op, int64_t bytes,
+                                          std::initializer_list<Tensor> keep_alive) {
   auto st = std::make_unique<Request::State>();
+  st->comm = &comm;
+  st->op = op;
+  st->bytes = bytes;
   st->keep_alive.assign(keep_alive.begin(), keep_alive.end());
   return st;
 }
@@ -360,6 +368,7 @@ ShiftPlan prepare_ring_shift(const Communicator& comm, const Tensor& send_buf,
 void sendrecv_prepared(Communicator& comm, const Tensor& send_buf, int dest, Tensor& recv_buf,
                        int source, int tag, const SendRecvPlan& sr, const char* op) {
   MPI_Status status;
+  const InFlight watch(comm, op, bytes_of(send_buf) + bytes_of(recv_buf));
   check_mpi(MPI_Sendrecv(send_buf.raw(), sr.send_count, sr.type, dest, tag, recv_buf.raw(),
                          sr.recv_count, sr.type, source, tag, comm.handle(), &status),
             "MPI_Sendrecv");
@@ -376,6 +385,14 @@ void ring_shift_local(Communicator& comm, const Tensor& send_buf, Tensor& recv_b
 
 // ---------------------------------------------------------------------------------------------
 // Request completion
+
+// The watchdog's guard over a blocking wait of `st` (a State built without new_state has no
+// communicator: named by its operation only).
+InFlight watch_wait(const Request::State& st) {
+  static const std::string unknown = "?";
+  if (st.comm == nullptr) return InFlight(st.op, unknown, nullptr, st.bytes);
+  return InFlight(*st.comm, st.op, st.bytes);
+}
 
 // Completes the requests one by one, MPI_Wait (block) or MPI_Test, skipping those already
 // finished; returns true once every request has finished. Requests are deliberately not completed
@@ -460,7 +477,10 @@ Request::~Request() {
     return;
   }
   try {
-    progress(*state_, /*block=*/true);
+    {
+      const InFlight watch = watch_wait(*state_);
+      progress(*state_, /*block=*/true);
+    }
     finish(state_, "MPI_Wait");
   } catch (...) {
   }
@@ -468,7 +488,10 @@ Request::~Request() {
 
 void Request::wait() {
   if (!state_) return;
-  progress(*state_, /*block=*/true);
+  {
+    const InFlight watch = watch_wait(*state_);
+    progress(*state_, /*block=*/true);
+  }
   finish(state_, "MPI_Wait");
 }
 
@@ -496,6 +519,7 @@ void wait_all(std::span<Request> requests) {
 
 void broadcast(Communicator& comm, Tensor& x, int root) {
   const int n = prepare_broadcast(comm, x, root, "broadcast");
+  const InFlight watch(comm, "broadcast", bytes_of(x));
   check_mpi(MPI_Bcast(x.raw(), n, mpi_type(x.dtype()), root, comm.handle()), "MPI_Bcast");
   comm.ledger().record(CommOp::broadcast, traffic::broadcast(n, wire_bytes(x.dtype(), false),
                                                              comm.size(), comm.rank(), root));
@@ -507,6 +531,7 @@ void reduce(Communicator& comm, Tensor& x, int root, ReduceOp op) {
     const bool is_root = comm.rank() == root;
     Tensor buf = x.dtype() == DType::bf16 ? f32_comm_copy(x) : x;
     const MPI_Datatype type = mpi_type(buf.dtype());
+    const InFlight watch(comm, "reduce", bytes_of(buf));
     check_mpi(MPI_Reduce(is_root ? MPI_IN_PLACE : buf.raw(), is_root ? buf.raw() : nullptr, n,
                          type, mpi_op(op), root, comm.handle()),
               "MPI_Reduce");
@@ -522,6 +547,7 @@ void reduce(Communicator& comm, Tensor& x, int root, ReduceOp op) {
 void all_reduce(Communicator& comm, Tensor& x, ReduceOp op) {
   const int n = prepare_all_reduce(comm, x, "all_reduce");
   if (comm.size() > 1) {
+    const InFlight watch(comm, "all_reduce", n * wire_bytes(x.dtype(), true));
     if (x.dtype() == DType::bf16) {
       Tensor buf = f32_comm_copy(x);
       check_mpi(MPI_Allreduce(MPI_IN_PLACE, buf.raw(), n, MPI_FLOAT, mpi_op(op), comm.handle()),
@@ -543,6 +569,7 @@ void all_reduce(Communicator& comm, Tensor& x, ReduceOp op) {
 void all_gather(Communicator& comm, const Tensor& in, Tensor& out) {
   const int n = prepare_all_gather(comm, in, out, "all_gather");
   const MPI_Datatype type = mpi_type(in.dtype());
+  const InFlight watch(comm, "all_gather", bytes_of(out));
   check_mpi(MPI_Allgather(in.raw(), n, type, out.raw(), n, type, comm.handle()), "MPI_Allgather");
   const std::vector<int64_t> counts = equal_counts(n, comm.size());
   comm.ledger().record(CommOp::all_gather,
@@ -553,6 +580,8 @@ namespace {
 // reduce_scatter(_v) after validation.
 void reduce_scatter_prepared(Communicator& comm, const Tensor& in, Tensor& out,
                              const ReduceScatterPlan& plan, ReduceOp op, ReduceScatterAlgo algo) {
+  const InFlight watch(comm, "reduce_scatter",
+                       in.numel() * wire_bytes(in.dtype(), true));  // the input as it travels
   if (in.dtype() == DType::bf16) {
     const Tensor in32 = f32_comm_copy(in);
     Tensor out32 = Tensor::empty(out.shape(), DType::f32, MemCategory::comm);
@@ -576,6 +605,7 @@ void reduce_scatter(Communicator& comm, const Tensor& in, Tensor& out, ReduceOp 
 void all_gather_v(Communicator& comm, const Tensor& in, Tensor& out, std::span<const int64_t> counts) {
   const CountsAndDispls c = prepare_all_gather_v(comm, in, out, counts, "all_gather_v");
   const MPI_Datatype type = mpi_type(in.dtype());
+  const InFlight watch(comm, "all_gather_v", bytes_of(out));
   check_mpi(MPI_Allgatherv(in.raw(), c.counts[comm.rank()], type, out.raw(), c.counts.data(),
                            c.displs.data(), type, comm.handle()),
             "MPI_Allgatherv");
@@ -595,6 +625,7 @@ void reduce_scatter_v(Communicator& comm, const Tensor& in, Tensor& out,
 void all_to_all(Communicator& comm, const Tensor& in, Tensor& out) {
   const int n = prepare_all_to_all(comm, in, out, "all_to_all");
   const MPI_Datatype type = mpi_type(in.dtype());
+  const InFlight watch(comm, "all_to_all", bytes_of(in));
   check_mpi(MPI_Alltoall(in.raw(), n, type, out.raw(), n, type, comm.handle()), "MPI_Alltoall");
   const std::vector<int64_t> counts = equal_counts(n, comm.size());
   comm.ledger().record(CommOp::all_to_all, traffic::all_to_all(counts, counts,
@@ -607,6 +638,7 @@ void all_to_all_v(Communicator& comm, const Tensor& in, std::span<const int64_t>
   const AllToAllVPlan p =
       prepare_all_to_all_v(comm, in, send_counts, out, recv_counts, "all_to_all_v");
   const MPI_Datatype type = mpi_type(in.dtype());
+  const InFlight watch(comm, "all_to_all_v", bytes_of(in) + bytes_of(out));
   check_mpi(MPI_Alltoallv(in.raw(), p.send.counts.data(), p.send.displs.data(), type, out.raw(),
                           p.recv.counts.data(), p.recv.displs.data(), type, comm.handle()),
             "MPI_Alltoallv");
@@ -620,6 +652,7 @@ void all_to_all_v(Communicator& comm, const Tensor& in, std::span<const int64_t>
 
 void send(Communicator& comm, const Tensor& x, int dest, int tag) {
   const int n = prepare_point_to_point(comm, x, dest, tag, "send", "dest");
+  const InFlight watch(comm, "send", bytes_of(x));
   check_mpi(MPI_Send(x.raw(), n, mpi_type(x.dtype()), dest, tag, comm.handle()), "MPI_Send");
   comm.ledger().record(CommOp::send, {static_cast<int64_t>(x.nbytes()), 0});
 }
@@ -628,6 +661,7 @@ void recv(Communicator& comm, Tensor& x, int source, int tag) {
   const int n = prepare_point_to_point(comm, x, source, tag, "recv", "source");
   const MPI_Datatype type = mpi_type(x.dtype());
   MPI_Status status;
+  const InFlight watch(comm, "recv", bytes_of(x));
   check_mpi(MPI_Recv(x.raw(), n, type, source, tag, comm.handle(), &status), "MPI_Recv");
   check_received(comm, status, type, n, "recv", source);
   comm.ledger().record(CommOp::recv, {0, static_cast<int64_t>(x.nbytes())});
@@ -655,7 +689,7 @@ void ring_shift(Communicator& comm, const Tensor& send_buf, Tensor& recv_buf, in
 
 Request ibroadcast(Communicator& comm, Tensor& x, int root) {
   const int n = prepare_broadcast(comm, x, root, "ibroadcast");
-  auto st = new_state({x});
+  auto st = new_state(comm, "ibroadcast", bytes_of(x), {x});
   st->requests.resize(1, MPI_REQUEST_NULL);
   check_mpi(MPI_Ibcast(x.raw(), n, mpi_type(x.dtype()), root, comm.handle(), &st->requests[0]),
             "MPI_Ibcast");
@@ -668,7 +702,7 @@ Request iall_reduce(Communicator& comm, Tensor& x, ReduceOp op) {
   const int n = prepare_all_reduce(comm, x, "iall_reduce");
   const bool is_bf16 = x.dtype() == DType::bf16;
   Tensor buf = is_bf16 ? f32_comm_copy(x) : x;
-  auto st = new_state({x, buf});
+  auto st = new_state(comm, "iall_reduce", bytes_of(buf), {x, buf});
   st->requests.resize(1, MPI_REQUEST_NULL);
   check_mpi(MPI_Iallreduce(MPI_IN_PLACE, buf.raw(), n, mpi_type(buf.dtype()), mpi_op(op),
                            comm.handle(), &st->requests[0]),
@@ -681,7 +715,7 @@ Request iall_reduce(Communicator& comm, Tensor& x, ReduceOp op) {
 
 Request iall_gather(Communicator& comm, const Tensor& in, Tensor& out) {
   const int n = prepare_all_gather(comm, in, out, "iall_gather");
-  auto st = new_state({in, out});
+  auto st = new_state(comm, "iall_gather", bytes_of(out), {in, out});
   st->requests.resize(1, MPI_REQUEST_NULL);
   const MPI_Datatype type = mpi_type(in.dtype());
   check_mpi(MPI_Iallgather(in.raw(), n, type, out.raw(), n, type, comm.handle(), &st->requests[0]),
@@ -698,7 +732,7 @@ Request ireduce_scatter(Communicator& comm, const Tensor& in, Tensor& out, Reduc
   const bool is_bf16 = in.dtype() == DType::bf16;
   const Tensor in_buf = is_bf16 ? f32_comm_copy(in) : in;
   Tensor out_buf = is_bf16 ? Tensor::empty(out.shape(), DType::f32, MemCategory::comm) : out;
-  auto st = new_state({in, out, in_buf, out_buf});
+  auto st = new_state(comm, "ireduce_scatter", bytes_of(in_buf), {in, out, in_buf, out_buf});
   st->requests.resize(1, MPI_REQUEST_NULL);
   st->mpi_counts = plan.c.counts;  // MPI reads the counts until completion
   check_mpi(MPI_Ireduce_scatter(in_buf.raw(), out_buf.raw(), st->mpi_counts.data(),
@@ -714,7 +748,7 @@ Request ireduce_scatter(Communicator& comm, const Tensor& in, Tensor& out, Reduc
 
 Request iall_to_all(Communicator& comm, const Tensor& in, Tensor& out) {
   const int n = prepare_all_to_all(comm, in, out, "iall_to_all");
-  auto st = new_state({in, out});
+  auto st = new_state(comm, "iall_to_all", bytes_of(in), {in, out});
   st->requests.resize(1, MPI_REQUEST_NULL);
   const MPI_Datatype type = mpi_type(in.dtype());
   check_mpi(MPI_Ialltoall(in.raw(), n, type, out.raw(), n, type, comm.handle(), &st->requests[0]),
@@ -728,7 +762,7 @@ Request iall_to_all(Communicator& comm, const Tensor& in, Tensor& out) {
 
 Request isend(Communicator& comm, const Tensor& x, int dest, int tag) {
   const int n = prepare_point_to_point(comm, x, dest, tag, "isend", "dest");
-  auto st = new_state({x});
+  auto st = new_state(comm, "isend", bytes_of(x), {x});
   st->requests.resize(1, MPI_REQUEST_NULL);
   check_mpi(MPI_Isend(x.raw(), n, mpi_type(x.dtype()), dest, tag, comm.handle(), &st->requests[0]),
             "MPI_Isend");
@@ -745,7 +779,7 @@ std::string recv_what(const Communicator& comm, const char* op, int source) {
 Request irecv(Communicator& comm, Tensor& x, int source, int tag) {
   const int n = prepare_point_to_point(comm, x, source, tag, "irecv", "source");
   const MPI_Datatype type = mpi_type(x.dtype());
-  auto st = new_state({x});
+  auto st = new_state(comm, "irecv", bytes_of(x), {x});
   st->requests.resize(1, MPI_REQUEST_NULL);
   st->recv_checks.push_back({0, type, n, recv_what(comm, "irecv", source)});
   check_mpi(MPI_Irecv(x.raw(), n, type, source, tag, comm.handle(), &st->requests[0]),
@@ -761,7 +795,7 @@ Request iring_shift(Communicator& comm, const Tensor& send_buf, Tensor& recv_buf
     return Request();
   }
   // Everything that can throw is done before the receive is posted.
-  auto st = new_state({send_buf, recv_buf});
+  auto st = new_state(comm, "iring_shift", bytes_of(send_buf) + bytes_of(recv_buf), {send_buf, recv_buf});
   st->requests.resize(2, MPI_REQUEST_NULL);
   st->recv_checks.push_back({0, p.sr.type, p.sr.recv_count,
                              recv_what(comm, "iring_shift", p.peers.source)});

@@ -96,6 +96,10 @@ class Request {
     std::string what;     // "irecv on 'world' from rank 1", for the error message
   };
   struct State {
+    // The operation as the watchdog names it while wait() blocks (comm outlives the request).
+    const Communicator* comm = nullptr;
+    const char* op = "";
+    int64_t bytes = 0;
     std::vector<MPI_Request> requests;
     std::vector<Tensor> keep_alive;
     std::vector<int> mpi_counts;        // count arrays MPI reads until completion

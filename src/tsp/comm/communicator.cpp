@@ -1,9 +1,11 @@
 // Owned MPI communicators: dup, split, free, with errors returned (and thrown as CommError).
 #include "tsp/comm/communicator.h"
 
+#include <numeric>
 #include <utility>
 
 #include "tsp/comm/mpi_environment.h"
+#include "tsp/comm/watchdog.h"
 #include "tsp/core/check.h"
 
 namespace tsp::comm {
@@ -24,6 +26,20 @@ class CommGuard {
  private:
   MPI_Comm comm_;
 };
+
+// World rank of each member of `comm` (local: groups only, no communication).
+std::vector<int> translate_to_world(MPI_Comm comm, int size) {
+  std::vector<int> mine(static_cast<size_t>(size)), world(static_cast<size_t>(size));
+  std::iota(mine.begin(), mine.end(), 0);
+  MPI_Group group = MPI_GROUP_NULL, world_group = MPI_GROUP_NULL;
+  check_mpi(MPI_Comm_group(comm, &group), "MPI_Comm_group");
+  check_mpi(MPI_Comm_group(MPI_COMM_WORLD, &world_group), "MPI_Comm_group(world)");
+  const int rc = MPI_Group_translate_ranks(group, size, mine.data(), world_group, world.data());
+  MPI_Group_free(&group);
+  MPI_Group_free(&world_group);
+  check_mpi(rc, "MPI_Group_translate_ranks");
+  return world;
+}
 }  // namespace
 
 Communicator::Communicator(MPI_Comm owned, std::string name) : name_(std::move(name)) {
@@ -31,12 +47,16 @@ Communicator::Communicator(MPI_Comm owned, std::string name) : name_(std::move(n
   check_mpi(MPI_Comm_set_errhandler(owned, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
   check_mpi(MPI_Comm_rank(owned, &rank_), "MPI_Comm_rank");
   check_mpi(MPI_Comm_size(owned, &size_), "MPI_Comm_size");
+  world_ranks_ = translate_to_world(owned, size_);
   comm_ = guard.release();
 }
 
 Communicator Communicator::dup(MPI_Comm comm, std::string name) {
   MPI_Comm out = MPI_COMM_NULL;
-  check_mpi(MPI_Comm_dup(comm, &out), "MPI_Comm_dup");
+  {
+    const InFlight watch("MPI_Comm_dup", name, nullptr, 0);  // group: that of `comm`
+    check_mpi(MPI_Comm_dup(comm, &out), "MPI_Comm_dup");
+  }
   return Communicator(out, std::move(name));
 }
 
@@ -47,6 +67,7 @@ Communicator::Communicator(Communicator&& other) noexcept
       rank_(std::exchange(other.rank_, 0)),
       size_(std::exchange(other.size_, 0)),
       name_(std::move(other.name_)),
+      world_ranks_(std::move(other.world_ranks_)),
       ledger_(std::exchange(other.ledger_, TrafficLedger{})),
       scratch_(std::exchange(other.scratch_, Tensor{})) {}
 
@@ -57,6 +78,7 @@ Communicator& Communicator::operator=(Communicator&& other) noexcept {
     rank_ = std::exchange(other.rank_, 0);
     size_ = std::exchange(other.size_, 0);
     name_ = std::move(other.name_);
+    world_ranks_ = std::move(other.world_ranks_);
     ledger_ = std::exchange(other.ledger_, TrafficLedger{});
     scratch_ = std::exchange(other.scratch_, Tensor{});
   }
@@ -78,7 +100,10 @@ Communicator Communicator::split(int color, int key, std::string name) const {
   TSP_CHECK(valid(), "split of a null communicator");
   TSP_CHECK_GE(color, 0, "Communicator::split: colors must be non-negative");
   MPI_Comm out = MPI_COMM_NULL;
-  check_mpi(MPI_Comm_split(comm_, color, key, &out), "MPI_Comm_split");
+  {
+    const InFlight watch(*this, "MPI_Comm_split", 0);
+    check_mpi(MPI_Comm_split(comm_, color, key, &out), "MPI_Comm_split");
+  }
   return Communicator(out, std::move(name));
 }
 
@@ -93,7 +118,10 @@ void* Communicator::scratch(size_t bytes) {
 
 void Communicator::barrier() {
   TSP_CHECK(valid(), "barrier on a null communicator");
-  check_mpi(MPI_Barrier(comm_), "MPI_Barrier");
+  {
+    const InFlight watch(*this, "barrier", 0);
+    check_mpi(MPI_Barrier(comm_), "MPI_Barrier");
+  }
   ledger_.record(CommOp::barrier, {});
 }
 

@@ -2,12 +2,14 @@
 // it), with its rank and size cached, MPI_ERRORS_RETURN set, a name for logs ("world", "tsp", ...)
 // and the TrafficLedger of everything sent and received through it.
 // It also owns a grow-only scratch buffer for the comm layer's internal algorithms (see scratch()).
+// Its members' world ranks are computed once at creation (the watchdog's messages name them).
 #pragma once
 
 #include <mpi.h>
 
 #include <cstddef>
 #include <string>
+#include <vector>
 
 #include "tsp/comm/traffic_ledger.h"
 #include "tsp/core/tensor.h"
@@ -38,6 +40,8 @@ class Communicator {
   int size() const { return size_; }
   MPI_Comm handle() const { return comm_; }
   const std::string& name() const { return name_; }
+  // MPI_COMM_WORLD rank of each member, indexed by this communicator's rank.
+  const std::vector<int>& world_ranks() const { return world_ranks_; }
   // Ring neighbours in this communicator: (rank + 1) % size and (rank - 1 + size) % size.
   int next_rank() const { return (rank_ + 1) % size_; }
   int prev_rank() const { return (rank_ + size_ - 1) % size_; }
@@ -62,6 +66,7 @@ class Communicator {
   int rank_ = 0;
   int size_ = 0;
   std::string name_;
+  std::vector<int> world_ranks_;
   TrafficLedger ledger_;
   Tensor scratch_;  // i64 elements, MemCategory::comm
 };

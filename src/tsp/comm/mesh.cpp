@@ -8,6 +8,7 @@
 #include <string>
 
 #include "tsp/comm/mpi_environment.h"
+#include "tsp/comm/watchdog.h"
 #include "tsp/core/check.h"
 
 namespace tsp::comm {
@@ -171,6 +172,8 @@ std::vector<std::string> gather_host_names(Communicator& world) {
   int len = 0;
   check_mpi(MPI_Get_processor_name(name, &len), "MPI_Get_processor_name");
   std::vector<char> all(static_cast<size_t>(MPI_MAX_PROCESSOR_NAME) * world.size());
+  const InFlight watch(world, "all_gather(host names)",
+                       static_cast<int64_t>(all.size()));
   check_mpi(MPI_Allgather(name, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, all.data(), MPI_MAX_PROCESSOR_NAME,
                           MPI_CHAR, world.handle()),
             "MPI_Allgather(host names)");

@@ -74,6 +74,8 @@ void RunConfig::validate() const {
   TSP_CHECK(keep_checkpoints == 0 || !checkpoint_dir.empty(), "--keep-checkpoints ", keep_checkpoints,
             " needs --checkpoint-dir (the run directory that holds the step directories)");
   TSP_CHECK(!data.empty(), "--data must not be empty");
+  TSP_CHECK(std::isfinite(comm_timeout) && comm_timeout >= 0,
+            "--comm-timeout must be a number of seconds >= 0 (0: off), got ", comm_timeout);
   TSP_CHECK(layout == "single" || layout == "tsp" || layout == "tp" || layout == "sp" ||
                 layout == "tp+sp" || layout == "dp" || layout == "fsdp-sp",
             "--layout must be single, tsp, tp, sp, tp+sp, dp or fsdp-sp, got '", layout, "'");

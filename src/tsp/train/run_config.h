@@ -53,7 +53,9 @@ namespace tsp::train {
   X(std::string, resume, "resume", "", "resume exactly from this checkpoint, step or run directory "  \
     "(a run directory resumes its latest checkpoint)")                                            \
   X(std::string, metrics, "metrics", "", "append JSON-lines metrics to this file")               \
-  X(int64_t, log_every, "log-every", 1, "print the progress line every N steps (the last always)")
+  X(int64_t, log_every, "log-every", 1, "print the progress line every N steps (the last always)") \
+  X(double, comm_timeout, "comm-timeout", 600.0, "under mpirun: seconds a rank may wait in one "     \
+    "communication call before every rank is aborted with exit code 124 (0: off)")
 
 struct RunConfig {
 #define TSP_RUN_CONFIG_MEMBER_(type, member, flag, def, help) type member = def;
