@@ -1,6 +1,6 @@
 # tsp: the two set-up commands are `make demo` and `make test` (see README.md).
 # Both install missing Debian packages, configure with CMake presets and build.
-.PHONY: all deps build demo test test-release test-asan test-isa-avx2 clean-room bench bench-kernels clean
+.PHONY: all deps build demo test test-release test-asan test-isa-avx2 fuzz clean-room bench bench-kernels clean
 MAKEFLAGS += --no-print-directory
 
 JOBS ?= $(shell nproc)
@@ -72,6 +72,15 @@ test-isa-avx2: build
 	else \
 	  echo "test-isa-avx2: skipped: this CPU has no AVX-512, so oneDNN already ran its AVX2 kernels above"; \
 	fi
+
+# libFuzzer (clang, ASan + UBSan) on the readers of untrusted files, one target after the other for
+# FUZZ_SECONDS each, in build/fuzz (scripts/fuzz.sh; docs/testing.md, "Fuzzing"). A finding is
+# copied to tests/fuzz-crashes/<target>/, which `make test` replays; the run then exits non-zero.
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?= safetensors config_json token_file train_state
+fuzz:
+	@bash scripts/install-deps.sh --fuzz
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_TARGETS="$(FUZZ_TARGETS)" JOBS=$(JOBS) bash scripts/fuzz.sh
 
 bench: build
 	./build/release/bench/kernels/tsp_bench_kernels --benchmark_counters_tabular=true

@@ -3,6 +3,7 @@
 # minimal Debian 12 root (scripts/clean-room.sh): nothing else is assumed present.
 #   scripts/install-deps.sh          # build, every test, the demo (used by `make demo` / `make test`)
 #   scripts/install-deps.sh --bench  # also the benchmarks' peers: PyTorch for bench/compare_block.sh
+#   scripts/install-deps.sh --fuzz   # also clang, libFuzzer and clang's OpenMP for `make fuzz`
 # Needs root (or sudo) only when something is missing.
 set -euo pipefail
 
@@ -20,7 +21,8 @@ PACKAGES=(
 case "${1:-}" in
   "") ;;
   --bench) PACKAGES+=(python3-torch) ;;   # /usr/bin/python3 + PyTorch 1.13, the block benchmark's peer
-  *) echo "install-deps: unknown option '$1' (use --bench or nothing)" >&2; exit 2 ;;
+  --fuzz) PACKAGES+=(clang libclang-rt-14-dev libomp-dev) ;;  # clang 14, libclang_rt.fuzzer, libomp
+  *) echo "install-deps: unknown option '$1' (use --bench, --fuzz or nothing)" >&2; exit 2 ;;
 esac
 
 missing=()

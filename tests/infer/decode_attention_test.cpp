@@ -108,6 +108,43 @@ TEST(DecodeAttention, ResultDoesNotDependOnTheThreadCount) {
   for (int64_t i = 0; i < l1.numel(); ++i) ASSERT_EQ(l1.item_f32(i), l2.item_f32(i)) << i;
 }
 
+// A NaN in one visible key (a corrupt checkpoint) makes every query head of its kv head NaN, o
+// and lse (NaN in, NaN out), in the first block, inside a block and in a later chunk; the other kv
+// head is untouched. A NaN in an invisible key changes nothing. Before the fix the NaN block
+// maximum was taken for a fully masked block and the head silently attended to the other keys.
+TEST(DecodeAttention, NanKeyGivesNanHeadsNotAMaskedZero) {
+  const int64_t B = 1, Sk = 1500, H = 4, Hkv = 2, d = 16;
+  const Tensor q = random_tensor({B, 1, H, d}, DType::f32, 1);
+  const Tensor v = random_tensor({B, Sk, Hkv, d}, DType::f32, 3);
+  std::vector<int32_t> kp(Sk);
+  for (int64_t j = 0; j < Sk; ++j) kp[j] = static_cast<int32_t>(j);
+  const Tensor k_pos = positions(kp), q_pos = positions({1400});  // keys 1401.. are invisible
+  const auto attend = [&](const Tensor& k, Tensor& o, Tensor& lse) {
+    o = Tensor::empty(q.shape(), DType::f32, MemCategory::workspace);
+    lse = Tensor::empty({B, H, 1}, DType::f32, MemCategory::workspace);
+    decode_attention(q, k, v, q_pos, k_pos, o, lse);
+  };
+  const Tensor k_clean = random_tensor({B, Sk, Hkv, d}, DType::f32, 2);
+  Tensor o_clean, lse_clean;
+  attend(k_clean, o_clean, lse_clean);
+  for (const int64_t slot : {int64_t{0}, int64_t{37}, int64_t{1100}, int64_t{1450}}) {
+    Tensor k = k_clean.to_f32();
+    k.data<float>()[(slot * Hkv + 1) * d + 5] = std::nanf("");  // kv head 1 of key `slot`
+    Tensor o, lse;
+    attend(k, o, lse);
+    const bool visible = kp[slot] <= 1400;
+    for (int64_t h = 0; h < H; ++h) {
+      const bool poisoned = visible && h / (H / Hkv) == 1;
+      EXPECT_EQ(std::isnan(lse.item_f32(h)), poisoned) << "slot " << slot << " head " << h;
+      for (int64_t x = 0; x < d; ++x) {
+        const float got = o.item_f32(h * d + x);
+        if (poisoned) EXPECT_TRUE(std::isnan(got)) << "slot " << slot << " head " << h << " x " << x;
+        else EXPECT_EQ(got, o_clean.item_f32(h * d + x)) << "slot " << slot << " head " << h;
+      }
+    }
+  }
+}
+
 TEST(DecodeAttention, RefusesBadShapes) {
   const Tensor q = random_tensor({1, 2, 4, 8}, DType::f32, 1);  // two query rows
   const Tensor k = random_tensor({1, 3, 2, 8}, DType::f32, 2);

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <string>
 
@@ -49,11 +50,16 @@ model::ModelConfig tiny_byte_config() {
   return testing::make_config(k, 2, /*max_pos=*/64, /*vocab=*/320);
 }
 
-model::ModelWeights write_checkpoint(const std::filesystem::path& dir) {
+// `poison`: the HF name of a weight whose first element is set to NaN before saving (a corrupt
+// checkpoint written by the engine's own writer); empty: none.
+model::ModelWeights write_checkpoint(const std::filesystem::path& dir, const std::string& poison = "") {
   const model::ModelConfig c = tiny_byte_config();
   model::ModelWeights w = testing::random_weights(c, 31);
   std::vector<model::NamedTensor> named;
-  for (auto& [name, t] : w.named()) named.push_back({name, t});
+  for (auto& [name, t] : w.named()) {
+    if (name == poison) t.data<float>()[0] = std::nanf("");
+    named.push_back({name, t});
+  }
   model::save_hf_checkpoint(dir, c, named);
   return w;
 }
@@ -118,6 +124,25 @@ TEST(GenerateCli, ErrorsAreOneLine) {
   const std::string bytes = tsp::testing::read_bytes(weights);
   tsp::testing::write_bytes(weights, bytes.substr(0, bytes.size() / 2));
   expect_one_error_line(run_tsp(dir, "generate " + ck + " --prompt hi"), "model.safetensors");
+}
+
+// NaN weights stop the generation with one line and a non-zero status instead of printing
+// garbage with status 0. A NaN final-norm gain makes every logit of the prefill NaN (position 6 =
+// BOS + "Hello", the first new token); a NaN in k_proj reaches the logits through attention, which
+// must propagate it (decode attention once took a NaN block maximum for a fully masked block).
+TEST(GenerateCli, NanWeightsStopWithOneLineNamingThePosition) {
+  ScratchDir dir;
+  const std::string ck = "--checkpoint '" + (dir / "ck").string() + "'";
+  write_checkpoint(dir / "ck", "model.norm.weight");
+  for (const std::string sampling : {"--greedy", "--seed 3"}) {
+    expect_one_error_line(run_tsp(dir, "generate " + ck + " --prompt Hello --max-new-tokens 12 " + sampling),
+                          "generate: non-finite logits at position 6 (token 1 of 12): the model produced "
+                          "NaN/Inf; check the checkpoint's weights");
+  }
+  write_checkpoint(dir / "ck", "model.layers.1.self_attn.k_proj.weight");
+  const Result r = run_tsp(dir, "generate " + ck + " --prompt Hello --max-new-tokens 12 --greedy");
+  expect_one_error_line(r, "the model produced NaN/Inf; check the checkpoint's weights");
+  EXPECT_NE(r.err.find("generate: non-finite logits at position "), std::string::npos) << r.err;
 }
 
 TEST(GenerateCli, RefusesAVocabularyTooSmallForTheByteTokenizer) {

@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <functional>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -522,6 +524,51 @@ TEST(TspDecode, CliStreamsTheSameTextAsSingleRankAndPrintsEveryRanksCache) {
     EXPECT_NE(std::string(e.what()).find("--tsp " + std::to_string(D + 1) + " needs " +
                                          std::to_string(D + 1) + " ranks"),
               std::string::npos) << e.what();
+  }
+}
+
+// A checkpoint with NaN weights (written by the engine's writer) stops `tsp generate` with the
+// same message in every layout, single rank, --layout tsp and --layout tp, on every rank (each holds
+// the same logits), instead of sampling garbage: a NaN final-norm gain makes the prefill's logits
+// NaN; a NaN in k_proj reaches them through the sharded attention.
+TEST(TspDecode, CliStopsOnNonFiniteLogitsInEveryLayout) {
+  comm::Communicator world = comm::Communicator::world();
+  const int D = world.size();
+  const SharedDir dir(world);
+  model::ModelConfigFields f = config_of(true, false, 128).fields();
+  f.vocab_size = 320;
+  const model::ModelConfig c(f);
+  for (const std::string poison : {"model.norm.weight", "model.layers.1.self_attn.k_proj.weight"}) {
+    model::ModelWeights w = it::random_weights(c, 22);
+    for (auto& [name, t] : w.named()) {
+      if (name == poison) t.data<float>()[0] = std::nanf("");
+    }
+    const std::string ck = (dir / ("ck_" + std::to_string(poison.size()))).string();
+    write_checkpoint(world, w, ck);
+    const auto expect_stop = [&](const std::string& layout, const std::function<void()>& run) {
+      try {
+        run();
+        ADD_FAILURE() << layout << ": NaN weights " << poison << " must stop the generation";
+      } catch (const InvalidArgument& e) {
+        const std::string what = e.what();
+        EXPECT_NE(what.find("generate: non-finite logits at position "), std::string::npos) << what;
+        EXPECT_NE(what.find("the model produced NaN/Inf; check the checkpoint's weights"), std::string::npos)
+            << what;
+        if (poison == "model.norm.weight") {  // BOS + "Hello": the first new token, position 6
+          EXPECT_NE(what.find("at position 6 (token 1 of 12)"), std::string::npos) << layout << ": " << what;
+        }
+      }
+    };
+    cli::GenerateArgs args{.checkpoint = ck, .prompt = "Hello", .max_new_tokens = 12, .seed = 7, .greedy = true};
+    std::ostringstream single;
+    expect_stop("single", [&] { cli::run_generate(args, single); });
+    for (const std::string layout : {"tsp", "tp"}) {
+      cli::GenerateArgs a = args;
+      a.layout = layout;
+      (layout == "tsp" ? a.tsp : a.tp) = D;
+      std::ostringstream out;
+      expect_stop(layout, [&] { cli::run_generate_sharded(world, a, out); });
+    }
   }
 }
 

@@ -113,14 +113,18 @@ void block_scores(const Dims& dm, const Rows<const T>& k, const Rows<const T>& v
 }
 
 // Online-softmax update of head h with its block of scores, which become p = 2^(s - m).
-// Returns false when the head sees no key in the block (nothing changes).
+// Returns false when the head sees no key in the block (nothing changes). A NaN score (NaN or
+// inf in q or k: a corrupt checkpoint) makes the running max NaN, so the head's output and lse are
+// NaN (NaN in, NaN out) and the generation loop's finiteness check reports it; max8 alone would
+// drop it (vmaxps returns its second operand when either is NaN) and the head would look masked.
 bool softmax_update(const Dims& dm, int64_t h, State& st) {
   float* s = st.s + h * kBlock;
   F8 vmax = set8(-INFINITY);
   for (int64_t j = 0; j < kBlock; j += 8) vmax = max8(vmax, load8(s + j));
-  const float bmax = hmax8(vmax);
+  float bmax = hmax8(vmax);
+  for (int64_t j = 0; j < kBlock; ++j) bmax = std::isnan(s[j]) ? s[j] : bmax;
   if (bmax == -INFINITY) return false;
-  if (bmax > st.m[h]) {
+  if (std::isnan(bmax) || bmax > st.m[h]) {
     const float rescale = st.m[h] == -INFINITY ? 0.f : std::exp2(st.m[h] - bmax);
     st.l[h] *= rescale;
     float* acc = st.acc + h * dm.w;
@@ -217,7 +221,7 @@ void finish(const Dims& dm, int64_t chunks, const float* acc, const float* m, co
     std::fill(out.begin(), out.end(), 0.f);
     for (int64_t c = 0; c < chunks; ++c) {
       const int64_t i = (b * chunks + c) * dm.H + h;
-      if (!(l[i] > 0.f)) continue;  // the chunk saw no key of this head
+      if (l[i] == 0.f) continue;  // the chunk saw no key of this head (a NaN l goes on: NaN out)
       const float chunk_lse = kLn2 * (m[i] + std::log2(l[i]));
       const kernels::LseMerge mg = kernels::merge_lse(total, chunk_lse);
       const float wb = mg.wb / l[i];

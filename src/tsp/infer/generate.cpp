@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <string>
 
 #include "tsp/core/check.h"
 #include "tsp/infer/kv_cache.h"
@@ -76,6 +78,27 @@ struct Progress {
 
 }  // namespace
 
+void check_logits_finite(const Tensor& logits, const std::vector<std::vector<int32_t>>& prompts,
+                         const std::vector<std::vector<int32_t>>& tokens, const std::vector<bool>& done,
+                         int64_t max_new_tokens) {
+  TSP_CHECK_SHAPE(logits.rank() == 2 && logits.dim(0) == static_cast<int64_t>(prompts.size()) &&
+                      tokens.size() == prompts.size() && done.size() == prompts.size(),
+                  "check_logits_finite: logits must be [B, V] with B = ", prompts.size(), " prompts, got ",
+                  logits.describe());
+  const Tensor rows = logits.dtype() == DType::f32 && logits.is_contiguous() ? logits : logits.to_f32();
+  const int64_t vocab = rows.dim(1);
+  for (size_t b = 0; b < prompts.size(); ++b) {
+    if (done[b]) continue;  // a stopped sequence's logits are discarded, never sampled
+    const float* row = rows.data<float>() + static_cast<int64_t>(b) * vocab;
+    const bool finite = std::all_of(row, row + vocab, [](float x) { return std::isfinite(x); });
+    if (finite) continue;
+    const std::string sequence = prompts.size() > 1 ? ", sequence " + std::to_string(b) : "";
+    TSP_THROW(InvalidArgument, "generate: non-finite logits at position ",
+              prompts[b].size() + tokens[b].size(), " (token ", tokens[b].size() + 1, " of ",
+              max_new_tokens, sequence, "): the model produced NaN/Inf; check the checkpoint's weights");
+  }
+}
+
 Generation generate(const model::ModelWeights& w, const std::vector<std::vector<int32_t>>& prompts,
                     const GenerateOptions& options, const TokenCallback& on_token) {
   const int64_t capacity = checked_capacity(w.config(), prompts, options);
@@ -94,13 +117,15 @@ Generation generate(const model::ModelWeights& w, const std::vector<std::vector<
   Clock::time_point t0 = Clock::now();
   Tensor logits = prefill(w, prompts, cache);
   st.prefill_seconds = seconds_since(t0);
-  std::vector<int32_t> next = sampler.sample(logits);
   Progress progress{gen.tokens, options, on_token, std::vector<bool>(prompts.size(), false), batch};
+  check_logits_finite(logits, prompts, gen.tokens, progress.done, options.max_new_tokens);
+  std::vector<int32_t> next = sampler.sample(logits);
   progress.take(next);
 
   t0 = Clock::now();
   while (progress.running > 0) {
     logits = decode_step(w, next, cache, options.decode);
+    check_logits_finite(logits, prompts, gen.tokens, progress.done, options.max_new_tokens);
     next = sampler.sample(logits);
     ++st.decode_steps;
     st.decode_tokens += progress.take(next);

@@ -56,4 +56,15 @@ using TokenCallback = std::function<void(int64_t sequence, int32_t token)>;
 Generation generate(const model::ModelWeights& w, const std::vector<std::vector<int32_t>>& prompts,
                     const GenerateOptions& options, const TokenCallback& on_token = {});
 
+// The one finiteness check of every generation loop (generate, tsp_generate, tp_generate), on the
+// logits [B, V] about to be sampled: row b of a running sequence (done[b] false) predicts its new
+// token k = tokens[b].size() + 1, which will take the 0-based position
+// N = prompts[b].size() + tokens[b].size(). A NaN or +-inf there (NaN/Inf weights, an overflow)
+// throws InvalidArgument "generate: non-finite logits at position N (token k of M): the model
+// produced NaN/Inf; check the checkpoint's weights" (", sequence b" added in a batch) instead of
+// sampling garbage. Every rank of a sharded loop holds the same logits, so every rank throws.
+void check_logits_finite(const Tensor& logits, const std::vector<std::vector<int32_t>>& prompts,
+                         const std::vector<std::vector<int32_t>>& tokens, const std::vector<bool>& done,
+                         int64_t max_new_tokens);
+
 }  // namespace tsp::infer

@@ -97,13 +97,15 @@ Generation run(comm::Communicator& comm, const parallel::TspWeights& w,
   st.kv_cache_capacity = decoder.cache().capacity();
   st.kv_cache_bytes = decoder.cache().bytes();
   st.kv_cache_allocated_bytes = decoder.cache().allocated_bytes();
-  std::vector<int32_t> next = sampler.sample(logits);
   Progress progress{gen.tokens, options, on_token, std::vector<bool>(prompts.size(), false), batch};
+  check_logits_finite(logits, prompts, gen.tokens, progress.done, options.max_new_tokens);
+  std::vector<int32_t> next = sampler.sample(logits);
   progress.take(next);
 
   t0 = Clock::now();
   while (progress.running > 0) {
     logits = decoder.decode_step(next);
+    check_logits_finite(logits, prompts, gen.tokens, progress.done, options.max_new_tokens);
     next = sampler.sample(logits);
     ++st.decode_steps;
     st.decode_tokens += progress.take(next);

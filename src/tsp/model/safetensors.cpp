@@ -79,7 +79,11 @@ SafetensorsReader::SafetensorsReader(std::filesystem::path path) : path_(std::mo
     uint64_t begin, end;  // relative to the data section
   };
   std::vector<Entry> entries;
-  for (const auto& [name, value] : j.items()) {
+  for (const auto& item : j.items()) {
+    // Named references, not a structured binding: the lambda below captures `name`, which
+    // clang < 16 refuses for a binding (the clang build of `make fuzz`).
+    const std::string& name = item.key();
+    const json& value = item.value();
     if (name == "__metadata__") {
       if (!value.is_object())
         TSP_THROW(IoError, "safetensors file ", file, ": __metadata__ must be an object");
