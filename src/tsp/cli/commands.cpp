@@ -247,6 +247,8 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
 }
 
 int guarded_main(int argc, char** argv) {
+  // Before any thread exists: stop signals go to one thread that never runs compute code.
+  train::route_stop_signals_to_one_thread();
   try {
     return run_cli(argc, argv, std::cout, std::cerr);
   } catch (const Error& e) {

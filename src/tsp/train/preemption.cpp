@@ -2,8 +2,12 @@
 
 #include <atomic>
 #include <csignal>
+#include <mutex>
+#include <thread>
 
 #include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "tsp/core/check.h"
 
@@ -17,7 +21,12 @@ std::atomic<int> g_signal{0};
 constexpr int kSignals[] = {SIGTERM, SIGINT, SIGUSR1};
 struct sigaction g_previous[3];
 
+std::atomic<long> g_handler_tid{0};
+
+long this_thread_tid() { return static_cast<long>(syscall(SYS_gettid)); }  // async-signal-safe
+
 extern "C" void on_stop_signal(int sig) {
+  g_handler_tid.store(this_thread_tid());
   int expected = 0;
   if (!g_signal.compare_exchange_strong(expected, sig)) {
     // Second signal: exit at once with the default action (128 + sig).
@@ -44,6 +53,28 @@ PreemptionGuard::~PreemptionGuard() {
   for (int i = 0; i < 3; ++i) sigaction(kSignals[i], &g_previous[i], nullptr);
   g_signal.store(0);
 }
+
+long route_stop_signals_to_one_thread() {
+  static std::once_flag once;
+  static std::atomic<long> signal_tid{0};
+  std::call_once(once, [] {
+    sigset_t stop;
+    sigemptyset(&stop);
+    for (int sig : kSignals) sigaddset(&stop, sig);
+    TSP_CHECK(pthread_sigmask(SIG_BLOCK, &stop, nullptr) == 0, "cannot block the stop signals");
+    std::thread([stop] {
+      // This thread alone takes the stop signals: unblock them here and sleep between them.
+      pthread_sigmask(SIG_UNBLOCK, &stop, nullptr);
+      signal_tid.store(this_thread_tid());
+      signal_tid.notify_all();
+      for (;;) pause();
+    }).detach();
+    signal_tid.wait(0);
+  });
+  return signal_tid.load();
+}
+
+long last_stop_signal_thread() { return g_handler_tid.load(); }
 
 int preemption_signal() { return g_signal.load(); }
 

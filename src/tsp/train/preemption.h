@@ -25,6 +25,20 @@ class PreemptionGuard {
   PreemptionGuard& operator=(const PreemptionGuard&) = delete;
 };
 
+// Call first thing in main(), before any other thread exists: blocks SIGTERM, SIGINT and SIGUSR1
+// in the calling thread, so every thread created later (OpenMP, oneDNN, MPI, the watchdog)
+// inherits the block, and starts one thread that keeps them unblocked and sleeps. The kernel then
+// delivers these process-directed signals to that thread only, so a handler never runs on a
+// compute thread. Why: oneDNN 2.6's generated GEMM kernels (gemm:jit, AVX2 and AVX-512) point rsp
+// at a heap workspace while they run; a signal handled on such a thread writes its frame into the
+// heap and corrupts it (oneDNN issue #4845, fixed upstream in 3.11.1; Debian 12 ships 2.6.3).
+// Without a PreemptionGuard the default actions still apply (the process ends as before).
+// Idempotent; returns the Linux thread id of the signal thread.
+long route_stop_signals_to_one_thread();
+
+// The Linux thread id on which the most recent stop signal was handled (0: none yet; tests).
+long last_stop_signal_thread();
+
 // The first stop signal received by this process (0: none).
 int preemption_signal();
 // Clears the flag (tests).
