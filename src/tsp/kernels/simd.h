@@ -1,7 +1,12 @@
-// F8: eight fp32 lanes, the one SIMD vocabulary of the CPU kernels (flash attention, SwiGLU, RoPE,
-// RMSNorm). AVX2 + FMA (256-bit: on Zen 3 and Zen 4 alike two FMA pipes, so the same peak as
-// AVX-512 there), with a portable scalar fallback when the build target lacks them (same
-// semantics up to the last bit of exp2/exp, which the fallback takes from libm).
+// The SIMD vocabulary of the CPU kernels (flash attention, decode attention, SwiGLU, RoPE,
+// RMSNorm, ...): F8 (eight fp32 lanes: AVX2 + FMA, or a portable scalar fallback), F16 (sixteen
+// lanes: AVX-512F/BW/VL/DQ, only where the build target has them), and Vec = the widest of the two
+// that the build has, for kernels written once for any width (kLanes lanes; v-prefixed names).
+//
+// Width is chosen at compile time from the build target (-march=native by default, TSP_MARCH
+// otherwise; docs/kernels.md "Vector width" says why not run-time dispatch). On Zen 3/Zen 4 the
+// 512-bit path gives no more FLOPs than 256-bit (two 256-bit FMA pipes), on Zen 5 and on Intel
+// server cores with two 512-bit FMA ports it doubles the fp32 peak.
 //
 //   load8 / store8      f32, and bf16 <-> f32 (store rounds to nearest even, NaN stays a quiet
 //                       NaN: bit-identical to bf16::round_from_float); *_tail for the last n < 8
@@ -11,7 +16,10 @@
 //   exp8(x)             e^x, <= 2e-7 relative for x in [-87, 88] (measured worst 9.1e-8, i.e.
 //                       ~1.5 ulp: tests/kernels/simd_test.cpp); overflow -> +inf; gradual
 //                       underflow below e^-87.3 (x <= -103.97, and -inf, give exactly 0)
-// NaN propagates through exp2_8 and exp8. Everything here is header-only and inline.
+//   F16: the same names with 16 (load16, fma16, exp16, ...); tails are masked loads/stores (no
+//   access past n). Results are lane-for-lane identical to F8's (same algorithms, same operand
+//   order, same NaN rules), except hsum16's summation order.
+// NaN propagates through exp2 and exp. Everything here is header-only and inline.
 #pragma once
 
 #include <algorithm>
@@ -25,6 +33,18 @@
 #define TSP_SIMD_AVX2 1
 #else
 #define TSP_SIMD_AVX2 0
+#endif
+
+#if TSP_SIMD_AVX2 && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
+    defined(__AVX512DQ__)
+#define TSP_SIMD_AVX512 1
+#else
+#define TSP_SIMD_AVX512 0
+#endif
+#if TSP_SIMD_AVX512 && defined(__AVX512BF16__)
+#define TSP_SIMD_AVX512_BF16 1  // vdpbf16ps: bf16 pair dot products accumulated in fp32
+#else
+#define TSP_SIMD_AVX512_BF16 0
 #endif
 
 namespace tsp::kernels::simd {
@@ -190,6 +210,173 @@ inline void store8_tail(T* p, F8 a, int64_t n) {
   std::copy(buf, buf + n, p);
 }
 
+
+#if TSP_SIMD_AVX512
+// ---------------------------------------------------------------------------------------------
+// F16: sixteen fp32 lanes in a zmm register. Same algorithms and constants as F8 above.
+// GCC 12's unmasked AVX-512 intrinsics pass a self-initialised `_mm512_undefined_*()` as the
+// merge source, which -Wmaybe-uninitialized reports wherever they are inlined (GCC bug 105593,
+// fixed in GCC 13); the warning is silenced for these wrappers only.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+struct F16 {
+  __m512 v;
+};
+struct M16 {
+  __mmask16 m;  // bit i set: lane i is true
+};
+inline F16 load16(const float* p) { return {_mm512_loadu_ps(p)}; }
+inline void store16(float* p, F16 a) { _mm512_storeu_ps(p, a.v); }
+inline F16 load16(const bf16* p) {
+  const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return {_mm512_castsi512_ps(_mm512_slli_epi32(w, 16))};
+}
+// Integer round to nearest even as store8 (vcvtneps2bf16 would flush denormals, so it is not
+// bit-identical to bf16::round_from_float); vpmovdw truncates, exact since results fit 16 bits.
+inline __m256i bf16_bits16(F16 a) {
+  const __m512i u = _mm512_castps_si512(a.v);
+  const __m512i hi = _mm512_srli_epi32(u, 16);
+  const __m512i lsb = _mm512_and_si512(hi, _mm512_set1_epi32(1));
+  const __m512i rounded =
+      _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb), 16);
+  const __m512i qnan = _mm512_or_si512(hi, _mm512_set1_epi32(0x0040));
+  const __mmask16 is_nan = _mm512_cmpgt_epi32_mask(
+      _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+  return _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(is_nan, rounded, qnan));
+}
+inline void store16(bf16* p, F16 a) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), bf16_bits16(a));
+}
+inline __mmask16 tail_mask16(int64_t n) {
+  return static_cast<__mmask16>(n >= 16 ? 0xffffu : ((1u << n) - 1u));
+}
+// The first n (0 <= n <= 16) elements: masked, so nothing at or past p + n is read or written.
+inline F16 load16_tail(const float* p, int64_t n) { return {_mm512_maskz_loadu_ps(tail_mask16(n), p)}; }
+inline void store16_tail(float* p, F16 a, int64_t n) { _mm512_mask_storeu_ps(p, tail_mask16(n), a.v); }
+inline F16 load16_tail(const bf16* p, int64_t n) {
+  const __m256i h = _mm256_maskz_loadu_epi16(tail_mask16(n), p);
+  return {_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))};
+}
+inline void store16_tail(bf16* p, F16 a, int64_t n) {
+  _mm256_mask_storeu_epi16(p, tail_mask16(n), bf16_bits16(a));
+}
+inline F16 set16(float x) { return {_mm512_set1_ps(x)}; }
+inline F16 fma16(F16 a, F16 b, F16 c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
+inline F16 add16(F16 a, F16 b) { return {_mm512_add_ps(a.v, b.v)}; }
+inline F16 sub16(F16 a, F16 b) { return {_mm512_sub_ps(a.v, b.v)}; }
+inline F16 mul16(F16 a, F16 b) { return {_mm512_mul_ps(a.v, b.v)}; }
+inline F16 div16(F16 a, F16 b) { return {_mm512_div_ps(a.v, b.v)}; }
+inline F16 max16(F16 a, F16 b) { return {_mm512_max_ps(a.v, b.v)}; }
+inline F16 min16(F16 a, F16 b) { return {_mm512_min_ps(a.v, b.v)}; }
+inline F16 neg16(F16 a) { return {_mm512_xor_ps(a.v, _mm512_set1_ps(-0.f))}; }
+inline M16 ge16(F16 a, F16 b) { return {_mm512_cmp_ps_mask(a.v, b.v, _CMP_GE_OQ)}; }
+inline F16 select16(M16 m, F16 a, F16 b) { return {_mm512_mask_blend_ps(m.m, b.v, a.v)}; }
+inline float hmax16(F16 a) {
+  const __m256 h = _mm256_max_ps(_mm512_castps512_ps256(a.v), _mm512_extractf32x8_ps(a.v, 1));
+  return hmax8({h});
+}
+inline float hsum16(F16 a) {
+  const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(a.v), _mm512_extractf32x8_ps(a.v, 1));
+  return hsum8({h});
+}
+inline F16 exp2_16(F16 a) {
+  __m512 x = _mm512_max_ps(_mm512_set1_ps(-127.f), a.v);
+  x = _mm512_min_ps(_mm512_set1_ps(127.f), x);
+  const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(x, n);
+  __m512 p = _mm512_set1_ps(1.525273380405984e-05f);
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.5403530393381606e-04f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3333558146428443e-03f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618129107628477e-03f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550410866482158e-02f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.402265069591007e-01f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931471805599453e-01f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+  const __m512i e = _mm512_slli_epi32(
+      _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+  return {_mm512_mul_ps(p, _mm512_castsi512_ps(e))};
+}
+inline F16 exp16(F16 a) {
+  constexpr float kLog2eLo = 1.925963033500011e-08f;  // log2(e) - float(log2(e))
+  __m512 x = _mm512_max_ps(_mm512_set1_ps(-104.f), a.v);
+  x = _mm512_min_ps(_mm512_set1_ps(89.f), x);
+  const __m512 L = _mm512_set1_ps(kLog2e);
+  const __m512 t_hi = _mm512_mul_ps(x, L);
+  const __m512 t_lo = _mm512_fmadd_ps(x, _mm512_set1_ps(kLog2eLo), _mm512_fmsub_ps(x, L, t_hi));
+  const __m512 n = _mm512_roundscale_ps(t_hi, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_add_ps(_mm512_sub_ps(t_hi, n), t_lo);
+  __m512 p = _mm512_set1_ps(1.546149142e-04f);
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.340048155e-03f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618056938e-03f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550327152e-02f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.402265072e-01f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931471825e-01f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+  const __m512i ni = _mm512_cvtps_epi32(n);
+  const __m512i n1 = _mm512_srai_epi32(ni, 1);
+  const __m512i n2 = _mm512_sub_epi32(ni, n1);
+  const __m512i bias = _mm512_set1_epi32(127);
+  const __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n1, bias), 23));
+  const __m512 s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n2, bias), 23));
+  return {_mm512_mul_ps(_mm512_mul_ps(p, s1), s2)};
+}
+inline F16 operator+(F16 a, F16 b) { return add16(a, b); }
+inline F16 operator-(F16 a, F16 b) { return sub16(a, b); }
+inline F16 operator*(F16 a, F16 b) { return mul16(a, b); }
+inline F16 operator/(F16 a, F16 b) { return div16(a, b); }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#endif  // TSP_SIMD_AVX512
+
+// ---------------------------------------------------------------------------------------------
+// Vec: the widest vector the build has, for kernels written once for any width. Loops step by
+// kLanes and finish with vload_tail / vstore_tail (masked on AVX-512, a staging copy on F8).
+#if TSP_SIMD_AVX512
+using Vec = F16;
+using VMask = M16;
+inline constexpr int kLanes = 16;
+inline constexpr const char* kVecName = "avx512 16-lane";
+template <class T> inline Vec vload(const T* p) { return load16(p); }
+template <class T> inline void vstore(T* p, Vec a) { store16(p, a); }
+template <class T> inline Vec vload_tail(const T* p, int64_t n) { return load16_tail(p, n); }
+template <class T> inline void vstore_tail(T* p, Vec a, int64_t n) { store16_tail(p, a, n); }
+inline Vec vset(float x) { return set16(x); }
+inline Vec vfma(Vec a, Vec b, Vec c) { return fma16(a, b, c); }
+inline Vec vmax(Vec a, Vec b) { return max16(a, b); }
+inline Vec vmin(Vec a, Vec b) { return min16(a, b); }
+inline Vec vneg(Vec a) { return neg16(a); }
+inline VMask vge(Vec a, Vec b) { return ge16(a, b); }
+inline Vec vselect(VMask m, Vec a, Vec b) { return select16(m, a, b); }
+inline float vhsum(Vec a) { return hsum16(a); }
+inline float vhmax(Vec a) { return hmax16(a); }
+inline Vec vexp2(Vec a) { return exp2_16(a); }
+inline Vec vexp(Vec a) { return exp16(a); }
+#else
+using Vec = F8;
+using VMask = M8;
+inline constexpr int kLanes = 8;
+inline constexpr const char* kVecName = TSP_SIMD_AVX2 ? "avx2 8-lane" : "scalar 8-lane";
+template <class T> inline Vec vload(const T* p) { return load8(p); }
+template <class T> inline void vstore(T* p, Vec a) { store8(p, a); }
+template <class T> inline Vec vload_tail(const T* p, int64_t n) { return load8_tail(p, n); }
+template <class T> inline void vstore_tail(T* p, Vec a, int64_t n) { store8_tail(p, a, n); }
+inline Vec vset(float x) { return set8(x); }
+inline Vec vfma(Vec a, Vec b, Vec c) { return fma8(a, b, c); }
+inline Vec vmax(Vec a, Vec b) { return max8(a, b); }
+inline Vec vmin(Vec a, Vec b) { return min8(a, b); }
+inline Vec vneg(Vec a) { return neg8(a); }
+inline VMask vge(Vec a, Vec b) { return ge8(a, b); }
+inline Vec vselect(VMask m, Vec a, Vec b) { return select8(m, a, b); }
+inline float vhsum(Vec a) { return hsum8(a); }
+inline float vhmax(Vec a) { return hmax8(a); }
+inline Vec vexp2(Vec a) { return exp2_8(a); }
+inline Vec vexp(Vec a) { return exp8(a); }
+#endif
+
 }  // namespace tsp::kernels::simd
 
 namespace tsp::kernels::detail {
@@ -206,4 +393,18 @@ inline void exp_array(const float* x, float* y, int64_t n) {
     simd::store8_tail(y + i, simd::exp8(simd::load8_tail(x + i, m)), m);
   }
 }
+#if TSP_SIMD_AVX512
+inline void exp2_array16(const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) {
+    const int64_t m = std::min<int64_t>(16, n - i);
+    simd::store16_tail(y + i, simd::exp2_16(simd::load16_tail(x + i, m)), m);
+  }
+}
+inline void exp_array16(const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) {
+    const int64_t m = std::min<int64_t>(16, n - i);
+    simd::store16_tail(y + i, simd::exp16(simd::load16_tail(x + i, m)), m);
+  }
+}
+#endif
 }  // namespace tsp::kernels::detail
