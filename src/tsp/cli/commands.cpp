@@ -10,6 +10,7 @@
 
 #include "tsp/cli/bench_command.h"
 #include "tsp/cli/compare_command.h"
+#include "tsp/core/cpu_target.h"
 #include "tsp/cli/generate_command.h"
 #include "tsp/cli/int_range.h"
 #include "tsp/cli/plan_command.h"
@@ -250,6 +251,7 @@ int guarded_main(int argc, char** argv) {
   // Before any thread exists: stop signals go to one thread that never runs compute code.
   train::route_stop_signals_to_one_thread();
   try {
+    check_cpu_runs_build_target();
     return run_cli(argc, argv, std::cout, std::cerr);
   } catch (const Error& e) {
     std::cout.flush();
