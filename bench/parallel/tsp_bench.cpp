@@ -125,6 +125,7 @@ std::string baseline_method(const std::string& mode, int world_size) {
 struct Timing {
   double step_s = 0;  // best step
   double wait_s = 0;  // comm wait of that step
+  parallel::CommClock wait_by_site;  // the same, per site
 };
 
 std::vector<int64_t> peaks() {
@@ -194,7 +195,7 @@ int run(int argc, char** argv) {
   // ---- TSP over all ranks.
   MemoryLedger::process().reset_peaks();
   reset_process_peak_rss();
-  Timing tsp{1e30, 0};
+  Timing tsp{1e30, 0, {}};
   int64_t bytes_sent = 0;
   {
     const parallel::TspWeights w =
@@ -206,13 +207,14 @@ int run(int argc, char** argv) {
     const Tensor tgt = z.take_local(targets, MemCategory::workspace);
     for (int64_t s = 0; s <= a.steps; ++s) {
       world.barrier();
-      const double wait0 = model.comm_wait_seconds();
+      const parallel::CommClock wait0 = model.comm_wait();
       const int64_t sent0 = world.ledger().total().bytes_sent;
       const auto t0 = Clock::now();
       model.forward_backward(w, tok, tgt, a.seq, grads, 1.f / static_cast<float>(n_valid));
       const double t = seconds(t0);
       if (s > 0 && t < tsp.step_s) {
-        tsp = {t, model.comm_wait_seconds() - wait0};
+        const parallel::CommClock waited = model.comm_wait().since(wait0);
+        tsp = {t, waited.seconds, waited};
         bytes_sent = world.ledger().total().bytes_sent - sent0;
       }
     }
@@ -227,6 +229,12 @@ int run(int argc, char** argv) {
   Tensor in = Tensor::empty({static_cast<int64_t>(mine.size())}, DType::i64, MemCategory::workspace);
   std::memcpy(in.raw(), mine.data(), mine.size() * sizeof(int64_t));
   comm::all_gather(world, in, all);
+  // Where each rank waited in its best step, per site (rows) and rank (columns).
+  Tensor site_in = Tensor::empty({parallel::kNumCommSites}, DType::f32, MemCategory::workspace);
+  for (int i = 0; i < parallel::kNumCommSites; ++i)
+    site_in.data<float>()[i] = static_cast<float>(tsp.wait_by_site.by_site[static_cast<size_t>(i)]);
+  Tensor site_all = Tensor::empty({parallel::kNumCommSites * D}, DType::f32, MemCategory::workspace);
+  comm::all_gather(world, site_in, site_all);
   if (rank == 0) {
     const double t_tsp = times.data<float>()[0], wait = times.data<float>()[1];
     std::printf("model %s dtype %s%s, batch %lld x seq %lld, %lld timed steps (best of)\n",
@@ -243,6 +251,18 @@ int run(int argc, char** argv) {
                 100.0 * wait / t_tsp, static_cast<double>(bytes_sent) / (1 << 20));
     if (run_single)
       std::printf("  baseline measured on %s\n", baseline_method(a.baseline, D).c_str());
+    std::printf("comm wait by site, ms:   ");
+    for (int r = 0; r < D; ++r) std::printf("  rank %-3d", r);
+    std::printf("\n");
+    for (int i = 0; i < parallel::kNumCommSites; ++i) {
+      double any = 0;
+      for (int r = 0; r < D; ++r) any += site_all.data<float>()[r * parallel::kNumCommSites + i];
+      if (any == 0) continue;
+      std::printf("  %-22s", std::string(parallel::comm_site_name(static_cast<parallel::CommSite>(i))).c_str());
+      for (int r = 0; r < D; ++r)
+        std::printf(" %9.1f", 1e3 * site_all.data<float>()[r * parallel::kNumCommSites + i]);
+      std::printf("\n");
+    }
     std::printf("peak MiB per category:   ");
     for (int c = 0; c < kNumMemCategories; ++c)
       std::printf(" %9s", std::string(mem_category_name(static_cast<MemCategory>(c))).c_str());

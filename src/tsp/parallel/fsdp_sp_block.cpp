@@ -130,7 +130,7 @@ class KvGather {
   Tensor gather(const Tensor& kv_local) {
     send_.copy_from(kv_local);
     {
-      ScopedCommWait w(ctx_.clock());
+      ScopedCommWait w(ctx_.clock(), CommSite::kv_gather);
       comm::all_gather(ctx_.comm(), send_, all_);
     }
     if (!needs_reorder()) return all_.view({ctx_.batch(), ctx_.seq(), width_});
@@ -150,7 +150,7 @@ class KvGather {
       reorder(dkv_full, in, /*to_sequence=*/false);
     }
     Tensor out = Tensor::empty({ctx_.tokens(), width_}, DType::f32, MemCategory::comm);
-    ScopedCommWait w(ctx_.clock());
+    ScopedCommWait w(ctx_.clock(), CommSite::kv_reduce_scatter);
     comm::reduce_scatter(ctx_.comm(), in, out);
     return out;
   }
@@ -371,7 +371,7 @@ const Tensor& PieceGather::acquire(size_t i) {
              i, " (expected ", next_, " of ", pieces_.size(), ")");
   if (posted_ != static_cast<int64_t>(i)) post(i);
   {
-    ScopedCommWait w(clock_);
+    ScopedCommWait w(clock_, CommSite::weight_fetch);
     pending_.wait();
   }
   if (prefetch_ && i + 1 < pieces_.size()) post(i + 1);
@@ -382,7 +382,7 @@ const Tensor& PieceGather::acquire(size_t i) {
 void reduce_scatter_add(const FsdpSpContext& ctx, const Tensor& full, const Tensor& piece) {
   Tensor out = Tensor::empty({piece.numel()}, DType::f32, MemCategory::comm);
   {
-    ScopedCommWait w(ctx.clock());
+    ScopedCommWait w(ctx.clock(), CommSite::grad_reduce);
     comm::reduce_scatter(ctx.comm(), full.view({full.numel()}), out);
   }
   add_f32(piece, out);
@@ -392,7 +392,7 @@ Tensor gather_full(const FsdpSpContext& ctx, const Tensor& piece) {
   Shape shape = piece.shape();
   shape[0] *= ctx.degree();
   Tensor full = Tensor::empty(shape, piece.dtype(), MemCategory::comm);
-  ScopedCommWait w(ctx.clock());
+  ScopedCommWait w(ctx.clock(), CommSite::weight_fetch);
   comm::all_gather(ctx.comm(), piece, full);
   return full;
 }

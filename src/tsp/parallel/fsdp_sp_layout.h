@@ -58,7 +58,7 @@ class FsdpSpLayout final : public Layout {
   model::LossSum forward(const Tensor& tokens, const Tensor& targets) override;
   // Nothing is left to reduce inside the replica (no replicated parameter): a no-op.
   void reduce_grads() override {}
-  double comm_wait_seconds() const override { return clock_.seconds; }
+  const CommClock& comm_wait() const override { return clock_; }
   // Exactly model::predicted_activation_peak_bytes(config, options, batch, seq / D).
   int64_t predicted_activation_peak_bytes(int64_t batch, int64_t seq) const override;
 

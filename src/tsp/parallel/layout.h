@@ -11,6 +11,7 @@
 #include "tsp/comm/communicator.h"
 #include "tsp/core/tensor.h"
 #include "tsp/model/transformer.h"
+#include "tsp/parallel/comm_clock.h"
 #include "tsp/parallel/param_shard.h"
 
 namespace tsp::parallel {
@@ -45,8 +46,10 @@ class Layout {
   // replica (e.g. TSP's replicated gains over tsp, SP's replicated weights over sp). The trainer
   // then sums every gradient over the dp axis itself.
   virtual void reduce_grads() = 0;
-  // Wall time this rank has spent blocked on communication inside the layout so far.
-  virtual double comm_wait_seconds() const = 0;
+  // Wall time this rank has spent blocked on communication inside the layout so far, in total and
+  // per CommSite.
+  virtual const CommClock& comm_wait() const = 0;
+  double comm_wait_seconds() const { return comm_wait().seconds; }
   // Activation bytes (MemCategory::activations) of one forward_backward on [b, S] replica rows.
   virtual int64_t predicted_activation_peak_bytes(int64_t batch, int64_t seq) const = 0;
 };

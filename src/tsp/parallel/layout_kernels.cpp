@@ -49,7 +49,7 @@ KvExchange::KvExchange(comm::Communicator& comm, CommClock* clock, DType dtype, 
 Tensor KvExchange::gather(const Tensor& kv_local) {
   send_.copy_from(kv_local);
   {
-    ScopedCommWait w(clock_);
+    ScopedCommWait w(clock_, CommSite::kv_gather);
     comm::all_gather(comm_, send_, all_);
   }
   if (!needs_reorder()) return all_.view({batch_, seq_, width_});
@@ -66,7 +66,7 @@ Tensor KvExchange::reduce_scatter(const Tensor& dkv_full) {
     reorder(dkv_full, in, /*to_sequence=*/false);
   }
   Tensor out = Tensor::empty({batch_ * local_len_, width_}, DType::f32, MemCategory::comm);
-  ScopedCommWait w(clock_);
+  ScopedCommWait w(clock_, CommSite::kv_reduce_scatter);
   comm::reduce_scatter(comm_, in, out);
   return out;
 }

@@ -44,7 +44,7 @@ const Tensor& ShardBroadcast::acquire(int root) {
              "ShardBroadcast: roots must be acquired in order, got ", root, " after ", posted_);
   if (posted_ < root) post(root);
   {
-    ScopedCommWait w(clock_);
+    ScopedCommWait w(clock_, CommSite::weight_fetch);
     pending_.wait();
   }
   current_ = own_;
@@ -72,7 +72,7 @@ const Tensor& ShardRing::acquire(int t) {
   if (t == 0) {
     current_ = own_;
   } else {
-    ScopedCommWait w(clock_);
+    ScopedCommWait w(clock_, CommSite::weight_fetch);
     pending_.wait();
     current_ = bufs_[static_cast<size_t>((t - 1) % 2)];
   }
@@ -97,7 +97,7 @@ const Tensor& GradRing::acquire(int t) {
   if (t == 1) {
     bufs_[0].zero();
   } else {
-    ScopedCommWait w(clock_);
+    ScopedCommWait w(clock_, CommSite::grad_reduce);
     pending_.wait();
   }
   return bufs_[static_cast<size_t>((t - 1) % 2)];
@@ -111,7 +111,7 @@ void GradRing::release(int t) {
 void GradRing::finish(const Tensor& own_grad) {
   if (comm_.size() == 1) return;
   {
-    ScopedCommWait w(clock_);
+    ScopedCommWait w(clock_, CommSite::grad_reduce);
     pending_.wait();
   }
   add_f32(own_grad, bufs_[static_cast<size_t>((comm_.size() - 1) % 2)]);

@@ -80,7 +80,7 @@ HeadGroupGeometry TpSpContext::geometry() const {
 
 void TpSpContext::tp_all_reduce(Tensor& x, comm::ReduceOp op) const {
   if (tp_->size() == 1) return;
-  ScopedCommWait wait(clock_);
+  ScopedCommWait wait(clock_, CommSite::activations);
   comm::all_reduce(*tp_, x, op);
 }
 
@@ -91,7 +91,7 @@ comm::Request TpSpContext::start_tp_all_reduce(Tensor& x) const {
 
 void TpSpContext::finish_tp(comm::Request& request) const {
   if (!request.pending()) return;
-  ScopedCommWait wait(clock_);
+  ScopedCommWait wait(clock_, CommSite::activations);
   request.wait();
 }
 

@@ -170,7 +170,7 @@ model::LossSum TpSpLayout::forward_backward(const Tensor& tokens, const Tensor& 
 }
 
 void TpSpLayout::reduce_grads() {
-  ScopedCommWait wait(&clock_);
+  ScopedCommWait wait(&clock_, CommSite::replica_sum);
   sum_over_replicas(*sp_, grad_shards_);
 }
 

@@ -55,7 +55,7 @@ class TpSpLayout final : public Layout {
   // Every gradient summed over sp (packed all-reduces, sum_over_replicas): weights are replicated
   // over sp and each sp rank saw different tokens. Nothing over tp (see docs/baselines.md).
   void reduce_grads() override;
-  double comm_wait_seconds() const override { return clock_.seconds; }
+  const CommClock& comm_wait() const override { return clock_; }
   int64_t predicted_activation_peak_bytes(int64_t batch, int64_t seq) const override;
 
   int tp_degree() const { return tp_->size(); }

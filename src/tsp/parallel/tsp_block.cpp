@@ -130,7 +130,7 @@ void attention_backward(const TspContext& ctx, const TspLayerShard& w, const Ten
     // This rank's share of group r's weight gradients, summed onto the owner r in f32.
     head_group_backward_weights(geo, r, n, dy, acts, scratch, attn_views(wgrad, c, s), kDWSet);
     {
-      ScopedCommWait wait(ctx.clock());
+      ScopedCommWait wait(ctx.clock(), CommSite::grad_reduce);
       comm::reduce(ctx.comm(), wgrad, r);
     }
     if (r == ctx.rank()) add_f32(g.attn_packed, wgrad);

@@ -28,7 +28,7 @@ class TspLayout final : public Layout {
   model::LossSum forward(const Tensor& tokens, const Tensor& targets) override;
   void reduce_grads() override;
   int64_t predicted_activation_peak_bytes(int64_t batch, int64_t seq) const override;
-  double comm_wait_seconds() const override { return model_.comm_wait_seconds(); }
+  const CommClock& comm_wait() const override { return model_.comm_wait(); }
 
   const TspWeights& tsp_weights() const { return weights_; }
 

@@ -35,6 +35,7 @@ class TspTransformer {
   int degree() const { return comm_->size(); }
   // Wall time spent blocked on communication by every call so far (docs/tsp.md).
   double comm_wait_seconds() const { return clock_.seconds; }
+  const CommClock& comm_wait() const { return clock_; }
 
   // tokens_local, targets_local: [B, S/D] i32, this rank's zigzag columns (Zigzag::take_local) of
   // the global [B, seq] batch. Returns THIS RANK's loss sum and valid count (sum over the group,

@@ -11,7 +11,7 @@ namespace tsp::parallel {
 VocabExchange::VocabExchange(comm::Communicator& comm, const Tensor& ids_local, int64_t vocab_rows,
                              CommClock* clock)
     : comm_(comm), clock_(clock), vocab_rows_(vocab_rows) {
-  ScopedCommWait wait(clock);  // the exchange below is all communication
+  ScopedCommWait wait(clock, CommSite::vocab);  // the exchange below is all communication
   const int D = comm.size();
   const int64_t T = ids_local.numel();
   const int32_t* ids = ids_local.data<int32_t>();
@@ -52,7 +52,7 @@ void VocabExchange::lookup(const Tensor& table_shard, const Tensor& out) {
                              {.row_offset = comm_.rank() * vocab_rows_});
   Tensor got = Tensor::empty({T, h}, table_shard.dtype(), MemCategory::comm);
   {
-    ScopedCommWait wait(clock_);
+    ScopedCommWait wait(clock_, CommSite::vocab);
     comm::all_to_all_v(comm_, rows, scaled(recv_counts_, h), got, scaled(send_counts_, h));
   }
   for (int64_t k = 0; k < T; ++k) out.select(0, order_[static_cast<size_t>(k)]).copy_from(got.select(0, k));
@@ -64,7 +64,7 @@ void VocabExchange::scatter_add(const Tensor& dout, const Tensor& dtable_shard) 
   for (int64_t k = 0; k < T; ++k) send.select(0, k).copy_from(dout.select(0, order_[static_cast<size_t>(k)]));
   Tensor rows = Tensor::empty({recv_ids_.numel(), h}, DType::f32, MemCategory::comm);
   {
-    ScopedCommWait wait(clock_);
+    ScopedCommWait wait(clock_, CommSite::vocab);
     comm::all_to_all_v(comm_, send, scaled(send_counts_, h), rows, scaled(recv_counts_, h));
   }
   kernels::embedding_backward(recv_ids_, rows, dtable_shard,
