@@ -14,6 +14,7 @@
 #include "tsp/core/error.h"
 #include "tsp/infer/kv_cache.h"
 #include "tsp/kernels/flash_attention.h"
+#include "tsp/kernels/simd.h"
 
 namespace tsp::infer {
 namespace {
@@ -79,6 +80,25 @@ TEST(DecodeAttention, MatchesFlashAttentionF32) {
 TEST(DecodeAttention, MatchesFlashAttentionBf16) {
   expect_matches_flash({2, 300, 8, 2, 32}, DType::bf16, 200, 8e-3);
   expect_matches_flash({1, 77, 4, 4, 12}, DType::bf16, 77, 8e-3);
+}
+
+// Head dims that are not multiples of the vector (masked tails of either width) in bf16 storage,
+// same bound as MatchesFlashAttentionBf16.
+TEST(DecodeAttention, MaskedTailsBf16) {
+  for (const Shape4 s : {Shape4{1, 129, 4, 2, 12}, Shape4{1, 70, 6, 3, 5}, Shape4{2, 200, 4, 4, 17},
+                         Shape4{1, 100, 2, 1, 33}}) {
+    SCOPED_TRACE(::testing::Message() << "Sk=" << s.Sk << " H=" << s.H << " Hkv=" << s.Hkv << " d=" << s.d);
+    expect_matches_flash(s, DType::bf16, static_cast<int32_t>(s.Sk / 2), 8e-3);
+  }
+}
+
+// The kernel is written once against simd.h Vec (16 lanes with AVX-512, else 8); bf16 rows are
+// widened to fp32 (no vdpbf16ps: docs/kernels.md says why). Names the path that ran.
+TEST(DecodeAttention, RunsOnTheBuildsWidestVector) {
+  std::printf("[   simd   ] decode_attention: %s (%d fp32 lanes)\n", kernels::simd::kVecName,
+              kernels::simd::kLanes);
+  RecordProperty("simd", kernels::simd::kVecName);
+  EXPECT_EQ(kernels::simd::kLanes, TSP_SIMD_AVX512 ? 16 : 8);
 }
 
 TEST(DecodeAttention, NoVisibleKeyGivesTheEmptyPartial) {

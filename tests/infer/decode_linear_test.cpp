@@ -9,6 +9,7 @@
 #include "tsp/kernels/reference/gemm_ref.h"
 #include "tsp/core/error.h"
 #include "tsp/kernels/gemm.h"
+#include "tsp/kernels/simd.h"
 
 namespace tsp::infer {
 namespace {
@@ -54,6 +55,17 @@ TEST(DecodeLinear, MatchesGemm) {
     }
   }
   expect_matches_gemm(DType::bf16, DType::bf16, 2, 512, 1536, 0.f);  // the parallel path
+}
+
+// bf16 x bf16 runs the row kernel (simd.h Vec) only where oneDNN has no native bf16 matmul
+// (e.g. AVX2 CPUs, or ONEDNN_MAX_CPU_ISA=AVX2 on an AVX-512 one); says which ran.
+TEST(DecodeLinear, ReportsWhichPathRan) {
+  const bool rows = !kernels::gemm_native_bf16();
+  std::printf("[   simd   ] decode_linear bf16: %s\n",
+              rows ? (std::string("row kernel, ") + kernels::simd::kVecName).c_str()
+                   : "oneDNN native bf16 GEMM (row kernel skipped)");
+  RecordProperty("simd", rows ? kernels::simd::kVecName : "onednn");
+  EXPECT_EQ(kernels::simd::kLanes, TSP_SIMD_AVX512 ? 16 : 8);
 }
 
 TEST(DecodeLinear, RefusesMismatchedShapes) {

@@ -1,13 +1,16 @@
 // kernels::adamw_step against a hand-written double AdamW (torch.optim.AdamW's formula) over three
-// steps, against the reference on random tensors, the bf16 copy-out, and errors.
+// steps, against the reference on random tensors, the bf16 copy-out, and errors; sizes that are not
+// multiples of the vector (masked tails); RunsOnTheBuildsWidestVector prints the SIMD path.
 #include "tsp/kernels/adamw.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "test_util.h"
 #include "tsp/kernels/reference/pointwise_ref.h"
+#include "tsp/kernels/simd.h"
 
 namespace tsp::kernels {
 namespace {
@@ -79,6 +82,48 @@ TEST(AdamW, ZeroGradientOnlyDecays) {
   for (int64_t i = 0; i < 101; ++i)
     expected.data<float>()[i] *= static_cast<float>(1.0 - static_cast<double>(0.1f) * static_cast<double>(0.5f));
   EXPECT_CLOSE(p, expected, 0.0, 1e-6);
+}
+
+TEST(AdamW, RunsOnTheBuildsWidestVector) {
+  std::printf("[   simd   ] adamw: %s (%d fp32 lanes)\n", simd::kVecName, simd::kLanes);
+  RecordProperty("simd", simd::kVecName);
+  EXPECT_EQ(simd::kLanes, TSP_SIMD_AVX512 ? 16 : 8);
+}
+
+// n of 1, 15, 17, 33 and 4096 + 19 (a full parallel block, then a masked tail): the reference
+// over three steps (kTol and the floors of RandomTensorsMatchReferenceOverThreeSteps), the bf16
+// and f32 copies exactly the (rounded) master, and nothing written past n (the tensors are
+// prefixes of longer buffers whose rest stays bit-identical).
+TEST(AdamW, MaskedTailsMatchReference) {
+  for (const int64_t n : {1, 15, 17, 33, 4096 + 19}) {
+    SCOPED_TRACE(::testing::Message() << "n=" << n);
+    const int64_t pad = 5;
+    Tensor pbuf = random_tensor({n + pad}, DType::f32, 7);
+    Tensor mbuf = Tensor::zeros({n + pad}, DType::f32, MemCategory::workspace);
+    Tensor vbuf = Tensor::zeros({n + pad}, DType::f32, MemCategory::workspace);
+    Tensor wbuf = Tensor::zeros({n + pad}, DType::bf16, MemCategory::workspace);
+    Tensor fbuf = Tensor::zeros({n + pad}, DType::f32, MemCategory::workspace);
+    const Tensor p_tail = pbuf.slice(0, n, pad).to_f32();
+    Tensor p = pbuf.slice(0, 0, n), m = mbuf.slice(0, 0, n), v = vbuf.slice(0, 0, n);
+    ref::Vec rp = ref::to_doubles(p), rm(n, 0.0), rv(n, 0.0);
+    const AdamWOptions opt{.lr = 3e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 0.05f};
+    for (int t = 1; t <= 3; ++t) {
+      Tensor g = random_tensor({n}, DType::f32, 20 + t, 0.1f);
+      adamw_step(p, m, v, g, t, opt, t == 3 ? fbuf.slice(0, 0, n) : wbuf.slice(0, 0, n));
+      ref::adamw_step(rp, rm, rv, ref::to_doubles(g), t, opt.lr, opt.beta1, opt.beta2, opt.eps, opt.weight_decay);
+    }
+    EXPECT_CLOSE(p, ref::from_doubles(rp, {n}), kTol, opt.lr);
+    EXPECT_CLOSE(m, ref::from_doubles(rm, {n}), kTol, 0.1);
+    EXPECT_CLOSE(v, ref::from_doubles(rv, {n}), kTol, 1e-6);
+    EXPECT_CLOSE(fbuf.slice(0, 0, n), p, 0.0, 1e-6);  // step 3's f32 copy is the master
+    EXPECT_EQ(std::memcmp(pbuf.slice(0, n, pad).raw(), p_tail.raw(), pad * sizeof(float)), 0);
+    for (int64_t i = n; i < n + pad; ++i) {
+      EXPECT_EQ(mbuf.item_f32(i), 0.f);
+      EXPECT_EQ(vbuf.item_f32(i), 0.f);
+      EXPECT_EQ(wbuf.item_f32(i), 0.f);
+      EXPECT_EQ(fbuf.item_f32(i), 0.f);
+    }
+  }
 }
 
 TEST(AdamW, BadInputsThrowTypedErrors) {

@@ -10,6 +10,7 @@
 #include "fp_bounds.h"
 #include "test_util.h"
 #include "tsp/kernels/reference/cross_entropy_ref.h"
+#include "tsp/kernels/simd.h"
 
 namespace tsp::kernels {
 namespace {
@@ -250,6 +251,15 @@ TEST(CrossEntropy, Bf16MatchesReferenceWithinRounding) {
   cross_entropy_backward(p.x, p.w, targets, lse, static_cast<float>(p.scale), dx, dw, opt);
   EXPECT_LT(testing::relative_l2(dx, ref::from_doubles(p.dx, {kN, kH})), 1e-2);
   EXPECT_LT(testing::relative_l2(dw, ref::from_doubles(p.dw, {kV, kH})), 1e-2);
+}
+
+// The row passes (max, sum of exps, softmax gradient, bf16 rounding) run in simd.h Vec; chunk
+// widths 1, 7, 32, 100, 101 above and the bf16 test's last chunk of 5 logits are masked tails of
+// either width. Names the path in the log and the XML report.
+TEST(CrossEntropy, RunsOnTheBuildsWidestVector) {
+  std::printf("[   simd   ] cross_entropy rows: %s (%d fp32 lanes)\n", simd::kVecName, simd::kLanes);
+  RecordProperty("simd", simd::kVecName);
+  EXPECT_EQ(simd::kLanes, TSP_SIMD_AVX512 ? 16 : 8);
 }
 
 TEST(CrossEntropy, BadInputsThrowTypedErrors) {

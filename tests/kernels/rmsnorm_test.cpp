@@ -1,5 +1,7 @@
 // kernels::rmsnorm_forward/backward against the double reference (itself checked by finite
-// differences): odd sizes, strided and in-place views, dgain accumulation, bf16, thread independence.
+// differences): odd sizes, strided and in-place views, dgain accumulation, bf16, thread independence,
+// widths that are not multiples of the vector (masked tails) in every storage type. The SIMD path
+// that ran (simd.h kVecName) is printed by RunsOnTheBuildsWidestVector.
 #include "tsp/kernels/rmsnorm.h"
 
 #include <gtest/gtest.h>
@@ -11,6 +13,7 @@
 #include "fp_bounds.h"
 #include "test_util.h"
 #include "tsp/kernels/reference/pointwise_ref.h"
+#include "tsp/kernels/simd.h"
 
 namespace tsp::kernels {
 namespace {
@@ -187,6 +190,71 @@ TEST(RmsNorm, ResultsDoNotDependOnThreadCount) {
   omp_set_num_threads(saved);
   EXPECT_EQ(std::memcmp(dg[0].raw(), dg[1].raw(), dg[0].nbytes()), 0);
   EXPECT_EQ(std::memcmp(dx[0].raw(), dx[1].raw(), dx[0].nbytes()), 0);
+}
+
+// The kernel is written once against simd.h Vec: 16 lanes where the build target has AVX-512,
+// else 8 (AVX2 or the scalar fallback). Names the path in the log and the XML report.
+TEST(RmsNorm, RunsOnTheBuildsWidestVector) {
+  std::printf("[   simd   ] rmsnorm: %s (%d fp32 lanes)\n", simd::kVecName, simd::kLanes);
+  RecordProperty("simd", simd::kVecName);
+  EXPECT_EQ(simd::kLanes, TSP_SIMD_AVX512 ? 16 : 8);
+}
+
+// Widths around and between vector multiples for both widths (1, 7, 15, 17, 31, 33; 205 = three
+// 64-column unrolled steps + 13): the masked tails against the double reference with the bounds
+// of ForwardMatchesReference / check_backward ((h/2 + 4) 2^-24 < 2e-5 still holds at h = 205).
+TEST(RmsNorm, MaskedTailsMatchReference) {
+  uint64_t seed = 100;
+  for (const int64_t h : {1, 7, 15, 17, 31, 33, 205}) {
+    check_forward(19, h, seed++);
+    check_backward(70, h, seed++);
+  }
+}
+
+// Tails must not touch memory past the row: rows of width h as column slices of a wider buffer
+// whose other columns stay bit-identical, for f32 and bf16 storage (forward and backward), and
+// the bf16 results within one output rounding (2^-8 relative, as Bf16WithinRoundingOfFp32) of
+// the fp32 kernel on the same inputs, with mixed storage types (bf16 x, f32 gain, f32 dx).
+TEST(RmsNorm, MaskedTailsWriteOnlyTheRow) {
+  for (const DType dt : {DType::f32, DType::bf16}) {
+    for (const int64_t h : {1, 15, 17, 33}) {
+      SCOPED_TRACE(::testing::Message() << dt << " h=" << h);
+      const int64_t n = 9, w = 3 * h + 5;
+      Tensor xbuf = random_tensor({n, w}, dt, 200 + h);
+      Tensor ybuf = random_tensor({n, w}, dt, 300 + h);
+      Tensor dbuf = random_tensor({n, w}, dt, 400 + h);
+      const Tensor y_before = Tensor::copy_of(ybuf, dt, MemCategory::workspace);
+      const Tensor d_before = Tensor::copy_of(dbuf, dt, MemCategory::workspace);
+      Tensor x = xbuf.slice(1, h, h), y = ybuf.slice(1, h, h), dx = dbuf.slice(1, h, h);
+      Tensor g = random_tensor({h}, DType::f32, 500 + h);
+      Tensor dy = random_tensor({n, h}, dt, 600 + h);
+      Tensor rstd = Tensor::empty({n}, DType::f32, MemCategory::workspace);
+      Tensor dg = Tensor::zeros({h}, DType::f32, MemCategory::workspace);
+      rmsnorm_forward(x, g, y, rstd);
+      rmsnorm_backward(dy, x, g, rstd, dx, dg);
+      for (const int64_t c0 : {int64_t{0}, 2 * h}) {
+        const int64_t cw = c0 == 0 ? h : w - 2 * h;
+        EXPECT_CLOSE(ybuf.slice(1, c0, cw), y_before.slice(1, c0, cw), 0.0, 1e-6);
+        EXPECT_CLOSE(dbuf.slice(1, c0, cw), d_before.slice(1, c0, cw), 0.0, 1e-6);
+      }
+      // The same inputs through the fp32 kernel (exact for bf16: widening is exact).
+      Tensor xf = x.to_f32(), dyf = dy.to_f32();
+      Tensor yf = Tensor::empty({n, h}, DType::f32, MemCategory::workspace);
+      Tensor rf = Tensor::empty({n}, DType::f32, MemCategory::workspace);
+      Tensor dxf = Tensor::empty({n, h}, DType::f32, MemCategory::workspace);
+      Tensor dxm = Tensor::empty({n, h}, DType::f32, MemCategory::workspace);
+      Tensor dgf = Tensor::zeros({h}, DType::f32, MemCategory::workspace);
+      Tensor dgm = Tensor::zeros({h}, DType::f32, MemCategory::workspace);
+      rmsnorm_forward(xf, g, yf, rf);
+      rmsnorm_backward(dyf, xf, g, rf, dxf, dgf);
+      rmsnorm_backward(dy, x, g, rstd, dxm, dgm);  // dt inputs, f32 dx: no output rounding
+      const double out_tol = dt == DType::bf16 ? 1.0 / 256 : 0.0;
+      EXPECT_CLOSE(y, yf, out_tol + kFwdTol, 1e-6);
+      EXPECT_CLOSE(dx, dxf, out_tol + kBwdTol, kBwdFloor);
+      EXPECT_CLOSE(dxm, dxf, kBwdTol, kBwdFloor);
+      EXPECT_CLOSE(dgm, dgf, kBwdTol, kBwdFloor);
+    }
+  }
 }
 
 TEST(RmsNorm, BadInputsThrowTypedErrors) {

@@ -1,5 +1,7 @@
 // kernels::rope_forward/backward against the double reference: HF rotate_half convention, zigzag
-// (shuffled) positions, strided q/k slices of a fused buffer, inverse property, bf16, errors.
+// (shuffled) positions, strided q/k slices of a fused buffer, inverse property, bf16, errors, half
+// widths that are not multiples of the vector (masked tails); RunsOnTheBuildsWidestVector prints
+// the SIMD path (simd.h kVecName).
 #include "tsp/kernels/rope.h"
 
 #include <gtest/gtest.h>
@@ -11,6 +13,7 @@
 #include "kernels/finite_difference.h"
 #include "test_util.h"
 #include "tsp/kernels/reference/pointwise_ref.h"
+#include "tsp/kernels/simd.h"
 
 namespace tsp::kernels {
 namespace {
@@ -145,6 +148,42 @@ TEST(Rope, Bf16WithinRoundingOfFp32) {
   rope_forward(x, pos);
   rope_forward(xf, pos);
   EXPECT_CLOSE(x, xf, 1.0 / 256, kFloor);
+}
+
+TEST(Rope, RunsOnTheBuildsWidestVector) {
+  std::printf("[   simd   ] rope: %s (%d fp32 lanes)\n", simd::kVecName, simd::kLanes);
+  RecordProperty("simd", simd::kVecName);
+  EXPECT_EQ(simd::kLanes, TSP_SIMD_AVX512 ? 16 : 8);
+}
+
+// half = d / 2 of 1, 7, 17, 32 and 33 columns: tail-only rows, one full vector plus a masked
+// tail, full vectors only; forward and backward against the reference (kTol / kFloor as above),
+// bf16 within one output rounding of fp32 (as Bf16WithinRoundingOfFp32), and the neighbouring
+// heads of a fused buffer (v) bit-identical: the masked stores write nothing past the row.
+TEST(Rope, MaskedTailsMatchReferenceAndStayInTheirRows) {
+  const int64_t B = 1, S = 5, H = 2;
+  for (const int64_t d : {2, 14, 34, 64, 66}) {
+    SCOPED_TRACE(::testing::Message() << "d=" << d);
+    const std::vector<int64_t> pos = zigzag_positions(S, 11, 4000);
+    const RopeTable table(positions_tensor(pos), d);
+    for (const DType dt : {DType::f32, DType::bf16}) {
+      SCOPED_TRACE(::testing::Message() << dt);
+      Tensor fused = random_tensor({B, S, H + 1, d}, dt, 70 + d);
+      const Tensor original = Tensor::copy_of(fused, dt, MemCategory::workspace);
+      Tensor x = fused.slice(2, 0, H);
+      Tensor xf = x.to_f32();
+      const ref::Vec fwd = ref::rope(ref::to_doubles(x), B, S, H, d, pos, 1e4);
+      const ref::Vec bwd = ref::rope(ref::to_doubles(x), B, S, H, d, pos, 1e4, -1.0);
+      rope_forward(x, table);
+      rope_forward(xf, table);
+      EXPECT_CLOSE(xf, ref::from_doubles(fwd, {B, S, H, d}), kTol, kFloor);
+      EXPECT_CLOSE(x, xf, dt == DType::bf16 ? 1.0 / 256 : 0.0, kFloor);
+      EXPECT_CLOSE(fused.slice(2, H, 1), original.slice(2, H, 1), 0.0, 1e-6);
+      Tensor gb = original.slice(2, 0, H).to_f32();
+      rope_backward(gb, table);
+      EXPECT_CLOSE(gb, ref::from_doubles(bwd, {B, S, H, d}), kTol, kFloor);
+    }
+  }
 }
 
 TEST(Rope, BadInputsThrowTypedErrors) {

@@ -1,5 +1,6 @@
 // kernels::swiglu_forward/backward against the double reference (checked by finite differences):
-// gate/up as column slices of a fused buffer, in-place backward, bf16, errors.
+// gate/up as column slices of a fused buffer, in-place backward, bf16, errors, widths that are not
+// multiples of the vector (masked tails); RunsOnTheBuildsWidestVector prints the SIMD path.
 #include "tsp/kernels/swiglu.h"
 
 #include <gtest/gtest.h>
@@ -7,6 +8,7 @@
 #include "kernels/finite_difference.h"
 #include "test_util.h"
 #include "tsp/kernels/reference/pointwise_ref.h"
+#include "tsp/kernels/simd.h"
 
 namespace tsp::kernels {
 namespace {
@@ -88,6 +90,50 @@ TEST(SwiGlu, Bf16WithinRoundingOfFp32) {
   swiglu_backward(dout.to_f32(), gate.to_f32(), up.to_f32(), dgf, duf);
   EXPECT_CLOSE(dg, dgf, 1.0 / 256 + kBwdTol, kBwdFloor);
   EXPECT_CLOSE(du, duf, 1.0 / 256 + kBwdTol, kBwdFloor);
+}
+
+TEST(SwiGlu, RunsOnTheBuildsWidestVector) {
+  std::printf("[   simd   ] swiglu: %s (%d fp32 lanes)\n", simd::kVecName, simd::kLanes);
+  RecordProperty("simd", simd::kVecName);
+  EXPECT_EQ(simd::kLanes, TSP_SIMD_AVX512 ? 16 : 8);
+}
+
+// F of 1, 7, 15, 17 and 33 columns (masked tails of either width), gate/up/out as column slices
+// of one buffer: forward and backward against the reference (kFwdTol, kBwdTol / kBwdFloor), bf16
+// within one output rounding of fp32 (as Bf16WithinRoundingOfFp32), and the buffer's spare
+// columns bit-identical (the masked stores write nothing past a row).
+TEST(SwiGlu, MaskedTailsMatchReferenceAndStayInTheirRows) {
+  const int64_t n = 11;
+  for (const int64_t f : {1, 7, 15, 17, 33}) {
+    for (const DType dt : {DType::f32, DType::bf16}) {
+      SCOPED_TRACE(::testing::Message() << "F=" << f << " " << dt);
+      Tensor buf = random_tensor({n, 3 * f + 3}, dt, 40 + f, 3.f);
+      const Tensor original = Tensor::copy_of(buf, dt, MemCategory::workspace);
+      Tensor gate = buf.slice(1, 0, f), up = buf.slice(1, f, f), out = buf.slice(1, 2 * f, f);
+      Tensor dout = random_tensor({n, f}, dt, 50 + f);
+      const Tensor gf = gate.to_f32(), uf = up.to_f32(), df = dout.to_f32();
+      Tensor outf = Tensor::empty({n, f}, DType::f32, MemCategory::workspace);
+      swiglu_forward(gf, uf, outf);
+      EXPECT_CLOSE(outf, ref::from_doubles(ref::swiglu_forward(ref::to_doubles(gf), ref::to_doubles(uf)), {n, f}),
+                   kFwdTol, 1e-6);
+      swiglu_forward(gate, up, out);
+      const double round = dt == DType::bf16 ? 1.0 / 256 : 0.0;
+      EXPECT_CLOSE(out, outf, round, 1e-6);
+      EXPECT_CLOSE(buf.slice(1, 3 * f, 3), original.slice(1, 3 * f, 3), 0.0, 1e-6);
+      ref::Vec rdg, rdu;
+      ref::swiglu_backward(ref::to_doubles(df), ref::to_doubles(gf), ref::to_doubles(uf), rdg, rdu);
+      Tensor dgf = Tensor::empty({n, f}, DType::f32, MemCategory::workspace);
+      Tensor duf = Tensor::empty({n, f}, DType::f32, MemCategory::workspace);
+      swiglu_backward(df, gf, uf, dgf, duf);
+      EXPECT_CLOSE(dgf, ref::from_doubles(rdg, {n, f}), kBwdTol, kBwdFloor);
+      EXPECT_CLOSE(duf, ref::from_doubles(rdu, {n, f}), kBwdTol, kBwdFloor);
+      // In place: dgate over gate, dup over up (the exact-alias form), in the storage type.
+      swiglu_backward(dout, gate, up, gate, up);
+      EXPECT_CLOSE(gate, dgf, round + kBwdTol, kBwdFloor);
+      EXPECT_CLOSE(up, duf, round + kBwdTol, kBwdFloor);
+      EXPECT_CLOSE(buf.slice(1, 3 * f, 3), original.slice(1, 3 * f, 3), 0.0, 1e-6);
+    }
+  }
 }
 
 TEST(SwiGlu, BadInputsThrowTypedErrors) {

@@ -2,7 +2,8 @@
 // not depend on the thread count), each chunk in blocks of kBlock keys: scores of every query head
 // (log2 domain, as flash attention) with the cache rows read in memory order, one online-softmax
 // update per head and block, then P V with the accumulators in registers. Chunk partials are
-// combined with kernels::merge_lse. F8 vectors of kernels/simd.h; d % 8 lanes use tail loads.
+// combined with kernels::merge_lse. Vec vectors of kernels/simd.h (16 lanes on AVX-512, else 8);
+// the last d % kLanes lanes use masked tail loads.
 #include "tsp/infer/decode_attention.h"
 
 #include <omp.h>
@@ -21,11 +22,11 @@ namespace {
 
 using namespace kernels::simd;
 
-constexpr int64_t kBlock = 64;    // keys per online-softmax block (a multiple of 8)
+constexpr int64_t kBlock = 64;    // keys per online-softmax block (a multiple of kLanes)
 constexpr int64_t kChunk = 1024;  // keys per parallel work item (a multiple of kBlock)
 
 struct Dims {
-  int64_t B, Sk, H, Hkv, G, d, nv, w;  // nv = ceil(d / 8) vectors per row, w = 8 nv floats
+  int64_t B, Sk, H, Hkv, G, d, nv, w;  // nv = ceil(d / kLanes) vectors per row, w = kLanes nv floats
   float c2;                            // scale * log2(e): scores in the log2 domain
 };
 
@@ -40,8 +41,8 @@ struct Rows {
 };
 
 template <class T>
-inline F8 load_vec(const T* row, int64_t x, int64_t d) {
-  return x * 8 + 8 <= d ? load8(row + x * 8) : load8_tail(row + x * 8, d - x * 8);
+inline Vec load_vec(const T* row, int64_t x, int64_t d) {
+  return x * kLanes + kLanes <= d ? vload(row + x * kLanes) : vload_tail(row + x * kLanes, d - x * kLanes);
 }
 
 Dims check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& q_pos,
@@ -71,8 +72,8 @@ Dims check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
                       k_pos.dtype() == DType::i32,
                   "decode_attention: k_pos must be i32 [", k.dim(1), "], got ",
                   k_pos.defined() ? k_pos.describe() : std::string("undefined"));
-  const int64_t d = q.dim(3), nv = (d + 7) / 8;
-  return {q.dim(0), k.dim(1), q.dim(2), k.dim(2), q.dim(2) / k.dim(2), d, nv, 8 * nv,
+  const int64_t d = q.dim(3), nv = (d + kLanes - 1) / kLanes;
+  return {q.dim(0), k.dim(1), q.dim(2), k.dim(2), q.dim(2) / k.dim(2), d, nv, kLanes * nv,
           kLog2e / std::sqrt(static_cast<float>(d))};
 }
 
@@ -104,9 +105,9 @@ void block_scores(const Dims& dm, const Rows<const T>& k, const Rows<const T>& v
       const T* row = k.at(b, k0 + j, hk);
       for (int64_t h = hk * dm.G; h < (hk + 1) * dm.G; ++h) {
         const float* qh = st.q + h * dm.w;
-        F8 dot = set8(0.f);
-        for (int64_t x = 0; x < dm.nv; ++x) dot = fma8(load8(qh + x * 8), load_vec(row, x, dm.d), dot);
-        st.s[h * kBlock + j] = hsum8(dot);
+        Vec dot = vset(0.f);
+        for (int64_t x = 0; x < dm.nv; ++x) dot = vfma(vload(qh + x * kLanes), load_vec(row, x, dm.d), dot);
+        st.s[h * kBlock + j] = vhsum(dot);
       }
     }
   }
@@ -119,30 +120,30 @@ void block_scores(const Dims& dm, const Rows<const T>& k, const Rows<const T>& v
 // drop it (vmaxps returns its second operand when either is NaN) and the head would look masked.
 bool softmax_update(const Dims& dm, int64_t h, State& st) {
   float* s = st.s + h * kBlock;
-  F8 vmax = set8(-INFINITY);
-  for (int64_t j = 0; j < kBlock; j += 8) vmax = max8(vmax, load8(s + j));
-  float bmax = hmax8(vmax);
+  Vec smax = vset(-INFINITY);
+  for (int64_t j = 0; j < kBlock; j += kLanes) smax = vmax(smax, vload(s + j));
+  float bmax = vhmax(smax);
   for (int64_t j = 0; j < kBlock; ++j) bmax = std::isnan(s[j]) ? s[j] : bmax;
   if (bmax == -INFINITY) return false;
   if (std::isnan(bmax) || bmax > st.m[h]) {
     const float rescale = st.m[h] == -INFINITY ? 0.f : std::exp2(st.m[h] - bmax);
     st.l[h] *= rescale;
     float* acc = st.acc + h * dm.w;
-    for (int64_t x = 0; x < dm.w; x += 8) store8(acc + x, mul8(set8(rescale), load8(acc + x)));
+    for (int64_t x = 0; x < dm.w; x += kLanes) vstore(acc + x, vset(rescale) * vload(acc + x));
     st.m[h] = bmax;
   }
-  const F8 neg_m = set8(-st.m[h]);
-  F8 sum = set8(0.f);
-  for (int64_t j = 0; j < kBlock; j += 8) {
-    const F8 p = exp2_8(add8(load8(s + j), neg_m));  // -inf -> 0
-    sum = add8(sum, p);
-    store8(s + j, p);
+  const Vec neg_m = vset(-st.m[h]);
+  Vec sum = vset(0.f);
+  for (int64_t j = 0; j < kBlock; j += kLanes) {
+    const Vec p = vexp2(vload(s + j) + neg_m);  // -inf -> 0
+    sum = sum + p;
+    vstore(s + j, p);
   }
-  st.l[h] += hsum8(sum);
+  st.l[h] += vhsum(sum);
   return true;
 }
 
-// acc[h] += sum_j p[h][j] v_j over the visible keys of the block, NV = ceil(d / 8) accumulators
+// acc[h] += sum_j p[h][j] v_j over the visible keys of the block, NV = ceil(d / kLanes) accumulators
 // held in registers along the slots.
 template <class T, int NV>
 void values_nv(const Dims& dm, const Rows<const T>& v, const int32_t* kpos, int32_t qp, int64_t b,
@@ -150,29 +151,29 @@ void values_nv(const Dims& dm, const Rows<const T>& v, const int32_t* kpos, int3
   const int64_t hk = h / dm.G;
   const float* p = st.s + h * kBlock;
   float* out = st.acc + h * dm.w;
-  F8 acc[NV];
-  for (int x = 0; x < NV; ++x) acc[x] = load8(out + x * 8);
+  Vec acc[NV];
+  for (int x = 0; x < NV; ++x) acc[x] = vload(out + x * kLanes);
   for (int64_t j = 0; j < kn; ++j) {
     if (kpos[k0 + j] > qp) continue;
-    const F8 pj = set8(p[j]);
+    const Vec pj = vset(p[j]);
     const T* row = v.at(b, k0 + j, hk);
-    for (int x = 0; x < NV; ++x) acc[x] = fma8(pj, load_vec(row, x, dm.d), acc[x]);
+    for (int x = 0; x < NV; ++x) acc[x] = vfma(pj, load_vec(row, x, dm.d), acc[x]);
   }
-  for (int x = 0; x < NV; ++x) store8(out + x * 8, acc[x]);
+  for (int x = 0; x < NV; ++x) vstore(out + x * kLanes, acc[x]);
 }
 
-// The same for any d, one 8-lane column of the head at a time.
+// The same for any d, one kLanes-wide column of the head at a time.
 template <class T>
 void values_any(const Dims& dm, const Rows<const T>& v, const int32_t* kpos, int32_t qp,
                 int64_t b, int64_t k0, int64_t kn, int64_t h, State& st) {
   const int64_t hk = h / dm.G;
   const float* p = st.s + h * kBlock;
   for (int64_t x = 0; x < dm.nv; ++x) {
-    F8 acc = load8(st.acc + h * dm.w + x * 8);
+    Vec acc = vload(st.acc + h * dm.w + x * kLanes);
     for (int64_t j = 0; j < kn; ++j) {
-      if (kpos[k0 + j] <= qp) acc = fma8(set8(p[j]), load_vec(v.at(b, k0 + j, hk), x, dm.d), acc);
+      if (kpos[k0 + j] <= qp) acc = vfma(vset(p[j]), load_vec(v.at(b, k0 + j, hk), x, dm.d), acc);
     }
-    store8(st.acc + h * dm.w + x * 8, acc);
+    vstore(st.acc + h * dm.w + x * kLanes, acc);
   }
 }
 
@@ -196,7 +197,7 @@ void attend_chunk(const Dims& dm, const Rows<const T>& q, const Rows<const T>& k
                   int64_t cn, State& st) {
   for (int64_t h = 0; h < dm.H; ++h) {
     const T* row = q.at(b, 0, h);
-    for (int64_t x = 0; x < dm.nv; ++x) store8(st.q + h * dm.w + x * 8, mul8(set8(dm.c2), load_vec(row, x, dm.d)));
+    for (int64_t x = 0; x < dm.nv; ++x) vstore(st.q + h * dm.w + x * kLanes, vset(dm.c2) * load_vec(row, x, dm.d));
     std::fill(st.acc + h * dm.w, st.acc + (h + 1) * dm.w, 0.f);
     st.m[h] = -INFINITY;
     st.l[h] = 0.f;
@@ -230,8 +231,9 @@ void finish(const Dims& dm, int64_t chunks, const float* acc, const float* m, co
     }
     T* dst = o.at(b, 0, h);
     for (int64_t x = 0; x < dm.nv; ++x) {
-      if (x * 8 + 8 <= dm.d) store8(dst + x * 8, load8(out.data() + x * 8));
-      else store8_tail(dst + x * 8, load8(out.data() + x * 8), dm.d - x * 8);
+      const Vec ox = vload(out.data() + x * kLanes);
+      if (x * kLanes + kLanes <= dm.d) vstore(dst + x * kLanes, ox);
+      else vstore_tail(dst + x * kLanes, ox, dm.d - x * kLanes);
     }
     lse[b * ls0 + h * ls1] = total;
   }

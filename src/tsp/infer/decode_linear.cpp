@@ -1,5 +1,6 @@
 // decode_linear: dispatch to kernels::gemm, or the in-place bf16 row kernel: x rows widened once
-// to fp32 scratch, each weight row streamed once per group of 4 x rows, two FMA chains per dot.
+// to fp32 scratch, each weight row streamed once per group of 4 x rows, two FMA chains per dot
+// (simd.h Vec: 16 lanes on AVX-512, else 8).
 #include "tsp/infer/decode_linear.h"
 
 #include <omp.h>
@@ -18,7 +19,7 @@ using namespace kernels::simd;
 
 constexpr int64_t kRows = 4;  // rows of x per pass over the weight
 
-// x rows [m0, m0 + mr) widened to fp32, K padded to a multiple of 16 with zeros.
+// x rows [m0, m0 + mr) widened to fp32, K padded to a multiple of 16 (>= kLanes) with zeros.
 void widen_rows(const Tensor& x, int64_t kp, float* out) {
   const int64_t m = x.dim(0), k = x.dim(1);
   const auto* base = static_cast<const bf16*>(x.raw());
@@ -32,21 +33,21 @@ void widen_rows(const Tensor& x, int64_t kp, float* out) {
 // y[m0 + r, n] (+)= x32[m0 + r] . w[n] for r < R.
 template <int R>
 void dot_rows(const float* x32, int64_t kp, int64_t k, const bf16* wrow, float* out) {
-  F8 acc[R][2];
-  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = set8(0.f);
+  Vec acc[R][2];
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = vset(0.f);
   int64_t j = 0;
-  for (; j + 16 <= k; j += 16) {
-    const F8 w0 = load8(wrow + j), w1 = load8(wrow + j + 8);
+  for (; j + 2 * kLanes <= k; j += 2 * kLanes) {
+    const Vec w0 = vload(wrow + j), w1 = vload(wrow + j + kLanes);
     for (int r = 0; r < R; ++r) {
-      acc[r][0] = fma8(load8(x32 + r * kp + j), w0, acc[r][0]);
-      acc[r][1] = fma8(load8(x32 + r * kp + j + 8), w1, acc[r][1]);
+      acc[r][0] = vfma(vload(x32 + r * kp + j), w0, acc[r][0]);
+      acc[r][1] = vfma(vload(x32 + r * kp + j + kLanes), w1, acc[r][1]);
     }
   }
-  for (; j < k; j += 8) {  // tail: x is zero padded, w loaded partially
-    const F8 w0 = load8_tail(wrow + j, std::min<int64_t>(8, k - j));
-    for (int r = 0; r < R; ++r) acc[r][0] = fma8(load8(x32 + r * kp + j), w0, acc[r][0]);
+  for (; j < k; j += kLanes) {  // tail: x is zero padded (kp is a multiple of kLanes), w masked
+    const Vec w0 = vload_tail(wrow + j, std::min<int64_t>(kLanes, k - j));
+    for (int r = 0; r < R; ++r) acc[r][0] = vfma(vload(x32 + r * kp + j), w0, acc[r][0]);
   }
-  for (int r = 0; r < R; ++r) out[r] = hsum8(add8(acc[r][0], acc[r][1]));
+  for (int r = 0; r < R; ++r) out[r] = vhsum(acc[r][0] + acc[r][1]);
 }
 
 void dot_rows_any(int64_t rows, const float* x32, int64_t kp, int64_t k, const bf16* wrow, float* out) {

@@ -1,12 +1,75 @@
-// AdamW kernel: one fused, vectorisable pass over the flattened parameter; elements are
+// AdamW kernel: one fused pass over the flattened parameter in simd.h Vec (16 lanes on AVX-512,
+// else 8; masked tail), the bf16/f32 model copy written in the same pass; elements are
 // independent, so any parallel split gives bit-identical results.
 #include "tsp/kernels/adamw.h"
 
 #include <algorithm>
 #include <cmath>
 
+#include "tsp/kernels/simd.h"
+
 namespace tsp::kernels {
 namespace {
+
+using namespace simd;
+
+// Correctly rounded square root, lane-wise (vsqrtps; simd.h has no sqrt, only AdamW needs one).
+inline Vec vsqrt(Vec a) {
+#if TSP_SIMD_AVX512
+  // The zero-masked form with every lane selected: GCC 12's _mm512_sqrt_ps trips
+  // -Wmaybe-uninitialized (GCC bug 105593, see simd.h).
+  return {_mm512_maskz_sqrt_ps(static_cast<__mmask16>(0xffff), a.v)};
+#elif TSP_SIMD_AVX2
+  return {_mm256_sqrt_ps(a.v)};
+#else
+  for (float& x : a.v) x = std::sqrt(x);
+  return a;
+#endif
+}
+
+// One vector of parameters at i (n <= kLanes of them), the optional model copy `W` included.
+template <class W>
+inline void step_vec(float* p, float* m, float* v, const float* g, W* out, int64_t i, int64_t n,
+                     Vec decay, Vec w1, Vec one_minus_w1, bool lerp_low, Vec b2, Vec w2,
+                     Vec bc2_sqrt, Vec eps, Vec neg_step) {
+  const bool full = n == kLanes;
+  const Vec gi = full ? vload(g + i) : vload_tail(g + i, n);
+  const Vec m0 = full ? vload(m + i) : vload_tail(m + i, n);
+  const Vec v0 = full ? vload(v + i) : vload_tail(v + i, n);
+  const Vec p0 = (full ? vload(p + i) : vload_tail(p + i, n)) * decay;
+  // torch lerp (weight < 0.5): self + weight * (end - self); weight >= 0.5: end - (end - self) * (1 - weight)
+  const Vec mi = lerp_low ? vfma(w1, gi - m0, m0) : vfma(vneg(gi - m0), one_minus_w1, gi);
+  const Vec vi = vfma(v0, b2, w2 * gi * gi);
+  const Vec denom = vsqrt(vi) / bc2_sqrt + eps;
+  const Vec pi = vfma(neg_step, mi / denom, p0);
+  if (full) {
+    vstore(p + i, pi);
+    vstore(m + i, mi);
+    vstore(v + i, vi);
+    if (out) vstore(out + i, pi);
+  } else {
+    vstore_tail(p + i, pi, n);
+    vstore_tail(m + i, mi, n);
+    vstore_tail(v + i, vi, n);
+    if (out) vstore_tail(out + i, pi, n);
+  }
+}
+
+template <class W>
+void step_all(float* p, float* m, float* v, const float* g, W* out, int64_t n, float decay,
+              float w1, float b2, float w2, float bc2_sqrt, float eps, float step_size) {
+  constexpr int64_t kBlock = 4096;  // a multiple of kLanes: only the last vector is partial
+  const Vec vdecay = vset(decay), vw1 = vset(w1), vomw1 = vset(1.f - w1), vb2 = vset(b2);
+  const Vec vw2 = vset(w2), vbc2 = vset(bc2_sqrt), veps = vset(eps), vneg_step = vset(-step_size);
+  const bool lerp_low = w1 < 0.5f;
+#pragma omp parallel for schedule(static)
+  for (int64_t b0 = 0; b0 < n; b0 += kBlock) {
+    const int64_t b1 = std::min(n, b0 + kBlock);
+    for (int64_t i = b0; i < b1; i += kLanes)
+      step_vec(p, m, v, g, out, i, std::min<int64_t>(kLanes, b1 - i), vdecay, vw1, vomw1,
+               lerp_low, vb2, vw2, vbc2, veps, vneg_step);
+  }
+}
 
 void check_f32(const Tensor& t, const Tensor& ref, const char* name) {
   TSP_CHECK_SHAPE(t.defined() && t.shape() == ref.shape(), "adamw_step: ", name, " ",
@@ -55,34 +118,12 @@ void adamw_step(const Tensor& master, const Tensor& exp_avg, const Tensor& exp_a
   float* v = exp_avg_sq.data<float>();
   const float* g = grad.data<float>();
   const int64_t n = master.numel();
-  constexpr int64_t kBlock = 4096;
-#pragma omp parallel for schedule(static)
-  for (int64_t b0 = 0; b0 < n; b0 += kBlock) {
-    const int64_t b1e = std::min(n, b0 + kBlock);
-#pragma omp simd
-    for (int64_t i = b0; i < b1e; ++i) {
-      float pi = p[i] * decay;
-      const float gi = g[i];
-      // torch lerp (weight < 0.5): self + weight * (end - self); weight >= 0.5: end - (end - self) * (1 - weight)
-      const float mi = w1 < 0.5f ? m[i] + w1 * (gi - m[i]) : gi - (gi - m[i]) * (1.f - w1);
-      const float vi = v[i] * fb2 + w2 * gi * gi;
-      const float denom = std::sqrt(vi) / bc2_sqrt + eps;
-      pi = pi - step_size * (mi / denom);
-      p[i] = pi;
-      m[i] = mi;
-      v[i] = vi;
-    }
-  }
-  if (copy) {
-    if (weight_out.dtype() == DType::bf16) {
-      uint16_t* w = reinterpret_cast<uint16_t*>(weight_out.data<bf16>());
-#pragma omp parallel for simd schedule(static)
-      for (int64_t i = 0; i < n; ++i) w[i] = bf16::round_from_float(p[i]);
-    } else {
-      float* w = weight_out.data<float>();
-#pragma omp parallel for simd schedule(static)
-      for (int64_t i = 0; i < n; ++i) w[i] = p[i];
-    }
+  if (!copy) {
+    step_all<float>(p, m, v, g, nullptr, n, decay, w1, fb2, w2, bc2_sqrt, eps, step_size);
+  } else if (weight_out.dtype() == DType::bf16) {
+    step_all(p, m, v, g, weight_out.data<bf16>(), n, decay, w1, fb2, w2, bc2_sqrt, eps, step_size);
+  } else {
+    step_all(p, m, v, g, weight_out.data<float>(), n, decay, w1, fb2, w2, bc2_sqrt, eps, step_size);
   }
 }
 

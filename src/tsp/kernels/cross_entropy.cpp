@@ -1,5 +1,7 @@
 // Chunked cross-entropy: per vocabulary block, logits come from one GEMM into an [N, chunk] fp32
 // scratch and are folded row by row into OnlineSoftmax (softmax_merge.h); the backward recomputes them.
+// The row passes (max, sum of exps, softmax gradient, bf16 rounding) run in simd.h Vec (16 lanes on
+// AVX-512, else 8; vexp, masked tails).
 #include "tsp/kernels/cross_entropy.h"
 
 #include <algorithm>
@@ -7,10 +9,63 @@
 #include <limits>
 
 #include "tsp/kernels/gemm.h"
+#include "tsp/kernels/simd.h"
 #include "tsp/kernels/softmax_merge.h"
 
 namespace tsp::kernels {
 namespace {
+
+using namespace simd;
+
+inline Vec ld(const float* z, int64_t j, int64_t n) { return n == kLanes ? vload(z + j) : vload_tail(z + j, n); }
+template <class T>
+inline void st(T* z, int64_t j, int64_t n, Vec v) {
+  if (n == kLanes) vstore(z + j, v);
+  else vstore_tail(z + j, v, n);
+}
+
+// The first n < kLanes lanes of a, the others `fill` (a staging copy; tails only).
+inline Vec tail_or(Vec a, int64_t n, float fill) {
+  alignas(64) float buf[kLanes];
+  std::fill(buf, buf + kLanes, fill);
+  vstore_tail(buf, a, n);
+  return vload(buf);
+}
+
+// max_j z[j] over the n logits of a row (-inf when n = 0; NaNs are dropped as by std::max, and
+// show up in the sum of exps instead).
+inline float row_max(const float* z, int64_t n) {
+  Vec m = vset(kNegInf);
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) m = vmax(m, vload(z + j));
+  if (j < n) m = vmax(m, tail_or(vload_tail(z + j, n - j), n - j, kNegInf));
+  return vhmax(m);
+}
+
+// sum_j e^(z[j] - mm) over the n logits of a row.
+inline float row_sum_exp(const float* z, int64_t n, float mm) {
+  const Vec neg_m = vset(-mm);
+  Vec s0 = vset(0.f), s1 = s0;
+  int64_t j = 0;
+  for (; j + 2 * kLanes <= n; j += 2 * kLanes) {
+    s0 = s0 + vexp(vload(z + j) + neg_m);
+    s1 = s1 + vexp(vload(z + j + kLanes) + neg_m);
+  }
+  for (; j + kLanes <= n; j += kLanes) s0 = s0 + vexp(vload(z + j) + neg_m);
+  if (j < n) s1 = s1 + tail_or(vexp(vload_tail(z + j, n - j) + neg_m), n - j, 0.f);
+  return vhsum(s0 + s1);
+}
+
+// z[j] = e^(z[j] - lse) * scale in place, and (when d) its bf16 rounding into d.
+inline void row_softmax_grad(float* z, bf16* d, int64_t n, float lse, float scale) {
+  const Vec neg_l = vset(-lse), vs = vset(scale);
+  for (int64_t j = 0; j < n; j += kLanes) {
+    const int64_t w = std::min<int64_t>(kLanes, n - j);
+    const Vec p = vexp(ld(z, j, w) + neg_l) * vs;
+    st(z, j, w, p);
+    if (d) st(d, j, w, p);
+  }
+}
 
 int64_t load_target(const Tensor& t, int64_t i) {
   if (t.dtype() == DType::i32) return t.data<int32_t>()[i * t.stride(0)];
@@ -109,16 +164,9 @@ void cross_entropy_chunk_forward(const Tensor& x, const Tensor& w_chunk, int64_t
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; ++i) {
       const float* z = z0 + i * cb;
-      float bmax = kNegInf;
-#pragma omp simd reduction(max : bmax)
-      for (int64_t j = 0; j < cw; ++j) bmax = std::max(bmax, z[j]);
       OnlineSoftmax s{m[i], l[i]};
-      s.raise_max(bmax);
-      const float mm = s.m;
-      float acc = 0.f;
-#pragma omp simd reduction(+ : acc)
-      for (int64_t j = 0; j < cw; ++j) acc += std::exp(z[j] - mm);
-      s.l += acc;
+      s.raise_max(row_max(z, cw));
+      s.l += row_sum_exp(z, cw, s.m);
       m[i] = s.m;
       l[i] = s.l;
       const int64_t t = load_target(targets, i);
@@ -180,7 +228,7 @@ void cross_entropy_chunk_backward(const Tensor& x, const Tensor& w_chunk, int64_
   Tensor logits = Tensor::empty({n, cb}, DType::f32, MemCategory::workspace);
   Tensor dlog_bf = bf ? Tensor::empty({n, cb}, DType::bf16, MemCategory::workspace) : Tensor();
   float* z0 = logits.data<float>();
-  uint16_t* b0 = bf ? reinterpret_cast<uint16_t*>(dlog_bf.data<bf16>()) : nullptr;
+  bf16* b0 = bf ? dlog_bf.data<bf16>() : nullptr;
   const float* lse_p = lse.data<float>();
   const int64_t ignore = options.ignore_index;
   Tensor dx_c = dx;
@@ -194,20 +242,17 @@ void cross_entropy_chunk_backward(const Tensor& x, const Tensor& w_chunk, int64_
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; ++i) {
       float* z = z0 + i * cb;
+      bf16* d = b0 ? b0 + i * cb : nullptr;
       const int64_t t = load_target(targets, i);
       if (t == ignore) {
-#pragma omp simd
-        for (int64_t j = 0; j < cw; ++j) z[j] = 0.f;
+        std::fill(z, z + cw, 0.f);
+        if (d) std::fill(d, d + cw, bf16());  // +0
       } else {
-        const float li = lse_p[i];
-#pragma omp simd
-        for (int64_t j = 0; j < cw; ++j) z[j] = std::exp(z[j] - li) * scale;
-        if (t >= lo && t < lo + cw) z[t - lo] -= scale;
-      }
-      if (b0) {
-        uint16_t* d = b0 + i * cb;
-#pragma omp simd
-        for (int64_t j = 0; j < cw; ++j) d[j] = bf16::round_from_float(z[j]);
+        row_softmax_grad(z, d, cw, lse_p[i], scale);
+        if (t >= lo && t < lo + cw) {
+          z[t - lo] -= scale;
+          if (d) d[t - lo] = bf16(z[t - lo]);
+        }
       }
     }
     const Tensor dl = bf ? dlog_bf.slice(1, 0, cw) : zc;

@@ -1,5 +1,6 @@
 // RoPE kernels: a per-position cos/sin table (double, rounded once) and an in-place rotation of
-// every (b, s, head) row, 8-wide via simd.h (f32 or bf16 storage, fp32 math); rows are
+// every (b, s, head) row, simd.h Vec wide (16 lanes on AVX-512, else 8; f32 or bf16 storage, fp32
+// math, masked tails); rows are
 // independent, so the result never depends on the thread count.
 #include "tsp/kernels/rope.h"
 
@@ -19,26 +20,26 @@ int64_t load_index(const Tensor& t, int64_t i) {
 }
 
 // Rotates one row in place: (x1, x2) = (p[i], p[i + half]) -> (x1 c - x2 s, x2 c + x1 s), with
-// s = sign * sin, 8 columns at a time (simd.h); the last half % 8 columns through the same vector
-// code (zero-padded lanes), so column i always gets the same arithmetic.
+// s = sign * sin, kLanes columns at a time; the last half % kLanes columns through the same vector
+// code (masked lanes), so column i always gets the same arithmetic.
 template <class T>
-inline void rotate_row(T* p, const float* c, const float* sn, int64_t half, F8 vsign) {
+inline void rotate_row(T* p, const float* c, const float* sn, int64_t half, Vec vsign) {
   T* p2 = p + half;
-  for (int64_t i = 0; i < half; i += 8) {
-    const int64_t w = std::min<int64_t>(8, half - i);
-    const bool full = w == 8;
-    const F8 x1 = full ? load8(p + i) : load8_tail(p + i, w);
-    const F8 x2 = full ? load8(p2 + i) : load8_tail(p2 + i, w);
-    const F8 cv = full ? load8(c + i) : load8_tail(c + i, w);
-    const F8 si = vsign * (full ? load8(sn + i) : load8_tail(sn + i, w));
-    const F8 y1 = fma8(x1, cv, neg8(x2 * si));
-    const F8 y2 = fma8(x2, cv, x1 * si);
+  for (int64_t i = 0; i < half; i += kLanes) {
+    const int64_t w = std::min<int64_t>(kLanes, half - i);
+    const bool full = w == kLanes;
+    const Vec x1 = full ? vload(p + i) : vload_tail(p + i, w);
+    const Vec x2 = full ? vload(p2 + i) : vload_tail(p2 + i, w);
+    const Vec cv = full ? vload(c + i) : vload_tail(c + i, w);
+    const Vec si = vsign * (full ? vload(sn + i) : vload_tail(sn + i, w));
+    const Vec y1 = vfma(x1, cv, vneg(x2 * si));
+    const Vec y2 = vfma(x2, cv, x1 * si);
     if (full) {
-      store8(p + i, y1);
-      store8(p2 + i, y2);
+      vstore(p + i, y1);
+      vstore(p2 + i, y2);
     } else {
-      store8_tail(p + i, y1, w);
-      store8_tail(p2 + i, y2, w);
+      vstore_tail(p + i, y1, w);
+      vstore_tail(p2 + i, y2, w);
     }
   }
 }
@@ -52,7 +53,7 @@ void rotate(const Tensor& x, const RopeTable& table, float sign) {
   T* base = x.data<T>();
   const float* cos0 = table.cos_row(0);
   const float* sin0 = table.sin_row(0);
-  const F8 vsign = set8(sign);
+  const Vec vsign = vset(sign);
 #pragma omp parallel for schedule(static)
   for (int64_t bs = 0; bs < B * S; ++bs) {
     const int64_t b = bs / S, s = bs % S;
