@@ -42,9 +42,14 @@ model::ModelConfig config_for(DType dtype, bool tied) {
 // order in lr. These tests use eps = 1e-5 (not the default 1e-8) so that this amplification stays
 // below 1 for every element; a missing or doubled gradient term moves updates by O(1) and fails.
 constexpr double kAdamEps = 1e-5;
-// bf16 (its own bounds, unchanged): each weight may differ by 1e-3 of the learning rates summed
-// over the steps, plus 1e-2 relative (one bf16 ulp of a re-rounded master).
-constexpr double kBf16UpdateTolerance = 1e-3;
+// bf16: gradients agree within 3e-2 (|g| + rms of the tensor) (bf16 activations, as in
+// tsp_model_mpi_test), and the same AdamWDrift carries that through the optimizer element by
+// element; each weight may differ by that drift plus 1e-2 (|w| + rms) for the re-rounding of its
+// fp32 master to bf16 (one bf16 ulp is 2^-8 = 3.9e-3 relative). (A flat 1e-3 of the summed learning
+// rates used to stand in for the drift; it was not derived, and a near-zero gradient element whose
+// sign moved with the summation order of a single-pass RMSNorm moved by ~3 lr, as AdamW's
+// normalised update allows.)
+constexpr double kBf16GradTolerance = 3e-2;
 
 // grad_tol for the trainer's step: tiny_run's batch 4 x seq 16 (T = 64 tokens in the step), 2
 // micro-batches accumulated (+2), reduce-scatters and all-reduces over <= 4 ranks and 2 dp
@@ -121,10 +126,10 @@ model::ModelWeights validation_gradient(const Trainer& reference, DType dtype) {
 // the reference's clipped gradient divided by the clip factor). The gradient norm is compared at
 // step 1, where both engines start from the same weights (later norms follow drifted weights,
 // whose effect on a gradient has no derived bound here; the weights and losses are checked).
-// bf16 (its own bounds, as before): weights are re-rounded from fp32 masters after each step, so a
-// master that differs in its last bits can round to the neighbouring bf16 value: one bf16 ulp
-// (2^-8 relative), so 1e-2, plus kBf16UpdateTolerance of the summed learning rates; losses 1e-3,
-// gradient norms 1e-2, gradients 3e-2 (bf16 activations, as in tsp_model_mpi_test).
+// bf16: weights are re-rounded from fp32 masters after each step, so a master that differs in its
+// last bits can round to the neighbouring bf16 value: one bf16 ulp (2^-8 relative), so 1e-2, plus
+// the AdamWDrift bound of kBf16GradTolerance; losses 1e-3, gradient norms 1e-2, gradients 3e-2
+// (bf16 activations, as in tsp_model_mpi_test).
 void check_steps_match(DType dtype, bool tied) {
   comm::Communicator world = comm::Communicator::world();
   const model::ModelConfig config = config_for(dtype, tied);
@@ -136,7 +141,7 @@ void check_steps_match(DType dtype, bool tied) {
     comm::Mesh mesh(world, mesh_degrees_for(run));
     DistributedTrainer trainer(mesh, config, run, tokens);
     const bool f32 = dtype == DType::f32;
-    const double grad_tol = f32 ? f32_grad_tol(config, run) : 3e-2;
+    const double grad_tol = f32 ? f32_grad_tol(config, run) : kBf16GradTolerance;
     const double loss_tol = f32 ? f32_loss_tol(config, run) : 1e-3;
     const AdamWConfig adam;  // the trainer's betas (run_for sets only eps)
     testing::AdamWDrift drift(config, adam.beta1, adam.beta2, kAdamEps);
@@ -159,15 +164,10 @@ void check_steps_match(DType dtype, bool tied) {
         testing::expect_shards_match(trainer.layout().grads(), reference.grads(), grad_tol, 1.0,
                                      "gradients of step 1 (after clipping)");
       lr_sum += want.lr;
-      if (f32) {
-        const AdamW& opt = reference.optimizer();
-        drift.add_step(reference.grads(), opt.exp_avg_sq(), reference.weights(), want.lr, grad_tol);
-        testing::expect_shards_match(trainer.layout().weights(), reference.weights(), 0.0, 1.0,
-                                     "weights after step " + std::to_string(s + 1), 0.0, &drift.bound());
-      } else {
-        testing::expect_shards_match(trainer.layout().weights(), reference.weights(), 1e-2, 1.0,
-                                     "weights after step " + std::to_string(s + 1), kBf16UpdateTolerance * lr_sum);
-      }
+      const AdamW& opt = reference.optimizer();
+      drift.add_step(reference.grads(), opt.exp_avg_sq(), reference.weights(), want.lr, grad_tol);
+      testing::expect_shards_match(trainer.layout().weights(), reference.weights(), f32 ? 0.0 : 1e-2, 1.0,
+                                   "weights after step " + std::to_string(s + 1), 0.0, &drift.bound());
       if (f32 && world.rank() == 0 && s == 2) {  // the size of the derived weight bound, for the log
         std::vector<float> b;
         for (const auto& [name, t] : drift.bound().named())
