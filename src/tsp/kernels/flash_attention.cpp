@@ -55,9 +55,9 @@ constexpr int kNnVecs = 2;
 #endif
 constexpr int kPanel = 2 * kLanes;  // keys per K^T panel = columns of one NT micro-kernel call
 constexpr int kFwdBq = 96;   // query rows per forward tile (a multiple of kNtRows)
-constexpr int kFwdBk = 256;  // keys per forward tile (a multiple of kPanel)
-constexpr int kBwdBq = 48;   // query rows per backward tile (a multiple of kNtRows)
-constexpr int kBwdBk = 128;  // keys per backward tile (a multiple of kPanel)
+constexpr int kFwdBk = 64;   // keys per forward tile (a multiple of kPanel; V tile 16 KiB at d = 64)
+constexpr int kBwdBq = 96;   // query rows per backward tile (a multiple of kNtRows)
+constexpr int kBwdBk = 64;   // keys per backward tile (a multiple of kPanel)
 static_assert(kFwdBq % kNtRows == 0 && kBwdBq % kNtRows == 0);
 static_assert(kFwdBk % kPanel == 0 && kBwdBk % kPanel == 0);
 
