@@ -1,5 +1,7 @@
 // Flash attention vs the double-precision reference: forward, backward, GQA, arbitrary positions
-// (shuffled, zigzag, split key sets merged by lse), bf16, block skipping, workspace, validation.
+// (shuffled, zigzag, split key sets merged by lse), tails of the register blocks and tiles, NaN
+// propagation, bf16, block skipping, workspace, validation. The vector path under test is the
+// build's (simd.h Vec: avx512 16-lane, avx2 8-lane or scalar); FlashAttentionPath prints it.
 //
 // Tolerances (fp32 kernel vs double reference). Every output element is a short fp32 chain: a
 // dot product over d <= 72 terms (score), an exp2 polynomial (~2e-7 relative), and a sum over at
@@ -26,6 +28,7 @@
 #include "tsp/core/memory.h"
 #include "tsp/kernels/flash_attention.h"
 #include "tsp/kernels/reference/attention_ref.h"
+#include "tsp/kernels/simd.h"
 #include "tsp/kernels/softmax_merge.h"
 
 namespace tsp::kernels {
@@ -199,6 +202,15 @@ INSTANTIATE_TEST_SUITE_P(Shapes, FlashAttentionTails,
                                   std::to_string(i.param.Sq) + "_sk" +
                                   std::to_string(i.param.Sk) + "_d" + std::to_string(i.param.d);
                          });
+
+TEST(FlashAttentionPath, SaysWhichVectorPathRuns) {
+  // Every test in this file runs the build's one path; the AVX2 path is tested by the
+  // -DTSP_MARCH=x86-64-v3 build (docs/kernels.md). bf16 inputs are widened to fp32 on every path:
+  // there is no vdpbf16ps path yet (docs/kernels.md says why).
+  std::printf("flash attention path: simd.h %s (%d fp32 lanes); bf16 dot products: widened to "
+              "fp32 FMAs\n", simd::kVecName, simd::kLanes);
+  EXPECT_EQ(simd::kLanes, TSP_SIMD_AVX512 ? 16 : 8);
+}
 
 TEST(FlashAttentionVsReferenceDecode, SingleQueryAgainstCache) {
   // Decode: one new token per sequence attends to a KV cache whose last slots are padding.
