@@ -9,16 +9,18 @@
 // shared; with one thread CPU time is the kernel's own time). %peak is against the per-core fp32
 // FMA peak that bench_util.h measures at start-up at the widest width this build has, for bf16
 // storage too: the kernel widens bf16 to fp32 in registers and computes in fp32 with simd.h's
-// vectors (8-lane AVX2 ymm; the label says what it compiled to), so on a CPU whose 512-bit peak is
-// 2x its 256-bit one (Intel AVX-512 server parts, Zen 5) this kernel's ceiling is 50%.
+// widest vectors (16-lane zmm where the build has AVX-512, else 8-lane ymm; the label names the
+// path that ran, e.g. `simd.h avx512 16-lane`), so its ceiling is that peak.
 #include <benchmark/benchmark.h>
 
+#include <string>
 #include <vector>
 
 #include "bench_util.h"
 #include "tsp/core/random.h"
 #include "tsp/core/tensor.h"
 #include "tsp/kernels/flash_attention.h"
+#include "tsp/kernels/simd.h"
 
 namespace {
 
@@ -57,7 +59,7 @@ void BM_FlashAttention(benchmark::State& state) {
   const double fwd_flops = 4.0 * kD * double(S) * S / 2 * kH * kB;
   const double mult = pass == fwd ? 1.0 : pass == bwd ? 2.5 : 3.5;
   bench::report_flops(state, mult * fwd_flops, DType::f32);  // fp32 math for either storage
-  state.SetLabel("simd.h " + bench::tsp_simd_name() + (dt == DType::bf16 ? ", bf16 storage" : ""));
+  state.SetLabel(std::string("simd.h ") + simd::kVecName + (dt == DType::bf16 ? ", bf16 storage" : ""));
 }
 
 void Args(benchmark::internal::Benchmark* b) {

@@ -1,5 +1,7 @@
 // Flash attention vs the double-precision reference: forward, backward, GQA, arbitrary positions
-// (shuffled, zigzag, split key sets merged by lse), bf16, block skipping, workspace, validation.
+// (shuffled, zigzag, split key sets merged by lse), tails of the register blocks and tiles, NaN
+// propagation, bf16, block skipping, workspace, validation. The vector path under test is the
+// build's (simd.h Vec: avx512 16-lane, avx2 8-lane or scalar); FlashAttentionPath prints it.
 //
 // Tolerances (fp32 kernel vs double reference). Every output element is a short fp32 chain: a
 // dot product over d <= 72 terms (score), an exp2 polynomial (~2e-7 relative), and a sum over at
@@ -26,6 +28,7 @@
 #include "tsp/core/memory.h"
 #include "tsp/kernels/flash_attention.h"
 #include "tsp/kernels/reference/attention_ref.h"
+#include "tsp/kernels/simd.h"
 #include "tsp/kernels/softmax_merge.h"
 
 namespace tsp::kernels {
@@ -160,6 +163,54 @@ INSTANTIATE_TEST_SUITE_P(Shapes, FlashAttentionVsReference,
                                   std::to_string(i.param.Hkv) + "_d" +
                                   std::to_string(i.param.d);
                          });
+
+// Block shapes and tails of both widths: several forward (96 x 256) and backward (48 x 128)
+// tiles, query rows not a multiple of the NT register block (12 rows with AVX-512, 6 with AVX2),
+// keys not a multiple of a K^T panel (32 / 16 keys) or a vector (16 / 8), and head dims that
+// are not a multiple of the vector width (d = 17, 40), or need a partial NN column block
+// (d = 80 = 4 + 1 zmm, 5 ymm). Same tolerance as above.
+struct TailCase {
+  bool causal;
+  int64_t Sq, Sk, d;
+};
+
+class FlashAttentionTails : public ::testing::TestWithParam<TailCase> {};
+
+TEST_P(FlashAttentionTails, ForwardAndBackward) {
+  const TailCase c = GetParam();
+  const Inputs in = make_inputs(1, c.Sq, c.Sk, 2, 1, c.d, 200 + c.Sq + c.d);
+  FlashAttentionOptions opt;
+  opt.causal = c.causal;
+  const Fwd f = run_fwd(in.q, in.k, in.v, in.q_pos, in.k_pos, opt);
+  const Fwd r = run_fwd(in.q, in.k, in.v, in.q_pos, in.k_pos, opt, true);
+  EXPECT_CLOSE(f.o, r.o, kRelTol, floor_of(r.o));
+  expect_lse_close(f.lse, r.lse, 1e-6);
+  const Grads g = run_bwd(in, f, opt);
+  const Grads gr = run_bwd(in, r, opt, true);
+  EXPECT_CLOSE(g.dq, gr.dq, kRelTol, floor_of(gr.dq));
+  EXPECT_CLOSE(g.dk, gr.dk, kRelTol, floor_of(gr.dk));
+  EXPECT_CLOSE(g.dv, gr.dv, kRelTol, floor_of(gr.dv));
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, FlashAttentionTails,
+                         ::testing::Values(TailCase{true, 301, 301, 64}, TailCase{true, 211, 333, 17},
+                                           TailCase{false, 107, 290, 80},
+                                           TailCase{true, 300, 270, 40},
+                                           TailCase{true, 13, 531, 64}),
+                         [](const ::testing::TestParamInfo<TailCase>& i) {
+                           return std::string(i.param.causal ? "causal" : "full") + "_sq" +
+                                  std::to_string(i.param.Sq) + "_sk" +
+                                  std::to_string(i.param.Sk) + "_d" + std::to_string(i.param.d);
+                         });
+
+TEST(FlashAttentionPath, SaysWhichVectorPathRuns) {
+  // Every test in this file runs the build's one path; the AVX2 path is tested by the
+  // -DTSP_MARCH=x86-64-v3 build (docs/kernels.md). bf16 inputs are widened to fp32 on every path:
+  // there is no vdpbf16ps path yet (docs/kernels.md says why).
+  std::printf("flash attention path: simd.h %s (%d fp32 lanes); bf16 dot products: widened to "
+              "fp32 FMAs\n", simd::kVecName, simd::kLanes);
+  EXPECT_EQ(simd::kLanes, TSP_SIMD_AVX512 ? 16 : 8);
+}
 
 TEST(FlashAttentionVsReferenceDecode, SingleQueryAgainstCache) {
   // Decode: one new token per sequence attends to a KV cache whose last slots are padding.
@@ -316,6 +367,43 @@ TEST(FlashAttentionPositions, ZigzagShardsEqualFullAttention) {
   EXPECT_CLOSE(dv_sum, permute_rows(gfull.dv, krows), kRelTol, floor_of(gfull.dv));
 }
 
+TEST(FlashAttentionPositions, LongZigzagShardSkipsTilesAndMatchesReference) {
+  // One rank of D = 2 with chunks of 300 tokens (S = 1200): its queries are chunks 0 and 3, the
+  // keys gathered in rank order (chunks 0, 3, 1, 2). Long enough for several tiles per chunk, so
+  // position-based skipping, unmasked and masked tiles all occur with non-monotonic positions;
+  // checked against the double reference directly.
+  const int64_t D = 2, C = 300, S = 2 * D * C, H = 2, Hkv = 1, d = 64;
+  const Inputs in = make_inputs(1, S, S, H, Hkv, d, 23);
+  auto chunk_rows = [&](std::vector<int64_t> chunks) {
+    std::vector<int32_t> rows;
+    for (int64_t c : chunks)
+      for (int64_t t = 0; t < C; ++t) rows.push_back(static_cast<int32_t>(c * C + t));
+    return rows;
+  };
+  const std::vector<int32_t> krows = chunk_rows({0, 3, 1, 2}), qrows = chunk_rows({0, 3});
+  Inputs local;
+  local.k = permute_rows(in.k, krows);
+  local.v = permute_rows(in.v, krows);
+  local.k_pos = positions(krows);
+  local.q = permute_rows(in.q, qrows);
+  local.d_o = permute_rows(in.d_o, qrows);
+  local.q_pos = positions(qrows);
+  FlashAttentionStats st;
+  const Fwd f = run_fwd(local.q, local.k, local.v, local.q_pos, local.k_pos, {}, false, &st);
+  EXPECT_GT(st.skipped, 0);
+  EXPECT_GT(st.masked, 0);
+  EXPECT_GT(st.computed - st.masked, 0);  // some tiles run unmasked
+  const Fwd r = run_fwd(local.q, local.k, local.v, local.q_pos, local.k_pos, {}, true);
+  EXPECT_CLOSE(f.o, r.o, kRelTol, floor_of(r.o));
+  expect_lse_close(f.lse, r.lse, 1e-6);
+  const Grads g = run_bwd(local, f, {}, false, DType::f32, &st);
+  EXPECT_GT(st.skipped, 0);
+  const Grads gr = run_bwd(local, r, {}, true);
+  EXPECT_CLOSE(g.dq, gr.dq, kRelTol, floor_of(gr.dq));
+  EXPECT_CLOSE(g.dk, gr.dk, kRelTol, floor_of(gr.dk));
+  EXPECT_CLOSE(g.dv, gr.dv, kRelTol, floor_of(gr.dv));
+}
+
 TEST(FlashAttentionMerge, SplitKeysMergedByLseEqualConcatenation) {
   // Keys split into A = tokens [0, 20) and B = [20, 53); queries at positions -1 (sees nothing),
   // 0..19 (see only A) and 20.. (see both). Merging the two partials must equal attention over
@@ -396,6 +484,37 @@ TEST(FlashAttentionMasking, FullyMaskedRowsAndPaddingKeys) {
   const Fwd fe = run_fwd(empty.q, empty.k, empty.v, empty.q_pos, empty.k_pos);
   for (int64_t i = 0; i < fe.lse.numel(); ++i) EXPECT_EQ(fe.lse.data<float>()[i], -INFINITY);
   EXPECT_EQ(rms(fe.o), 0.0);
+}
+
+TEST(FlashAttentionNan, NanKeyPoisonsTheRowsThatSeeIt) {
+  // A NaN in key j (a corrupt activation) makes o and lse NaN for exactly the queries that see
+  // it (causal: position >= j), in every tile of the diagonal band and below it; rows that do not
+  // see it keep the clean run's o and lse. Backward: their dq is NaN, and so is dk of the key.
+  // (exp2 must pass NaN through: a clamp or exponent trick that turns NaN into 0 or a finite
+  // value would hide the corruption.)
+  const int64_t S = 300, H = 2, Hkv = 1, d = 32;
+  const Inputs clean = make_inputs(1, S, S, H, Hkv, d, 97);
+  const Fwd f0 = run_fwd(clean.q, clean.k, clean.v, clean.q_pos, clean.k_pos);
+  for (int64_t j : {0, 130, 299}) {
+    Inputs in = clean;
+    in.k = Tensor::copy_of(clean.k, DType::f32, MemCategory::workspace);
+    in.k.data<float>()[j * Hkv * d + 3] = std::nanf("");
+    const Fwd f = run_fwd(in.q, in.k, in.v, in.q_pos, in.k_pos);
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = 0; i < S; ++i) {
+        const float lse = f.lse.data<float>()[h * S + i];
+        const float o = f.o.item_f32((i * H + h) * d + 5);
+        if (i >= j) {
+          EXPECT_TRUE(std::isnan(lse) && std::isnan(o)) << "j " << j << " h " << h << " i " << i << " lse " << lse << " o " << o;
+        } else {
+          EXPECT_EQ(lse, f0.lse.data<float>()[h * S + i]) << "j " << j << " i " << i;
+          EXPECT_EQ(o, f0.o.item_f32((i * H + h) * d + 5)) << "j " << j << " i " << i;
+        }
+      }
+    const Grads g = run_bwd(in, f);
+    for (int64_t x = 0; x < d; ++x) EXPECT_TRUE(std::isnan(g.dk.item_f32(j * Hkv * d + x)));
+    for (int64_t i = j; i < S; ++i) EXPECT_TRUE(std::isnan(g.dq.item_f32(i * H * d))) << i;
+  }
 }
 
 TEST(FlashAttentionLayout, StridedViewsOfFusedProjection) {

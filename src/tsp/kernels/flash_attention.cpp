@@ -1,15 +1,20 @@
-// Flash attention on AVX-512: register-blocked FMA micro-kernels for the tile GEMMs, fused online
+// Flash attention on the CPU: register-blocked FMA micro-kernels for the tile GEMMs, fused online
 // softmax, position-based block skipping. See flash_attention.h for the contract.
 //
+// Width. Written once over simd.h's Vec (kLanes fp32 lanes): 16-lane zmm where the build has
+// AVX-512 (TSP_SIMD_AVX512), else 8-lane ymm (AVX2) or the scalar fallback. Only the register
+// block shapes, the visibility mask and exp2 are width-specific (see "Register blocks").
+//
 // Data flow. For each (batch, kv head) the keys and values are packed once into fp32 scratch:
-// K^T in panels of 16 keys ([panel][d][16], the B operand of S = Q K^T, one 16-key strip per 2
-// vector accumulators) and K / V as rows padded to dp = round_up(d, 8). Query rows are converted to
-// fp32 per tile (forward) or per head (backward). Scores live in the log2 domain:
-// exp(scale * s - m) = exp2(c2 * s - m2) with c2 = scale * log2(e), so one FMA feeds exp2.
+// K^T in panels of kPanel = 2 kLanes keys ([panel][d][kPanel], the B operand of S = Q K^T, one
+// panel per 2 vector accumulators per row) and K / V as rows padded to dp = round_up(d, kLanes).
+// Query rows are converted to fp32 per tile (forward) or per head (backward). Scores live in the
+// log2 domain: exp(scale * s - m) = exp2(c2 * s - m2) with c2 = scale * log2(e), so one FMA feeds
+// exp2.
 //
 // Forward, per (head, query tile of kFwdBq rows), key tiles of kFwdBk in order; for each group of
-// 6 query rows: S[6 x Bk] = Q K^T (NT kernel), mask, online-softmax update of (m, l) and rescale of
-// the O accumulator row, P = exp2(c2 S - m2) in place, O[6 x dp] += P V (NN kernel).
+// kNtRows query rows: S[rows x Bk] = Q K^T (NT kernel), mask, online-softmax update of (m, l) and
+// rescale of the O accumulator row, P = exp2(c2 S - m2) in place, O[rows x dp] += P V (NN kernel).
 // Backward (FlashAttention-2), per kv head and query head of its group, parallel over key tiles:
 // for each query tile: P = exp2(c2 S - lse2), dP = dO V^T, dS = P (dP - D); then dV += P^T dO,
 // dK += dS^T Q (key-tile rows: owned by the thread), dQ += dS K (per-thread fp32 buffer, summed
@@ -22,6 +27,7 @@
 #include <climits>
 #include <cmath>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "tsp/core/check.h"
@@ -31,24 +37,80 @@ namespace tsp::kernels {
 
 namespace {
 
-constexpr int kPanel = 16;   // keys per K^T panel = columns of one NT micro-kernel call (2 vectors)
-constexpr int kMr = 6;       // rows per micro-kernel register block (6 x 2 accumulators)
-constexpr int kFwdBq = 96;   // query rows per forward tile (a multiple of kMr)
-constexpr int kFwdBk = 256;  // keys per forward tile (a multiple of kPanel)
-constexpr int kBwdBq = 48;   // query rows per backward tile
-constexpr int kBwdBk = 128;  // keys per backward tile
+using namespace simd;  // Vec / kLanes: 16-lane zmm on AVX-512 builds, 8-lane ymm (or scalar) else
+
+// Register blocks. The shared structure below is written once over Vec; only these shapes, the
+// mask and exp2 differ per width. AVX-512 has 32 vector registers: the NT kernel (scores) keeps
+// 12 rows x 2 zmm accumulators (24) + 2 K^T vectors, the NN kernel (P V, dS K, P^T dO, dS^T Q)
+// 6 rows x 4 zmm (24, i.e. d = 64 in one pass) + 4 B vectors; broadcasts come from memory
+// (embedded {1to16} operands). AVX2 has 16: 6 x 2 ymm for both (12 accumulators).
+#if TSP_SIMD_AVX512
+constexpr int kNtRows = 12;  // rows per NT register block (scores S = Q K^T, dP = dO V^T)
+constexpr int kNnRows = 6;   // rows per NN register block
+constexpr int kNnVecs = 4;   // vectors per NN register block (columns = 4 x 16)
+#else
+constexpr int kNtRows = 6;
+constexpr int kNnRows = 6;
+constexpr int kNnVecs = 2;
+#endif
+constexpr int kPanel = 2 * kLanes;  // keys per K^T panel = columns of one NT micro-kernel call
+constexpr int kFwdBq = 96;   // query rows per forward tile (a multiple of kNtRows)
+constexpr int kFwdBk = 64;   // keys per forward tile (a multiple of kPanel; V tile 16 KiB at d = 64)
+constexpr int kBwdBq = 96;   // query rows per backward tile (a multiple of kNtRows)
+constexpr int kBwdBk = 64;   // keys per backward tile (a multiple of kPanel)
+static_assert(kFwdBq % kNtRows == 0 && kBwdBq % kNtRows == 0);
+static_assert(kFwdBk % kPanel == 0 && kBwdBk % kPanel == 0);
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 inline int64_t ceil_div(int64_t x, int64_t m) { return (x + m - 1) / m; }
 
 // ---------------------------------------------------------------------------------------------
-// F8 and exp2_8 come from simd.h.
-using namespace simd;
+// Width-specific pieces: the visibility mask and exp2 of the (non-positive) softmax arguments.
 
-#if TSP_SIMD_AVX2
+#if TSP_SIMD_AVX512
+// GCC 12 reports its own unmasked AVX-512 intrinsics as maybe-uninitialized (bug 105593, see
+// simd.h); silenced for these two helpers only.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 // Lanes of s that are invisible become -inf: lane index (lane0 + i) >= kn (tail of a partial key
-// tile), or, if masked, kpos[i] > qp. kpos must be readable for 8 entries.
-inline F8 mask8(F8 s, const int32_t* kpos, int32_t qp, int64_t lane0, int64_t kn, bool masked) {
+// tile), or, if masked, kpos[i] > qp. kpos must be readable for 16 entries.
+inline Vec mask_vec(Vec s, const int32_t* kpos, int32_t qp, int64_t lane0, int64_t kn,
+                    bool masked) {
+  __mmask16 visible = tail_mask16(kn - lane0);
+  if (masked)
+    visible &= _mm512_cmple_epi32_mask(_mm512_loadu_si512(kpos), _mm512_set1_epi32(qp));
+  return {_mm512_mask_blend_ps(visible, _mm512_set1_ps(-INFINITY), s.v)};
+}
+// 2^x in 8 instructions (simd.h's exp2_16 takes 15): f = x - floor(x) by vreduceps, 2^f on
+// [0, 1) by a degree-5 minimax polynomial with p(0) = 1 exactly (relative error 8.2e-8 in exact
+// arithmetic, 1.7e-7 measured in fp32 over [-100, 0.5]; simd.h's is 3e-7), and the exponent
+// applied by vscalefps (p * 2^floor(x)), which needs no integer conversion and underflows
+// gracefully. p(0) = 1 keeps the row maximum's weight exactly 1, as simd.h's exp2 does (an
+// unconstrained fit gives 1 - 2^-24 there, which moved a bf16 training comparison,
+// distributed_trainer_mpi_test's Bf16 case, across a rounding boundary). x is clamped below at -160:
+// -inf (masked scores, empty rows) gives 2^-160 * p, which rounds to exactly 0; NaN passes the
+// clamp (maxps returns its second operand) and propagates.
+inline Vec exp2_scores(Vec a) {
+  const __m512 x = _mm512_max_ps(_mm512_set1_ps(-160.f), a.v);
+  const __m512 f = _mm512_reduce_ps(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  __m512 p = _mm512_set1_ps(0.0018671300495043397f);
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.009017030708491802f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.05579991266131401f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.24016444385051727f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.6931512951850891f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+  return {_mm512_scalef_ps(p, x)};
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#else
+#if TSP_SIMD_AVX2
+inline Vec mask_vec(Vec s, const int32_t* kpos, int32_t qp, int64_t lane0, int64_t kn,
+                    bool masked) {
   const __m256i lane = _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
                                         _mm256_set1_epi32(static_cast<int32_t>(lane0)));
   __m256i inv = _mm256_cmpgt_epi32(lane, _mm256_set1_epi32(static_cast<int32_t>(kn - 1)));
@@ -59,83 +121,93 @@ inline F8 mask8(F8 s, const int32_t* kpos, int32_t qp, int64_t lane0, int64_t kn
   return {_mm256_blendv_ps(s.v, _mm256_set1_ps(-INFINITY), _mm256_castsi256_ps(inv))};
 }
 #else
-inline F8 mask8(F8 s, const int32_t* kpos, int32_t qp, int64_t lane0, int64_t kn, bool masked) {
-  for (int i = 0; i < 8; ++i)
+inline Vec mask_vec(Vec s, const int32_t* kpos, int32_t qp, int64_t lane0, int64_t kn,
+                    bool masked) {
+  for (int i = 0; i < kLanes; ++i)
     if (lane0 + i >= kn || (masked && kpos[i] > qp)) s.v[i] = -INFINITY;
   return s;
 }
 #endif
+inline Vec exp2_scores(Vec a) { return vexp2(a); }  // simd.h exp2_8: -inf and x <= -127 give 0
+#endif
 
 // ---------------------------------------------------------------------------------------------
-// Micro-kernels (6 x 16 register blocks: 12 accumulators, 2 B vectors, 1 broadcast).
+// Micro-kernels.
 
-// C[R x 16] = A[R x d] (row stride lda) * Bp, Bp a K^T panel [d][16].
+// C[R x kPanel] = A[R x d] (row stride lda) * Bp, Bp a K^T panel [d][kPanel].
 template <int R>
 inline void kern_nt(const float* a, int64_t lda, const float* bp, int d, float* c, int64_t ldc) {
-  F8 acc[R][2];
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = set8(0.f);
+  Vec acc[R][2];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = vset(0.f);
   for (int x = 0; x < d; ++x) {
     const float* b = bp + x * kPanel;
-    const F8 b0 = load8(b), b1 = load8(b + 8);
-#pragma GCC unroll 8
+    const Vec b0 = vload(b), b1 = vload(b + kLanes);
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
-      const F8 av = set8(a[r * lda + x]);
-      acc[r][0] = fma8(av, b0, acc[r][0]);
-      acc[r][1] = fma8(av, b1, acc[r][1]);
+      const Vec av = vset(a[r * lda + x]);
+      acc[r][0] = vfma(av, b0, acc[r][0]);
+      acc[r][1] = vfma(av, b1, acc[r][1]);
     }
   }
-#pragma GCC unroll 8
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
-    store8(c + r * ldc, acc[r][0]);
-    store8(c + r * ldc + 8, acc[r][1]);
+    vstore(c + r * ldc, acc[r][0]);
+    vstore(c + r * ldc + kLanes, acc[r][1]);
   }
 }
 
-// C[R x 8 NV] += sum_k A(r, k) B[k, 8 NV], A(r, k) = a[r * a_rs + k * a_ks], B rows ldb apart.
+// C[R x kLanes NV] += sum_k A(r, k) B[k, kLanes NV], A(r, k) = a[r * a_rs + k * a_ks], B rows ldb
+// apart.
 template <int R, int NV>
 inline void kern_nn(const float* a, int64_t a_rs, int64_t a_ks, int K, const float* b,
                     int64_t ldb, float* c, int64_t ldc) {
-  F8 acc[R][NV];
+  Vec acc[R][NV];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[r][v] = load8(c + r * ldc + v * 8);
+    for (int v = 0; v < NV; ++v) acc[r][v] = vload(c + r * ldc + v * kLanes);
   for (int k = 0; k < K; ++k) {
-    F8 bv[NV];
+    Vec bv[NV];
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) bv[v] = load8(b + k * ldb + v * 8);
+    for (int v = 0; v < NV; ++v) bv[v] = vload(b + k * ldb + v * kLanes);
     const float* ak = a + k * a_ks;
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      const F8 av = set8(ak[r * a_rs]);
+      const Vec av = vset(ak[r * a_rs]);
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) acc[r][v] = fma8(av, bv[v], acc[r][v]);
+      for (int v = 0; v < NV; ++v) acc[r][v] = vfma(av, bv[v], acc[r][v]);
     }
   }
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) store8(c + r * ldc + v * 8, acc[r][v]);
+    for (int v = 0; v < NV; ++v) vstore(c + r * ldc + v * kLanes, acc[r][v]);
 }
 
 template <int R>
 inline void nn_rows(int nv, const float* a, int64_t a_rs, int64_t a_ks, int K, const float* b,
                     int64_t ldb, float* c, int64_t ldc) {
+  static_assert(kNnVecs == 2 || kNnVecs == 4);
+  if constexpr (kNnVecs == 4) {
+    if (nv == 4) return kern_nn<R, 4>(a, a_rs, a_ks, K, b, ldb, c, ldc);
+    if (nv == 3) return kern_nn<R, 3>(a, a_rs, a_ks, K, b, ldb, c, ldc);
+  }
   if (nv == 2) kern_nn<R, 2>(a, a_rs, a_ks, K, b, ldb, c, ldc);
   else kern_nn<R, 1>(a, a_rs, a_ks, K, b, ldb, c, ldc);
 }
 
-// C[M x dp] += A(M x K) B[K x dp]; dp a multiple of 8.
+// C[M x dp] += A(M x K) B[K x dp]; dp a multiple of kLanes.
 void gemm_nn_acc(int64_t M, int64_t dp, int K, const float* a, int64_t a_rs, int64_t a_ks,
                  const float* b, int64_t ldb, float* c, int64_t ldc) {
   if (K <= 0) return;
-  for (int64_t r0 = 0; r0 < M; r0 += kMr) {
-    const int R = static_cast<int>(std::min<int64_t>(kMr, M - r0));
+  static_assert(kNnRows == 6);
+  for (int64_t r0 = 0; r0 < M; r0 += kNnRows) {
+    const int R = static_cast<int>(std::min<int64_t>(kNnRows, M - r0));
     const float* ar = a + r0 * a_rs;
     float* cr = c + r0 * ldc;
-    for (int64_t c0 = 0; c0 < dp; c0 += 16) {
-      const int nv = static_cast<int>(std::min<int64_t>(2, (dp - c0) / 8));
+    for (int64_t c0 = 0; c0 < dp; c0 += kNnVecs * kLanes) {
+      const int nv = static_cast<int>(std::min<int64_t>(kNnVecs, (dp - c0) / kLanes));
       switch (R) {
         case 6: nn_rows<6>(nv, ar, a_rs, a_ks, K, b + c0, ldb, cr + c0, ldc); break;
         case 5: nn_rows<5>(nv, ar, a_rs, a_ks, K, b + c0, ldb, cr + c0, ldc); break;
@@ -148,21 +220,23 @@ void gemm_nn_acc(int64_t M, int64_t dp, int K, const float* a, int64_t a_rs, int
   }
 }
 
-// C[R x 16 npanels] = A[R x d] * panels (R <= 6).
+// Row counts 1 .. kNtRows as a compile-time constant.
+template <int R>
+inline void nt_panels(const float* a, int64_t lda, const float* panels, int64_t npanels, int d,
+                      float* c, int64_t ldc) {
+  for (int64_t p = 0; p < npanels; ++p)
+    kern_nt<R>(a, lda, panels + p * d * kPanel, d, c + p * kPanel, ldc);
+}
+template <int... Rs>
+inline void nt_dispatch(std::integer_sequence<int, Rs...>, int R, const float* a, int64_t lda,
+                        const float* panels, int64_t npanels, int d, float* c, int64_t ldc) {
+  ((R == Rs + 1 ? nt_panels<Rs + 1>(a, lda, panels, npanels, d, c, ldc) : void()), ...);
+}
+
+// C[R x kPanel npanels] = A[R x d] * panels (R <= kNtRows).
 void nt_rows(int R, const float* a, int64_t lda, const float* panels, int64_t npanels, int d,
              float* c, int64_t ldc) {
-  for (int64_t p = 0; p < npanels; ++p) {
-    const float* bp = panels + p * d * kPanel;
-    float* cp = c + p * kPanel;
-    switch (R) {
-      case 6: kern_nt<6>(a, lda, bp, d, cp, ldc); break;
-      case 5: kern_nt<5>(a, lda, bp, d, cp, ldc); break;
-      case 4: kern_nt<4>(a, lda, bp, d, cp, ldc); break;
-      case 3: kern_nt<3>(a, lda, bp, d, cp, ldc); break;
-      case 2: kern_nt<2>(a, lda, bp, d, cp, ldc); break;
-      default: kern_nt<1>(a, lda, bp, d, cp, ldc); break;
-    }
-  }
+  nt_dispatch(std::make_integer_sequence<int, kNtRows>{}, R, a, lda, panels, npanels, d, c, ldc);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -281,7 +355,7 @@ Dims check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
   dm.Sk = k.dim(1);
   dm.Hkv = k.dim(2);
   dm.G = dm.H / dm.Hkv;
-  dm.dp = round_up(dm.d, 8);
+  dm.dp = round_up(dm.d, kLanes);
   dm.scale = opt.scale > 0.f ? opt.scale : 1.f / std::sqrt(static_cast<float>(dm.d));
   return dm;
 }
@@ -332,12 +406,13 @@ inline TileMode classify(const Tiles& t, int64_t qt, int64_t kt, bool causal) {
 }
 
 // Applies the causal mask of query position qp (if masked) and the tail of a partial key tile
-// (lanes >= kn) to a row of scores s[0 .. 8 nvec): invisible entries become -inf.
+// (lanes >= kn) to a row of scores s[0 .. kLanes nvec): invisible entries become -inf.
 inline void mask_row(float* s, const int32_t* kpos, int32_t qp, int64_t kn, bool masked) {
-  const int64_t nvec = ceil_div(kn, 8);
-  if (!masked && nvec * 8 == kn) return;
+  const int64_t nvec = ceil_div(kn, kLanes);
+  if (!masked && nvec * kLanes == kn) return;
   for (int64_t v = masked ? 0 : nvec - 1; v < nvec; ++v)
-    store8(s + v * 8, mask8(load8(s + v * 8), kpos + v * 8, qp, v * 8, kn, masked));
+    vstore(s + v * kLanes,
+           mask_vec(vload(s + v * kLanes), kpos + v * kLanes, qp, v * kLanes, kn, masked));
 }
 
 // Packs keys [0, Sk) of kv head (b, hk) of `src` into K^T panels [panel][d][16] (zero padded).
@@ -406,7 +481,7 @@ void flash_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
   const int nthreads = std::max(1, omp_get_max_threads());
   // Scratch, once per call: positions, K^T panels, V rows, and per thread a Q tile, an O
   // accumulator, a score block and the softmax state.
-  const int64_t per_thread = 2 * kFwdBq * dp + kMr * kFwdBk + 2 * kFwdBq + dp;
+  const int64_t per_thread = 2 * kFwdBq * dp + kNtRows * kFwdBk + 2 * kFwdBq + dp;
   const int64_t n_f32 = Sk_pad * d + Sk_pad * dp + nthreads * per_thread;
   Tensor scratch = Tensor::empty({n_f32}, DType::f32, MemCategory::workspace);
   Tensor positions = Tensor::empty({Sq + Sk_pad}, DType::i32, MemCategory::workspace);
@@ -437,7 +512,7 @@ void flash_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
         float* qtile = tb;
         float* oacc = qtile + kFwdBq * dp;
         float* sblk = oacc + kFwdBq * dp;
-        float* mrow = sblk + kMr * kFwdBk;
+        float* mrow = sblk + kNtRows * kFwdBk;
         float* lrow = mrow + kFwdBq;
         const int64_t q0 = qt * kFwdBq;
         const int64_t qn = std::min<int64_t>(kFwdBq, Sq - q0);
@@ -455,20 +530,24 @@ void flash_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
           const int64_t k0 = ktile * kFwdBk;
           const int64_t kn = std::min<int64_t>(kFwdBk, Sk - k0);
           const int64_t npan = ceil_div(kn, kPanel);
-          const int64_t nvec = ceil_div(kn, 8);
-          for (int64_t r0 = 0; r0 < qn; r0 += kMr) {
-            const int R = static_cast<int>(std::min<int64_t>(kMr, qn - r0));
+          const int64_t nvec = ceil_div(kn, kLanes);
+          for (int64_t r0 = 0; r0 < qn; r0 += kNtRows) {
+            const int R = static_cast<int>(std::min<int64_t>(kNtRows, qn - r0));
             nt_rows(R, qtile + r0 * dp, dp, kt_panels + (k0 / kPanel) * d * kPanel, npan, d,
                     sblk, kFwdBk);
             for (int r = 0; r < R; ++r) {
               const int64_t i = r0 + r;
               float* s = sblk + r * kFwdBk;
               mask_row(s, kpos + k0, qpos[q0 + i], kn, masked);
-              F8 vmax = set8(-INFINITY);
-              for (int64_t x = 0; x < nvec; ++x) vmax = max8(vmax, load8(s + x * 8));
-              const float bmax = hmax8(vmax);
-              if (bmax == -INFINITY) {  // this row sees nothing in this tile
-                for (int64_t x = 0; x < nvec; ++x) store8(s + x * 8, set8(0.f));
+              Vec vm = vset(-INFINITY);
+              for (int64_t x = 0; x < nvec; ++x) vm = vmax(vm, vload(s + x * kLanes));
+              const float bmax = vhmax(vm);
+              // -inf: this row sees nothing in this tile, unless the max dropped a NaN score
+              // (maxps keeps its second operand): NaN in must give NaN out (o and lse), never an
+              // empty partial that a merge would discard, so a NaN row takes the normal path.
+              if (bmax == -INFINITY && !std::any_of(s, s + nvec * kLanes,
+                                                    [](float x) { return std::isnan(x); })) {
+                for (int64_t x = 0; x < nvec; ++x) vstore(s + x * kLanes, vset(0.f));
                 continue;
               }
               // Online softmax in the log2 domain (the OnlineSoftmax update of softmax_merge.h).
@@ -476,31 +555,32 @@ void flash_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
               if (m_new > mrow[i]) {
                 const float rescale = mrow[i] == -INFINITY ? 0.f : std::exp2(mrow[i] - m_new);
                 lrow[i] *= rescale;
-                const F8 vr = set8(rescale);
+                const Vec vr = vset(rescale);
                 float* orow = oacc + i * dp;
-                for (int64_t x = 0; x < dp; x += 8) store8(orow + x, mul8(vr, load8(orow + x)));
+                for (int64_t x = 0; x < dp; x += kLanes) vstore(orow + x, vr * vload(orow + x));
                 mrow[i] = m_new;
               }
-              const F8 vc = set8(c2), vm = set8(-m_new);
-              F8 vsum = set8(0.f);
+              const Vec vc = vset(c2), vneg_m = vset(-m_new);
+              Vec vsum = vset(0.f);
               for (int64_t x = 0; x < nvec; ++x) {
-                const F8 p = exp2_8(fma8(load8(s + x * 8), vc, vm));
-                vsum = add8(vsum, p);
-                store8(s + x * 8, p);
+                const Vec p = exp2_scores(vfma(vload(s + x * kLanes), vc, vneg_m));
+                vsum = vsum + p;
+                vstore(s + x * kLanes, p);
               }
-              lrow[i] += hsum8(vsum);
+              lrow[i] += vhsum(vsum);
             }
             gemm_nn_acc(R, dp, static_cast<int>(kn), sblk, kFwdBk, 1, v_rows + k0 * dp, dp,
                         oacc + r0 * dp, dp);
           }
         }
-        // Finalise: o = acc / l, lse = ln 2 * (m2 + log2 l); empty rows get 0 and -inf.
+        // Finalise: o = acc / l, lse = ln 2 * (m2 + log2 l); empty rows (l = 0) get 0 and -inf,
+        // rows that met a NaN (l = NaN) NaN and NaN.
         for (int64_t i = 0; i < qn; ++i) {
           const float l = lrow[i];
-          const float inv = l > 0.f ? 1.f / l : 0.f;
+          const float inv = l == 0.f ? 0.f : 1.f / l;
           store_row(oacc + i * dp, inv, false, ov.row(b, q0 + i, h), ov.dtype, d);
           lse_base[b * ls0 + h * ls1 + q0 + i] =
-              l > 0.f ? kLn2 * (mrow[i] + std::log2(l)) : -INFINITY;
+              l == 0.f ? -INFINITY : kLn2 * (mrow[i] + std::log2(l));
         }
       }
     }
@@ -550,7 +630,7 @@ void flash_attention_backward(const Tensor& q, const Tensor& k, const Tensor& v,
   const int nthreads = std::max(1, omp_get_max_threads());
   // Scratch: K rows, K^T and V^T panels, dK/dV accumulators (per kv head); Q, dO rows, D and
   // lse2 (per query head); per thread a dQ accumulator and the P, dS, dP blocks.
-  const int64_t per_thread = Sq_pad * dp + 2 * kBwdBq * kBwdBk + kMr * kBwdBk;
+  const int64_t per_thread = Sq_pad * dp + 2 * kBwdBq * kBwdBk + kNtRows * kBwdBk;
   const int64_t n_f32 = Sk_pad * dp * 3 + Sk_pad * d * 2 + Sq_pad * (2 * dp + 2) + dp +
                         nthreads * per_thread;
   Tensor scratch = Tensor::empty({n_f32}, DType::f32, MemCategory::workspace);
@@ -608,15 +688,15 @@ void flash_attention_backward(const Tensor& q, const Tensor& k, const Tensor& v,
           const int64_t k0 = ktile * kBwdBk;
           const int64_t kn = std::min<int64_t>(kBwdBk, Sk - k0);
           const int64_t npan = ceil_div(kn, kPanel);
-          const int64_t nvec = ceil_div(kn, 8);
+          const int64_t nvec = ceil_div(kn, kLanes);
           for (int64_t qt = 0; qt < tiles.nqt; ++qt) {
             const TileMode mode = classify(tiles, qt, ktile, causal);
             if (mode == TileMode::skip) continue;
             const bool masked = mode == TileMode::masked;
             const int64_t q0 = qt * kBwdBq;
             const int64_t qn = std::min<int64_t>(kBwdBq, Sq - q0);
-            for (int64_t r0 = 0; r0 < qn; r0 += kMr) {
-              const int R = static_cast<int>(std::min<int64_t>(kMr, qn - r0));
+            for (int64_t r0 = 0; r0 < qn; r0 += kNtRows) {
+              const int R = static_cast<int>(std::min<int64_t>(kNtRows, qn - r0));
               float* prow0 = pblk + r0 * kBwdBk;
               nt_rows(R, q_rows + (q0 + r0) * dp, dp, kt_panels + (k0 / kPanel) * d * kPanel,
                       npan, d, prow0, kBwdBk);
@@ -628,11 +708,11 @@ void flash_attention_backward(const Tensor& q, const Tensor& k, const Tensor& v,
                 const float* dpr = dpblk + r * kBwdBk;
                 float* ds = dsblk + (r0 + r) * kBwdBk;
                 mask_row(s, kpos + k0, qpos[i], kn, masked);
-                const F8 vc = set8(c2), vl = set8(-lse2[i]), vd = set8(dvec[i]);
+                const Vec vc = vset(c2), vl = vset(-lse2[i]), vd = vset(dvec[i]);
                 for (int64_t x = 0; x < nvec; ++x) {
-                  const F8 p = exp2_8(fma8(load8(s + x * 8), vc, vl));
-                  store8(s + x * 8, p);
-                  store8(ds + x * 8, mul8(p, sub8(load8(dpr + x * 8), vd)));
+                  const Vec p = exp2_scores(vfma(vload(s + x * kLanes), vc, vl));
+                  vstore(s + x * kLanes, p);
+                  vstore(ds + x * kLanes, p * (vload(dpr + x * kLanes) - vd));
                 }
               }
             }
