@@ -97,13 +97,7 @@ bool onednn_isa_has_bf16_dot() {
   return (isa & bf16) == bf16;
 }
 
-std::string tsp_simd_name() {
-#if TSP_SIMD_AVX2
-  return "avx2 8-lane";
-#else
-  return "scalar";
-#endif
-}
+std::string tsp_simd_name() { return kernels::simd::kVecName; }
 
 void add_context() {
   const std::string cpu = cpu_model();
@@ -136,9 +130,11 @@ void add_context() {
   benchmark::AddCustomContext("onednn", onednn);
   benchmark::AddCustomContext(
       "tsp_simd", tsp_simd_name() +
-#if TSP_SIMD_AVX2
-                      " (simd.h F8: ymm, 256-bit; flash attention, RoPE, SwiGLU; their ceiling is "
-                      "the 256-bit peak)"
+#if TSP_SIMD_AVX512
+                      " (simd.h Vec = F16: zmm, 512-bit; flash attention, RMSNorm, RoPE, SwiGLU, "
+                      "AdamW, cross-entropy rows, decode attention; their ceiling is the 512-bit peak)"
+#elif TSP_SIMD_AVX2
+                      " (simd.h Vec = F8: ymm, 256-bit; their ceiling is the 256-bit peak)"
 #else
                       " (simd.h scalar fallback: this build has no AVX2+FMA)"
 #endif

@@ -53,7 +53,7 @@ std::string bf16_peak_description();
 std::string onednn_isa_name();
 // True when that ISA includes AVX512-BF16 dot products (vdpbf16ps).
 bool onednn_isa_has_bf16_dot();
-// What simd.h (flash attention, RoPE, SwiGLU) compiles to in this build, e.g. "avx2 8-lane".
+// What simd.h's Vec compiles to in this build, e.g. "avx512 16-lane" or "avx2 8-lane".
 std::string tsp_simd_name();
 
 // Adds the context lines (CPU, peaks, oneDNN version/ISA, simd.h width, bf16 path) to the
