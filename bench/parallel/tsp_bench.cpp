@@ -159,6 +159,7 @@ int run(int argc, char** argv) {
   Timing single;
   std::vector<int64_t> single_peaks;
   if (run_single && rank == 0) {
+    MemoryLedger::process().release_cached();  // the RSS column starts from live bytes
     MemoryLedger::process().reset_peaks();
     reset_process_peak_rss();
     const model::ModelWeights w = model::ModelWeights::initialize(config, config.torch_dtype(), 1);
@@ -193,6 +194,7 @@ int run(int argc, char** argv) {
   }
 
   // ---- TSP over all ranks.
+  MemoryLedger::process().release_cached();  // the single-rank run's buffers are not this run's
   MemoryLedger::process().reset_peaks();
   reset_process_peak_rss();
   Timing tsp{1e30, 0, {}};

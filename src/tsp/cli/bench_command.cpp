@@ -130,6 +130,8 @@ void gather_max(comm::Communicator& world, Row& row, const std::array<int64_t, k
 }
 
 std::array<int64_t, kCats> live_now() {
+  // Each case's RSS column starts from live bytes, not from the buffers the last case left cached.
+  MemoryLedger::process().release_cached();
   MemoryLedger::process().reset_peaks();
   reset_process_peak_rss();
   std::array<int64_t, kCats> b{};

@@ -1,5 +1,6 @@
 // Accounting allocator implementation and /proc-based RSS readings.
-// glibc's mmap threshold is pinned at 1 MiB at load time so freed large buffers return to the OS.
+// Blocks >= 1 MiB go to the page arena (reused across steps); smaller ones to glibc, whose mmap
+// threshold is pinned at 1 MiB so large buffers allocated outside the ledger return to the OS.
 #include "tsp/core/memory.h"
 
 #include <malloc.h>
@@ -12,16 +13,38 @@
 #include <string>
 
 #include "tsp/core/check.h"
+#include "tsp/core/page_arena.h"
 
 namespace tsp {
 namespace {
 
-// Without this glibc raises its dynamic mmap threshold after the first large free and keeps
-// freed activations in the heap, which makes RSS useless as a cross-check of the ledger.
+// Ledger blocks >= 1 MiB never reach glibc (page arena). What does: ledger blocks under 1 MiB and
+// libraries' own buffers (oneDNN's GEMM packing buffers, ~1.4 MiB per call and thread). glibc's
+// defaults would unmap those after every call and trim the heap top whenever 128 KiB are free,
+// so each step faulted them in again. Up to 4 MiB they now stay in the heap, and the heap keeps
+// up to 64 MiB of free top: steady-state steps reuse them. The RSS cross-check is unaffected:
+// they are either under 1 MiB (a few MiB per step at most) or outside the ledger anyway.
 const bool kMallocConfigured = [] {
-  mallopt(M_MMAP_THRESHOLD, 1 << 20);
+  mallopt(M_MMAP_THRESHOLD, 4 << 20);
+  mallopt(M_TRIM_THRESHOLD, 64 << 20);
   return true;
 }();
+
+#if defined(__SANITIZE_ADDRESS__)
+// ASan must see every buffer through malloc to find overflows and use after free; reuse would
+// hide the latter. Sanitized builds therefore allocate everything with aligned_alloc.
+constexpr bool kArenaEnabled = false;
+#else
+constexpr bool kArenaEnabled = true;
+#endif
+
+// Intentionally never destroyed: buffers held by static objects may be freed during exit.
+PageArena& arena() {
+  static PageArena* const a = new PageArena;
+  return *a;
+}
+
+bool from_arena(size_t bytes) { return kArenaEnabled && arena().block_bytes(bytes) >= kArenaMinBlockBytes; }
 
 int64_t read_status_kib(const char* key) {
   std::ifstream f("/proc/self/status");
@@ -69,7 +92,8 @@ void* MemoryLedger::allocate(size_t bytes, MemCategory category) {
               " exceeds the address space");
   }
   const size_t rounded = (bytes + kTensorAlignment - 1) / kTensorAlignment * kTensorAlignment;
-  void* p = std::aligned_alloc(kTensorAlignment, rounded == 0 ? kTensorAlignment : rounded);
+  void* p = from_arena(bytes) ? arena().allocate(bytes)  // page aligned
+                              : std::aligned_alloc(kTensorAlignment, rounded == 0 ? kTensorAlignment : rounded);
   if (p == nullptr) {
     TSP_THROW(OutOfMemory, "allocation of ", bytes, " bytes for ", mem_category_name(category),
               " failed; ledger: ", report());
@@ -84,7 +108,8 @@ void* MemoryLedger::allocate(size_t bytes, MemCategory category) {
 
 void MemoryLedger::deallocate(void* ptr, size_t bytes, MemCategory category) noexcept {
   if (ptr == nullptr) return;
-  std::free(ptr);
+  if (from_arena(bytes)) arena().deallocate(ptr, bytes);
+  else std::free(ptr);
   add(categories_[static_cast<int>(category)], -static_cast<int64_t>(bytes));
   add(total_, -static_cast<int64_t>(bytes));
 }
@@ -94,7 +119,11 @@ MemStats MemoryLedger::stats(MemCategory category) const {
   return {c.live.load(), c.peak.load(), c.count.load()};
 }
 
-MemStats MemoryLedger::total() const { return {total_.live.load(), total_.peak.load(), total_.count.load()}; }
+MemStats MemoryLedger::total() const {
+  return {total_.live.load(), total_.peak.load(), total_.count.load(), arena().cached_bytes()};
+}
+
+int64_t MemoryLedger::release_cached() noexcept { return arena().release_cached(); }
 
 void MemoryLedger::reset_peaks() noexcept {
   for (Counter& c : categories_) c.peak.store(c.live.load());
@@ -116,6 +145,8 @@ std::string MemoryLedger::report() const {
   }
   const MemStats t = total();
   std::snprintf(buf, sizeof buf, "%-12s %12.2f %12.2f\n", "total", mib(t.live_bytes), mib(t.peak_bytes));
+  os << buf;
+  std::snprintf(buf, sizeof buf, "%-12s %12.2f %12s\n", "cached", mib(t.cached_bytes), "-");
   os << buf;
   std::snprintf(buf, sizeof buf, "%-12s %12.2f %12.2f\n", "process RSS", mib(process_rss_bytes()),
                 mib(process_peak_rss_bytes()));

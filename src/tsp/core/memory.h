@@ -1,5 +1,6 @@
 // The accounting allocator: every engine buffer is allocated here under a category, so live and
 // peak bytes per category can be reported per rank and compared with the planner's prediction.
+// Buffers of 1 MiB and more come from a PageArena that keeps freed pages for the next step.
 #pragma once
 
 #include <array>
@@ -29,6 +30,10 @@ struct MemStats {
   int64_t live_bytes = 0;
   int64_t peak_bytes = 0;     // high-water mark of live_bytes since the last reset_peaks()
   int64_t allocations = 0;    // number of allocate() calls since construction
+  // Bytes freed but kept mapped for reuse (page arena). Not part of live/peak. The arena is shared
+  // by all categories (a freed activation's pages may serve a workspace of another size), so only
+  // total() reports it; per category it is 0.
+  int64_t cached_bytes = 0;
 };
 
 // Process-wide ledger. It is the single deliberate global of the engine: like malloc itself it
@@ -45,7 +50,11 @@ class MemoryLedger {
   MemStats total() const;
   // Sets every peak (per category and total) to the current live bytes.
   void reset_peaks() noexcept;
-  // One line per category with live and peak MiB, the total, and the process peak RSS.
+  // Returns every cached (freed, still mapped) large block to the kernel; returns the bytes
+  // released. Call where a phase ends or before an RSS measurement should start from live bytes.
+  int64_t release_cached() noexcept;
+  // One line per category with live and peak MiB, the total, the cached bytes and the process
+  // RSS (current and peak).
   std::string report() const;
 
  private:
