@@ -8,11 +8,15 @@
 // Element-wise work (exp, masking, rescaling) is not counted. Rates use CPU time (the machine is
 // shared; with one thread CPU time is the kernel's own time). %peak is against the per-core fp32
 // FMA peak that bench_util.h measures at start-up at the widest width this build has, for bf16
-// storage too: the kernel widens bf16 to fp32 in registers and computes in fp32 with simd.h's
+// storage too when the kernel widens bf16 to fp32 in registers and computes in fp32 with simd.h's
 // widest vectors (16-lane zmm where the build has AVX-512, else 8-lane ymm; the label names the
-// path that ran, e.g. `simd.h avx512 16-lane`), so its ceiling is that peak.
+// path that ran, e.g. `simd.h avx512 16-lane`), so its ceiling is that peak. With
+// TSP_BF16_MATH=native on an AVX512-BF16 build, bf16 rows run the native path (vdpbf16ps, label
+// `native vdpbf16ps`) and %peak is against the measured zmm vdpbf16ps ceiling.
 #include <benchmark/benchmark.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -58,8 +62,17 @@ void BM_FlashAttention(benchmark::State& state) {
   }
   const double fwd_flops = 4.0 * kD * double(S) * S / 2 * kH * kB;
   const double mult = pass == fwd ? 1.0 : pass == bwd ? 2.5 : 3.5;
+  // The kernel's choice for bf16 inputs (its bf16_math(): TSP_BF16_MATH=native|fp32, read once).
+  const char* env = std::getenv("TSP_BF16_MATH");
+  const bool native = TSP_SIMD_AVX512_BF16 && dt == DType::bf16 && env &&
+                      std::strcmp(env, "native") == 0;
   bench::report_flops(state, mult * fwd_flops, DType::f32);  // fp32 math for either storage
-  state.SetLabel(std::string("simd.h ") + simd::kVecName + (dt == DType::bf16 ? ", bf16 storage" : ""));
+  if (native)  // the ceiling of the path that ran: vdpbf16ps
+    state.counters["%peak"] = benchmark::Counter(
+        mult * fwd_flops * 1e-9 * 100.0 / bench::measured_peak_gflops_dpbf16(),
+        benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(std::string("simd.h ") + simd::kVecName +
+                 (dt == DType::bf16 ? native ? ", bf16 native vdpbf16ps" : ", bf16 widened" : ""));
 }
 
 void Args(benchmark::internal::Benchmark* b) {

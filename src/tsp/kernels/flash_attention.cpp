@@ -19,6 +19,13 @@
 // for each query tile: P = exp2(c2 S - lse2), dP = dO V^T, dS = P (dP - D); then dV += P^T dO,
 // dK += dS^T Q (key-tile rows: owned by the thread), dQ += dS K (per-thread fp32 buffer, summed
 // in thread order at the end). scale is applied to dq and dk on output.
+//
+// Native bf16 math. With bf16 inputs, AVX512-BF16 (TSP_SIMD_AVX512_BF16) and bf16_math() ==
+// native, the same tile loops (forward_tiles / backward_tiles<true>) run every product on
+// vdpbf16ps: operands are bf16 pairs along the reduction dimension (K^T / V^T panels
+// [d/2][kPanel][2], V / K / Q / dO as [S/2][dp][2]), P and dS are rounded to bf16 before the
+// products that take them; softmax state, O, lse, D, dS and the gradient accumulators stay fp32.
+// docs/kernels.md has the error bounds and why this is not the default on every CPU.
 #include "tsp/kernels/flash_attention.h"
 
 #include <omp.h>
@@ -26,7 +33,9 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -185,8 +194,90 @@ inline void kern_nn(const float* a, int64_t a_rs, int64_t a_ks, int K, const flo
     for (int v = 0; v < NV; ++v) vstore(c + r * ldc + v * kLanes, acc[r][v]);
 }
 
+// bf16-pair micro-kernels (AVX512-BF16, the native bf16 path): the same register blocks, with
+// vdpbf16ps in place of the FMA. Each 32-bit lane of an operand holds a pair of bf16 values
+// adjacent along the reduction dimension, and vdpbf16ps adds both products (exact in fp32: 8 x 8
+// significant bits) to the fp32 accumulator lane, so one instruction does two multiply-adds per
+// lane and the operands are half the bytes. Operands are uint16_t bf16 bit patterns; a pair is
+// broadcast to all lanes from memory. Declared in every build so that the one tile loop below
+// compiles everywhere; defined (and instantiated) only where the build has AVX512-BF16.
 template <int R>
-inline void nn_rows(int nv, const float* a, int64_t a_rs, int64_t a_ks, int K, const float* b,
+void kern_nt(const uint16_t* a, int64_t lda, const uint16_t* bp, int d, float* c, int64_t ldc);
+template <int R, int NV>
+void kern_nn(const uint16_t* a, int64_t a_rs, int64_t a_ks, int K, const uint16_t* b,
+             int64_t ldb, float* c, int64_t ldc);
+#if TSP_SIMD_AVX512_BF16
+// GCC 12 bug 105593 (see mask_vec above): silenced for these AVX-512 helpers only.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+inline __m512i bcast_pair(const uint16_t* p) {
+  int32_t bits;
+  std::memcpy(&bits, p, sizeof bits);
+  return _mm512_set1_epi32(bits);
+}
+inline __m512 dot_pairs(__m512 acc, __m512i a, __m512i b) {
+  return _mm512_dpbf16_ps(acc, reinterpret_cast<__m512bh>(a), reinterpret_cast<__m512bh>(b));
+}
+// C[R x kPanel] = A[R x d] * Bp: A bf16 rows (row stride lda, d even: odd head dims are padded
+// with a zero), Bp a bf16 K^T panel [d / 2][kPanel][2] (pairs along d).
+template <int R>
+void kern_nt(const uint16_t* a, int64_t lda, const uint16_t* bp, int d, float* c, int64_t ldc) {
+  __m512 acc[R][2];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  for (int x = 0; x < d / 2; ++x) {
+    const uint16_t* b = bp + x * 2 * kPanel;
+    const __m512i b0 = _mm512_loadu_si512(b), b1 = _mm512_loadu_si512(b + 2 * kLanes);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      const __m512i av = bcast_pair(a + r * lda + 2 * x);
+      acc[r][0] = dot_pairs(acc[r][0], av, b0);
+      acc[r][1] = dot_pairs(acc[r][1], av, b1);
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+    _mm512_storeu_ps(c + r * ldc, acc[r][0]);
+    _mm512_storeu_ps(c + r * ldc + kLanes, acc[r][1]);
+  }
+}
+// C[R x kLanes NV] += sum_k A2(r, k) B2[k, kLanes NV] over K pairs: A2(r, k) the bf16 pair at
+// a + r a_rs + k a_ks, B2 pair rows ldb elements apart, each [kLanes NV][2] (pairs along K).
+template <int R, int NV>
+void kern_nn(const uint16_t* a, int64_t a_rs, int64_t a_ks, int K, const uint16_t* b,
+             int64_t ldb, float* c, int64_t ldc) {
+  __m512 acc[R][NV];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_loadu_ps(c + r * ldc + v * kLanes);
+  for (int k = 0; k < K; ++k) {
+    __m512i bv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_si512(b + k * ldb + v * 2 * kLanes);
+    const uint16_t* ak = a + k * a_ks;
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m512i av = bcast_pair(ak + r * a_rs);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[r][v] = dot_pairs(acc[r][v], av, bv[v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) _mm512_storeu_ps(c + r * ldc + v * kLanes, acc[r][v]);
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#endif
+
+template <int R, class T>
+inline void nn_rows(int nv, const T* a, int64_t a_rs, int64_t a_ks, int K, const T* b,
                     int64_t ldb, float* c, int64_t ldc) {
   static_assert(kNnVecs == 2 || kNnVecs == 4);
   if constexpr (kNnVecs == 4) {
@@ -197,45 +288,51 @@ inline void nn_rows(int nv, const float* a, int64_t a_rs, int64_t a_ks, int K, c
   else kern_nn<R, 1>(a, a_rs, a_ks, K, b, ldb, c, ldc);
 }
 
-// C[M x dp] += A(M x K) B[K x dp]; dp a multiple of kLanes.
-void gemm_nn_acc(int64_t M, int64_t dp, int K, const float* a, int64_t a_rs, int64_t a_ks,
-                 const float* b, int64_t ldb, float* c, int64_t ldc) {
+// C[M x dp] += A(M x K) B[K x dp]; dp a multiple of kLanes. T = float: the fp32 kernels above;
+// T = uint16_t: the bf16-pair kernels below (K counts pairs, strides count bf16 elements).
+template <class T>
+void gemm_nn_acc(int64_t M, int64_t dp, int K, const T* a, int64_t a_rs, int64_t a_ks,
+                 const T* b, int64_t ldb, float* c, int64_t ldc) {
   if (K <= 0) return;
   static_assert(kNnRows == 6);
   for (int64_t r0 = 0; r0 < M; r0 += kNnRows) {
     const int R = static_cast<int>(std::min<int64_t>(kNnRows, M - r0));
-    const float* ar = a + r0 * a_rs;
+    const T* ar = a + r0 * a_rs;
     float* cr = c + r0 * ldc;
     for (int64_t c0 = 0; c0 < dp; c0 += kNnVecs * kLanes) {
       const int nv = static_cast<int>(std::min<int64_t>(kNnVecs, (dp - c0) / kLanes));
+      // A bf16-pair B operand holds 2 elements per output column.
+      const T* bc = b + c0 * (std::is_same_v<T, float> ? 1 : 2);
       switch (R) {
-        case 6: nn_rows<6>(nv, ar, a_rs, a_ks, K, b + c0, ldb, cr + c0, ldc); break;
-        case 5: nn_rows<5>(nv, ar, a_rs, a_ks, K, b + c0, ldb, cr + c0, ldc); break;
-        case 4: nn_rows<4>(nv, ar, a_rs, a_ks, K, b + c0, ldb, cr + c0, ldc); break;
-        case 3: nn_rows<3>(nv, ar, a_rs, a_ks, K, b + c0, ldb, cr + c0, ldc); break;
-        case 2: nn_rows<2>(nv, ar, a_rs, a_ks, K, b + c0, ldb, cr + c0, ldc); break;
-        default: nn_rows<1>(nv, ar, a_rs, a_ks, K, b + c0, ldb, cr + c0, ldc); break;
+        case 6: nn_rows<6>(nv, ar, a_rs, a_ks, K, bc, ldb, cr + c0, ldc); break;
+        case 5: nn_rows<5>(nv, ar, a_rs, a_ks, K, bc, ldb, cr + c0, ldc); break;
+        case 4: nn_rows<4>(nv, ar, a_rs, a_ks, K, bc, ldb, cr + c0, ldc); break;
+        case 3: nn_rows<3>(nv, ar, a_rs, a_ks, K, bc, ldb, cr + c0, ldc); break;
+        case 2: nn_rows<2>(nv, ar, a_rs, a_ks, K, bc, ldb, cr + c0, ldc); break;
+        default: nn_rows<1>(nv, ar, a_rs, a_ks, K, bc, ldb, cr + c0, ldc); break;
       }
     }
   }
 }
 
-// Row counts 1 .. kNtRows as a compile-time constant.
-template <int R>
-inline void nt_panels(const float* a, int64_t lda, const float* panels, int64_t npanels, int d,
-                      float* c, int64_t ldc) {
+// Row counts 1 .. kNtRows as a compile-time constant. A panel holds d kPanel elements (fp32, or
+// bf16 pairs: d even, d / 2 pair rows of kPanel pairs).
+template <int R, class T>
+inline void nt_panels(const T* a, int64_t lda, const T* panels, int64_t npanels, int d, float* c,
+                      int64_t ldc) {
   for (int64_t p = 0; p < npanels; ++p)
     kern_nt<R>(a, lda, panels + p * d * kPanel, d, c + p * kPanel, ldc);
 }
-template <int... Rs>
-inline void nt_dispatch(std::integer_sequence<int, Rs...>, int R, const float* a, int64_t lda,
-                        const float* panels, int64_t npanels, int d, float* c, int64_t ldc) {
+template <class T, int... Rs>
+inline void nt_dispatch(std::integer_sequence<int, Rs...>, int R, const T* a, int64_t lda,
+                        const T* panels, int64_t npanels, int d, float* c, int64_t ldc) {
   ((R == Rs + 1 ? nt_panels<Rs + 1>(a, lda, panels, npanels, d, c, ldc) : void()), ...);
 }
 
 // C[R x kPanel npanels] = A[R x d] * panels (R <= kNtRows).
-void nt_rows(int R, const float* a, int64_t lda, const float* panels, int64_t npanels, int d,
-             float* c, int64_t ldc) {
+template <class T>
+void nt_rows(int R, const T* a, int64_t lda, const T* panels, int64_t npanels, int d, float* c,
+             int64_t ldc) {
   nt_dispatch(std::make_integer_sequence<int, kNtRows>{}, R, a, lda, panels, npanels, d, c, ldc);
 }
 
@@ -431,6 +528,106 @@ void pack_rows(const View4& src, int64_t b, int64_t h, int64_t S, int d, int dp,
   for (int64_t j = 0; j < S; ++j) src.load(b, j, h, rows + j * dp, d, dp);
 }
 
+// bf16 operands of the native path (bit patterns, uint16_t), packed from bf16 inputs without
+// rounding. K^T pair panels [panel][dpair / 2][kPanel][2], dpair = d rounded up to even (zero
+// padded): the B operand of the bf16 NT kernel.
+void pack_panels_bf16(const View4& src, int64_t b, int64_t hk, int64_t Sk, int d, int dpair,
+                      uint16_t* panels) {
+  const int64_t npan = ceil_div(Sk, kPanel);
+  std::memset(panels, 0, sizeof(uint16_t) * npan * dpair * kPanel);
+  for (int64_t j = 0; j < Sk; ++j) {
+    const bf16* row = static_cast<const bf16*>(src.row(b, j, hk));
+    uint16_t* p = panels + (j / kPanel) * dpair * kPanel + (j % kPanel) * 2;
+    for (int x = 0; x < d; ++x) p[(x / 2) * 2 * kPanel + (x & 1)] = row[x].bits;
+  }
+}
+// Rows [0, S) of head (b, h) as pairs along S: [S / 2][dp][2] (row S of an odd S is zero), the B
+// operand of the bf16 NN kernel (V for P V, dO for P^T dO, Q for dS^T Q, K for dS K).
+void pack_pairs_bf16(const View4& src, int64_t b, int64_t h, int64_t S, int d, int64_t dp,
+                     uint16_t* pairs) {
+  std::memset(pairs, 0, sizeof(uint16_t) * round_up(std::max<int64_t>(S, 1), 2) * dp);
+  for (int64_t j = 0; j < S; ++j) {
+    const bf16* row = static_cast<const bf16*>(src.row(b, j, h));
+    uint16_t* p = pairs + (j / 2) * 2 * dp + (j & 1);
+    for (int x = 0; x < d; ++x) p[2 * x] = row[x].bits;
+  }
+}
+// One row as bf16 bits, zero padded to dp: the A operand of the bf16 NT kernel (Q, dO).
+void load_row_bf16(const View4& src, int64_t b, int64_t s, int64_t h, int d, int64_t dp,
+                   uint16_t* dst) {
+  const bf16* row = static_cast<const bf16*>(src.row(b, s, h));
+  for (int x = 0; x < d; ++x) dst[x] = row[x].bits;
+  for (int64_t x = d; x < dp; ++x) dst[x] = 0;
+}
+
+// fp32 -> bf16 for the native path's computed operands (P, dS), round to nearest even by
+// vcvtneps2bf16 (as GPU FlashAttention rounds P; NaN stays NaN; results below 2^-126 flush to 0,
+// an absolute change < 2^-126 that no sum of probabilities notices).
+//   bf16_row(src, nvec, dst): dst[0 .. kLanes nvec) = bf16(src[...]), a row of P or dS (pairs
+//     along keys).
+//   bf16_pair_rows(r0, r1, nvec, dst): dst[x][2] = (bf16(r0[x]), bf16(r1[x])) for x < kLanes nvec,
+//     two rows of P or dS as pairs along queries; r1 = nullptr pairs r0 with 0 (the last row of
+//     an odd tile).
+// Builds without AVX512-BF16 never run the native path; their portable versions (bf16's integer
+// rounding) only keep the one tile loop compiling.
+#if TSP_SIMD_AVX512_BF16
+// GCC 12 bug 105593 (see mask_vec above): silenced for these AVX-512 helpers only.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+inline void bf16_row(const float* src, int64_t nvec, uint16_t* dst) {
+  for (int64_t x = 0; x < nvec; ++x)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + x * kLanes),
+                        reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(_mm512_loadu_ps(src + x * kLanes))));
+}
+inline void bf16_pair_rows(const float* r0, const float* r1, int64_t nvec, uint16_t* dst) {
+  for (int64_t x = 0; x < nvec; ++x) {
+    const __m512i lo = _mm512_cvtepu16_epi32(
+        reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(_mm512_loadu_ps(r0 + x * kLanes))));
+    __m512i pair = lo;
+    if (r1) {
+      const __m512i hi = _mm512_cvtepu16_epi32(
+          reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(_mm512_loadu_ps(r1 + x * kLanes))));
+      pair = _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+    }
+    _mm512_storeu_si512(dst + x * 2 * kLanes, pair);
+  }
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#else
+inline void bf16_row(const float* src, int64_t nvec, uint16_t* dst) {
+  for (int64_t x = 0; x < nvec * kLanes; ++x) dst[x] = bf16::round_from_float(src[x]);
+}
+inline void bf16_pair_rows(const float* r0, const float* r1, int64_t nvec, uint16_t* dst) {
+  for (int64_t x = 0; x < nvec * kLanes; ++x) {
+    dst[2 * x] = bf16::round_from_float(r0[x]);
+    dst[2 * x + 1] = r1 ? bf16::round_from_float(r1[x]) : 0;
+  }
+}
+#endif
+
+// Stand-in for kernels/bf16_math.h (being added on main separately, same signature): which math
+// bf16 dot products use. TSP_BF16_MATH=native|fp32 overrides; the default here is fp32 (the
+// header's CPU-dependent default replaces this at merge). Read once per process.
+enum class Bf16Math { native, fp32 };
+Bf16Math bf16_math() {
+  static const Bf16Math math = [] {
+    const char* env = std::getenv("TSP_BF16_MATH");
+    return env && std::strcmp(env, "native") == 0 ? Bf16Math::native : Bf16Math::fp32;
+  }();
+  return math;
+}
+
+// The native bf16 path runs for bf16 inputs where the build has AVX512-BF16 and bf16_math() asks
+// for it; everything else widens to fp32 and runs the fp32 kernels.
+inline bool use_native_bf16(const Tensor& q) {
+  return TSP_SIMD_AVX512_BF16 && q.defined() && q.dtype() == DType::bf16 && bf16_math() == Bf16Math::native;
+}
+
 struct StatCounts {
   int64_t pairs = 0, computed = 0, masked = 0, skipped = 0;
 };
@@ -464,9 +661,14 @@ void write_stats(FlashAttentionStats* stats, const Tiles& tiles, bool causal, in
 // =============================================================================================
 // Forward.
 
-void flash_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
-                             const Tensor& q_pos, const Tensor& k_pos, Tensor& o, Tensor& lse,
-                             const FlashAttentionOptions& options, FlashAttentionStats* stats) {
+namespace {
+
+// The forward tile loop, once for both maths: kNative = the bf16-pair kernels (Q, K^T, V and P
+// as bf16, vdpbf16ps), else fp32 operands and FMAs. Online softmax, O and lse are fp32 in both.
+template <bool kNative>
+void forward_tiles(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& q_pos,
+                   const Tensor& k_pos, Tensor& o, Tensor& lse,
+                   const FlashAttentionOptions& options, FlashAttentionStats* stats) {
   const Dims dm = check_inputs(q, k, v, q_pos, k_pos, o, lse, options);
   const int64_t B = dm.B, Sq = dm.Sq, Sk = dm.Sk, H = dm.H, G = dm.G, dp = dm.dp;
   const int d = static_cast<int>(dm.d);
@@ -480,14 +682,21 @@ void flash_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
   const int64_t Sk_pad = round_up(std::max<int64_t>(Sk, 1), kFwdBk);
   const int nthreads = std::max(1, omp_get_max_threads());
   // Scratch, once per call: positions, K^T panels, V rows, and per thread a Q tile, an O
-  // accumulator, a score block and the softmax state.
-  const int64_t per_thread = 2 * kFwdBq * dp + kNtRows * kFwdBk + 2 * kFwdBq + dp;
-  const int64_t n_f32 = Sk_pad * d + Sk_pad * dp + nthreads * per_thread;
-  Tensor scratch = Tensor::empty({n_f32}, DType::f32, MemCategory::workspace);
+  // accumulator, a score block and the softmax state. The native path keeps K^T, V, the Q tile
+  // and a P block as bf16 (K^T pair panels with d padded to even, V as pairs along keys).
+  using Op = std::conditional_t<kNative, uint16_t, float>;  // element of the GEMM operands
+  const int dk_op = kNative ? static_cast<int>(round_up(d, 2)) : d;  // K^T panel depth
+  const int64_t per_thread_op = kFwdBq * dp + (kNative ? kNtRows * kFwdBk : 0);
+  const int64_t per_thread = kFwdBq * dp + kNtRows * kFwdBk + 2 * kFwdBq + dp;
+  const int64_t n_op = Sk_pad * dk_op + Sk_pad * dp + nthreads * per_thread_op;
+  Tensor scratch = Tensor::empty({nthreads * per_thread}, DType::f32, MemCategory::workspace);
+  Tensor op_scratch =
+      Tensor::empty({n_op}, kNative ? DType::bf16 : DType::f32, MemCategory::workspace);
   Tensor positions = Tensor::empty({Sq + Sk_pad}, DType::i32, MemCategory::workspace);
-  float* kt_panels = scratch.data<float>();
-  float* v_rows = kt_panels + Sk_pad * d;
-  float* thread_base = v_rows + Sk_pad * dp;
+  Op* kt_panels = static_cast<Op*>(op_scratch.raw());
+  Op* v_rows = kt_panels + Sk_pad * dk_op;  // native: pairs along keys [Sk_pad / 2][dp][2]
+  Op* op_thread_base = v_rows + Sk_pad * dp;
+  float* thread_base = scratch.data<float>();
   int32_t* qpos = positions.data<int32_t>();
   int32_t* kpos = qpos + Sq;
   read_positions(q_pos, Sq, qpos);
@@ -501,23 +710,29 @@ void flash_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
 
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t hk = 0; hk < dm.Hkv; ++hk) {
-      pack_panels(kv, b, hk, Sk, d, kt_panels, thread_base, static_cast<int>(dp));
-      pack_rows(vv, b, hk, Sk, d, static_cast<int>(dp), v_rows);
+      if constexpr (kNative) {
+        pack_panels_bf16(kv, b, hk, Sk, d, dk_op, kt_panels);
+        pack_pairs_bf16(vv, b, hk, Sk, d, dp, v_rows);
+      } else {
+        pack_panels(kv, b, hk, Sk, d, kt_panels, thread_base, static_cast<int>(dp));
+        pack_rows(vv, b, hk, Sk, d, static_cast<int>(dp), v_rows);
+      }
       const int64_t n_items = G * tiles.nqt;
 #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
       for (int64_t item = n_items - 1; item >= 0; --item) {  // long (late) query tiles first
         const int64_t h = hk * G + item % G;
         const int64_t qt = item / G;
-        float* tb = thread_base + omp_get_thread_num() * per_thread;
-        float* qtile = tb;
-        float* oacc = qtile + kFwdBq * dp;
+        float* oacc = thread_base + omp_get_thread_num() * per_thread;
         float* sblk = oacc + kFwdBq * dp;
         float* mrow = sblk + kNtRows * kFwdBk;
         float* lrow = mrow + kFwdBq;
+        Op* qtile = op_thread_base + omp_get_thread_num() * per_thread_op;
+        [[maybe_unused]] Op* pblk = qtile + kFwdBq * dp;  // native: P of a row block as bf16
         const int64_t q0 = qt * kFwdBq;
         const int64_t qn = std::min<int64_t>(kFwdBq, Sq - q0);
         for (int64_t i = 0; i < qn; ++i) {
-          qv.load(b, q0 + i, h, qtile + i * dp, d, static_cast<int>(dp));
+          if constexpr (kNative) load_row_bf16(qv, b, q0 + i, h, d, dp, qtile + i * dp);
+          else qv.load(b, q0 + i, h, qtile + i * dp, d, static_cast<int>(dp));
           mrow[i] = -INFINITY;
           lrow[i] = 0.f;
         }
@@ -533,8 +748,8 @@ void flash_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
           const int64_t nvec = ceil_div(kn, kLanes);
           for (int64_t r0 = 0; r0 < qn; r0 += kNtRows) {
             const int R = static_cast<int>(std::min<int64_t>(kNtRows, qn - r0));
-            nt_rows(R, qtile + r0 * dp, dp, kt_panels + (k0 / kPanel) * d * kPanel, npan, d,
-                    sblk, kFwdBk);
+            nt_rows(R, qtile + r0 * dp, dp, kt_panels + (k0 / kPanel) * dk_op * kPanel, npan,
+                    dk_op, sblk, kFwdBk);
             for (int r = 0; r < R; ++r) {
               const int64_t i = r0 + r;
               float* s = sblk + r * kFwdBk;
@@ -548,6 +763,7 @@ void flash_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
               if (bmax == -INFINITY && !std::any_of(s, s + nvec * kLanes,
                                                     [](float x) { return std::isnan(x); })) {
                 for (int64_t x = 0; x < nvec; ++x) vstore(s + x * kLanes, vset(0.f));
+                if constexpr (kNative) bf16_row(s, nvec, pblk + r * kFwdBk);
                 continue;
               }
               // Online softmax in the log2 domain (the OnlineSoftmax update of softmax_merge.h).
@@ -568,9 +784,15 @@ void flash_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
                 vstore(s + x * kLanes, p);
               }
               lrow[i] += vhsum(vsum);
+              // Native: P rounded to bf16 for P V (l keeps the fp32 sum, as GPU FlashAttention).
+              if constexpr (kNative) bf16_row(s, nvec, pblk + r * kFwdBk);
             }
-            gemm_nn_acc(R, dp, static_cast<int>(kn), sblk, kFwdBk, 1, v_rows + k0 * dp, dp,
-                        oacc + r0 * dp, dp);
+            if constexpr (kNative)  // pairs along keys; an odd kn's pad pair has P = 0, V = 0
+              gemm_nn_acc(R, dp, static_cast<int>(ceil_div(kn, 2)), pblk, kFwdBk, 2,
+                          v_rows + k0 * dp, 2 * dp, oacc + r0 * dp, dp);
+            else
+              gemm_nn_acc(R, dp, static_cast<int>(kn), sblk, kFwdBk, 1, v_rows + k0 * dp, dp,
+                          oacc + r0 * dp, dp);
           }
         }
         // Finalise: o = acc / l, lse = ln 2 * (m2 + log2 l); empty rows (l = 0) get 0 and -inf,
@@ -588,13 +810,31 @@ void flash_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
   write_stats(stats, tiles, causal, B * H, kFwdBq, kFwdBk);
 }
 
+}  // namespace
+
+void flash_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
+                             const Tensor& q_pos, const Tensor& k_pos, Tensor& o, Tensor& lse,
+                             const FlashAttentionOptions& options, FlashAttentionStats* stats) {
+#if TSP_SIMD_AVX512_BF16
+  if (use_native_bf16(q))
+    return forward_tiles<true>(q, k, v, q_pos, k_pos, o, lse, options, stats);
+#endif
+  forward_tiles<false>(q, k, v, q_pos, k_pos, o, lse, options, stats);
+}
+
 // =============================================================================================
 // Backward.
 
-void flash_attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
-                              const Tensor& d_o, const Tensor& lse, const Tensor& q_pos,
-                              const Tensor& k_pos, Tensor& dq, Tensor& dk, Tensor& dv,
-                              const FlashAttentionOptions& options, FlashAttentionStats* stats) {
+namespace {
+
+// The backward tile loop, once for both maths: kNative = bf16 operands and vdpbf16ps for all five
+// products (Q K^T, dO V^T, P^T dO, dS^T Q, dS K; P and dS rounded to bf16 for the last three),
+// else fp32. P, dS, D and every gradient accumulator are fp32 in both.
+template <bool kNative>
+void backward_tiles(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
+                    const Tensor& d_o, const Tensor& lse, const Tensor& q_pos,
+                    const Tensor& k_pos, Tensor& dq, Tensor& dk, Tensor& dv,
+                    const FlashAttentionOptions& options, FlashAttentionStats* stats) {
   const Dims dm = check_inputs(q, k, v, q_pos, k_pos, o, lse, options);
   const auto shapes = [&] {
     return tsp::detail::concat(" (q ", q.describe(), ", k ", k.describe(), ", do ", d_o.describe(),
@@ -646,6 +886,35 @@ void flash_attention_backward(const Tensor& q, const Tensor& k, const Tensor& v,
   float* lse2 = dvec + Sq_pad;
   float* tmp_row = lse2 + Sq_pad;
   float* thread_base = tmp_row + dp;
+  // Native: bf16 operands. Per kv head K^T and V^T pair panels (d padded to even) and K as pairs
+  // along keys (dS K); per query head Q and dO rows (NT A operands) and as pairs along queries
+  // (dS^T Q, P^T dO); per thread P and dS as pairs along queries and dS as pairs along keys.
+  using Op = std::conditional_t<kNative, uint16_t, float>;
+  const int dk_op = kNative ? static_cast<int>(round_up(d, 2)) : d;
+  const int64_t Sq_pair = round_up(Sq_pad, 2);
+  const int64_t per_thread_op = 3 * kBwdBq * kBwdBk;
+  const int64_t n_op = kNative ? Sk_pad * (2 * dk_op + dp) + Sq_pair * 4 * dp +
+                                     nthreads * per_thread_op
+                               : 0;
+  Tensor op_scratch = Tensor::empty({n_op}, DType::bf16, MemCategory::workspace);
+  uint16_t* kt_pairs = static_cast<uint16_t*>(op_scratch.raw());
+  uint16_t* vt_pairs = kt_pairs + Sk_pad * dk_op;
+  uint16_t* k_pairs = vt_pairs + Sk_pad * dk_op;
+  uint16_t* q_rows16 = k_pairs + Sk_pad * dp;
+  uint16_t* do_rows16 = q_rows16 + Sq_pair * dp;
+  uint16_t* q_pairs = do_rows16 + Sq_pair * dp;
+  uint16_t* do_pairs = q_pairs + Sq_pair * dp;
+  uint16_t* op_thread_base = do_pairs + Sq_pair * dp;
+  // The operands the tile loop multiplies: bf16 (native) or the fp32 rows and panels.
+  const Op* a_q = nullptr;
+  const Op* a_do = nullptr;
+  const Op* p_kt = nullptr;
+  const Op* p_vt = nullptr;
+  if constexpr (kNative) {
+    a_q = q_rows16, a_do = do_rows16, p_kt = kt_pairs, p_vt = vt_pairs;
+  } else {
+    a_q = q_rows, a_do = do_rows, p_kt = kt_panels, p_vt = vt_panels;
+  }
   int32_t* qpos = positions.data<int32_t>();
   int32_t* kpos = qpos + Sq_pad;
   read_positions(q_pos, Sq, qpos);
@@ -657,9 +926,15 @@ void flash_attention_backward(const Tensor& q, const Tensor& k, const Tensor& v,
 
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t hk = 0; hk < dm.Hkv; ++hk) {
-      pack_rows(kv, b, hk, Sk, d, static_cast<int>(dp), k_rows);
-      pack_panels(kv, b, hk, Sk, d, kt_panels, tmp_row, static_cast<int>(dp));
-      pack_panels(vv, b, hk, Sk, d, vt_panels, tmp_row, static_cast<int>(dp));
+      if constexpr (kNative) {
+        pack_pairs_bf16(kv, b, hk, Sk, d, dp, k_pairs);
+        pack_panels_bf16(kv, b, hk, Sk, d, dk_op, kt_pairs);
+        pack_panels_bf16(vv, b, hk, Sk, d, dk_op, vt_pairs);
+      } else {
+        pack_rows(kv, b, hk, Sk, d, static_cast<int>(dp), k_rows);
+        pack_panels(kv, b, hk, Sk, d, kt_panels, tmp_row, static_cast<int>(dp));
+        pack_panels(vv, b, hk, Sk, d, vt_panels, tmp_row, static_cast<int>(dp));
+      }
       std::memset(dk_acc, 0, sizeof(float) * Sk * dp);
       std::memset(dv_acc, 0, sizeof(float) * Sk * dp);
       for (int64_t h = hk * G; h < (hk + 1) * G; ++h) {
@@ -674,6 +949,14 @@ void flash_attention_backward(const Tensor& q, const Tensor& k, const Tensor& v,
           const float l = lse_base[b * ls0 + h * ls1 + i];
           // A row that saw no key (lse = -inf) has P = 0: exp2(c2 s - inf) = 0.
           lse2[i] = l == -INFINITY ? INFINITY : l * kLog2e;
+          if constexpr (kNative) {
+            load_row_bf16(qv, b, i, h, d, dp, q_rows16 + i * dp);
+            load_row_bf16(dov, b, i, h, d, dp, do_rows16 + i * dp);
+          }
+        }
+        if constexpr (kNative) {
+          pack_pairs_bf16(qv, b, h, Sq, d, dp, q_pairs);
+          pack_pairs_bf16(dov, b, h, Sq, d, dp, do_pairs);
         }
         for (int t = 0; t < nthreads; ++t)
           std::memset(thread_base + t * per_thread, 0, sizeof(float) * Sq * dp);
@@ -685,6 +968,11 @@ void flash_attention_backward(const Tensor& q, const Tensor& k, const Tensor& v,
           float* pblk = dq_acc + Sq_pad * dp;
           float* dsblk = pblk + kBwdBq * kBwdBk;
           float* dpblk = dsblk + kBwdBq * kBwdBk;
+          // Native: P^T and dS^T as pairs along queries [kBwdBq / 2][kBwdBk][2], dS as pairs
+          // along keys (row-major bf16 [kBwdBq][kBwdBk]).
+          uint16_t* pt16 = op_thread_base + omp_get_thread_num() * per_thread_op;
+          uint16_t* dst16 = pt16 + kBwdBq * kBwdBk;
+          uint16_t* ds16 = dst16 + kBwdBq * kBwdBk;
           const int64_t k0 = ktile * kBwdBk;
           const int64_t kn = std::min<int64_t>(kBwdBk, Sk - k0);
           const int64_t npan = ceil_div(kn, kPanel);
@@ -698,10 +986,10 @@ void flash_attention_backward(const Tensor& q, const Tensor& k, const Tensor& v,
             for (int64_t r0 = 0; r0 < qn; r0 += kNtRows) {
               const int R = static_cast<int>(std::min<int64_t>(kNtRows, qn - r0));
               float* prow0 = pblk + r0 * kBwdBk;
-              nt_rows(R, q_rows + (q0 + r0) * dp, dp, kt_panels + (k0 / kPanel) * d * kPanel,
-                      npan, d, prow0, kBwdBk);
-              nt_rows(R, do_rows + (q0 + r0) * dp, dp, vt_panels + (k0 / kPanel) * d * kPanel,
-                      npan, d, dpblk, kBwdBk);
+              nt_rows(R, a_q + (q0 + r0) * dp, dp, p_kt + (k0 / kPanel) * dk_op * kPanel, npan,
+                      dk_op, prow0, kBwdBk);
+              nt_rows(R, a_do + (q0 + r0) * dp, dp, p_vt + (k0 / kPanel) * dk_op * kPanel, npan,
+                      dk_op, dpblk, kBwdBk);
               for (int r = 0; r < R; ++r) {
                 const int64_t i = q0 + r0 + r;
                 float* s = prow0 + r * kBwdBk;
@@ -716,12 +1004,36 @@ void flash_attention_backward(const Tensor& q, const Tensor& k, const Tensor& v,
                 }
               }
             }
-            const int K = static_cast<int>(qn);
             // dV[k tile] += P^T dO;  dK[k tile] += dS^T Q;  dQ[q tile] += dS K.
-            gemm_nn_acc(kn, dp, K, pblk, 1, kBwdBk, do_rows + q0 * dp, dp, dv_acc + k0 * dp, dp);
-            gemm_nn_acc(kn, dp, K, dsblk, 1, kBwdBk, q_rows + q0 * dp, dp, dk_acc + k0 * dp, dp);
-            gemm_nn_acc(qn, dp, static_cast<int>(kn), dsblk, kBwdBk, 1, k_rows + k0 * dp, dp,
-                        dq_acc + q0 * dp, dp);
+            if constexpr (kNative) {
+              // P and dS rounded to bf16 (pairs of query rows; an odd last row pairs with 0,
+              // against the zero pad row of Q / dO pairs), then the bf16-pair kernels. Pairs
+              // along keys cover ceil(kn / 2): the pad key of an odd kn has dS = 0 and K = 0.
+              for (int64_t r = 0; r < qn; r += 2) {
+                const bool two = r + 1 < qn;
+                bf16_pair_rows(pblk + r * kBwdBk, two ? pblk + (r + 1) * kBwdBk : nullptr, nvec,
+                               pt16 + r * kBwdBk);
+                bf16_pair_rows(dsblk + r * kBwdBk, two ? dsblk + (r + 1) * kBwdBk : nullptr,
+                               nvec, dst16 + r * kBwdBk);
+              }
+              for (int64_t r = 0; r < qn; ++r)
+                bf16_row(dsblk + r * kBwdBk, nvec, ds16 + r * kBwdBk);
+              const int Kq = static_cast<int>(ceil_div(qn, 2));
+              gemm_nn_acc(kn, dp, Kq, pt16, 2, 2 * kBwdBk, do_pairs + q0 * dp, 2 * dp,
+                          dv_acc + k0 * dp, dp);
+              gemm_nn_acc(kn, dp, Kq, dst16, 2, 2 * kBwdBk, q_pairs + q0 * dp, 2 * dp,
+                          dk_acc + k0 * dp, dp);
+              gemm_nn_acc(qn, dp, static_cast<int>(ceil_div(kn, 2)), ds16, kBwdBk, 2,
+                          k_pairs + k0 * dp, 2 * dp, dq_acc + q0 * dp, dp);
+            } else {
+              const int K = static_cast<int>(qn);
+              gemm_nn_acc(kn, dp, K, pblk, 1, kBwdBk, do_rows + q0 * dp, dp, dv_acc + k0 * dp,
+                          dp);
+              gemm_nn_acc(kn, dp, K, dsblk, 1, kBwdBk, q_rows + q0 * dp, dp, dk_acc + k0 * dp,
+                          dp);
+              gemm_nn_acc(qn, dp, static_cast<int>(kn), dsblk, kBwdBk, 1, k_rows + k0 * dp, dp,
+                          dq_acc + q0 * dp, dp);
+            }
           }
         }
         // dq = scale * sum over threads (fixed order).
@@ -741,6 +1053,19 @@ void flash_attention_backward(const Tensor& q, const Tensor& k, const Tensor& v,
     }
   }
   write_stats(stats, tiles, causal, B * dm.H, kBwdBq, kBwdBk);
+}
+
+}  // namespace
+
+void flash_attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
+                              const Tensor& d_o, const Tensor& lse, const Tensor& q_pos,
+                              const Tensor& k_pos, Tensor& dq, Tensor& dk, Tensor& dv,
+                              const FlashAttentionOptions& options, FlashAttentionStats* stats) {
+#if TSP_SIMD_AVX512_BF16
+  if (use_native_bf16(q) && d_o.defined() && d_o.dtype() == DType::bf16)
+    return backward_tiles<true>(q, k, v, o, d_o, lse, q_pos, k_pos, dq, dk, dv, options, stats);
+#endif
+  backward_tiles<false>(q, k, v, o, d_o, lse, q_pos, k_pos, dq, dk, dv, options, stats);
 }
 
 }  // namespace tsp::kernels
