@@ -13,6 +13,7 @@
 #include "tsp/cli/generate_command.h"
 #include "tsp/cli/int_range.h"
 #include "tsp/cli/plan_command.h"
+#include "tsp/cli/tokenizer_command.h"
 #include "tsp/comm/mesh.h"
 #include "tsp/comm/mpi_environment.h"
 #include "tsp/core/available_memory.h"
@@ -226,6 +227,8 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   CLI::App* bench_cmd = add_bench_command(app, bench);
   CompareArgs compare;
   CLI::App* compare_cmd = add_compare_command(app, compare);
+  TokenizerArgs tokenizer;
+  CLI::App* tokenizer_cmd = add_tokenizer_command(app, tokenizer);
 
   try {
     app.parse(argc, argv);
@@ -243,6 +246,7 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   if (plan_cmd->parsed()) return run_plan(plan, out);
   if (bench_cmd->parsed()) return run_bench(bench, out);
   if (compare_cmd->parsed()) return run_compare(compare, out);
+  if (tokenizer_cmd->parsed()) return run_tokenizer(tokenizer, std::cin, out);
   return 2;
 }
 
