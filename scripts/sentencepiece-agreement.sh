@@ -10,9 +10,9 @@ for tool in spm_train spm_encode spm_decode; do
 done
 [ -d /usr/share/games/fortunes ] || { echo "SKIPPED: no fortunes corpus"; exit 77; }
 mkdir -p "$work/model"
-cat /usr/share/games/fortunes/*.u8 2>/dev/null | grep -v '^%$' | grep -v '^\s*$' | head -20000 > "$work/train.txt"
-# Lines the model was not trained on, with characters it has never seen (byte fallback).
-tail -n +20001 <(cat /usr/share/games/fortunes/*.u8 | grep -v '^%$' | grep -v '^\s*$') | head -300 > "$work/test.txt"
+# The first 20000 text lines train; the next 300 (and lines with unseen characters: byte fallback) test.
+awk '!/^%$/ && !/^[[:space:]]*$/ { n++; if (n <= 20000) print > "'"$work/train.txt"'"; else if (n <= 20300) print > "'"$work/test.txt"'" }' \
+  $(ls /usr/share/games/fortunes/* | grep -v '\.dat$' | grep -v '\.u8$')
 printf '%s\n' 'Ünïcödé 中文 🤖 emoji' '  leading spaces and	tab' 'trailing   ' >> "$work/test.txt"
 spm_train --input="$work/train.txt" --model_prefix="$work/model/tokenizer" --vocab_size=2000 --model_type=bpe \
   --byte_fallback=true --character_coverage=0.9995 --minloglevel=2 >/dev/null 2>&1
