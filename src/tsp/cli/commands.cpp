@@ -79,7 +79,8 @@ int cmd_train_distributed(const train::RunConfig& run, bool skip_memory_check, s
     const bool leader = mesh.world_rank() == 0;
     std::ostringstream host_map;
     comm::log_rank_host_map(mesh, host_map);
-    train::TokenData data = train::load_token_data(run.data, config.vocab_size());
+    const auto tokenizer = train::tokenizer_for_data(run.data, run.init, config.vocab_size());
+    train::TokenData data = train::load_token_data(run.data, config.vocab_size(), tokenizer.get());
     if (leader) {
       out << host_map.str();
       out << "data: " << data.description << ", " << data.tokens.size() << " tokens" << std::endl;
@@ -122,7 +123,8 @@ int cmd_train(train::RunConfig run, bool skip_memory_check, std::ostream& out) {
   if (run.layout != "single") return cmd_train_distributed(run, skip_memory_check, out);
   const model::ModelConfig config = train::model_config_for_run(run);
   if (!skip_memory_check) train::check_memory_fits(config, run, 1, available_memory());
-  train::TokenData data = train::load_token_data(run.data, config.vocab_size());
+  const auto tokenizer = train::tokenizer_for_data(run.data, run.init, config.vocab_size());
+  train::TokenData data = train::load_token_data(run.data, config.vocab_size(), tokenizer.get());
   out << "data: " << data.description << ", " << data.tokens.size() << " tokens" << std::endl;
   const train::PreemptionGuard preemption;
   train::Trainer trainer(config, run, std::move(data.tokens), {.log = &out});
@@ -166,7 +168,8 @@ int cmd_eval(const EvalOptions& o, std::ostream& out) {
   train::check_weights_fit(config, dtype, available_memory());
   model::ModelWeights weights(config, dtype, MemCategory::weights);
   for (const auto& [name, t] : weights.named()) ckpt.read_into(name, t);
-  train::TokenData data = train::load_token_data(run.data, config.vocab_size());
+  const auto tokenizer = train::tokenizer_for_data(run.data, dir.string(), config.vocab_size());
+  train::TokenData data = train::load_token_data(run.data, config.vocab_size(), tokenizer.get());
   const data::TokenSplit split = data::split_train_val(data.tokens, {.val_fraction = run.val_fraction});
   out << "model: " << config.summary() << " dtype=" << dtype << " from " << dir.string() << std::endl;
   out << "data: " << data.description << ", validation split " << split.val.size() << " tokens" << std::endl;
