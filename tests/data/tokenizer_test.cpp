@@ -14,6 +14,7 @@
 #include "tsp/data/tokenizer/hf_tokenizer.h"
 #include "tsp/data/tokenizer/model_dir_tokenizer.h"
 #include "tsp/data/tokenizer/regex.h"
+#include "tsp/data/tokenizer/unicode_normalize.h"
 #include "tsp/data/tokenizer/utf8.h"
 
 namespace tsp::data {
@@ -106,7 +107,7 @@ TEST(Tokenizer, ModelDirectoryChoiceAndRefusals) {
     EXPECT_NE(std::string(e.what()).find("WordPiece"), std::string::npos) << e.what();
   }
   write(dir.path() / "tokenizer.json",
-        R"({"normalizer": {"type": "NFC"}, "model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}})");
+        R"({"normalizer": {"type": "Lowercase"}, "model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}})");
   EXPECT_THROW(load_tokenizer_dir(dir.path()), InvalidArgument);
 }
 
@@ -136,6 +137,16 @@ TEST(Tokenizer, RegexUsesOnigurumaWhitespace) {
   ASSERT_EQ(m.size(), 1u);
   EXPECT_EQ(m[0], (std::pair<size_t, size_t>{1, 3}));
   EXPECT_THROW(Regex("(unclosed"), InvalidArgument);
+}
+
+TEST(Tokenizer, UnicodeNormalizationKeepsInvalidBytes) {
+  EXPECT_EQ(unicode_normalize("e\xcc\x81", NormalForm::nfc), "\xc3\xa9");    // e + U+0301 -> U+00E9
+  EXPECT_EQ(unicode_normalize("\xc3\xa9", NormalForm::nfd), "e\xcc\x81");
+  EXPECT_EQ(unicode_normalize("\xef\xac\x81", NormalForm::nfkc), "fi");       // U+FB01 ligature
+  EXPECT_EQ(unicode_normalize("\xef\xac\x81", NormalForm::nfc), "\xef\xac\x81");
+  EXPECT_EQ(unicode_normalize(std::string("a\xff" "e\xcc\x81\xc3", 6), NormalForm::nfc),
+            std::string("a\xff\xc3\xa9\xc3", 5));
+  EXPECT_EQ(unicode_normalize("", NormalForm::nfc), "");
 }
 
 TEST(Tokenizer, Utf8AndByteLevelHelpers) {

@@ -196,5 +196,31 @@ TEST(GenerateCli, UsesTheCheckpointsTokenizerAndRefusesAMismatch) {
             std::string::npos) << r.out;
 }
 
+// `tsp train --init DIR` encodes the fortunes text with DIR's tokenizer, refuses a directory with
+// none, and saves the tokenizer with the fine-tuned checkpoint, which `tsp eval` then uses.
+TEST(GenerateCli, FineTuningKeepsTheInitTokenizer) {
+  ScratchDir dir;
+  const std::filesystem::path fixtures = std::filesystem::path(TSP_SOURCE_DIR) / "tests/data/tokenizer_fixtures";
+  testing::Case k{"cli", 32, 4, 2, 64, false};
+  const model::ModelConfig c = testing::make_config(k, 2, /*max_pos=*/64, /*vocab=*/32000);
+  model::ModelWeights w = testing::random_weights(c, 34);
+  std::vector<model::NamedTensor> named;
+  for (auto& [name, t] : w.named()) named.push_back({name, t});
+  model::save_hf_checkpoint(dir / "hf", c, named);
+  const std::string train = "train --init '" + (dir / "hf").string() + "' --steps 1 --batch 2 --seq 16 "
+                            "--checkpoint-dir '" + (dir / "out").string() + "'";
+  expect_one_error_line(run_tsp(dir, train), "no tokenizer in");
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "generation_config.json"})
+    std::filesystem::copy_file(fixtures / "llama2" / f, dir / "hf" / f);
+  const Result r = run_tsp(dir, train);
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("tokenizer.json (BPE, SentencePiece-style, byte fallback) tokenizer)"), std::string::npos) << r.out;
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "generation_config.json"})
+    EXPECT_EQ(tsp::testing::read_bytes(dir / "out" / f), tsp::testing::read_bytes(dir / "hf" / f)) << f;
+  const Result e = run_tsp(dir, "eval --checkpoint '" + (dir / "out").string() + "' --batches 1 --batch 2 --seq 16");
+  ASSERT_EQ(e.rc, 0) << e.out << e.err;
+  EXPECT_NE(e.out.find("SentencePiece-style, byte fallback) tokenizer)"), std::string::npos) << e.out;
+}
+
 }  // namespace
 }  // namespace tsp::infer

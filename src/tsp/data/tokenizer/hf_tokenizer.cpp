@@ -13,6 +13,7 @@
 #include "tsp/data/tokenizer/bpe_model.h"
 #include "tsp/data/tokenizer/byte_level.h"
 #include "tsp/data/tokenizer/regex.h"
+#include "tsp/data/tokenizer/unicode_normalize.h"
 #include "tsp/data/tokenizer/utf8.h"
 
 namespace tsp::data {
@@ -44,6 +45,19 @@ std::string type_of(const json& j, const std::string& what) {
   TSP_CHECK(j.is_object() && j.contains("type") && j["type"].is_string(), "tokenizer.json: ", what,
             " has no \"type\"");
   return j["type"].get<std::string>();
+}
+
+// Whether a component, or one of a Sequence's, has this type.
+bool has_type(const json& j, const std::string& type) {
+  if (j.is_object()) {
+    if (j.value("type", std::string()) == type) return true;
+    for (const auto& [key, value] : j.items())
+      if (value.is_array() && has_type(value, type)) return true;
+  } else if (j.is_array()) {
+    for (const json& x : j)
+      if (has_type(x, type)) return true;
+  }
+  return false;
 }
 
 // A {"String": s} or {"Regex": r} pattern.
@@ -97,6 +111,12 @@ struct ReplaceNormalizer : Normalizer {
   }
 };
 
+struct UnicodeNormalizer : Normalizer {
+  NormalForm form;
+  explicit UnicodeNormalizer(NormalForm f) : form(f) {}
+  std::string apply(std::string s) const override { return unicode_normalize(s, form); }
+};
+
 struct SequenceNormalizer : Normalizer {
   std::vector<std::unique_ptr<Normalizer>> steps;
   std::string apply(std::string s) const override {
@@ -125,8 +145,12 @@ std::unique_ptr<Normalizer> make_normalizer(const json& j) {
     r->content = j["content"].get<std::string>();
     return r;
   }
+  if (type == "NFC") return std::make_unique<UnicodeNormalizer>(NormalForm::nfc);
+  if (type == "NFD") return std::make_unique<UnicodeNormalizer>(NormalForm::nfd);
+  if (type == "NFKC") return std::make_unique<UnicodeNormalizer>(NormalForm::nfkc);
+  if (type == "NFKD") return std::make_unique<UnicodeNormalizer>(NormalForm::nfkd);
   TSP_THROW(InvalidArgument, "tokenizer.json: the ", type,
-            " normalizer is not supported (supported: Prepend, Replace, Sequence)");
+            " normalizer is not supported (supported: NFC, NFD, NFKC, NFKD, Prepend, Replace, Sequence)");
 }
 
 // ---- pre-tokenizers: pieces -> pieces ----
@@ -593,7 +617,7 @@ HfTokenizer::HfTokenizer(std::string_view json_text, std::string source) : impl_
     m.raw_splitter.finish();
     m.normalized_splitter.finish();
     m.post_processor(j.value("post_processor", json()));
-    const bool byte_level = json_text.find("\"ByteLevel\"") != std::string_view::npos;
+    const bool byte_level = has_type(j.value("pre_tokenizer", json()), "ByteLevel");
     m.kind = std::string("tokenizer.json (BPE, ") + (byte_level ? "byte-level" : spec.byte_fallback ? "SentencePiece-style, byte fallback" : "no byte fallback") + ")";
   } catch (const json::exception& e) {
     TSP_THROW(InvalidArgument, m.source, ": unexpected structure: ", e.what());
