@@ -15,7 +15,8 @@ BpeModel::BpeModel(const BpeModelSpec& spec)
   int32_t max_id = -1;
   ids_.reserve(spec.vocab.size() * 2);
   for (const auto& [piece, id] : spec.vocab) {
-    TSP_CHECK(id >= 0, "tokenizer.json: vocabulary id ", id, " of '", piece, "' is negative");
+    TSP_CHECK(id >= 0 && id <= kMaxTokenId, "tokenizer.json: vocabulary id ", id, " of '", piece,
+              "' is outside 0..", kMaxTokenId);
     ids_[piece] = id;
     max_id = std::max(max_id, id);
   }

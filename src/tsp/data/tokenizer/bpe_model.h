@@ -12,6 +12,10 @@
 
 namespace tsp::data {
 
+// Largest id accepted from a tokenizer file: far above real vocabularies (Gemma: 256000), and it
+// bounds the id -> piece table a hostile file could make us allocate.
+inline constexpr int32_t kMaxTokenId = (1 << 24) - 1;
+
 struct BpeModelSpec {
   std::vector<std::pair<std::string, int32_t>> vocab;
   std::vector<std::pair<std::string, std::string>> merges;  // in rank order

@@ -605,7 +605,8 @@ HfTokenizer::HfTokenizer(std::string_view json_text, std::string source) : impl_
                 " has single_word = true, which is not supported");
       AddedToken t{a["id"].get<int32_t>(), a["content"].get<std::string>(), a.value("special", false),
                    a.value("lstrip", false), a.value("rstrip", false), a.value("normalized", false)};
-      TSP_CHECK(t.id >= 0, m.source, ": added token ", t.content, " has a negative id");
+      TSP_CHECK(t.id >= 0 && t.id <= kMaxTokenId, m.source, ": added token ", t.content, " has id ", t.id,
+                ", outside 0..", kMaxTokenId);
       const auto index = static_cast<int32_t>(m.added.size());
       // Normalized added tokens are found in the normalized text (as the reference does).
       if (t.normalized && m.normalizer) m.normalized_splitter.add(m.normalizer->apply(t.content), index);
@@ -617,6 +618,10 @@ HfTokenizer::HfTokenizer(std::string_view json_text, std::string source) : impl_
     m.raw_splitter.finish();
     m.normalized_splitter.finish();
     m.post_processor(j.value("post_processor", json()));
+    for (const auto* ids : {&m.prefix, &m.suffix})
+      for (int32_t id : *ids)
+        TSP_CHECK(id >= 0 && id < m.vocab_size, m.source, ": the post-processor's special id ", id,
+                  " is outside the vocabulary (0..", m.vocab_size - 1, ")");
     const bool byte_level = has_type(j.value("pre_tokenizer", json()), "ByteLevel");
     m.kind = std::string("tokenizer.json (BPE, ") + (byte_level ? "byte-level" : spec.byte_fallback ? "SentencePiece-style, byte fallback" : "no byte fallback") + ")";
   } catch (const json::exception& e) {
