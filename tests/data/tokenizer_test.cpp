@@ -109,6 +109,14 @@ TEST(Tokenizer, ModelDirectoryChoiceAndRefusals) {
   write(dir.path() / "tokenizer.json",
         R"({"normalizer": {"type": "Lowercase"}, "model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}})");
   EXPECT_THROW(load_tokenizer_dir(dir.path()), InvalidArgument);
+  // A tokenizer.model libsentencepiece cannot read: refused with its message.
+  fs::remove(dir.path() / "tokenizer.json");
+  write(dir.path() / "tokenizer.model", "not a protobuf");
+  EXPECT_THROW(load_tokenizer_dir(dir.path()), InvalidArgument);
+  // Ids beyond 2^24 are refused before any table is sized by them.
+  fs::remove(dir.path() / "tokenizer.model");
+  write(dir.path() / "tokenizer.json", R"({"model": {"type": "BPE", "vocab": {"a": 2000000000}, "merges": []}})");
+  EXPECT_THROW(load_tokenizer_dir(dir.path()), InvalidArgument);
 }
 
 TEST(Tokenizer, GenerationDefaultsAreRead) {

@@ -222,5 +222,34 @@ TEST(GenerateCli, FineTuningKeepsTheInitTokenizer) {
   EXPECT_NE(e.out.find("SentencePiece-style, byte fallback) tokenizer)"), std::string::npos) << e.out;
 }
 
+// `tsp tokenizer encode|decode`: stdin and flags, the output formats, one-line errors.
+TEST(GenerateCli, TokenizerCommandEncodesAndDecodes) {
+  ScratchDir dir;
+  const std::string tok = "--tokenizer '" + (std::filesystem::path(TSP_SOURCE_DIR) / "tests/data/tokenizer_fixtures/llama3").string() + "'";
+  const auto t = data::load_tokenizer_dir(std::filesystem::path(TSP_SOURCE_DIR) / "tests/data/tokenizer_fixtures/llama3");
+  const std::string text = "Hello world<|eot_id|> \xe4\xb8\xad!";
+  tsp::testing::write_bytes(dir / "in.txt", text);
+  std::string want;
+  for (int32_t id : t->encode(text)) want += (want.empty() ? "" : " ") + std::to_string(id);
+  Result r = run_tsp(dir, "tokenizer encode " + tok + " < '" + (dir / "in.txt").string() + "'");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.out, want + "\n");
+  r = run_tsp(dir, "tokenizer decode " + tok + " --ids '" + want + "'");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.out, "<|begin_of_text|>" + text);  // exact bytes, no newline added
+  r = run_tsp(dir, "tokenizer decode " + tok + " --skip-special --ids '" + want + "'");
+  EXPECT_EQ(r.out, "Hello world \xe4\xb8\xad!");
+  tsp::testing::write_bytes(dir / "in.jsonl", "\"a b\"\n\"\"\n");
+  r = run_tsp(dir, "tokenizer encode --no-special --jsonl " + tok + " < '" + (dir / "in.jsonl").string() + "'");
+  std::string lines = "[";
+  for (int32_t id : t->encode("a b", false)) lines += (lines.size() > 1 ? "," : "") + std::to_string(id);
+  EXPECT_EQ(r.out, lines + "]\n[]\n") << r.err;
+  expect_one_error_line(run_tsp(dir, "tokenizer encode --tokenizer /nonexistent --text hi"), "/nonexistent");
+  expect_one_error_line(run_tsp(dir, "tokenizer decode " + tok + " --ids '1 x'"), "'x' is not a token id");
+  expect_one_error_line(run_tsp(dir, "tokenizer decode " + tok + " --ids 999999"), "999999");
+  expect_one_error_line(run_tsp(dir, "tokenizer encode --tokenizer '" + dir.path().string() + "' --text hi"),
+                        "neither tokenizer.json nor tokenizer.model");
+}
+
 }  // namespace
 }  // namespace tsp::infer
