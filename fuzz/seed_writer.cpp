@@ -89,6 +89,12 @@ void train_state_seeds(const fs::path& dir) {
   }
 }
 
+// tokenizer.json: the committed hand-written seeds (fuzz/seeds/tokenizer_json) cover the
+// components; the written seed is the smallest accepted file.
+void tokenizer_json_seeds(const fs::path& dir) {
+  write_file(dir / "minimal.json", R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}})");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -100,7 +106,8 @@ int main(int argc, char** argv) {
   try {
     const std::pair<const char*, void (*)(const fs::path&)> targets[] = {
         {"safetensors", safetensors_seeds}, {"config_json", config_json_seeds},
-        {"token_file", token_file_seeds}, {"train_state", train_state_seeds}};
+        {"token_file", token_file_seeds}, {"train_state", train_state_seeds},
+        {"tokenizer_json", tokenizer_json_seeds}};
     for (const auto& [name, write] : targets) {
       fs::remove_all(root / name);
       fs::create_directories(root / name);

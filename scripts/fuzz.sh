@@ -2,7 +2,7 @@
 # `make fuzz`: builds the fuzz targets (fuzz/) with clang, libFuzzer, ASan and UBSan in build/fuzz,
 # writes their seeds with the engine's own writers, and fuzzes each target in turn for
 # FUZZ_SECONDS, printing executions, coverage (libFuzzer's final cov/ft) and what it found.
-#   FUZZ_SECONDS=600 FUZZ_TARGETS="safetensors config_json token_file train_state" scripts/fuzz.sh
+#   FUZZ_SECONDS=600 FUZZ_TARGETS="safetensors config_json token_file train_state tokenizer_json" scripts/fuzz.sh
 # The corpus grows in build/fuzz/corpus/<target>/ across runs. A crash, leak, UB report, timeout
 # or out-of-memory is copied to tests/fuzz-crashes/<target>/ (ctest replays that folder in
 # `make test`) and the script exits 1 after the remaining targets ran. Needs clang and libFuzzer:
@@ -12,12 +12,12 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 seconds=${FUZZ_SECONDS:-600}
-targets=${FUZZ_TARGETS:-safetensors config_json token_file train_state}
+targets=${FUZZ_TARGETS:-safetensors config_json token_file train_state tokenizer_json}
 jobs=${JOBS:-$(nproc)}
 build=build/fuzz
 
 # Largest input per target: a few times its biggest seed (tiny model, states of that model).
-declare -A max_len=([safetensors]=8192 [config_json]=4096 [token_file]=1024 [train_state]=16384)
+declare -A max_len=([safetensors]=8192 [config_json]=4096 [token_file]=1024 [train_state]=16384 [tokenizer_json]=4096)
 for t in $targets; do
   [ -n "${max_len[$t]:-}" ] || { echo "fuzz: unknown target '$t' (use: ${!max_len[*]})" >&2; exit 2; }
 done

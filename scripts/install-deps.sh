@@ -15,6 +15,9 @@ PACKAGES=(
   libbenchmark-dev
   nlohmann-json3-dev libcli11-dev
   libxxhash-dev                # XXH3: checksums of the training state
+  pkg-config libpcre2-dev      # PCRE2: the Unicode split regexes of tokenizer.json
+  libsentencepiece-dev sentencepiece  # tokenizer.model files; spm_train/spm_encode for its test
+  libicu-dev                   # ICU: the NFC/NFKC normalizers of tokenizer.json (Qwen2)
   fortunes fortunes-min        # real English text: the default demo corpus
 )
 

@@ -20,6 +20,7 @@
 #include <cstdio>
 
 #include "bench_util.h"
+#include "tsp/kernels/bf16_math.h"
 #include "tsp/kernels/gemm.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -244,13 +245,18 @@ double peak_gflops(DType dtype) {
 }
 
 std::string bf16_peak_description() {
-  char buf[256];
+  char buf[512];
   const double peak = peak_gflops(DType::bf16);
   if (!kernels::gemm_native_bf16()) {
+    const double dp = measured_peak_gflops_dpbf16();
+    char dp_note[128] = "";
+    if (dp > 0)
+      std::snprintf(dp_note, sizeof dp_note, ", zmm vdpbf16ps measured at %.1f GFLOP/s = %.2fx the fp32 peak",
+                    dp, dp / measured_peak_gflops_f32());
     std::snprintf(buf, sizeof buf,
-                  "%.1f GFLOP/s = fp32 peak: oneDNN has no bf16 matmul at ISA %s, kernels::gemm "
-                  "widens bf16 to fp32",
-                  peak, onednn_isa_name().c_str());
+                  "%.1f GFLOP/s = fp32 peak: kernels::gemm widens bf16 to fp32 (bf16 math: %s; "
+                  "oneDNN ISA %s%s)",
+                  peak, kernels::bf16_math_description().c_str(), onednn_isa_name().c_str(), dp_note);
   } else if (!onednn_isa_has_bf16_dot()) {
     std::snprintf(buf, sizeof buf,
                   "%.1f GFLOP/s = fp32 peak: oneDNN runs bf16 at ISA %s without vdpbf16ps "

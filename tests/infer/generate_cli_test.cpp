@@ -10,6 +10,7 @@
 #include "infer_test_util.h"
 #include "scratch_dir.h"
 #include "tsp/data/byte_tokenizer.h"
+#include "tsp/data/tokenizer/model_dir_tokenizer.h"
 #include "tsp/infer/generate.h"
 #include "tsp/model/hf_checkpoint.h"
 
@@ -154,6 +155,100 @@ TEST(GenerateCli, RefusesAVocabularyTooSmallForTheByteTokenizer) {
   model::save_hf_checkpoint(dir / "ck", c, named);
   expect_one_error_line(run_tsp(dir, "generate --checkpoint '" + (dir / "ck").string() + "' --prompt hi"),
                         "vocab_size 37 is smaller than the byte tokenizer's 259 ids");
+}
+
+// A Llama-2-vocabulary model (V = 32000) beside the cut Llama-2 tokenizer of the tokenizer fixtures
+// (tests/data/tokenizer_fixtures, docs/tokenizers.md): the prompt is encoded with it and the
+// streamed text is its decode of the library's tokens.
+TEST(GenerateCli, UsesTheCheckpointsTokenizerAndRefusesAMismatch) {
+  ScratchDir dir;
+  const std::filesystem::path fixtures = std::filesystem::path(TSP_SOURCE_DIR) / "tests/data/tokenizer_fixtures";
+  testing::Case k{"cli", 32, 4, 2, 64, false};
+  const model::ModelConfig c = testing::make_config(k, 2, /*max_pos=*/64, /*vocab=*/32000);
+  model::ModelWeights w = testing::random_weights(c, 33);
+  std::vector<model::NamedTensor> named;
+  for (auto& [name, t] : w.named()) named.push_back({name, t});
+  model::save_hf_checkpoint(dir / "ck", c, named);
+  const std::string ck = "--checkpoint '" + (dir / "ck").string() + "'";
+  // No tokenizer files and a 32000-id vocabulary: refused, not run on bytes.
+  expect_one_error_line(run_tsp(dir, "generate " + ck + " --prompt hi"), "no tokenizer in");
+  // Another model's tokenizer (Llama-3's 128256 ids): refused.
+  expect_one_error_line(run_tsp(dir, "generate " + ck + " --prompt hi --tokenizer '" + (fixtures / "llama3").string() + "'"),
+                        "tokenizer's 128256 ids");
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "generation_config.json"})
+    std::filesystem::copy_file(fixtures / "llama2" / f, dir / "ck" / f);
+  const Result r = run_tsp(dir, "generate " + ck + " --prompt 'Hello world' --max-new-tokens 10 --greedy");
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  const auto tok = data::load_tokenizer_dir(dir / "ck");
+  const std::vector<int32_t> prompt = tok->encode("Hello world");
+  ASSERT_EQ(prompt.front(), 1);  // BOS from the template
+  GenerateOptions o{.max_new_tokens = 10, .eos_id = 2};
+  o.sampling.greedy = true;
+  const Generation g = generate(w, {prompt}, o);
+  std::vector<int32_t> all = prompt;
+  all.insert(all.end(), g.tokens[0].begin(), g.tokens[0].end());
+  const std::string text = tok->decode(all, true);  // "Hello world" + the continuation
+  EXPECT_NE(r.out.find("\n" + text + "\nprefill: " + std::to_string(prompt.size()) + " tokens in "), std::string::npos)
+      << "expected text: " << text << "\noutput:\n" << r.out;
+  // The cut vocabulary ends at its largest used id; the model's rows beyond it print nothing.
+  EXPECT_NE(r.out.find("| tokenizer tokenizer.json (BPE, SentencePiece-style, byte fallback) (" +
+                       std::to_string(tok->vocab_size()) + " ids, bos 1, eos 2)"),
+            std::string::npos) << r.out;
+}
+
+// `tsp train --init DIR` encodes the fortunes text with DIR's tokenizer, refuses a directory with
+// none, and saves the tokenizer with the fine-tuned checkpoint, which `tsp eval` then uses.
+TEST(GenerateCli, FineTuningKeepsTheInitTokenizer) {
+  ScratchDir dir;
+  const std::filesystem::path fixtures = std::filesystem::path(TSP_SOURCE_DIR) / "tests/data/tokenizer_fixtures";
+  testing::Case k{"cli", 32, 4, 2, 64, false};
+  const model::ModelConfig c = testing::make_config(k, 2, /*max_pos=*/64, /*vocab=*/32000);
+  model::ModelWeights w = testing::random_weights(c, 34);
+  std::vector<model::NamedTensor> named;
+  for (auto& [name, t] : w.named()) named.push_back({name, t});
+  model::save_hf_checkpoint(dir / "hf", c, named);
+  const std::string train = "train --init '" + (dir / "hf").string() + "' --steps 1 --batch 2 --seq 16 "
+                            "--checkpoint-dir '" + (dir / "out").string() + "'";
+  expect_one_error_line(run_tsp(dir, train), "no tokenizer in");
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "generation_config.json"})
+    std::filesystem::copy_file(fixtures / "llama2" / f, dir / "hf" / f);
+  const Result r = run_tsp(dir, train);
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("tokenizer.json (BPE, SentencePiece-style, byte fallback) tokenizer)"), std::string::npos) << r.out;
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "generation_config.json"})
+    EXPECT_EQ(tsp::testing::read_bytes(dir / "out" / f), tsp::testing::read_bytes(dir / "hf" / f)) << f;
+  const Result e = run_tsp(dir, "eval --checkpoint '" + (dir / "out").string() + "' --batches 1 --batch 2 --seq 16");
+  ASSERT_EQ(e.rc, 0) << e.out << e.err;
+  EXPECT_NE(e.out.find("SentencePiece-style, byte fallback) tokenizer)"), std::string::npos) << e.out;
+}
+
+// `tsp tokenizer encode|decode`: stdin and flags, the output formats, one-line errors.
+TEST(GenerateCli, TokenizerCommandEncodesAndDecodes) {
+  ScratchDir dir;
+  const std::string tok = "--tokenizer '" + (std::filesystem::path(TSP_SOURCE_DIR) / "tests/data/tokenizer_fixtures/llama3").string() + "'";
+  const auto t = data::load_tokenizer_dir(std::filesystem::path(TSP_SOURCE_DIR) / "tests/data/tokenizer_fixtures/llama3");
+  const std::string text = "Hello world<|eot_id|> \xe4\xb8\xad!";
+  tsp::testing::write_bytes(dir / "in.txt", text);
+  std::string want;
+  for (int32_t id : t->encode(text)) want += (want.empty() ? "" : " ") + std::to_string(id);
+  Result r = run_tsp(dir, "tokenizer encode " + tok + " < '" + (dir / "in.txt").string() + "'");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.out, want + "\n");
+  r = run_tsp(dir, "tokenizer decode " + tok + " --ids '" + want + "'");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.out, "<|begin_of_text|>" + text);  // exact bytes, no newline added
+  r = run_tsp(dir, "tokenizer decode " + tok + " --skip-special --ids '" + want + "'");
+  EXPECT_EQ(r.out, "Hello world \xe4\xb8\xad!");
+  tsp::testing::write_bytes(dir / "in.jsonl", "\"a b\"\n\"\"\n");
+  r = run_tsp(dir, "tokenizer encode --no-special --jsonl " + tok + " < '" + (dir / "in.jsonl").string() + "'");
+  std::string lines = "[";
+  for (int32_t id : t->encode("a b", false)) lines += (lines.size() > 1 ? "," : "") + std::to_string(id);
+  EXPECT_EQ(r.out, lines + "]\n[]\n") << r.err;
+  expect_one_error_line(run_tsp(dir, "tokenizer encode --tokenizer /nonexistent --text hi"), "/nonexistent");
+  expect_one_error_line(run_tsp(dir, "tokenizer decode " + tok + " --ids '1 x'"), "'x' is not a token id");
+  expect_one_error_line(run_tsp(dir, "tokenizer decode " + tok + " --ids 999999"), "999999");
+  expect_one_error_line(run_tsp(dir, "tokenizer encode --tokenizer '" + dir.path().string() + "' --text hi"),
+                        "neither tokenizer.json nor tokenizer.model");
 }
 
 }  // namespace

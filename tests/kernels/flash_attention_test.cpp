@@ -149,24 +149,28 @@ struct Case {
   int64_t d;
 };
 
+// Forward and backward of the fast kernel against the double reference on `in`, kRelTol.
+void expect_matches_reference(const Inputs& in, bool causal) {
+  FlashAttentionOptions opt;
+  opt.causal = causal;
+  const Fwd f = run_fwd(in.q, in.k, in.v, in.q_pos, in.k_pos, opt);
+  const Fwd r = run_fwd(in.q, in.k, in.v, in.q_pos, in.k_pos, opt, true);
+  EXPECT_CLOSE(f.o, r.o, kRelTol, floor_of(r.o));
+  expect_lse_close(f.lse, r.lse, 1e-6);
+  const Grads g = run_bwd(in, f, opt);
+  const Grads gr = run_bwd(in, r, opt, true);
+  EXPECT_CLOSE(g.dq, gr.dq, kRelTol, floor_of(gr.dq));
+  EXPECT_CLOSE(g.dk, gr.dk, kRelTol, floor_of(gr.dk));
+  EXPECT_CLOSE(g.dv, gr.dv, kRelTol, floor_of(gr.dv));
+}
+
 class FlashAttentionVsReference : public ::testing::TestWithParam<Case> {};
 
 TEST_P(FlashAttentionVsReference, ForwardAndBackward) {
   const Case c = GetParam();
   const int64_t B = 2, Sq = 37, Sk = 53, H = 6;
   const Inputs in = make_inputs(B, Sq, Sk, H, c.Hkv, c.d, 100 + c.d + c.Hkv);
-  FlashAttentionOptions opt;
-  opt.causal = c.causal;
-  const Fwd f = run_fwd(in.q, in.k, in.v, in.q_pos, in.k_pos, opt);
-  const Fwd r = run_fwd(in.q, in.k, in.v, in.q_pos, in.k_pos, opt, true);
-  EXPECT_CLOSE(f.o, r.o, kRelTol, floor_of(r.o));
-  expect_lse_close(f.lse, r.lse, 1e-6);
-
-  const Grads g = run_bwd(in, f, opt);
-  const Grads gr = run_bwd(in, r, opt, true);
-  EXPECT_CLOSE(g.dq, gr.dq, kRelTol, floor_of(gr.dq));
-  EXPECT_CLOSE(g.dk, gr.dk, kRelTol, floor_of(gr.dk));
-  EXPECT_CLOSE(g.dv, gr.dv, kRelTol, floor_of(gr.dv));
+  expect_matches_reference(in, c.causal);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, FlashAttentionVsReference,
@@ -195,17 +199,7 @@ class FlashAttentionTails : public ::testing::TestWithParam<TailCase> {};
 TEST_P(FlashAttentionTails, ForwardAndBackward) {
   const TailCase c = GetParam();
   const Inputs in = make_inputs(1, c.Sq, c.Sk, 2, 1, c.d, 200 + c.Sq + c.d);
-  FlashAttentionOptions opt;
-  opt.causal = c.causal;
-  const Fwd f = run_fwd(in.q, in.k, in.v, in.q_pos, in.k_pos, opt);
-  const Fwd r = run_fwd(in.q, in.k, in.v, in.q_pos, in.k_pos, opt, true);
-  EXPECT_CLOSE(f.o, r.o, kRelTol, floor_of(r.o));
-  expect_lse_close(f.lse, r.lse, 1e-6);
-  const Grads g = run_bwd(in, f, opt);
-  const Grads gr = run_bwd(in, r, opt, true);
-  EXPECT_CLOSE(g.dq, gr.dq, kRelTol, floor_of(gr.dq));
-  EXPECT_CLOSE(g.dk, gr.dk, kRelTol, floor_of(gr.dk));
-  EXPECT_CLOSE(g.dv, gr.dv, kRelTol, floor_of(gr.dv));
+  expect_matches_reference(in, c.causal);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, FlashAttentionTails,

@@ -72,27 +72,10 @@ TEST(MemoryAccounting, LedgerPeakMatchesRssGrowthOverAStep) {
   // One thread, as each rank runs: oneDNN's AVX2 GEMM driver mallocs its packing buffers per
   // OpenMP thread outside the user scratchpad (~2 MiB each), the one allocation the ledger cannot
   // see; at 2 threads the RSS growth exceeds the ledger's by ~5.5% (measured), at 1 by ~1.3%.
-  const int threads_before = omp_get_max_threads();
-  omp_set_num_threads(1);
-  struct Restore {
-    int n;
-    ~Restore() { omp_set_num_threads(n); }
-  } restore{threads_before};
-  ModelConfigFields f;
-  f.hidden_size = 256;
-  f.intermediate_size = 1024;
-  f.num_hidden_layers = 2;
-  f.num_attention_heads = 4;
-  f.num_key_value_heads = 4;
-  f.vocab_size = 320;
-  f.max_position_embeddings = 1024;
-  const ModelConfig config(f);
-  const ModelWeights w = ModelWeights::initialize(config, DType::f32, 1);
-  ModelWeights grads(config, DType::f32, MemCategory::grads);
-  Transformer model(config);
-  const Tensor tokens = random_ids(2, 1024, 320, 2), targets = random_ids(2, 1024, 320, 3);
+  const OneThread one_thread;
+  SmallModel m;
   // Warm-up: oneDNN primitives and the per-thread GEMM scratchpad are created once.
-  model.forward_backward(w, tokens, targets, grads, 1.f / 2048);
+  m.step();
 
   MemoryLedger& ledger = MemoryLedger::process();
   // The warm-up's freed buffers stay mapped for reuse; the cross-check starts from live bytes.
@@ -101,7 +84,7 @@ TEST(MemoryAccounting, LedgerPeakMatchesRssGrowthOverAStep) {
   const int64_t live_before = ledger.total().live_bytes;
   const int64_t rss_before = process_rss_bytes();
   if (!reset_process_peak_rss()) GTEST_SKIP() << "/proc/self/clear_refs is not writable here";
-  model.forward_backward(w, tokens, targets, grads, 1.f / 2048);
+  m.step();
   const double ledger_growth = static_cast<double>(ledger.total().peak_bytes - live_before);
   const double rss_growth = static_cast<double>(process_peak_rss_bytes() - rss_before);
   RecordProperty("ledger_growth_bytes", std::to_string(static_cast<int64_t>(ledger_growth)));

@@ -14,6 +14,7 @@
 #include "tsp/cli/generate_command.h"
 #include "tsp/cli/int_range.h"
 #include "tsp/cli/plan_command.h"
+#include "tsp/cli/tokenizer_command.h"
 #include "tsp/comm/mesh.h"
 #include "tsp/comm/mpi_environment.h"
 #include "tsp/core/available_memory.h"
@@ -79,7 +80,8 @@ int cmd_train_distributed(const train::RunConfig& run, bool skip_memory_check, s
     const bool leader = mesh.world_rank() == 0;
     std::ostringstream host_map;
     comm::log_rank_host_map(mesh, host_map);
-    train::TokenData data = train::load_token_data(run.data, config.vocab_size());
+    const auto tokenizer = train::tokenizer_for_data(run.data, run.init, config.vocab_size());
+    train::TokenData data = train::load_token_data(run.data, config.vocab_size(), tokenizer.get());
     if (leader) {
       out << host_map.str();
       out << "data: " << data.description << ", " << data.tokens.size() << " tokens" << std::endl;
@@ -122,7 +124,8 @@ int cmd_train(train::RunConfig run, bool skip_memory_check, std::ostream& out) {
   if (run.layout != "single") return cmd_train_distributed(run, skip_memory_check, out);
   const model::ModelConfig config = train::model_config_for_run(run);
   if (!skip_memory_check) train::check_memory_fits(config, run, 1, available_memory());
-  train::TokenData data = train::load_token_data(run.data, config.vocab_size());
+  const auto tokenizer = train::tokenizer_for_data(run.data, run.init, config.vocab_size());
+  train::TokenData data = train::load_token_data(run.data, config.vocab_size(), tokenizer.get());
   out << "data: " << data.description << ", " << data.tokens.size() << " tokens" << std::endl;
   const train::PreemptionGuard preemption;
   train::Trainer trainer(config, run, std::move(data.tokens), {.log = &out});
@@ -166,7 +169,8 @@ int cmd_eval(const EvalOptions& o, std::ostream& out) {
   train::check_weights_fit(config, dtype, available_memory());
   model::ModelWeights weights(config, dtype, MemCategory::weights);
   for (const auto& [name, t] : weights.named()) ckpt.read_into(name, t);
-  train::TokenData data = train::load_token_data(run.data, config.vocab_size());
+  const auto tokenizer = train::tokenizer_for_data(run.data, dir.string(), config.vocab_size());
+  train::TokenData data = train::load_token_data(run.data, config.vocab_size(), tokenizer.get());
   const data::TokenSplit split = data::split_train_val(data.tokens, {.val_fraction = run.val_fraction});
   out << "model: " << config.summary() << " dtype=" << dtype << " from " << dir.string() << std::endl;
   out << "data: " << data.description << ", validation split " << split.val.size() << " tokens" << std::endl;
@@ -227,6 +231,8 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   CLI::App* bench_cmd = add_bench_command(app, bench);
   CompareArgs compare;
   CLI::App* compare_cmd = add_compare_command(app, compare);
+  TokenizerArgs tokenizer;
+  CLI::App* tokenizer_cmd = add_tokenizer_command(app, tokenizer);
 
   try {
     app.parse(argc, argv);
@@ -244,6 +250,7 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   if (plan_cmd->parsed()) return run_plan(plan, out);
   if (bench_cmd->parsed()) return run_bench(bench, out);
   if (compare_cmd->parsed()) return run_compare(compare, out);
+  if (tokenizer_cmd->parsed()) return run_tokenizer(tokenizer, std::cin, out);
   return 2;
 }
 

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <string_view>
 #include <vector>
 
@@ -18,6 +19,8 @@
 #include "tsp/core/check.h"
 #include "tsp/core/checkpoint_history.h"
 #include "tsp/data/byte_tokenizer.h"
+#include "tsp/data/tokenizer/model_dir_tokenizer.h"
+#include "tsp/data/tokenizer/stream_decoder.h"
 #include "tsp/infer/generate.h"
 #include "tsp/infer/load_model.h"
 #include "tsp/infer/tsp_generate.h"
@@ -88,16 +91,36 @@ std::string sharded_summary_line(const infer::GenerateStats& s, const std::strin
          std::to_string(degree);
 }
 
-infer::GenerateOptions generate_options(const GenerateArgs& a, const model::ModelConfig& config) {
-  return {.max_new_tokens = a.max_new_tokens,
-          .sampling = {.greedy = a.greedy, .temperature = a.temperature, .top_k = a.top_k,
-                       .top_p = a.top_p, .seed = a.seed},
-          .eos_id = static_cast<int32_t>(config.fields().eos_token_id.value_or(data::ByteTokenizer::kEosId))};
+bool given(const GenerateArgs& a, const char* flag) {
+  return std::find(a.sampling_flags_given.begin(), a.sampling_flags_given.end(), flag) != a.sampling_flags_given.end();
 }
 
-void check_vocabulary(const model::ModelConfig& config) {
-  TSP_CHECK(config.vocab_size() >= ByteTokenizer::kNumIds, "the checkpoint's vocab_size ",
-            config.vocab_size(), " is smaller than the byte tokenizer's ", ByteTokenizer::kNumIds, " ids");
+// Flags as typed; sampling flags left out take generation_config.json's values where it has them.
+infer::GenerateOptions generate_options(const GenerateArgs& a, const model::ModelConfig& config,
+                                        const data::Tokenizer& tokenizer, const std::filesystem::path& dir) {
+  infer::GenerateOptions o{.max_new_tokens = a.max_new_tokens,
+                           .sampling = {.greedy = a.greedy, .temperature = a.temperature, .top_k = a.top_k,
+                                        .top_p = a.top_p, .seed = a.seed}};
+  const data::GenerationDefaults g = data::read_generation_defaults(dir);
+  if (!given(a, "--greedy") && !given(a, "--temperature") && g.do_sample == false) o.sampling.greedy = true;
+  if (!given(a, "--temperature") && g.temperature) o.sampling.temperature = static_cast<float>(*g.temperature);
+  if (!given(a, "--top-p") && g.top_p) o.sampling.top_p = static_cast<float>(*g.top_p);
+  if (!given(a, "--top-k") && g.top_k) o.sampling.top_k = *g.top_k;
+  infer::validate(o.sampling);
+  std::vector<int32_t> eos = tokenizer.eos_ids();
+  if (tokenizer.describe() == "byte") eos = {static_cast<int32_t>(config.fields().eos_token_id.value_or(ByteTokenizer::kEosId))};
+  if (!eos.empty()) {
+    o.eos_id = eos[0];
+    o.more_eos_ids.assign(eos.begin() + 1, eos.end());
+  }
+  return o;
+}
+
+std::string tokenizer_summary(const data::Tokenizer& t) {
+  std::string s = " | tokenizer " + t.describe() + " (" + std::to_string(t.vocab_size()) + " ids";
+  if (t.bos_id()) s += ", bos " + std::to_string(*t.bos_id());
+  for (size_t i = 0; i < t.eos_ids().size(); ++i) s += (i ? "," : ", eos ") + std::to_string(t.eos_ids()[i]);
+  return s + ")";
 }
 
 // `tsp generate --layout tsp|tp` as the top level of an MPI job (see run_generate).
@@ -119,10 +142,10 @@ int run_generate_distributed(const GenerateArgs& a, std::ostream& out) {
 }  // namespace
 
 CLI::App* add_generate_command(CLI::App& app, GenerateArgs& a) {
-  CLI::App* cmd = app.add_subcommand("generate", "continue a text prompt with a checkpoint (byte tokenizer)");
+  CLI::App* cmd = app.add_subcommand("generate", "continue a text prompt with a checkpoint and its tokenizer");
   cmd->add_option("--checkpoint", a.checkpoint, "checkpoint directory (tsp or plain Hugging Face Llama)")
       ->required();
-  cmd->add_option("--prompt", a.prompt, "text to continue (encoded as BOS + its UTF-8 bytes)")->required();
+  cmd->add_option("--prompt", a.prompt, "text to continue (encoded by the tokenizer with its BOS)")->required();
   cmd->add_option("--max-new-tokens", a.max_new_tokens, "tokens to generate at most (stops earlier at EOS)")
       ->capture_default_str()
       ->check(int_range(1, int64_t{1} << 30));
@@ -148,25 +171,33 @@ CLI::App* add_generate_command(CLI::App& app, GenerateArgs& a) {
                   "--layout tsp|tp: seconds a rank may wait in one communication call before every "
                   "rank is aborted with exit code 124 (0: off)")
       ->capture_default_str();
+  cmd->add_option("--tokenizer", a.tokenizer,
+                  "tokenizer directory (tokenizer.json or tokenizer.model) or 'byte' (default: the "
+                  "checkpoint's own; the byte tokenizer when it has none and its vocabulary is byte-sized)");
+  cmd->parse_complete_callback([cmd, &a] {
+    for (const char* f : {"--temperature", "--top-k", "--top-p", "--greedy"})
+      if (cmd->count(f) > 0) a.sampling_flags_given.push_back(f);
+  });
   return cmd;
 }
 
 int run_generate(const GenerateArgs& a, std::ostream& out) {
   check_args(a);
   if (a.layout != "single") return run_generate_distributed(a, out);
-  const model::ModelWeights weights = infer::load_model(resolve_checkpoint_dir(a.checkpoint));
+  const std::filesystem::path dir = resolve_checkpoint_dir(a.checkpoint);
+  const model::ModelWeights weights = infer::load_model(dir);
   const model::ModelConfig& config = weights.config();
-  check_vocabulary(config);
-  const ByteTokenizer tokenizer;
-  const std::vector<int32_t> prompt = tokenizer.encode(a.prompt, {.add_bos = true});
-  const infer::GenerateOptions options = generate_options(a, config);
+  const auto tokenizer = data::tokenizer_for_model(a.tokenizer, dir, config.vocab_size());
+  const std::vector<int32_t> prompt = tokenizer->encode(a.prompt, true);
+  const infer::GenerateOptions options = generate_options(a, config, *tokenizer, dir);
   out << "model: " << config.summary() << " dtype=" << weights.dtype() << " from " << a.checkpoint
-      << std::endl;
+      << tokenizer_summary(*tokenizer) << std::endl;
   out << a.prompt << std::flush;
+  data::StreamDecoder stream(*tokenizer, prompt);
   const infer::Generation gen = infer::generate(weights, {prompt}, options, [&](int64_t, int32_t token) {
-    out << tokenizer.decode(std::span<const int32_t>(&token, 1)) << std::flush;  // specials: nothing
+    out << stream.push(token) << std::flush;  // specials: nothing
   });
-  out << "\n" << summary_line(gen.stats) << std::endl;
+  out << stream.finish() << "\n" << summary_line(gen.stats) << std::endl;
   return 0;
 }
 
@@ -181,22 +212,21 @@ int run_generate_sharded(comm::Communicator& world, const GenerateArgs& a, std::
   const parallel::TspWeights weights = infer::load_weight_shards(
       resolve_checkpoint_dir(a.checkpoint), degree, world.rank(), tsp ? infer::ShardedLayout::tsp : infer::ShardedLayout::tp);
   const model::ModelConfig& config = weights.config();
-  check_vocabulary(config);
-  const ByteTokenizer tokenizer;
-  const std::vector<int32_t> prompt = tokenizer.encode(a.prompt, {.add_bos = true});
+  const std::filesystem::path dir = resolve_checkpoint_dir(a.checkpoint);
+  const auto tokenizer = data::tokenizer_for_model(a.tokenizer, dir, config.vocab_size());
+  const std::vector<int32_t> prompt = tokenizer->encode(a.prompt, true);
   const bool leader = world.rank() == 0;
   if (leader) {
     out << "model: " << config.summary() << " dtype=" << weights.dtype() << " from " << a.checkpoint
         << " | layout " << a.layout << " D=" << degree << " (each rank holds 1/" << degree
-        << " of the weights)" << std::endl;
+        << " of the weights)" << tokenizer_summary(*tokenizer) << std::endl;
     out << a.prompt << std::flush;
   }
+  data::StreamDecoder stream(*tokenizer, prompt);
   infer::TokenCallback print;
   if (leader)
-    print = [&](int64_t, int32_t token) {
-      out << tokenizer.decode(std::span<const int32_t>(&token, 1)) << std::flush;
-    };
-  const infer::GenerateOptions options = generate_options(a, config);
+    print = [&](int64_t, int32_t token) { out << stream.push(token) << std::flush; };
+  const infer::GenerateOptions options = generate_options(a, config, *tokenizer, dir);
   const infer::Generation gen = tsp ? infer::tsp_generate(world, weights, {prompt}, options, print)
                                     : infer::tp_generate(world, weights, {prompt}, options, print);
   Tensor mine = Tensor::empty({1}, DType::i64, MemCategory::workspace);
@@ -205,7 +235,7 @@ int run_generate_sharded(comm::Communicator& world, const GenerateArgs& a, std::
   comm::all_gather(world, mine, all);
   if (leader) {
     const std::vector<int64_t> kv(all.data<int64_t>(), all.data<int64_t>() + world.size());
-    out << "\n" << sharded_summary_line(gen.stats, a.layout, degree, kv) << std::endl;
+    out << stream.finish() << "\n" << sharded_summary_line(gen.stats, a.layout, degree, kv) << std::endl;
   }
   return 0;
 }

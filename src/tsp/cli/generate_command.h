@@ -1,10 +1,11 @@
-// `tsp generate`: text continuation from a checkpoint with the byte tokenizer, printed token by
+// `tsp generate`: text continuation from a checkpoint with its tokenizer (tsp/data/tokenizer), printed token by
 // token, then prefill and decode speeds and the KV-cache size. Single rank, or TSP / TP under mpirun.
 #pragma once
 
 #include <cstdint>
 #include <ostream>
 #include <string>
+#include <vector>
 
 namespace CLI {
 class App;
@@ -29,6 +30,8 @@ struct GenerateArgs {
   int64_t tsp = 1;
   int64_t tp = 1;
   double comm_timeout = 600;  // --layout tsp|tp: seconds in one MPI wait before the job aborts (0: off)
+  std::string tokenizer = {};  // "": the checkpoint directory's; "byte"; or a directory
+  std::vector<std::string> sampling_flags_given = {};  // --temperature, ... as typed (else generation_config.json)
 };
 
 // Adds the `generate` subcommand and its flags to `app`, bound to `args` (which must outlive the

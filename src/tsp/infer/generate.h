@@ -16,9 +16,18 @@ struct GenerateOptions {
   int64_t max_new_tokens = 64;  // >= 1: tokens sampled per sequence at most
   SamplingOptions sampling = {};
   int32_t eos_id = -1;          // a sequence stops after sampling this id; < 0: no stop token
+  std::vector<int32_t> more_eos_ids = {};  // further stop ids (Llama-3.1 stops at any of three)
   int64_t capacity = 0;         // KV-cache positions; 0: longest prompt + max_new_tokens
   DecodeOptions decode = {};
 };
+
+// Whether `id` ends a sequence under `o` (eos_id or one of more_eos_ids).
+inline bool is_stop_id(const GenerateOptions& o, int32_t id) {
+  if (id == o.eos_id) return true;
+  for (int32_t e : o.more_eos_ids)
+    if (id == e) return true;
+  return false;
+}
 
 struct GenerateStats {
   int64_t batch = 0;

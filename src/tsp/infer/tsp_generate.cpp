@@ -66,7 +66,7 @@ struct Progress {
       ++taken;
       if (on_token) on_token(static_cast<int64_t>(b), sampled[b]);
       const bool limit = static_cast<int64_t>(tokens[b].size()) >= options.max_new_tokens;
-      if (sampled[b] == options.eos_id || limit) {
+      if (is_stop_id(options, sampled[b]) || limit) {
         done[b] = true;
         --running;
       }

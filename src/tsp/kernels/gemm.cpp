@@ -2,10 +2,14 @@
 // (shape, strides, dtypes, alpha, beta) since creating one costs ~0.3 ms; scratchpad comes from the ledger.
 #include "tsp/kernels/gemm.h"
 
+#include <oneapi/dnnl/dnnl.h>
+
 #include <cstring>
 #include <memory>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <unordered_map>
+
+#include "tsp/kernels/bf16_math.h"
 
 namespace tsp::kernels {
 namespace {
@@ -132,10 +136,13 @@ void scale_in_place(Tensor& c, float beta) {
   }
 }
 
-// oneDNN 2.6 implements bf16 matmul only on AVX-512 CPUs. Elsewhere (e.g. AVX2-only Zen 3) bf16
-// operands are widened to fp32 in workspace buffers: same fp32 accumulation, fp32 GEMM speed.
+// oneDNN 2.6 implements bf16 matmul only on AVX-512 CPUs. Elsewhere (e.g. AVX2-only Zen 3), and
+// where bf16_math() says fp32 FMAs are faster than the CPU's bf16 dot products (Intel AVX512-BF16
+// without AMX), bf16 operands are widened to fp32 in workspace buffers: exact, the same fp32
+// accumulation, fp32 GEMM speed.
 bool native_bf16_matmul() {
   static const bool supported = [] {
+    if (bf16_math() != Bf16Math::native) return false;
     try {
       dnnl::engine eng(dnnl::engine::kind::cpu, 0);
       const memory::desc md({8, 8}, memory::data_type::bf16, memory::format_tag::ab);
@@ -152,6 +159,12 @@ bool native_bf16_matmul() {
 }  // namespace
 
 bool gemm_native_bf16() { return native_bf16_matmul(); }
+
+bool gemm_onednn_has_amx() {
+  const unsigned isa = static_cast<unsigned>(dnnl_get_effective_cpu_isa());
+  const unsigned amx = static_cast<unsigned>(dnnl_cpu_isa_avx512_core_amx);
+  return (isa & amx) == amx;
+}
 
 void gemm(const Tensor& a, const Tensor& b, Tensor& c, const GemmOptions& options) {
   check_operand(a, "A");

@@ -19,9 +19,13 @@ struct GemmOptions {
 // Throws ShapeError / DTypeError / LayoutError naming the operands.
 void gemm(const Tensor& a, const Tensor& b, Tensor& c, const GemmOptions& options = {});
 
-// True when oneDNN runs bf16 matmuls natively (AVX-512 CPUs); otherwise bf16 operands are
-// widened to fp32 first (same results up to fp32 accumulation order, fp32 speed).
+// True when oneDNN runs bf16 matmuls natively: it can (AVX-512 CPUs) and bf16_math() is native
+// (bf16_math.h: not on Intel AVX512-BF16 without AMX, where it is slower than fp32). Otherwise bf16
+// operands are widened to fp32 first (exact; fp32 accumulation as native; fp32 speed).
 bool gemm_native_bf16();
+
+// True when oneDNN's effective ISA (ONEDNN_MAX_CPU_ISA honoured) includes AMX tiles.
+bool gemm_onednn_has_amx();
 
 // Number of distinct oneDNN primitives created so far by this thread (for cache tests).
 int64_t gemm_primitives_created();

@@ -3,8 +3,12 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
+
+#include "tsp/data/tokenizer/tokenizer.h"
 
 namespace tsp::train {
 
@@ -15,8 +19,19 @@ struct TokenData {
   std::string description;  // "fortunes corpus (431 files, ...)" or "token file x.tok"
 };
 
-// spec "fortunes": read_fortune_corpus() encoded by ByteTokenizer; anything else: a token file
-// path. Tokens must be < vocab_size (else InvalidArgument naming the file and both sizes).
-TokenData load_token_data(const std::string& spec, int64_t vocab_size);
+// spec "fortunes": read_fortune_corpus() encoded by `tokenizer` (nullptr: the byte tokenizer; no
+// BOS/EOS added); anything else: a token file path. Tokens must be < vocab_size (else
+// InvalidArgument naming the file and both sizes).
+TokenData load_token_data(const std::string& spec, int64_t vocab_size, const data::Tokenizer* tokenizer = nullptr);
+
+// The tokenizer text data is encoded with for a model from `model_dir` ("" : none, a built model):
+// the directory's own (refused when it does not fit vocab_size, tsp/data/tokenizer/
+// model_dir_tokenizer.h), or nullptr (the byte tokenizer) for token files, which are already ids.
+std::unique_ptr<data::Tokenizer> tokenizer_for_data(const std::string& spec, const std::string& model_dir,
+                                                    int64_t vocab_size);
+
+// The tokenizer files of an --init directory (name -> contents), saved with every checkpoint of the
+// run so that the fine-tuned model keeps its tokenizer.
+std::map<std::string, std::string> tokenizer_files_of(const std::string& init_dir);
 
 }  // namespace tsp::train
