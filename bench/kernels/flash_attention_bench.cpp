@@ -10,19 +10,18 @@
 // FMA peak that bench_util.h measures at start-up at the widest width this build has, for bf16
 // storage too when the kernel widens bf16 to fp32 in registers and computes in fp32 with simd.h's
 // widest vectors (16-lane zmm where the build has AVX-512, else 8-lane ymm; the label names the
-// path that ran, e.g. `simd.h avx512 16-lane`), so its ceiling is that peak. With
-// TSP_BF16_MATH=native on an AVX512-BF16 build, bf16 rows run the native path (vdpbf16ps, label
+// path that ran, e.g. `simd.h avx512 16-lane`), so its ceiling is that peak. Where
+// bf16_math() is native (TSP_BF16_MATH=native here) on an AVX512-BF16 build, bf16 rows run the native path (vdpbf16ps, label
 // `native vdpbf16ps`) and %peak is against the measured zmm vdpbf16ps ceiling.
 #include <benchmark/benchmark.h>
 
-#include <cstdlib>
-#include <cstring>
 #include <string>
 #include <vector>
 
 #include "bench_util.h"
 #include "tsp/core/random.h"
 #include "tsp/core/tensor.h"
+#include "tsp/kernels/bf16_math.h"
 #include "tsp/kernels/flash_attention.h"
 #include "tsp/kernels/simd.h"
 
@@ -62,10 +61,8 @@ void BM_FlashAttention(benchmark::State& state) {
   }
   const double fwd_flops = 4.0 * kD * double(S) * S / 2 * kH * kB;
   const double mult = pass == fwd ? 1.0 : pass == bwd ? 2.5 : 3.5;
-  // The kernel's choice for bf16 inputs (its bf16_math(): TSP_BF16_MATH=native|fp32, read once).
-  const char* env = std::getenv("TSP_BF16_MATH");
-  const bool native = TSP_SIMD_AVX512_BF16 && dt == DType::bf16 && env &&
-                      std::strcmp(env, "native") == 0;
+  // The kernel's choice for bf16 inputs (kernels/bf16_math.h; TSP_BF16_MATH overrides).
+  const bool native = TSP_SIMD_AVX512_BF16 && dt == DType::bf16 && bf16_math() == Bf16Math::native;
   bench::report_flops(state, mult * fwd_flops, DType::f32);  // fp32 math for either storage
   if (native)  // the ceiling of the path that ran: vdpbf16ps
     state.counters["%peak"] = benchmark::Counter(

@@ -19,8 +19,6 @@
 #include <climits>
 #include <cstdio>
 #include <cmath>
-#include <cstdlib>
-#include <cstring>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -28,6 +26,7 @@
 #include "test_util.h"
 #include "tsp/core/error.h"
 #include "tsp/core/memory.h"
+#include "tsp/kernels/bf16_math.h"
 #include "tsp/kernels/flash_attention.h"
 #include "tsp/kernels/reference/attention_ref.h"
 #include "tsp/kernels/simd.h"
@@ -43,17 +42,14 @@ using tsp::testing::relative_l2;
 constexpr double kRelTol = 2e-5;  // see the header comment
 
 // Whether bf16 inputs run the native bf16 path (vdpbf16ps): the build has AVX512-BF16 and
-// TSP_BF16_MATH=native (the kernel's bf16_math() default is fp32 until kernels/bf16_math.h lands;
-// then this asks bf16_math()). ctest runs the flash tests twice: as they are, and as
-// flash_attention_bf16_native with TSP_BF16_MATH=native (tests/kernels/CMakeLists.txt).
-bool native_bf16_math() {
-  const char* env = std::getenv("TSP_BF16_MATH");
-  return TSP_SIMD_AVX512_BF16 && env && std::strcmp(env, "native") == 0;
-}
-const char* bf16_path_name() {
-  if (native_bf16_math()) return "native vdpbf16ps (AVX512-BF16, TSP_BF16_MATH=native)";
-  if (!TSP_SIMD_AVX512_BF16) return "widened to fp32 FMAs (build lacks AVX512-BF16)";
-  return "widened to fp32 FMAs (TSP_BF16_MATH is not native)";
+// bf16_math() is native (its default on AMD AVX512-BF16 CPUs, or TSP_BF16_MATH=native: ctest's
+// kernels.bf16_math_native run, tests/kernels/CMakeLists.txt, so both paths run on every machine
+// whose build has AVX512-BF16).
+bool native_bf16_math() { return TSP_SIMD_AVX512_BF16 && bf16_math() == Bf16Math::native; }
+std::string bf16_path_name() {
+  if (native_bf16_math()) return "native vdpbf16ps (AVX512-BF16; bf16_math(): " + bf16_math_description() + ")";
+  if (!TSP_SIMD_AVX512_BF16) return "widened to fp32 FMAs (skipped native: build lacks AVX512-BF16)";
+  return "widened to fp32 FMAs (bf16_math(): " + bf16_math_description() + ")";
 }
 
 Tensor positions(const std::vector<int32_t>& p) {
@@ -219,7 +215,7 @@ TEST(FlashAttentionPath, SaysWhichVectorPathRuns) {
   // where the build has AVX512-BF16 and TSP_BF16_MATH=native (the flash_attention_bf16_native
   // ctest run), else they are widened to fp32.
   std::printf("flash attention path: simd.h %s (%d fp32 lanes); bf16 dot products: %s\n",
-              simd::kVecName, simd::kLanes, bf16_path_name());
+              simd::kVecName, simd::kLanes, bf16_path_name().c_str());
   EXPECT_EQ(simd::kLanes, TSP_SIMD_AVX512 ? 16 : 8);
 }
 
@@ -533,7 +529,7 @@ void check_nan_key_poisons_rows(DType dt) {
 TEST(FlashAttentionNan, NanKeyPoisonsTheRowsThatSeeIt) { check_nan_key_poisons_rows(DType::f32); }
 
 TEST(FlashAttentionNan, Bf16NanKeyPoisonsTheRowsThatSeeIt) {
-  std::printf("[ bf16     ] dot products: %s\n", bf16_path_name());
+  std::printf("[ bf16     ] dot products: %s\n", bf16_path_name().c_str());
   check_nan_key_poisons_rows(DType::bf16);
 }
 
@@ -745,11 +741,13 @@ struct Bf16Case {
                   // that see nothing
 };
 
+void PrintTo(const Bf16Case& c, std::ostream* os) { *os << c.name; }
+
 class FlashAttentionBf16Bounds : public ::testing::TestWithParam<Bf16Case> {};
 
 TEST_P(FlashAttentionBf16Bounds, MatchesReferenceWithinBf16Rounding) {
   const Bf16Case c = GetParam();
-  std::printf("[ bf16     ] dot products: %s\n", bf16_path_name());
+  std::printf("[ bf16     ] dot products: %s\n", bf16_path_name().c_str());
   Inputs in = make_inputs(1, c.Sq, c.Sk, c.H, c.Hkv, c.d, 300 + c.Sq + c.d, DType::bf16);
   if (c.positions == 1) {  // rank 0 of D = 2: query chunks 0 and 3, keys in rank order 0 3 1 2
     const int64_t C = c.Sq / 2;
@@ -805,7 +803,7 @@ TEST(FlashAttentionBf16Path, TheSelectedMathRuns) {
   // the fp32 kernel on the widened inputs bit for bit (o after one rounding to bf16); the native
   // path rounds P and dS to bf16, which moves the gradients by ~1e-3 relative (rel. L2 above
   // 1e-4 here; fp32 reordering alone would be ~1e-7).
-  std::printf("[ bf16     ] dot products: %s\n", bf16_path_name());
+  std::printf("[ bf16     ] dot products: %s\n", bf16_path_name().c_str());
   const Inputs in = make_inputs(1, 150, 150, 4, 2, 64, 81, DType::bf16);
   Inputs wide = in;
   for (Tensor* t : {&wide.q, &wide.k, &wide.v, &wide.d_o}) *t = t->to_f32();

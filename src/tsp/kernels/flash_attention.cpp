@@ -33,13 +33,13 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "tsp/core/check.h"
+#include "tsp/kernels/bf16_math.h"
 #include "tsp/kernels/simd.h"
 
 namespace tsp::kernels {
@@ -609,18 +609,6 @@ inline void bf16_pair_rows(const float* r0, const float* r1, int64_t nvec, uint1
   }
 }
 #endif
-
-// Stand-in for kernels/bf16_math.h (being added on main separately, same signature): which math
-// bf16 dot products use. TSP_BF16_MATH=native|fp32 overrides; the default here is fp32 (the
-// header's CPU-dependent default replaces this at merge). Read once per process.
-enum class Bf16Math { native, fp32 };
-Bf16Math bf16_math() {
-  static const Bf16Math math = [] {
-    const char* env = std::getenv("TSP_BF16_MATH");
-    return env && std::strcmp(env, "native") == 0 ? Bf16Math::native : Bf16Math::fp32;
-  }();
-  return math;
-}
 
 // The native bf16 path runs for bf16 inputs where the build has AVX512-BF16 and bf16_math() asks
 // for it; everything else widens to fp32 and runs the fp32 kernels.
