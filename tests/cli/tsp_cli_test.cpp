@@ -128,6 +128,12 @@ TEST(TspCli, TrainWritesALoadableCheckpointAndEvalReproducesItsLoss) {
                                     "' --metrics '" + (dir / "m.jsonl").string() + "'");
   ASSERT_EQ(t.rc, 0) << t.out << t.err;
   EXPECT_NE(t.out.find("step 3/3 | loss"), std::string::npos) << t.out;
+  // The start names the peak MFU divides by; each progress line has MFU, UTC time, elapsed, ETA.
+  EXPECT_TRUE(std::regex_search(t.out, std::regex(R"(\npeak \d+\.\d GFLOP/s/core fp32 \w+ \(x 1 thread x 1 rank)")))
+      << t.out;
+  EXPECT_TRUE(std::regex_search(t.out, std::regex(R"(step 3/3 \| .* tok/s \| MFU \d+\.\d% \| peak .* \| )"
+                                                  R"(\d\d:\d\d:\d\d UTC, elapsed \d+:\d\d, ETA 0:00\n)")))
+      << t.out;
   EXPECT_NE(t.out.find("unigram"), std::string::npos) << t.out;
   const model::HfCheckpoint loaded(ck);
   EXPECT_EQ(loaded.config(), model::preset("tiny"));
@@ -138,6 +144,8 @@ TEST(TspCli, TrainWritesALoadableCheckpointAndEvalReproducesItsLoss) {
   EXPECT_EQ(count_records(metrics, "train"), 3) << metrics;
   EXPECT_EQ(count_records(metrics, "val"), 1) << metrics;
   EXPECT_EQ(count_records(metrics, "memory"), 1) << metrics;
+  EXPECT_NE(metrics.find("\"wall_time\":"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("\"mfu\":"), std::string::npos) << metrics;
 
   const Result e = run_tsp(dir, "eval --checkpoint '" + ck + "'");
   ASSERT_EQ(e.rc, 0) << e.out << e.err;

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "plan_test_util.h"
+#include "tsp/model/model_config.h"
 #include "tsp/plan/placement.h"
 
 namespace tsp::plan {
@@ -24,6 +25,40 @@ Cluster slow_cluster(double bytes_per_s) {
   c.intra_node_bandwidth_gbs = bytes_per_s / 1e9;
   c.inter_node_bandwidth_gbs = bytes_per_s / 1e9;
   return c;
+}
+
+// model_flops against a count made here from the engine's matmul shapes: per layer q [h, qd],
+// k and v [h, kvd], o [qd, h], gate and up [h, F], down [F, h], each 2 T in out forward; causal
+// attention per sequence and head: QK^T and PV, 2 d flops each per visible (query, key) pair, the
+// S (S + 1) / 2 pairs of the lower triangle with its diagonal; the LM head [h, V]. Backward is 2x
+// forward (dX and dW, or dQ/dK and dP/dV), recomputation is not counted. The planner counts S^2/2
+// pairs (the diagonal's S pairs, relative 1/S, left out): that difference is subtracted exactly.
+double engine_shape_flops(const model::ModelConfig& c, int64_t B, int64_t S) {
+  const double T = static_cast<double>(B * S), h = static_cast<double>(c.hidden_size()),
+               qd = static_cast<double>(c.q_dim()), kvd = static_cast<double>(c.kv_dim()),
+               F = static_cast<double>(c.intermediate_size()), V = static_cast<double>(c.vocab_size()),
+               d = static_cast<double>(c.head_dim()), H = static_cast<double>(c.num_attention_heads());
+  auto mm = [&](double in, double out) { return 2 * T * in * out; };
+  const double pairs = static_cast<double>(S) * static_cast<double>(S + 1) / 2;
+  const double attention = static_cast<double>(B) * H * pairs * (2 * d + 2 * d);
+  const double layer = mm(h, qd) + 2 * mm(h, kvd) + mm(qd, h) + 2 * mm(h, F) + mm(F, h) + attention;
+  return 3 * (static_cast<double>(c.num_hidden_layers()) * layer + mm(h, V));
+}
+
+TEST(TimeModel, ModelFlopsMatchTheEngineShapes) {
+  for (const model::ModelConfig& c : {model::preset("tiny"), hand_config(1), hand_config(2)}) {
+    for (const auto& [B, S] : {std::pair<int64_t, int64_t>{1, 8}, {4, 64}, {2, 1000}}) {
+      Workload w = fp32_work(B, S);
+      const double diagonal = 3.0 * static_cast<double>(c.num_hidden_layers()) * 2 * static_cast<double>(B * S) *
+                              static_cast<double>(c.q_dim());
+      // Sums of exact integers below 2^53: equal up to the rounding of the last additions.
+      EXPECT_NEAR(model_flops(c, w), engine_shape_flops(c, B, S) - diagonal, 1e-12 * engine_shape_flops(c, B, S))
+          << c.summary() << " B " << B << " S " << S;
+      // Recomputation and the layout change hardware FLOPs, not model FLOPs.
+      w.recompute = Recompute::full;
+      EXPECT_NEAR(model_flops(c, w), engine_shape_flops(c, B, S) - diagonal, 1e-12 * engine_shape_flops(c, B, S));
+    }
+  }
 }
 
 TEST(TimeModel, LayerFlopsByHand) {

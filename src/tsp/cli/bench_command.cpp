@@ -7,6 +7,7 @@
 #include <array>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include <CLI/CLI.hpp>
@@ -294,6 +295,86 @@ std::vector<BarGroup> traffic_bars(const std::vector<Row>& rows) {
   return g;
 }
 
+std::vector<BarGroup> throughput_bars(const std::vector<Row>& rows) {
+  std::vector<BarGroup> g;
+  for (const Row& r : rows)
+    if (r.skipped.empty()) g.push_back({r.layout, {{"tokens/s", r.tokens_per_s}}, -1});
+  return g;
+}
+
+// "skipped: tp2 at seq 64, 128 (heads ...)": one note per layout and reason, the sizes listed.
+std::vector<std::string> skipped_notes(const std::vector<Row>& rows, bool with_seq) {
+  std::vector<std::pair<std::string, std::string>> keys;  // (layout, reason), first-seen order
+  std::map<std::pair<std::string, std::string>, std::string> seqs;
+  for (const Row& r : rows) {
+    if (r.skipped.empty()) continue;
+    const std::pair<std::string, std::string> k{r.layout, r.skipped};
+    std::string& list = seqs[k];
+    if (list.empty()) keys.push_back(k);
+    list += (list.empty() ? "" : ", ") + std::to_string(r.seq);
+  }
+  std::vector<std::string> notes;
+  for (const auto& k : keys)
+    notes.push_back("skipped: " + k.first + (with_seq ? " at seq " + seqs[k] : "") + " (" + k.second + ")");
+  return notes;
+}
+
+// The sweep's lines: one measured (solid) and one predicted (dashed) series per layout, over the
+// sequence lengths where the layout ran.
+LineChart sweep_chart(const std::vector<Row>& sweep, const std::string& title, const std::string& y_label,
+                      double (*measured)(const Row&), double (*predicted)(const Row&)) {
+  LineChart c;
+  c.title = title;
+  c.x = {.label = "sequence length (tokens, log scale)", .log2 = true};
+  c.y = {.label = y_label, .include_zero = true};
+  std::vector<std::string> layouts;
+  for (const Row& r : sweep)
+    if (std::find(layouts.begin(), layouts.end(), r.layout) == layouts.end()) layouts.push_back(r.layout);
+  for (const std::string& l : layouts) {
+    Series m, p;
+    m.name = p.name = l;
+    p.dashed = true;
+    p.markers = false;  // the measured dots stay visible where the two agree
+    for (const Row& r : sweep) {
+      if (r.layout != l || !r.skipped.empty()) continue;
+      m.points.push_back({static_cast<double>(r.seq), measured(r)});
+      p.points.push_back({static_cast<double>(r.seq), predicted(r)});
+    }
+    if (m.points.empty()) continue;
+    c.series.push_back(std::move(m));
+    c.series.push_back(std::move(p));
+  }
+  c.style_keys = {{"measured", false}, {"planner", true}};
+  c.notes = skipped_notes(sweep, true);
+  return c;
+}
+
+std::string bench_svg(const BenchArgs& a, const model::ModelConfig& config, int ranks,
+                      const std::vector<Row>& rows, const std::vector<Row>& sweep) {
+  Figure f;
+  f.title = "tsp bench: " + config.summary();
+  f.subtitle = {"seq " + std::to_string(a.seq) + ", global batch " + std::to_string(a.batch) + ", " +
+                    std::to_string(ranks) + " ranks, dtype " + a.dtype + (a.recompute ? ", recompute" : "") +
+                    "; best of " + std::to_string(a.steps) + " steps after 1 warm-up",
+                "memory: each category's peak per rank (max over ranks), stacked; bytes: sent per rank "
+                "per step (max over ranks); black ticks: the planner's prediction (src/tsp/plan)"};
+  BarChart memory{"peak memory per rank", "MiB per rank", memory_bars(rows), "planner (total)",
+                  skipped_notes(rows, false)};
+  BarChart bytes{"bytes sent per step", "MiB per rank per step", traffic_bars(rows), "planner", {}};
+  BarChart speed{"training throughput", "tokens/s (global batch)", throughput_bars(rows), "", {}};
+  f.rows.push_back({panel(memory), panel(bytes), panel(speed)});
+  if (!sweep.empty()) {
+    f.rows.push_back(
+        {panel(sweep_chart(sweep, "peak memory per rank vs sequence length", "MiB per rank (all categories)",
+                           [](const Row& r) { return mib(r.peak_total()); },
+                           [](const Row& r) { return mib(r.plan_total()); })),
+         panel(sweep_chart(sweep, "bytes sent per step vs sequence length", "MiB per rank per step",
+                           [](const Row& r) { return mib(r.sent); },
+                           [](const Row& r) { return mib(r.plan_sent); }))});
+  }
+  return render_svg(f);
+}
+
 int bench_body(const BenchArgs& a, std::ostream& out) {
   comm::Communicator world = comm::Communicator::world();
   const bool leader = world.rank() == 0;
@@ -354,9 +435,7 @@ int bench_body(const BenchArgs& a, std::ostream& out) {
     f << j.dump(2) << "\n";
   }
   if (!a.svg_path.empty()) {
-    const std::string svg = render_bar_charts(
-        {{"peak memory per rank (MiB) by category; tick: planner", memory_bars(rows)},
-         {"bytes sent per rank per step (MiB); tick: planner", traffic_bars(rows)}});
+    const std::string svg = bench_svg(a, config, world.size(), rows, sweep);
     std::ofstream f(a.svg_path);
     TSP_CHECK_T(IoError, f.good(), "cannot write --svg ", a.svg_path);
     f << svg;
@@ -387,7 +466,7 @@ CLI::App* add_bench_command(CLI::App& app, BenchArgs& a) {
       ->delimiter(',')
       ->check(int_range(1, int64_t{1} << 30));
   cmd->add_option("--json", a.json_path, "write the results as JSON");
-  cmd->add_option("--svg", a.svg_path, "write an SVG chart (memory by category, bytes per step)");
+  cmd->add_option("--svg", a.svg_path, "write SVG charts (memory by category, bytes per step, tokens/s; with --sweep-seq: memory and bytes against seq, measured and predicted)");
   cmd->add_flag("--infer", a.infer,
                 "decode instead of training: prefill --seq tokens, then --steps rounds of "
                 "--new-tokens decode steps, single rank vs TSP vs TP (tokens/s, KV bytes per rank)");

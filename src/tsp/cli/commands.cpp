@@ -10,6 +10,7 @@
 
 #include "tsp/cli/bench_command.h"
 #include "tsp/cli/compare_command.h"
+#include "tsp/cli/plot_command.h"
 #include "tsp/core/cpu_target.h"
 #include "tsp/cli/generate_command.h"
 #include "tsp/cli/int_range.h"
@@ -231,6 +232,8 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   CLI::App* bench_cmd = add_bench_command(app, bench);
   CompareArgs compare;
   CLI::App* compare_cmd = add_compare_command(app, compare);
+  PlotArgs plot;
+  CLI::App* plot_cmd = add_plot_command(app, plot);
   TokenizerArgs tokenizer;
   CLI::App* tokenizer_cmd = add_tokenizer_command(app, tokenizer);
 
@@ -250,6 +253,7 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   if (plan_cmd->parsed()) return run_plan(plan, out);
   if (bench_cmd->parsed()) return run_bench(bench, out);
   if (compare_cmd->parsed()) return run_compare(compare, out);
+  if (plot_cmd->parsed()) return run_plot(plot, out);
   if (tokenizer_cmd->parsed()) return run_tokenizer(tokenizer, std::cin, out);
   return 2;
 }

@@ -27,6 +27,13 @@ Flops head_flops(const model::ModelConfig& c, const Workload& w, const Layout& l
   return {.forward = fwd, .backward = 3 * fwd, .recompute = 0};
 }
 
+double model_flops(const model::ModelConfig& c, const Workload& w) {
+  const Layout whole{};  // one rank holds the whole model: model_parallel() == 1
+  const Flops layer = layer_flops(c, w, whole), head = head_flops(c, w, whole);
+  return static_cast<double>(c.num_hidden_layers()) * (layer.forward + layer.backward) +
+         3 * head.forward;
+}
+
 namespace {
 
 constexpr size_t kAxisCount = kAxes.size();

@@ -24,6 +24,13 @@ Flops layer_flops(const model::ModelConfig& config, const Workload& work, const 
 // logits, then dX and dW).
 Flops head_flops(const model::ModelConfig& config, const Workload& work, const Layout& layout);
 
+// The model FLOPs of one forward and backward pass of the whole model (no model parallelism) over
+// one micro-batch: the numerator of MFU. Layers: forward + backward (= 3x layer_flops' forward);
+// head: forward, dX and dW (3x head_flops' forward). Recomputation is not counted: neither
+// --recompute's second layer forward nor the cross-entropy's recomputed logits (model FLOPs, not
+// hardware FLOPs). docs/training.md derives it.
+double model_flops(const model::ModelConfig& config, const Workload& work);
+
 struct TimeTerm {
   std::string name;
   double seconds = 0;

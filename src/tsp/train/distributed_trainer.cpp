@@ -372,6 +372,11 @@ std::string DistributedTrainer::per_rank_report() {
   return os.str();
 }
 
+MfuBasis DistributedTrainer::mfu_basis() {
+  if (mesh_.world_rank() != 0 || (!out_.log && !metrics_)) return {};
+  return measure_mfu_basis(config_, run_, mesh_.world_size());
+}
+
 int DistributedTrainer::agree_stop_signal(int mine) {
   Tensor flag = Tensor::empty({1}, DType::i64, MemCategory::comm);
   flag.data<int64_t>()[0] = mine;

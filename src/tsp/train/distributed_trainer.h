@@ -48,6 +48,9 @@ class DistributedTrainer final : public TrainLoopHost {
   int agree_stop_signal(int mine) override;
   // Rank 0 of the primary replica group, the rank that writes the checkpoint's files.
   bool writes_checkpoint_files() const override;
+  // measure_mfu_basis over the world's ranks, on world rank 0 (the one that prints and writes
+  // metrics) when it has a log or a metrics file; none elsewhere.
+  MfuBasis mfu_basis() override;
   // The signal that stopped the last run() early (0: it ran to the end); the same on all ranks.
   int preempted_signal() const { return preempted_signal_; }
   // Header lines, the loop, then the per-rank memory and traffic table. Collective.

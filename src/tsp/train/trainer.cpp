@@ -167,8 +167,13 @@ EvalMetrics run_training_loop(TrainLoopHost& host, const RunConfig& run, double 
   const auto t0 = Clock::now();
   const int64_t first = host.step();
   double last_loss = 0;
+  const MfuBasis mfu = host.mfu_basis();
+  if (mfu.enabled()) say(mfu.describe());
+  RunClock clock;
   while (host.step() < run.steps) {
-    const StepMetrics m = host.train_step();
+    StepMetrics m = host.train_step();
+    clock.stamp(m);
+    m.mfu = mfu.mfu(m.seconds);
     last_loss = m.loss;
     if ((print_every_step && m.step % run.log_every == 0) || m.step == run.steps) say(format_progress_line(m));
     if (metrics) metrics->write(metrics_json(m));
@@ -190,7 +195,8 @@ EvalMetrics run_training_loop(TrainLoopHost& host, const RunConfig& run, double 
       }
     }
     if (!last && run.eval_every > 0 && host.step() % run.eval_every == 0) {
-      const EvalMetrics e = host.validate();
+      EvalMetrics e = host.validate();
+      clock.stamp(e);
       say(format_eval_line(e, unigram_nats));
       if (metrics) metrics->write(metrics_json(e));
     }
@@ -201,7 +207,8 @@ EvalMetrics run_training_loop(TrainLoopHost& host, const RunConfig& run, double 
     }
   }
   const double train_seconds = seconds_since(t0);
-  const EvalMetrics e = host.validate();
+  EvalMetrics e = host.validate();
+  clock.stamp(e);
   say(format_eval_line(e, unigram_nats));
   if (metrics) metrics->write(metrics_json(e));
   if (!run.checkpoint_dir.empty()) {
@@ -326,6 +333,11 @@ EvalMetrics Trainer::run() {
   say(MemoryLedger::process().report());
   if (metrics_) metrics_->write(metrics_json(this_process_memory(0, 1, "", 0)));
   return e;
+}
+
+MfuBasis Trainer::mfu_basis() {
+  if (!out_.log && !metrics_) return {};
+  return measure_mfu_basis(config_, run_, 1);
 }
 
 void Trainer::save_checkpoint(const std::filesystem::path& dir) const {

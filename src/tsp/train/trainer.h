@@ -52,6 +52,9 @@ class TrainLoopHost {
   // Whether this rank writes the checkpoint's files (and so updates a run directory's "latest"
   // and prunes its history): a single rank always; under mpirun one rank.
   virtual bool writes_checkpoint_files() const { return true; }
+  // What the progress line's MFU divides by (metrics.h); none by default (no MFU printed). Asked
+  // once, at the start of run_training_loop.
+  virtual MfuBasis mfu_basis() { return {}; }
 };
 
 // Saves a checkpoint at host.step() and returns the directory written: run.checkpoint_dir itself,
@@ -120,6 +123,8 @@ class Trainer final : public TrainLoopHost {
   // Writes the checkpoint directory: config.json, model.safetensors (weights in the model dtype),
   // train_state.safetensors. Replaces `dir` atomically as a whole.
   void save_checkpoint(const std::filesystem::path& dir) const override;
+  // measure_mfu_basis on this process (one rank) when something shows it (a log or a metrics file).
+  MfuBasis mfu_basis() override;
   // Restores weights, optimizer, step and data position from a directory written by
   // save_checkpoint (or a run directory: its latest); the saved model config, data fingerprint
   // and fixed run settings must equal this run's (check_resume_matches: InvalidArgument listing
