@@ -25,8 +25,9 @@ struct FmaPeak {
 };
 
 // Every width this build can issue, widest first (512 only when compiled with AVX-512F; 256 with
-// AVX+FMA; 128 always on x86). Measured once, on first use: best of 10 runs of ~10-20 ms each,
-// timed in thread CPU time like the benchmarks' own rates.
+// AVX+FMA; 128 always on x86). Measured once, on first use, by the library's loops
+// (tsp/kernels/peak.h, kBenchPeakRuns): best of 10 runs of ~10-20 ms each, timed in thread CPU
+// time like the benchmarks' own rates.
 const std::vector<FmaPeak>& fma_peaks();
 
 // Per-core fp32 FMA peak in GFLOP/s at the widest width: the denominator of every fp32 %peak.
