@@ -18,8 +18,9 @@ constexpr double kSmallCharW = 6.0;  // of one 11 px character (tick labels, leg
 constexpr int kPlotH = 240;
 constexpr int kTitleH = 34;        // panel title band above the plot area
 constexpr int kNoteH = 15;
+// Tableau 10 with purple before yellow: six series (single + five layouts) stay far apart in hue.
 const char* const kPalette[] = {"#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
-                                "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"};
+                                "#b07aa1", "#edc948", "#ff9da7", "#9c755f", "#bab0ac"};
 
 std::string esc(const std::string& s) {
   std::string o;
