@@ -290,6 +290,10 @@ class LinePanel {
       }
     if (!(xlo <= xhi)) xlo = c.x.log2 ? 1 : 0, xhi = c.x.log2 ? 2 : 1, ylo = 0, yhi = 1;
     if (c.y.include_zero) ylo = std::min(ylo, 0.0), yhi = std::max(yhi, 0.0);
+    // 4% headroom: a point at the range's end would otherwise sit on the frame.
+    const double pad = 0.04 * (yhi - ylo);
+    if (ylo != 0 || !c.y.include_zero) ylo -= pad;
+    yhi += pad;
     if (c.x.include_zero && !c.x.log2) xlo = std::min(xlo, 0.0), xhi = std::max(xhi, 0.0);
     yticks_ = nice_ticks(ylo, yhi, 5);
     if (c.x.log2) {
@@ -300,9 +304,11 @@ class LinePanel {
       xticks_ = nice_ticks(xlo, xhi, 5);
       xdomain_ = {xticks_.front(), xticks_.back()};
     }
-    std::vector<std::string> names;
-    for (const Series& s : c.series)
-      if (std::find(names.begin(), names.end(), s.name) == names.end()) names.push_back(s.name);
+    std::vector<std::string> names;  // in the legend: the names of series with a drawable point
+    for (const Series& s : c.series) {
+      const bool drawn = std::any_of(s.points.begin(), s.points.end(), [&](const Point& p) { return usable(p); });
+      if (drawn && std::find(names.begin(), names.end(), s.name) == names.end()) names.push_back(s.name);
+    }
     for (const std::string& n : names) legend_.entries.push_back({n, colors_.of(n), Legend::Entry::line});
     for (const auto& [label, dashed] : c.style_keys)
       legend_.entries.push_back({label, "#555", dashed ? Legend::Entry::dashed_line : Legend::Entry::line});
