@@ -10,6 +10,7 @@
 
 #include "tsp/cli/bench_command.h"
 #include "tsp/cli/compare_command.h"
+#include "tsp/cli/data_command.h"
 #include "tsp/core/cpu_target.h"
 #include "tsp/cli/generate_command.h"
 #include "tsp/cli/int_range.h"
@@ -233,6 +234,8 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   CLI::App* compare_cmd = add_compare_command(app, compare);
   TokenizerArgs tokenizer;
   CLI::App* tokenizer_cmd = add_tokenizer_command(app, tokenizer);
+  DataArgs data_args;
+  CLI::App* data_cmd = add_data_command(app, data_args);
 
   try {
     app.parse(argc, argv);
@@ -251,6 +254,7 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   if (bench_cmd->parsed()) return run_bench(bench, out);
   if (compare_cmd->parsed()) return run_compare(compare, out);
   if (tokenizer_cmd->parsed()) return run_tokenizer(tokenizer, std::cin, out);
+  if (data_cmd->parsed()) return run_data(data_args, out, err);
   return 2;
 }
 
