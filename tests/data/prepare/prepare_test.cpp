@@ -138,23 +138,31 @@ TEST(Prepare, ByteStreamIsTheDocumentsWithEosAndTheSplit) {
   EXPECT_EQ(m.sources[1].bytes, c.documents[1].size());
 }
 
-// Same inputs and tokenizer -> the same bytes in every file, at 1, 2 and 3 threads.
+// Same inputs and tokenizer -> the same bytes in every file, at 1, 2 and 3 threads and any batch
+// size: small batches make the corpus many encoding tasks, finishing out of order; a real BPE
+// tokenizer (the Llama-3 fixture) and the byte tokenizer.
 TEST(Prepare, OutputDoesNotDependOnThreads) {
   Corpus c;
-  std::vector<std::string> first;
-  for (const int threads : {1, 2, 3}) {
-    PrepareOptions o = c.options("out" + std::to_string(threads));
-    o.threads = threads;
-    o.val_fraction = 0.2;
-    o.shard_tokens = 500'000;
-    prepare_token_shards(o);
-    std::vector<std::string> files;
-    for (const fs::directory_entry& e : fs::directory_iterator(o.out_dir))
-      files.push_back(e.path().filename().string() + ":" + read_bytes(e.path()));
-    std::sort(files.begin(), files.end());
-    ASSERT_GE(files.size(), 4u);  // several train shards, a val shard, the manifest
-    if (first.empty()) first = files;
-    else EXPECT_TRUE(files == first) << "threads=" << threads;
+  for (const std::string tokenizer :
+       {std::string("byte"), (fs::path(TSP_SOURCE_DIR) / "tests/data/tokenizer_fixtures/llama3").string()}) {
+    std::vector<std::string> first;
+    for (const auto& [threads, batch] : {std::pair{1, 1 << 20}, {2, 4096}, {3, 4096}, {3, 20000}}) {
+      PrepareOptions o = c.options("out" + std::to_string(threads) + "_" + std::to_string(batch));
+      o.overwrite = true;  // the second tokenizer replaces the first one's output
+      o.tokenizer = tokenizer;
+      o.threads = threads;
+      o.batch_bytes = static_cast<size_t>(batch);
+      o.val_fraction = 0.2;
+      o.shard_tokens = 40'000;
+      prepare_token_shards(o);
+      std::vector<std::string> files;
+      for (const fs::directory_entry& e : fs::directory_iterator(o.out_dir))
+        files.push_back(e.path().filename().string() + ":" + read_bytes(e.path()));
+      std::sort(files.begin(), files.end());
+      ASSERT_GE(files.size(), 4u);  // several train shards, a val shard, the manifest
+      if (first.empty()) first = files;
+      else EXPECT_TRUE(files == first) << tokenizer << " threads=" << threads << " batch=" << batch;
+    }
   }
 }
 

@@ -1,5 +1,6 @@
 // The prepare pipeline: the calling thread reads pieces in order into ~1 MiB batches, up to
-// `threads` batches encode at once (std::async), and results are written strictly in batch order.
+// `threads` batches encode at once (std::async), and results are written strictly in batch order:
+// pieces are cut by the reader alone, so neither threads nor batch size change a byte.
 #include "tsp/data/prepare/prepare.h"
 
 #include <algorithm>
@@ -23,8 +24,6 @@ namespace tsp::data {
 namespace {
 
 namespace fs = std::filesystem;
-
-constexpr size_t kBatchBytes = size_t{1} << 20;  // text per encoding task: fixed, so results never depend on threads
 
 // A split's shards: train-00000.tok, train-00001.tok, ... each of at most shard_tokens tokens.
 class ShardStream {
@@ -218,7 +217,7 @@ PrepareResult prepare_token_shards(const PrepareOptions& o, std::ostream* progre
         batch.pieces.push_back(std::move(piece));
         batch.val.push_back(to_val ? 1 : 0);
         bytes_read = bytes_done + reader.bytes_read();
-        if (batch.bytes >= kBatchBytes) submit();
+        if (batch.bytes >= o.batch_bytes) submit();
       }
       bytes_done += reader.bytes_read();
       bytes_read = bytes_done;

@@ -27,6 +27,8 @@ struct PrepareOptions {
   // evenly spread, exactly floor(n*f) of n documents (f = 0.1: documents 9, 19, 29, ...).
   double val_fraction = 0.0;
   int threads = 0;         // encoding threads; 0: the hardware's
+  // Text per encoding task (whole pieces, so the output does not depend on it either).
+  size_t batch_bytes = size_t{1} << 20;
   bool overwrite = false;  // replace an earlier prepare's output in out_dir
 };
 
