@@ -96,6 +96,9 @@ TEST(DataCli, TrainedTokenizerPreparesTheSameBytesAtAnyThreadCount) {
   EXPECT_EQ(carried.at("tokenizer.model"), read_bytes(dir / "tok/tokenizer.model"));
   EXPECT_EQ(carried.at("tokenizer_config.json"), read_bytes(dir / "tok/tokenizer_config.json"));
   EXPECT_EQ(train::tokenizer_files_of("", (dir / "out1/manifest.json").string() + ":0.5,x:0.5").size(), 2u);
+  EXPECT_EQ(train::tokenizer_files_of("", (dir / "out1/train-00000.tok").string()).size(), 2u);  // a listed shard
+  write_bytes(dir / "out1/other.tok", "");
+  EXPECT_TRUE(train::tokenizer_files_of("", (dir / "out1/other.tok").string()).empty());  // not in the manifest
   // ... and refuses when the tokenizer changed since.
   write_bytes(dir / "tok/tokenizer.model", read_bytes(dir / "tok/tokenizer.model") + "x");
   EXPECT_THROW(train::tokenizer_files_of("", (dir / "out1").string()), std::exception);

@@ -68,8 +68,18 @@ std::map<std::string, std::string> tokenizer_files_of(const std::string& init_di
   if (const size_t colon = first.rfind(':'); colon != std::string::npos && !fs::exists(first)) first.resize(colon);
   fs::path manifest = first;
   if (fs::is_directory(manifest)) manifest /= data::kShardManifestName;
-  if (first.empty() || manifest.filename() != data::kShardManifestName || !fs::is_regular_file(manifest)) return files;
-  const data::TokenizerIdentity t = data::read_manifest(manifest).tokenizer;
+  const bool shard_file = manifest.filename() != data::kShardManifestName;  // a .tok of a prepared directory?
+  if (shard_file) manifest = manifest.parent_path() / data::kShardManifestName;
+  if (first.empty() || !fs::is_regular_file(manifest)) return files;
+  const data::ShardManifest m = data::read_manifest(manifest);
+  if (shard_file) {
+    const std::string name = fs::path(first).filename().string();
+    const auto listed = [&](const std::vector<data::ShardEntry>& v) {
+      return std::any_of(v.begin(), v.end(), [&](const data::ShardEntry& e) { return e.file == name; });
+    };
+    if (!listed(m.train) && !listed(m.val)) return files;
+  }
+  const data::TokenizerIdentity& t = m.tokenizer;
   if (t.kind == "byte") return files;
   const fs::path source = t.source;
   auto text = read(source);
