@@ -122,7 +122,8 @@ TEST(DataCli, StdinAndProgress) {
               "{\"text\": \"hi\"}\n");
   ASSERT_EQ(r.rc, 0) << r.err;
   EXPECT_EQ(r.err, "");
-  EXPECT_EQ(data::read_token_file(dir / "j/train-00000.tok"), (std::vector<int32_t>{'h', 'i', data::ByteTokenizer::kEosId}));
+  EXPECT_EQ(data::read_token_file(dir / "j/train-00000.tok"),
+            (std::vector<int32_t>{'h', 'i', data::ByteTokenizer::kEosId}));
 }
 
 TEST(DataCli, ErrorsAreOneLine) {

@@ -110,7 +110,9 @@ CLI::App* add_tokenizer_command(CLI::App& app, TokenizerArgs& a) {
   tr->add_option("--threads", a.threads, "trainer threads (1: reproducible byte for byte, see docs/data.md)")
       ->check(int_range(1, 1024))
       ->capture_default_str();
-  tr->add_option("--seed", a.seed, "seed of the trainer's sampling")->check(int_range(0, 4294967294))->capture_default_str();
+  tr->add_option("--seed", a.seed, "seed of the trainer's sampling")
+      ->check(int_range(0, 4294967294))
+      ->capture_default_str();
   tr->add_option("--format", a.format, "auto (.jsonl/.ndjson are JSONL), text or jsonl")
       ->check(CLI::IsMember({"auto", "text", "jsonl"}))
       ->capture_default_str();

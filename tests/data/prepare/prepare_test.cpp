@@ -241,7 +241,8 @@ TEST(Prepare, RefusesBadInputsAndOutputsBeforeWriting) {
   o.shard_tokens = 100;
   prepare_token_shards(o);
   std::vector<std::string> names;
-  for (const fs::directory_entry& e : fs::directory_iterator(dir / "out")) names.push_back(e.path().filename().string());
+  for (const fs::directory_entry& e : fs::directory_iterator(dir / "out"))
+    names.push_back(e.path().filename().string());
   std::sort(names.begin(), names.end());
   EXPECT_EQ(names, (std::vector<std::string>{"manifest.json", "train-00000.tok"}));
 

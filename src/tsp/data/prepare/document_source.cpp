@@ -163,7 +163,8 @@ bool DocumentReader::next_jsonl(DocumentPiece& piece) {
   std::string line;
   while (read_line(line)) {
     if (blank(line)) continue;
-    const std::string where = (source_.path == "-" ? std::string("stdin") : source_.path) + ":" + std::to_string(line_no_);
+    const std::string where =
+        (source_.path == "-" ? std::string("stdin") : source_.path) + ":" + std::to_string(line_no_);
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(line);

@@ -145,10 +145,10 @@ PrepareResult prepare_token_shards(const PrepareOptions& o, std::ostream* progre
   std::vector<SourceFile> sources = list_sources(o.inputs, o.input);
   std::vector<SourceFile> val_sources;
   if (!o.val_inputs.empty()) val_sources = list_sources(o.val_inputs, o.input);
-  TSP_CHECK(std::count_if(sources.begin(), sources.end(), [](const SourceFile& s) { return s.path == "-"; }) +
-                    std::count_if(val_sources.begin(), val_sources.end(), [](const SourceFile& s) { return s.path == "-"; }) <=
-                1,
-            "input '-' (stdin) given more than once");
+  const auto stdin_uses = [](const std::vector<SourceFile>& v) {
+    return std::count_if(v.begin(), v.end(), [](const SourceFile& s) { return s.path == "-"; });
+  };
+  TSP_CHECK(stdin_uses(sources) + stdin_uses(val_sources) <= 1, "input '-' (stdin) given more than once");
   const LoadedTokenizer loaded = load_tokenizer_for_prepare(o.tokenizer);
   const Tokenizer& tokenizer = *loaded.tokenizer;
   const int32_t eos = loaded.identity.eos_id;
@@ -158,7 +158,8 @@ PrepareResult prepare_token_shards(const PrepareOptions& o, std::ostream* progre
   // manifest with new shards; its shards beyond the new ones go last.
   std::set<std::string> old_files;
   if (fs::exists(o.out_dir)) {
-    for (const fs::directory_entry& e : fs::directory_iterator(o.out_dir)) old_files.insert(e.path().filename().string());
+    for (const fs::directory_entry& e : fs::directory_iterator(o.out_dir))
+      old_files.insert(e.path().filename().string());
     fs::remove(o.out_dir / kShardManifestName);
   }
   fs::create_directories(o.out_dir);
