@@ -203,9 +203,14 @@ TEST(Prepare, BadJsonlLinesNameFileAndLine) {
     o.inputs = {(dir / "d.jsonl").string()};
     o.input.field = field;
     o.out_dir = dir / "out";
+    o.shard_tokens = 1;  // every token its own shard: the failure comes after shards were renamed
+    o.batch_bytes = 1;   // ... because every document is its own encoding task, written (one thread)
+    o.threads = 1;       // before the one after next is read
     return error_of([&] { prepare_token_shards(o); });
   };
-  EXPECT_NE(run("{\"text\": \"a\"}\n\n{\"text\": \"b\"\n").find("d.jsonl:3: not valid JSON"), std::string::npos);
+  EXPECT_NE(run("{\"text\": \"a\"}\n{\"text\": \"bc\"}\n\n{\"text\": \"b\"\n").find("d.jsonl:4: not valid JSON"),
+            std::string::npos);
+  EXPECT_TRUE(fs::is_empty(dir / "out"));  // the failed run removed the shards it wrote
   EXPECT_NE(run("{\"text\": \"a\"}\n{\"body\": \"b\"}\n").find("d.jsonl:2: no field \"text\""), std::string::npos);
   EXPECT_NE(run("{\"text\": 5}\n").find("d.jsonl:1: field \"text\" is a JSON number"), std::string::npos);
   EXPECT_NE(run("[1]\n").find("d.jsonl:1: a JSON array"), std::string::npos);

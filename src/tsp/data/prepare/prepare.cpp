@@ -46,6 +46,8 @@ class ShardStream {
     }
   }
 
+  // The shards finished so far (an abandoned run removes them).
+  const std::vector<ShardEntry>& finished() const { return shards_; }
   // Finishes the open shard; returns every shard with its hash.
   std::vector<ShardEntry> finish() {
     if (writer_) close();
@@ -145,6 +147,13 @@ PrepareResult prepare_token_shards(const PrepareOptions& o, std::ostream* progre
   std::vector<SourceFile> sources = list_sources(o.inputs, o.input);
   std::vector<SourceFile> val_sources;
   if (!o.val_inputs.empty()) val_sources = list_sources(o.val_inputs, o.input);
+  // An earlier output inside an input directory is not an input.
+  const fs::path out_abs = fs::weakly_canonical(fs::absolute(o.out_dir));
+  for (auto* list : {&sources, &val_sources})
+    std::erase_if(*list, [&](const SourceFile& s) {
+      return s.path != "-" && fs::weakly_canonical(fs::absolute(s.path)).parent_path() == out_abs;
+    });
+  TSP_CHECK(!sources.empty(), "no input files outside --out ", o.out_dir.string());
   const auto stdin_uses = [](const std::vector<SourceFile>& v) {
     return std::count_if(v.begin(), v.end(), [](const SourceFile& s) { return s.path == "-"; });
   };
@@ -207,6 +216,18 @@ PrepareResult prepare_token_shards(const PrepareOptions& o, std::ostream* progre
   };
 
   PrepareResult result;
+  // A failed run removes the shards it renamed into place: no partial output looks complete.
+  struct RemoveOnFailure {
+    const fs::path& dir;
+    const ShardStream *train, *val;
+    bool armed = true;
+    ~RemoveOnFailure() {
+      if (!armed) return;
+      std::error_code ec;
+      for (const ShardStream* s : {train, val})
+        for (const ShardEntry& e : s->finished()) fs::remove(dir / e.file, ec);
+    }
+  } remove_on_failure{o.out_dir, &train, &val};
   for (const bool val_split : {false, true}) {
     for (const SourceFile& src : val_split ? val_sources : sources) {
       DocumentReader reader(src, o.input);
@@ -237,6 +258,7 @@ PrepareResult prepare_token_shards(const PrepareOptions& o, std::ostream* progre
   m.documents = documents;
   m.eos_between_documents = true;
   write_manifest(o.out_dir / kShardManifestName, m);
+  remove_on_failure.armed = false;
   // Shards of the replaced output that the new one does not have.
   std::set<std::string> kept = {kShardManifestName};
   for (const auto* list : {&m.train, &m.val})

@@ -49,8 +49,9 @@ bool is_val_document(int64_t index, double fraction);
 void check_output_dir(const std::filesystem::path& out_dir, bool overwrite);
 
 // Runs the whole job; `progress` may be nullptr. Errors (unreadable input, bad JSON line, a token
-// outside the vocabulary) throw with one clear message; shards already renamed stay, but no
-// manifest is written, so the directory is never mistaken for a complete output.
+// outside the vocabulary) throw with one clear message after removing the shards this run wrote;
+// no manifest is written, so the directory is never mistaken for a complete output. Files inside
+// out_dir are never inputs (an earlier output under an input directory).
 PrepareResult prepare_token_shards(const PrepareOptions& options, std::ostream* progress_out = nullptr,
                                    bool progress_terminal = false);
 
