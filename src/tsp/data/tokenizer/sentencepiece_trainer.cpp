@@ -105,6 +105,8 @@ SentencePieceTrainResult train_sentencepiece(const SentencePieceTrainOptions& o)
   // 3 specials + 256 byte pieces + at least one learned piece.
   TSP_CHECK(o.vocab_size >= 260, "--vocab-size ", o.vocab_size, " is too small: byte fallback alone needs 259 ids");
   TSP_CHECK(o.threads >= 1, "--threads must be >= 1");
+  TSP_CHECK(!std::filesystem::exists(o.out_dir) || std::filesystem::is_directory(o.out_dir), "--out ",
+            o.out_dir.string(), " exists and is not a directory");
   DocumentLines lines(list_sources(o.inputs, o.input), o.input);
 
   const std::unordered_map<std::string, std::string> args = {
