@@ -122,6 +122,7 @@ int cmd_train(train::RunConfig run, bool skip_memory_check, std::ostream& out) {
   if (!run.init.empty() && !fs::is_directory(run.init)) {
     TSP_THROW(IoError, "--init: checkpoint directory ", run.init, " does not exist");
   }
+  train::tokenizer_files_of(run.init, run.data);  // the tokenizer checkpoints will carry: refused now, not at a save
   if (run.layout != "single") return cmd_train_distributed(run, skip_memory_check, out);
   const model::ModelConfig config = train::model_config_for_run(run);
   if (!skip_memory_check) train::check_memory_fits(config, run, 1, available_memory());

@@ -48,7 +48,7 @@ std::unique_ptr<data::Tokenizer> tokenizer_for_data(const std::string& spec, con
   return data::tokenizer_for_model("", model_dir, vocab_size);
 }
 
-std::map<std::string, std::string> tokenizer_files_of(const std::string& init_dir, const std::string& data) {
+std::map<std::string, std::string> tokenizer_files_of(const std::string& init_dir, const std::string& data_spec) {
   namespace fs = std::filesystem;
   std::map<std::string, std::string> files;
   const auto read = [](const fs::path& p) -> std::optional<std::string> {
@@ -64,7 +64,7 @@ std::map<std::string, std::string> tokenizer_files_of(const std::string& init_di
     return files;
   }
   // The first data entry of "a,b" or "a:0.7,b:0.3"; a manifest or a directory holding one.
-  std::string first = data.substr(0, data.find(','));
+  std::string first = data_spec.substr(0, data_spec.find(','));
   if (const size_t colon = first.rfind(':'); colon != std::string::npos && !fs::exists(first)) first.resize(colon);
   fs::path manifest = first;
   if (fs::is_directory(manifest)) manifest /= data::kShardManifestName;
