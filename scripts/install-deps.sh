@@ -19,6 +19,8 @@ PACKAGES=(
   libsentencepiece-dev sentencepiece  # tokenizer.model files; spm_train/spm_encode for its test
   libicu-dev                   # ICU: the NFC/NFKC normalizers of tokenizer.json (Qwen2)
   fortunes fortunes-min        # real English text: the default demo corpus
+  bible-kjv-text bible-kjv     # the King James Bible (4.4 MB of English): its compressed text and the
+                               # `bible` program that prints it (bible -f gen1:1-rev22:21 > kjv.txt)
 )
 
 case "${1:-}" in

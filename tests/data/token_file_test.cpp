@@ -128,3 +128,57 @@ TEST(TokenFile, RejectsBrokenFiles) {
 
 }  // namespace
 }  // namespace tsp::data
+
+namespace tsp::data {
+namespace {
+
+// The stream writer's file is byte-identical to write_token_file's for the same tokens, whatever
+// the append sizes (1, a prime, more than its 1 MiB buffer), for both widths.
+TEST(TokenFileStream, SameBytesAsTheWholeFileWriter) {
+  testing::ScratchDir dir;
+  for (const int64_t vocab : {int64_t{320}, int64_t{128256}}) {
+    const std::vector<int32_t> tokens = some_tokens(700'001, static_cast<int32_t>(vocab));
+    std::filesystem::remove(dir / "stream.tok");
+    write_token_file(dir / "whole.tok", tokens, {.vocab_size = vocab});
+    {
+      TokenFileStreamWriter w(dir / "stream.tok", {.vocab_size = vocab});
+      size_t at = 0;
+      for (const size_t step : {size_t{1}, size_t{7919}, size_t{600'000}}) {
+        const size_t n = std::min(step, tokens.size() - at);
+        w.append(std::span<const int32_t>(tokens).subspan(at, n));
+        at += n;
+      }
+      w.append(std::span<const int32_t>(tokens).subspan(at));
+      EXPECT_EQ(w.size(), tokens.size());
+      EXPECT_FALSE(std::filesystem::exists(dir / "stream.tok"));  // only the temporary until finish()
+      w.finish();
+    }
+    EXPECT_EQ(testing::read_bytes(dir / "stream.tok"), testing::read_bytes(dir / "whole.tok")) << vocab;
+    EXPECT_EQ(read_token_file(dir / "stream.tok"), tokens);
+  }
+}
+
+// Destroyed without finish(): no target, no temporary left; an existing file at the path is kept.
+TEST(TokenFileStream, AbandonedWriterLeavesNothing) {
+  testing::ScratchDir dir;
+  testing::write_bytes(dir / "keep.tok", "user data");
+  {
+    TokenFileStreamWriter w(dir / "keep.tok", {.vocab_size = 300});
+    const std::vector<int32_t> t = {1, 2, 3};
+    w.append(t);
+    EXPECT_THROW(w.append(std::vector<int32_t>{5, 300}), InvalidArgument);  // 300 is outside [0, 300)
+  }
+  EXPECT_EQ(dir.entries(), std::vector<std::string>{"keep.tok"});
+  EXPECT_EQ(testing::read_bytes(dir / "keep.tok"), "user data");
+}
+
+// An empty stream is a valid file of 0 tokens.
+TEST(TokenFileStream, EmptyFile) {
+  testing::ScratchDir dir;
+  TokenFileStreamWriter w(dir / "e.tok", {.vocab_size = 259});
+  w.finish();
+  EXPECT_EQ(TokenFileReader(dir / "e.tok").size(), 0u);
+}
+
+}  // namespace
+}  // namespace tsp::data

@@ -11,6 +11,7 @@
 #include "tsp/cli/bench_command.h"
 #include "tsp/cli/compare_command.h"
 #include "tsp/cli/plot_command.h"
+#include "tsp/cli/data_command.h"
 #include "tsp/core/cpu_target.h"
 #include "tsp/cli/generate_command.h"
 #include "tsp/cli/int_range.h"
@@ -122,6 +123,7 @@ int cmd_train(train::RunConfig run, bool skip_memory_check, std::ostream& out) {
   if (!run.init.empty() && !fs::is_directory(run.init)) {
     TSP_THROW(IoError, "--init: checkpoint directory ", run.init, " does not exist");
   }
+  train::tokenizer_files_of(run.init, run.data);  // the tokenizer checkpoints will carry: refused now, not at a save
   if (run.layout != "single") return cmd_train_distributed(run, skip_memory_check, out);
   const model::ModelConfig config = train::model_config_for_run(run);
   if (!skip_memory_check) train::check_memory_fits(config, run, 1, available_memory());
@@ -236,6 +238,8 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   CLI::App* plot_cmd = add_plot_command(app, plot);
   TokenizerArgs tokenizer;
   CLI::App* tokenizer_cmd = add_tokenizer_command(app, tokenizer);
+  DataArgs data_args;
+  CLI::App* data_cmd = add_data_command(app, data_args);
 
   try {
     app.parse(argc, argv);
@@ -255,6 +259,7 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   if (compare_cmd->parsed()) return run_compare(compare, out);
   if (plot_cmd->parsed()) return run_plot(plot, out);
   if (tokenizer_cmd->parsed()) return run_tokenizer(tokenizer, std::cin, out);
+  if (data_cmd->parsed()) return run_data(data_args, out, err);
   return 2;
 }
 

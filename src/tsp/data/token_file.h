@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <span>
 #include <vector>
@@ -35,6 +36,34 @@ struct TokenFileWriteOptions {
 // or a width too narrow for vocab_size -> InvalidArgument before anything is written.
 void write_token_file(const std::filesystem::path& path, std::span<const int32_t> tokens,
                       const TokenFileWriteOptions& options);
+
+// A token file written as a stream (`tsp data prepare`'s shards, larger than memory): the header,
+// then the tokens as they come, through core/atomic_file.h's temporary. finish() writes the final
+// count into the header, fsyncs and renames the temporary over `path`; a writer destroyed without
+// finish() removes its temporary and never touches `path`. Tokens outside [0, vocab_size) throw
+// InvalidArgument naming their position in the file; nothing of that append is written.
+class TokenFileStreamWriter {
+ public:
+  TokenFileStreamWriter(const std::filesystem::path& path, const TokenFileWriteOptions& options);
+  ~TokenFileStreamWriter();
+  TokenFileStreamWriter(const TokenFileStreamWriter&) = delete;
+  TokenFileStreamWriter& operator=(const TokenFileStreamWriter&) = delete;
+
+  void append(std::span<const int32_t> tokens);
+  void finish();
+  uint64_t size() const { return count_; }  // tokens appended so far
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  void flush_buffer();
+  struct Impl;
+  std::filesystem::path path_;
+  std::unique_ptr<Impl> impl_;
+  uint64_t vocab_ = 0;
+  TokenWidth width_ = TokenWidth::u16;
+  uint64_t count_ = 0;
+  std::vector<unsigned char> buffer_;  // encoded tokens not yet written
+};
 
 // An open token file. The header is validated at construction: file shorter than the header,
 // wrong magic, unknown version or width, vocab_size 0 or above what the width can hold, or a

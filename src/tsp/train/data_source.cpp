@@ -3,11 +3,13 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "tsp/core/check.h"
 #include "tsp/data/byte_tokenizer.h"
 #include "tsp/data/corpus.h"
+#include "tsp/data/prepare/manifest.h"
 #include "tsp/data/token_file.h"
 #include "tsp/data/tokenizer/model_dir_tokenizer.h"
 
@@ -46,16 +48,49 @@ std::unique_ptr<data::Tokenizer> tokenizer_for_data(const std::string& spec, con
   return data::tokenizer_for_model("", model_dir, vocab_size);
 }
 
-std::map<std::string, std::string> tokenizer_files_of(const std::string& init_dir) {
+std::map<std::string, std::string> tokenizer_files_of(const std::string& init_dir, const std::string& data_spec) {
+  namespace fs = std::filesystem;
   std::map<std::string, std::string> files;
-  if (init_dir.empty()) return files;
-  for (const std::string& name : data::tokenizer_file_names()) {
-    const std::filesystem::path p = std::filesystem::path(init_dir) / name;
+  const auto read = [](const fs::path& p) -> std::optional<std::string> {
     std::ifstream in(p, std::ios::binary);
-    if (!in) continue;
+    if (!in) return std::nullopt;
     std::stringstream ss;
     ss << in.rdbuf();
-    files[name] = ss.str();
+    return ss.str();
+  };
+  if (!init_dir.empty()) {
+    for (const std::string& name : data::tokenizer_file_names())
+      if (auto text = read(fs::path(init_dir) / name)) files[name] = std::move(*text);
+    return files;
+  }
+  // The first data entry of "a,b" or "a:0.7,b:0.3"; a manifest or a directory holding one.
+  std::string first = data_spec.substr(0, data_spec.find(','));
+  if (const size_t colon = first.rfind(':'); colon != std::string::npos && !fs::exists(first)) first.resize(colon);
+  fs::path manifest = first;
+  if (fs::is_directory(manifest)) manifest /= data::kShardManifestName;
+  const bool shard_file = manifest.filename() != data::kShardManifestName;  // a .tok of a prepared directory?
+  if (shard_file) manifest = manifest.parent_path() / data::kShardManifestName;
+  if (first.empty() || !fs::is_regular_file(manifest)) return files;
+  const data::ShardManifest m = data::read_manifest(manifest);
+  if (shard_file) {
+    const std::string name = fs::path(first).filename().string();
+    const auto listed = [&](const std::vector<data::ShardEntry>& v) {
+      return std::any_of(v.begin(), v.end(), [&](const data::ShardEntry& e) { return e.file == name; });
+    };
+    if (!listed(m.train) && !listed(m.val)) return files;
+  }
+  const data::TokenizerIdentity& t = m.tokenizer;
+  if (t.kind == "byte") return files;
+  const fs::path source = t.source;
+  auto text = read(source);
+  TSP_CHECK(text.has_value(), "the tokenizer ", t.source, " that ", manifest.string(),
+            " was prepared with is gone: checkpoints would lack their tokenizer");
+  TSP_CHECK(data::xxh64_hex(*text) == t.xxh64, "the tokenizer ", t.source, " changed since ", manifest.string(),
+            " was prepared (xxh64 ", data::xxh64_hex(*text), ", manifest ", t.xxh64, ")");
+  files[t.kind == "tokenizer.json" ? "tokenizer.json" : "tokenizer.model"] = std::move(*text);
+  for (const std::string& name : data::tokenizer_file_names()) {
+    if (name == "tokenizer.json" || name == "tokenizer.model") continue;
+    if (auto extra = read(source.parent_path() / name)) files[name] = std::move(*extra);
   }
   return files;
 }

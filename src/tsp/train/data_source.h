@@ -30,8 +30,12 @@ TokenData load_token_data(const std::string& spec, int64_t vocab_size, const dat
 std::unique_ptr<data::Tokenizer> tokenizer_for_data(const std::string& spec, const std::string& model_dir,
                                                     int64_t vocab_size);
 
-// The tokenizer files of an --init directory (name -> contents), saved with every checkpoint of the
-// run so that the fine-tuned model keeps its tokenizer.
-std::map<std::string, std::string> tokenizer_files_of(const std::string& init_dir);
+// The tokenizer files saved with every checkpoint of the run (name -> contents), so that a trained
+// model's directory is complete: an --init directory's own; else, when `data_spec` (its first entry
+// of a list or blend) is a `tsp data prepare` manifest, its directory or a shard it lists, the
+// tokenizer it was prepared with (its file under the standard name, with the tokenizer_config.json
+// etc. beside it). That file gone or changed since (xxh64 differs from the manifest's) ->
+// InvalidArgument; `tsp train` calls this once before training so that a save never fails on it.
+std::map<std::string, std::string> tokenizer_files_of(const std::string& init_dir, const std::string& data_spec = "");
 
 }  // namespace tsp::train

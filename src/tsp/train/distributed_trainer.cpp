@@ -278,7 +278,8 @@ void DistributedTrainer::save_checkpoint(const std::filesystem::path& dir) const
     info.model_config = model::config_to_json(config_);
     info.data_fingerprint = data_fingerprint_;
     const parallel::ShardedFile state = sharded_train_state_file(group, info, optimizer_);
-    parallel::save_sharded_hf_checkpoint(group, config_, layout_->weights(), dir, tokenizer_files_of(run_.init),
+    parallel::save_sharded_hf_checkpoint(group, config_, layout_->weights(), dir,
+                                         tokenizer_files_of(run_.init, run_.data),
                                          {{kTrainStateFileName, state}});
   }
   mesh_.world().barrier();

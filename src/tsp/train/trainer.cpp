@@ -350,7 +350,7 @@ void Trainer::save_checkpoint(const std::filesystem::path& dir) const {
   info.model_config = model::config_to_json(config_);
   info.data_fingerprint = data_fingerprint_;
   model::HfCheckpointWriteOptions options;
-  options.extra_files = tokenizer_files_of(run_.init);  // a fine-tuned model keeps its tokenizer
+  options.extra_files = tokenizer_files_of(run_.init, run_.data);  // a fine-tuned model keeps its tokenizer
   options.extra_files[kTrainStateFileName] = train_state_bytes(info, optimizer_);
   std::vector<model::NamedTensor> tensors;
   for (const auto& [name, t] : weights_.named()) tensors.push_back({name, t});
