@@ -28,6 +28,10 @@ class MappedFile {
   // The descriptor stays open: one-pass scans read with pread (core/file_io.h) so they do not
   // leave the whole file resident in this process's page tables.
   int fd() const { return fd_.get(); }
+  // Unmaps this process's page-table entries for the bytes [p, p + n) and the fault-around block
+  // (64 KiB) around them: the page cache keeps the data, so the next read is a minor fault, but
+  // the process's resident set does not grow with every window ever read (docs/data.md).
+  void drop_pages(const unsigned char* p, uint64_t n) const noexcept;
 
  private:
   void unmap() noexcept;

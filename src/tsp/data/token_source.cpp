@@ -131,7 +131,9 @@ void MappedTokenFile::widen(const unsigned char* src, int64_t begin, int64_t cou
 void MappedTokenFile::read(int64_t begin, int64_t count, int32_t* out) const {
   check_range(begin, count);
   const uint64_t w = static_cast<uint64_t>(width_);
-  widen(map_.data() + offset_ + static_cast<uint64_t>(begin) * w, begin, count, out);
+  const unsigned char* src = map_.data() + offset_ + static_cast<uint64_t>(begin) * w;
+  widen(src, begin, count, out);
+  map_.drop_pages(src, static_cast<uint64_t>(count) * w);
 }
 
 void MappedTokenFile::stream(int64_t begin, int64_t count, int32_t* out) const {
