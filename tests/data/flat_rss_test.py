@@ -6,7 +6,7 @@ holes read as token 0, with random tokens written in 64 KiB runs every 8 MiB so 
 see varied ids. Trains the tiny preset on it for a few steps, single rank and (with mpiexec)
 --layout tsp --tsp 2, and asserts from the metrics file that the peak RSS (VmHWM, per step on
 rank 0; per rank at the end) stays far below the int32 size of the stream and does not grow
-between an early and the last step. Prints the numbers. docs/data.md ("Reading at scale").
+between an early and the last step. Prints the numbers. docs/training.md ("Reading at scale").
 """
 import argparse
 import json

@@ -305,7 +305,7 @@ TEST(TokenSource, DataSpecs) {
   EXPECT_THROW(parse_data_spec("a++b"), InvalidArgument);
 }
 
-// A manifest as tsp data prepare writes it (docs/data.md).
+// A manifest as tsp data prepare writes it (docs/training.md "Reading at scale").
 void write_manifest(const std::filesystem::path& dir, const std::vector<std::pair<std::string, int64_t>>& train,
                     const std::vector<std::pair<std::string, int64_t>>& val, int64_t vocab) {
   auto list = [](const std::vector<std::pair<std::string, int64_t>>& l) {
@@ -348,7 +348,8 @@ TEST(TokenSource, ManifestTrainAndValidationShards) {
   write_bytes(dir / "manifest.json", "{\"format\":\"something-else\"}");
   EXPECT_NE(io_error_of([&] { open_token_path(dir.path()); }).find("tsp-token-shards-v1"), std::string::npos);
   ScratchDir empty;
-  EXPECT_NE(io_error_of([&] { open_token_path(empty.path()); }).find("has no manifest.json"), std::string::npos);
+  EXPECT_NE(io_error_of([&] { open_token_path(empty.path()); }).find("is a directory, not a regular file, and has no manifest.json"),
+            std::string::npos);
 }
 
 }  // namespace

@@ -30,7 +30,8 @@ class MappedFile {
   int fd() const { return fd_.get(); }
   // Unmaps this process's page-table entries for the bytes [p, p + n) and the fault-around block
   // (64 KiB) around them: the page cache keeps the data, so the next read is a minor fault, but
-  // the process's resident set does not grow with every window ever read (docs/data.md).
+  // the process's resident set does not grow with every window ever read (docs/training.md,
+  // "Reading at scale").
   void drop_pages(const unsigned char* p, uint64_t n) const noexcept;
 
  private:

@@ -2,7 +2,7 @@
 // the batch loader copies windows out of. Sources: an in-memory vector (the fortunes corpus), a
 // memory-mapped token file (TSPTOK1, llm.c .bin, raw uint16 nanoGPT .bin), a concatenation of
 // sources (shards) and a train or validation view of split_train_val's rule (index arithmetic,
-// no copy). docs/data.md ("Reading at scale"), docs/formats.md.
+// no copy). docs/training.md ("Reading at scale"), docs/formats.md.
 #pragma once
 
 #include <cstdint>

@@ -68,8 +68,8 @@ TokenStreams open_token_path(const fs::path& path) {
   if (fs::is_directory(path)) {
     const fs::path m = path / kManifestFileName;
     if (!fs::exists(m))
-      TSP_THROW(IoError, "--data directory ", path.string(), " has no ", kManifestFileName,
-                " (write one with `tsp data prepare`, or name the token files)");
+      TSP_THROW(IoError, "token file ", path.string(), " is a directory, not a regular file, and has no ",
+                kManifestFileName, " (a directory of shards needs the manifest `tsp data prepare` writes)");
     return open_token_manifest(m);
   }
   if (path.extension() == ".json") return open_token_manifest(path);

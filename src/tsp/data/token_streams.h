@@ -1,6 +1,6 @@
 // What `--data` names, opened as token sources: a token file of any accepted format, a manifest of
 // shards (`tsp data prepare`'s manifest.json, or its directory), comma lists of these (one stream)
-// and weighted blends ("a:0.7,b:0.3"). docs/data.md ("Reading at scale"), docs/training.md.
+// and weighted blends ("a:0.7,b:0.3"). docs/training.md ("Reading at scale").
 #pragma once
 
 #include <filesystem>

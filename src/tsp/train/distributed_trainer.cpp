@@ -197,7 +197,8 @@ StepMetrics DistributedTrainer::train_step() {
   const double wait0 = layout_->comm_wait_seconds();
   // Every rank advances through the same global batch but reads only its replica's rows (a
   // contiguous block of it): whole rows of S + 1 tokens from the mapped files, shared page cache for
-  // the ranks of one replica, which then take their own sequence chunks (docs/data.md).
+  // the ranks of one replica, which then take their own sequence chunks (docs/training.md,
+  // "Reading at scale").
   const data::Batch batch =
       loader_.next(data::DataShard{.rank = mesh_.coord(MeshAxis::dp), .world = run_.dp}, MemCategory::activations);
   const Tensor inputs = batch.inputs(), targets = batch.targets();
