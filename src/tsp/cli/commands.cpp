@@ -83,13 +83,12 @@ int cmd_train_distributed(const train::RunConfig& run, bool skip_memory_check, s
     std::ostringstream host_map;
     comm::log_rank_host_map(mesh, host_map);
     const auto tokenizer = train::tokenizer_for_data(run.data, run.init, config.vocab_size());
-    train::TokenData data = train::load_token_data(run.data, config.vocab_size(), tokenizer.get());
+    const train::TrainData data = train::open_train_data(run.data, config.vocab_size(), tokenizer.get());
     if (leader) {
       out << host_map.str();
-      out << "data: " << data.description << ", " << data.tokens.size() << " tokens" << std::endl;
+      out << "data: " << data.description << ", " << data.total_tokens() << " tokens" << std::endl;
     }
-    train::DistributedTrainer trainer(mesh, config, run, std::move(data.tokens),
-                                      {.log = leader ? &out : nullptr});
+    train::DistributedTrainer trainer(mesh, config, run, data, {.log = leader ? &out : nullptr});
     trainer.run();
     // Every rank agreed on the same signal at the same step (and saved together).
     if (trainer.preempted_signal() != 0) rc = train::kPreemptedExitCode;
@@ -128,10 +127,10 @@ int cmd_train(train::RunConfig run, bool skip_memory_check, std::ostream& out) {
   const model::ModelConfig config = train::model_config_for_run(run);
   if (!skip_memory_check) train::check_memory_fits(config, run, 1, available_memory());
   const auto tokenizer = train::tokenizer_for_data(run.data, run.init, config.vocab_size());
-  train::TokenData data = train::load_token_data(run.data, config.vocab_size(), tokenizer.get());
-  out << "data: " << data.description << ", " << data.tokens.size() << " tokens" << std::endl;
+  const train::TrainData data = train::open_train_data(run.data, config.vocab_size(), tokenizer.get());
+  out << "data: " << data.description << ", " << data.total_tokens() << " tokens" << std::endl;
   const train::PreemptionGuard preemption;
-  train::Trainer trainer(config, run, std::move(data.tokens), {.log = &out});
+  train::Trainer trainer(config, run, data, {.log = &out});
   trainer.run();
   return trainer.preempted_signal() != 0 ? train::kPreemptedExitCode : 0;
 }
@@ -173,12 +172,12 @@ int cmd_eval(const EvalOptions& o, std::ostream& out) {
   model::ModelWeights weights(config, dtype, MemCategory::weights);
   for (const auto& [name, t] : weights.named()) ckpt.read_into(name, t);
   const auto tokenizer = train::tokenizer_for_data(run.data, dir.string(), config.vocab_size());
-  train::TokenData data = train::load_token_data(run.data, config.vocab_size(), tokenizer.get());
-  const data::TokenSplit split = data::split_train_val(data.tokens, {.val_fraction = run.val_fraction});
+  const train::TrainData data = train::open_train_data(run.data, config.vocab_size(), tokenizer.get());
+  const train::RunData split = train::prepare_run_data(data, run.val_fraction, run.seq, config.vocab_size());
   out << "model: " << config.summary() << " dtype=" << dtype << " from " << dir.string() << std::endl;
-  out << "data: " << data.description << ", validation split " << split.val.size() << " tokens" << std::endl;
+  out << "data: " << data.description << ", validation split " << split.val->size() << " tokens" << std::endl;
   model::Transformer model(config, {.dtype = dtype});
-  train::EvalMetrics m = train::evaluate_loss(model, weights, split.val, run.batch, run.seq, run.eval_batches);
+  train::EvalMetrics m = train::evaluate_loss(model, weights, *split.val, run.batch, run.seq, run.eval_batches);
   m.step = step;
   out << train::format_eval_line(m) << std::endl;
   return 0;
@@ -214,7 +213,8 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   CLI::App* eval_cmd = app.add_subcommand("eval", "validation loss of a checkpoint on the held-out split of --data");
   eval_cmd->add_option("--checkpoint", eval.checkpoint, "checkpoint directory (tsp or plain Hugging Face Llama)")
       ->required();
-  eval_cmd->add_option("--data", eval.data, "'fortunes' or a .tok token file (default: the training run's data)");
+  eval_cmd->add_option("--data", eval.data, "'fortunes', a token file (.tok, llm.c or nanoGPT .bin), a manifest or its directory, a comma list "
+                       "or a blend 'a:0.7,b:0.3' (default: the training run's data)");
   // Ranges as `tsp train`'s --eval-batches, --batch and --seq; left out, the run's values apply.
   const auto range_of = [](std::string_view flag) {
     const train::FlagRange r = train::run_flag_range(flag);

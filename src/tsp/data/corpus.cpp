@@ -79,8 +79,7 @@ Corpus read_fortune_corpus(const FortuneCorpusOptions& options) {
   return corpus;
 }
 
-namespace {
-UnigramEntropy entropy_from_counts(const std::vector<int64_t>& counts, int64_t total) {
+UnigramEntropy unigram_entropy_from_counts(std::span<const int64_t> counts, int64_t total) {
   UnigramEntropy e;
   e.tokens = total;
   if (total == 0) return e;
@@ -95,7 +94,6 @@ UnigramEntropy entropy_from_counts(const std::vector<int64_t>& counts, int64_t t
   e.bits = nats / std::log(2.0);
   return e;
 }
-}  // namespace
 
 UnigramEntropy unigram_entropy(std::span<const int32_t> tokens) {
   int32_t max_id = -1;
@@ -113,13 +111,13 @@ UnigramEntropy unigram_entropy(std::span<const int32_t> tokens) {
     for (const auto& [id, c] : sparse) counts.push_back(c);
     std::sort(counts.begin(), counts.end());  // summation order independent of hashing
   }
-  return entropy_from_counts(counts, static_cast<int64_t>(tokens.size()));
+  return unigram_entropy_from_counts(counts, static_cast<int64_t>(tokens.size()));
 }
 
 UnigramEntropy unigram_entropy_of_bytes(std::string_view bytes) {
   std::vector<int64_t> counts(256, 0);
   for (char c : bytes) ++counts[static_cast<unsigned char>(c)];
-  return entropy_from_counts(counts, static_cast<int64_t>(bytes.size()));
+  return unigram_entropy_from_counts(counts, static_cast<int64_t>(bytes.size()));
 }
 
 }  // namespace tsp::data

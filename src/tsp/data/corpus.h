@@ -46,5 +46,7 @@ struct UnigramEntropy {
 // An empty stream has entropy 0.
 UnigramEntropy unigram_entropy(std::span<const int32_t> tokens);
 UnigramEntropy unigram_entropy_of_bytes(std::string_view bytes);
+// The same from counts per id (summed in the order given) over `total` tokens: for streaming counts.
+UnigramEntropy unigram_entropy_from_counts(std::span<const int64_t> counts, int64_t total);
 
 }  // namespace tsp::data

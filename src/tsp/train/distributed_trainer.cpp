@@ -160,20 +160,19 @@ std::unique_ptr<parallel::Layout> make_layout(comm::Mesh& mesh, const model::Mod
 DistributedTrainer::DistributedTrainer(comm::Mesh& mesh, const model::ModelConfig& config,
                                        const RunConfig& run, std::vector<int32_t> tokens,
                                        TrainerOutput output)
+    : DistributedTrainer(mesh, config, run, TrainData::in_memory(std::move(tokens)), output) {}
+
+DistributedTrainer::DistributedTrainer(comm::Mesh& mesh, const model::ModelConfig& config,
+                                       const RunConfig& run, const TrainData& data, TrainerOutput output)
     : mesh_(mesh),
       config_(config),
       run_(checked(config, run, mesh)),
       out_(output),
-      unigram_nats_(data::unigram_entropy(tokens).nats),
-      data_fingerprint_(data_fingerprint(tokens)),
-      split_(split_for_run(tokens, run)),
-      loader_(std::move(split_.train), {.batch_size = run.batch, .seq_len = run.seq,
-                                        .seed = static_cast<uint64_t>(run.seed),
-                                        .order = data::WindowOrder::shuffled}),
+      data_(run_data_for(data, run, config)),
+      loader_(loader_for_run(data_, run)),
       layout_(make_layout(mesh, config, run)),
       optimizer_(layout_->weights(), parallel::ShardedAdamWConfig{.eps = run.adam_eps,
                                                                   .weight_decay = run.weight_decay}) {
-  split_.train = {};
   // The checkpoint destination, on every rank that writes (rank 0 of the primary replica group),
   // before any step: one message on every rank when it cannot work.
   agree_on(mesh.world(), layout_->primary() && layout_->replica_group().rank() == 0,
@@ -196,19 +195,25 @@ StepMetrics DistributedTrainer::train_step() {
   const auto t0 = Clock::now();
   const int64_t bytes0 = bytes_sent(mesh_);
   const double wait0 = layout_->comm_wait_seconds();
-  // Every rank draws the same global batch; the replica's rows are a contiguous block of it.
-  const data::Batch batch = loader_.next(MemCategory::activations);
+  // Every rank advances through the same global batch but reads only its replica's rows (a
+  // contiguous block of it): whole rows of S + 1 tokens from the mapped files, shared page cache for
+  // the ranks of one replica, which then take their own sequence chunks (docs/training.md,
+  // "Reading at scale").
+  const data::Batch batch =
+      loader_.next(data::DataShard{.rank = mesh_.coord(MeshAxis::dp), .world = run_.dp}, MemCategory::activations);
   const Tensor inputs = batch.inputs(), targets = batch.targets();
-  const int64_t n_valid = model::count_valid_targets(targets);
-  TSP_CHECK(n_valid > 0, "batch has no valid targets");
+  // Normalised by the valid targets of the whole global batch. Loader tokens are ids in
+  // [0, vocab_size) (prepare_run_data checks every one), so every target is valid and the global
+  // count is B x S without a collective; the check keeps that assumption honest.
+  const int64_t n_valid = run_.batch * run_.seq;
+  TSP_CHECK(model::count_valid_targets(targets) == targets.numel(), "batch has invalid targets");
   const float grad_scale = static_cast<float>(1.0 / static_cast<double>(n_valid));
   layout_->zero_grads();
-  const int64_t rows = run_.batch / run_.dp, first = mesh_.coord(MeshAxis::dp) * rows;
   const int64_t mb = run_.micro_batch();
   model::LossSum mine;
   for (int64_t i = 0; i < run_.grad_accum; ++i) {
-    const Tensor in = Tensor::copy_of(inputs.slice(0, first + i * mb, mb), DType::i32, MemCategory::activations);
-    const Tensor tg = Tensor::copy_of(targets.slice(0, first + i * mb, mb), DType::i32, MemCategory::activations);
+    const Tensor in = Tensor::copy_of(inputs.slice(0, i * mb, mb), DType::i32, MemCategory::activations);
+    const Tensor tg = Tensor::copy_of(targets.slice(0, i * mb, mb), DType::i32, MemCategory::activations);
     const model::LossSum l = layout_->forward_backward(in, tg, grad_scale);
     mine.loss_sum += l.loss_sum;
     mine.n_valid += l.n_valid;
@@ -260,7 +265,7 @@ EvalMetrics DistributedTrainer::validate() {
         const double replicas = static_cast<double>(mesh_.degree(MeshAxis::dp));
         return model::LossSum{s[0] / replicas, static_cast<int64_t>(std::llround(s[1] / replicas))};
       },
-      split_.val, run_.batch, run_.seq, run_.eval_batches);
+      *data_.val, run_.batch, run_.seq, run_.eval_batches);
   m.step = step();
   return m;
 }
@@ -276,7 +281,7 @@ void DistributedTrainer::save_checkpoint(const std::filesystem::path& dir) const
     info.loader = loader_.state();
     info.run = run_;
     info.model_config = model::config_to_json(config_);
-    info.data_fingerprint = data_fingerprint_;
+    info.data_fingerprint = data_.fingerprint;
     const parallel::ShardedFile state = sharded_train_state_file(group, info, optimizer_);
     parallel::save_sharded_hf_checkpoint(group, config_, layout_->weights(), dir,
                                          tokenizer_files_of(run_.init, run_.data),
@@ -298,7 +303,7 @@ void DistributedTrainer::load_checkpoint(const std::filesystem::path& given) {
               " (a plain Hugging Face checkpoint: start from it with --init instead)");
   }
   const TrainStateInfo peek = read_train_state_info(state_path, /*allow_v1=*/false);
-  check_resume_matches(dir, peek, run_, config_, data_fingerprint_);
+  check_resume_matches(dir, peek, run_, config_, data_.fingerprint);
   TSP_CHECK(ckpt.config() == config_, "cannot resume from ", dir.string(), ": its config.json (",
             ckpt.config().summary(), ") differs from this run's model (", config_.summary(), ")");
   const TrainStateInfo info = load_sharded_train_state(state_path, optimizer_);
@@ -389,8 +394,8 @@ EvalMetrics DistributedTrainer::run() {
   say("model: " + config_.summary() + " dtype=" + run_.dtype + (run_.recompute ? " recompute" : ""));
   say("layout: " + mesh_.degrees().str() + " (" + layout_->describe() + " on rank 0)");
   std::ostringstream head;
-  head << "data: " << loader_.num_tokens() << " train tokens, " << split_.val.size()
-       << " validation tokens; unigram entropy " << format_loss(unigram_nats_) << " nats/token";
+  head << "data: " << loader_.num_tokens() << " train tokens, " << data_.val->size()
+       << " validation tokens; unigram entropy " << format_loss(data_.unigram_nats) << " nats/token";
   say(head.str());
   std::ostringstream cfg;
   cfg << "run: steps=" << run_.steps << " batch=" << run_.batch << " (dp " << run_.dp << " x micro "
@@ -399,7 +404,7 @@ EvalMetrics DistributedTrainer::run() {
       << " seed=" << run_.seed;
   if (step() > 0) cfg << " (resumed at step " << step() << ")";
   say(cfg.str());
-  const EvalMetrics e = run_training_loop(*this, run_, unigram_nats_, metrics_.get(),
+  const EvalMetrics e = run_training_loop(*this, run_, data_.unigram_nats, metrics_.get(),
                                           [this](const std::string& line) { say(line); },
                                           out_.print_every_step, &preempted_signal_);
   const std::string report = per_rank_report();

@@ -37,6 +37,9 @@ class DistributedTrainer final : public TrainLoopHost {
   // is checked (check_checkpoint_dir_for_run) on the rank that writes, before any step; a refusal
   // is thrown on every rank with the same message.
   DistributedTrainer(comm::Mesh& mesh, const model::ModelConfig& config, const RunConfig& run,
+                     const TrainData& data, TrainerOutput output = {});
+  // The same for one in-memory stream.
+  DistributedTrainer(comm::Mesh& mesh, const model::ModelConfig& config, const RunConfig& run,
                      std::vector<int32_t> tokens, TrainerOutput output = {});
   ~DistributedTrainer() override;
 
@@ -70,9 +73,7 @@ class DistributedTrainer final : public TrainLoopHost {
   model::ModelConfig config_;
   RunConfig run_;
   TrainerOutput out_;
-  double unigram_nats_ = 0;
-  std::string data_fingerprint_;
-  data::TokenSplit split_;
+  RunData data_;
   data::BatchLoader loader_;
   std::unique_ptr<parallel::Layout> layout_;
   parallel::ShardedAdamW optimizer_;

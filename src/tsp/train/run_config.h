@@ -20,8 +20,9 @@ namespace tsp::train {
   X(std::string, config, "config", "", "model config.json file (replaces --preset)")                \
   X(std::string, init, "init", "", "start from the weights of this Hugging Face Llama checkpoint "  \
     "directory (its config.json replaces --preset)")                                              \
-  X(std::string, data, "data", "fortunes", "'fortunes' (the demo corpus, byte tokenizer) or a "     \
-    ".tok token file")                                                                            \
+  X(std::string, data, "data", "fortunes", "'fortunes' (the demo corpus, byte tokenizer), a token " \
+    "file (.tok, llm.c or nanoGPT .bin), a manifest.json or its directory, a comma list (one "      \
+    "stream) or a blend 'a:0.7,b:0.3' (docs/training.md)")                                          \
   X(double, val_fraction, "val-fraction", 0.1, "fraction of the tokens held out for validation")    \
   X(int64_t, steps, "steps", 200, "total optimizer steps of the run")                               \
   X(int64_t, batch, "batch", 16, "sequences per optimizer step (the global batch)")                 \

@@ -70,16 +70,15 @@ void check_checkpoint_dir_for_run(const model::ModelConfig& config, const RunCon
                                "--checkpoint-dir");
 }
 
-data::TokenSplit split_for_run(const std::vector<int32_t>& tokens, const RunConfig& run) {
+RunData run_data_for(const TrainData& data, const RunConfig& run, const model::ModelConfig& config) {
   run.validate();
-  data::TokenSplit split = data::split_train_val(tokens, {.val_fraction = run.val_fraction});
-  const auto need = static_cast<size_t>(run.seq + 1);
-  TSP_CHECK(split.train.size() >= need, "the training split has ", split.train.size(), " tokens of ",
-            tokens.size(), ", fewer than --seq + 1 = ", need, ": use more data or a shorter --seq");
-  TSP_CHECK(split.val.size() >= need, "the validation split has ", split.val.size(), " tokens of ",
-            tokens.size(), ", fewer than --seq + 1 = ", need,
-            ": use more data, a larger --val-fraction or a shorter --seq");
-  return split;
+  return prepare_run_data(data, run.val_fraction, run.seq, config.vocab_size());
+}
+
+data::BatchLoader loader_for_run(const RunData& data, const RunConfig& run) {
+  return data::BatchLoader(data.train, {.batch_size = run.batch, .seq_len = run.seq,
+                                        .seed = static_cast<uint64_t>(run.seed),
+                                        .order = data::WindowOrder::shuffled});
 }
 
 model::ModelConfig model_config_for_run(const RunConfig& run) {
@@ -97,10 +96,10 @@ model::ModelConfig model_config_for_run(const RunConfig& run) {
   return model::ModelConfig(f);
 }
 
-EvalMetrics evaluate_loss(const BatchLoss& forward, const std::vector<int32_t>& val_tokens,
-                          int64_t batch, int64_t seq, int64_t max_batches) {
+EvalMetrics evaluate_loss(const BatchLoss& forward, const data::TokenSource& val_tokens, int64_t batch,
+                          int64_t seq, int64_t max_batches) {
   const auto t0 = Clock::now();
-  const int64_t n = static_cast<int64_t>(val_tokens.size());
+  const int64_t n = val_tokens.size();
   TSP_CHECK(n >= seq + 1, "validation data has ", n, " tokens, fewer than seq + 1 = ", seq + 1);
   TSP_CHECK(batch > 0 && seq > 0 && max_batches > 0, "evaluate_loss: batch ", batch, ", seq ", seq,
             ", batches ", max_batches, " must be > 0");
@@ -111,13 +110,15 @@ EvalMetrics evaluate_loss(const BatchLoss& forward, const std::vector<int32_t>& 
   const int64_t batches = std::max<int64_t>(1, std::min(max_batches, windows / rows));
   const int64_t count = rows * batches;
   model::LossSum total;
+  Tensor window = Tensor::empty(Shape{seq + 1}, DType::i32, MemCategory::activations);
+  int32_t* src = window.data<int32_t>();
   for (int64_t b = 0; b < batches; ++b) {
     Tensor in = Tensor::empty(Shape{rows, seq}, DType::i32, MemCategory::activations);
     Tensor tg = Tensor::empty(Shape{rows, seq}, DType::i32, MemCategory::activations);
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t j = b * rows + r;
       const int64_t start = (j * windows / count) * seq;
-      const int32_t* src = val_tokens.data() + start;
+      val_tokens.read(start, seq + 1, src);
       std::copy(src, src + seq, in.data<int32_t>() + r * seq);
       std::copy(src + 1, src + seq + 1, tg.data<int32_t>() + r * seq);
     }
@@ -131,6 +132,20 @@ EvalMetrics evaluate_loss(const BatchLoss& forward, const std::vector<int32_t>& 
   m.batches = batches;
   m.seconds = seconds_since(t0);
   return m;
+}
+
+EvalMetrics evaluate_loss(const BatchLoss& forward, const std::vector<int32_t>& val_tokens, int64_t batch,
+                          int64_t seq, int64_t max_batches) {
+  // A view of the caller's vector would do; the copy keeps TokenSource's ownership simple (tests).
+  const data::InMemoryTokens source(val_tokens, "validation tokens");
+  return evaluate_loss(forward, source, batch, seq, max_batches);
+}
+
+EvalMetrics evaluate_loss(model::Transformer& model, const model::ModelWeights& weights,
+                          const data::TokenSource& val_tokens, int64_t batch, int64_t seq, int64_t max_batches) {
+  return evaluate_loss(
+      [&](const Tensor& in, const Tensor& tg) { return model.forward(weights, in, tg); },
+      val_tokens, batch, seq, max_batches);
 }
 
 EvalMetrics evaluate_loss(model::Transformer& model, const model::ModelWeights& weights,
@@ -228,20 +243,19 @@ EvalMetrics run_training_loop(TrainLoopHost& host, const RunConfig& run, double 
 
 Trainer::Trainer(const model::ModelConfig& config, const RunConfig& run, std::vector<int32_t> tokens,
                  TrainerOutput output)
+    : Trainer(config, run, TrainData::in_memory(std::move(tokens)), output) {}
+
+Trainer::Trainer(const model::ModelConfig& config, const RunConfig& run, const TrainData& data,
+                 TrainerOutput output)
     : config_(config),
       run_(preflight(config, run)),
       out_(output),
-      unigram_nats_(data::unigram_entropy(tokens).nats),
-      data_fingerprint_(data_fingerprint(tokens)),
-      split_(split_for_run(tokens, run)),
-      loader_(std::move(split_.train), {.batch_size = run.batch, .seq_len = run.seq,
-                                        .seed = static_cast<uint64_t>(run.seed),
-                                        .order = data::WindowOrder::shuffled}),
+      data_(run_data_for(data, run, config)),
+      loader_(loader_for_run(data_, run)),
       weights_(initial_weights(config, run)),
       grads_(config, DType::f32, MemCategory::grads),
       optimizer_(weights_, adamw_config(run)),
       model_(config, model::TransformerOptions{.dtype = run.model_dtype(), .recompute = run.recompute}) {
-  split_.train = {};
   TSP_CHECK(config.torch_dtype() == run.model_dtype(), "model config torch_dtype ", config.torch_dtype(),
             " differs from --dtype ", run.dtype);
   TSP_CHECK(run.seq <= config.max_position_embeddings(), "--seq ", run.seq,
@@ -309,7 +323,7 @@ StepMetrics Trainer::train_step() {
 }
 
 EvalMetrics Trainer::validate() {
-  EvalMetrics m = evaluate_loss(model_, weights_, split_.val, run_.batch, run_.seq, run_.eval_batches);
+  EvalMetrics m = evaluate_loss(model_, weights_, *data_.val, run_.batch, run_.seq, run_.eval_batches);
   m.step = step();
   return m;
 }
@@ -317,8 +331,8 @@ EvalMetrics Trainer::validate() {
 EvalMetrics Trainer::run() {
   std::ostringstream head;
   say("model: " + config_.summary() + " dtype=" + run_.dtype + (run_.recompute ? " recompute" : ""));
-  head << "data: " << loader_.num_tokens() << " train tokens, " << split_.val.size()
-       << " validation tokens; unigram entropy " << format_loss(unigram_nats_) << " nats/token";
+  head << "data: " << loader_.num_tokens() << " train tokens, " << data_.val->size()
+       << " validation tokens; unigram entropy " << format_loss(data_.unigram_nats) << " nats/token";
   say(head.str());
   std::ostringstream cfg;
   cfg << "run: steps=" << run_.steps << " batch=" << run_.batch << " (micro " << run_.micro_batch() << " x "
@@ -327,7 +341,7 @@ EvalMetrics Trainer::run() {
   if (step() > 0) cfg << " (resumed at step " << step() << ")";
   say(cfg.str());
 
-  const EvalMetrics e = run_training_loop(*this, run_, unigram_nats_, metrics_.get(),
+  const EvalMetrics e = run_training_loop(*this, run_, data_.unigram_nats, metrics_.get(),
                                           [this](const std::string& line) { say(line); },
                                           out_.print_every_step, &preempted_signal_);
   say(MemoryLedger::process().report());
@@ -348,7 +362,7 @@ void Trainer::save_checkpoint(const std::filesystem::path& dir) const {
   info.loader = loader_.state();
   info.run = run_;
   info.model_config = model::config_to_json(config_);
-  info.data_fingerprint = data_fingerprint_;
+  info.data_fingerprint = data_.fingerprint;
   model::HfCheckpointWriteOptions options;
   options.extra_files = tokenizer_files_of(run_.init, run_.data);  // a fine-tuned model keeps its tokenizer
   options.extra_files[kTrainStateFileName] = train_state_bytes(info, optimizer_);
@@ -366,7 +380,7 @@ void Trainer::load_checkpoint(const std::filesystem::path& given) {
               " (a plain Hugging Face checkpoint: start from it with --init instead)");
   }
   const TrainStateInfo peek = read_train_state_info(state_path, /*allow_v1=*/false);
-  check_resume_matches(dir, peek, run_, config_, data_fingerprint_);
+  check_resume_matches(dir, peek, run_, config_, data_.fingerprint);
   TSP_CHECK(ckpt.config() == config_, "cannot resume from ", dir.string(), ": its config.json (",
             ckpt.config().summary(), ") differs from this run's model (", config_.summary(), ")");
   const TrainStateInfo info = load_train_state(state_path, optimizer_);

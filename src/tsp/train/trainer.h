@@ -16,6 +16,7 @@
 #include "tsp/model/model_config.h"
 #include "tsp/model/model_weights.h"
 #include "tsp/model/transformer.h"
+#include "tsp/train/data_source.h"
 #include "tsp/train/grad_clip.h"
 #include "tsp/train/lr_schedule.h"
 #include "tsp/train/metrics.h"
@@ -29,12 +30,17 @@ namespace tsp::train {
 // windows of `val_tokens`, where the W windows [k seq, k seq + seq + 1) tile the split and the
 // windows used are spread evenly over it (window j * W / count). Deterministic: tsp eval and the
 // trainer get the same number.
+// Only the windows used are read from the source.
+EvalMetrics evaluate_loss(model::Transformer& model, const model::ModelWeights& weights,
+                          const data::TokenSource& val_tokens, int64_t batch, int64_t seq, int64_t max_batches);
 EvalMetrics evaluate_loss(model::Transformer& model, const model::ModelWeights& weights,
                           const std::vector<int32_t>& val_tokens, int64_t batch, int64_t seq,
                           int64_t max_batches);
 // The same windows, for any engine: forward(inputs, targets) on [rows, seq] i32 batches returns
 // the batch's loss sums (a distributed engine returns the sums over all its ranks).
 using BatchLoss = std::function<model::LossSum(const Tensor& inputs, const Tensor& targets)>;
+EvalMetrics evaluate_loss(const BatchLoss& forward, const data::TokenSource& val_tokens, int64_t batch,
+                          int64_t seq, int64_t max_batches);
 EvalMetrics evaluate_loss(const BatchLoss& forward, const std::vector<int32_t>& val_tokens,
                           int64_t batch, int64_t seq, int64_t max_batches);
 
@@ -74,9 +80,12 @@ EvalMetrics run_training_loop(TrainLoopHost& host, const RunConfig& run, double 
                               const std::function<void(const std::string&)>& say,
                               bool print_every_step, int* preempted_by = nullptr);
 
-// The run's train/validation split of `tokens` (run.val_fraction); InvalidArgument when either
-// part is shorter than --seq + 1.
-data::TokenSplit split_for_run(const std::vector<int32_t>& tokens, const RunConfig& run);
+// The run's training and validation sources of `data` (prepare_run_data with run.val_fraction
+// and run.seq, after run.validate()); InvalidArgument when either part is shorter than --seq + 1.
+RunData run_data_for(const TrainData& data, const RunConfig& run, const model::ModelConfig& config);
+
+// The batch loader of a run: its parts' training sources, --batch, --seq, --seed, shuffled.
+data::BatchLoader loader_for_run(const RunData& data, const RunConfig& run);
 
 // The model config a run trains: the preset, --config file or --init checkpoint, with
 // torch_dtype set to --dtype. (--resume: the checkpoint's config.json.) --init and --resume may
@@ -102,10 +111,13 @@ struct TrainerOutput {
 class Trainer final : public TrainLoopHost {
  public:
   // A new run: weights from ModelWeights::initialize(seed) or, when run.init is set, read from
-  // that HF checkpoint. `tokens` is the whole stream; it is split into train and validation
-  // (split_train_val with run.val_fraction). If run.resume is set, the weights and the training
-  // state are restored from that checkpoint (see load_checkpoint). run.checkpoint_dir is checked
+  // that HF checkpoint. `data` is --data opened (open_train_data): streams without validation
+  // shards are split into train and validation views (split_train_val's rule, run.val_fraction).
+  // If run.resume is set, the weights and the training state are restored from that checkpoint (see load_checkpoint). run.checkpoint_dir is checked
   // first (check_checkpoint_dir_for_run), before anything is allocated.
+  Trainer(const model::ModelConfig& config, const RunConfig& run, const TrainData& data,
+          TrainerOutput output = {});
+  // The same for one in-memory stream.
   Trainer(const model::ModelConfig& config, const RunConfig& run, std::vector<int32_t> tokens,
           TrainerOutput output = {});
   ~Trainer();
@@ -140,8 +152,8 @@ class Trainer final : public TrainLoopHost {
   const AdamW& optimizer() const { return optimizer_; }
   data::LoaderState loader_state() const { return loader_.state(); }
   int64_t train_tokens() const { return loader_.num_tokens(); }
-  const std::vector<int32_t>& val_tokens() const { return split_.val; }
-  double unigram_nats() const { return unigram_nats_; }
+  const data::TokenSource& val_tokens() const { return *data_.val; }
+  double unigram_nats() const { return data_.unigram_nats; }
   double lr_for_step(int64_t step) const;
 
  private:
@@ -149,9 +161,7 @@ class Trainer final : public TrainLoopHost {
   model::ModelConfig config_;
   RunConfig run_;
   TrainerOutput out_;
-  double unigram_nats_ = 0;
-  std::string data_fingerprint_;  // of the whole token stream (resume_check.h)
-  data::TokenSplit split_;  // .train is moved into loader_; .val is the held-out split
+  RunData data_;  // training parts, the held-out validation, fingerprint (resume_check.h), entropy
   data::BatchLoader loader_;
   model::ModelWeights weights_;
   model::ModelWeights grads_;
