@@ -1,6 +1,7 @@
 // `tsp data prepare` and `tsp tokenizer train` as a user runs them: a trained SentencePiece
 // vocabulary used to prepare shards whose bytes do not depend on --threads, stdin input, progress
-// output, one-line errors, and the tokenizer files a checkpoint of such data carries.
+// output, one-line errors, and the tokenizer a checkpoint trained on such data carries (and generate
+// uses), refused up front when it changed since.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -99,9 +100,26 @@ TEST(DataCli, TrainedTokenizerPreparesTheSameBytesAtAnyThreadCount) {
   EXPECT_EQ(train::tokenizer_files_of("", (dir / "out1/train-00000.tok").string()).size(), 2u);  // a listed shard
   write_bytes(dir / "out1/other.tok", "");
   EXPECT_TRUE(train::tokenizer_files_of("", (dir / "out1/other.tok").string()).empty());  // not in the manifest
-  // ... and refuses when the tokenizer changed since.
+  // Through the binary: a model trained on a shard of it has the tokenizer in its checkpoint, and
+  // generate uses it without --tokenizer.
+  write_bytes(dir / "config.json",
+              R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 400,
+                  "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                  "num_key_value_heads": 2, "max_position_embeddings": 64, "rms_norm_eps": 1e-5,
+                  "rope_theta": 10000.0, "tie_word_embeddings": false, "torch_dtype": "float32"})");
+  const std::string train_args = "train --config '" + (dir / "config.json").string() + "' --data '" +
+                                 (dir / "out1/train-00000.tok").string() + "' --steps 2 --batch 2 --seq 16 --warmup 1";
+  r = run_tsp(dir, train_args + " --checkpoint-dir '" + (dir / "ckpt").string() + "'");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(read_bytes(dir / "ckpt/tokenizer.model"), read_bytes(dir / "tok/tokenizer.model"));
+  EXPECT_EQ(read_bytes(dir / "ckpt/tokenizer_config.json"), read_bytes(dir / "tok/tokenizer_config.json"));
+  r = run_tsp(dir, "generate --checkpoint '" + (dir / "ckpt").string() + "' --prompt hello --max-new-tokens 3 --greedy");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("tokenizer.model (SentencePiece) (400 ids"), std::string::npos) << r.out;
+  // ... and refuses when the tokenizer changed since: before training, in one line.
   write_bytes(dir / "tok/tokenizer.model", read_bytes(dir / "tok/tokenizer.model") + "x");
   EXPECT_THROW(train::tokenizer_files_of("", (dir / "out1").string()), std::exception);
+  expect_one_error_line(run_tsp(dir, train_args), "changed since");
 }
 
 TEST(DataCli, StdinAndProgress) {
