@@ -22,7 +22,7 @@ data::InputOptions input_options(const std::string& format, const std::string& f
              : format == "jsonl" ? data::InputFormat::jsonl
                                  : data::InputFormat::automatic;
   o.field = field;
-  o.unit = doc_sep == "blankline" ? data::DocumentUnit::blankline : data::DocumentUnit::file;
+  o.unit = data::parse_document_unit(doc_sep);
   return o;
 }
 
@@ -46,8 +46,9 @@ CLI::App* add_data_command(CLI::App& app, DataArgs& a) {
       ->capture_default_str();
   p->add_option("--field", a.field, "JSONL: the string field holding each document")->capture_default_str();
   p->add_option("--doc-sep", a.doc_sep,
-                "text: 'file' (each file is one document) or 'blankline' (blocks separated by blank lines)")
-      ->check(CLI::IsMember({"file", "blankline"}))
+                "text: 'file' (each file is one document), 'blankline' (blocks separated by blank lines) or "
+                "'percent' (blocks separated by lines holding only %, the fortune format)")
+      ->check(CLI::IsMember({"file", "blankline", "percent"}))
       ->capture_default_str();
   p->add_option("--shard-tokens", a.shard_tokens, "tokens per shard at most")
       ->check(int_range(1, INT64_MAX))

@@ -20,7 +20,7 @@ struct DataArgs {
   std::string tokenizer = "byte";
   std::string format = "auto";    // auto, text, jsonl
   std::string field = "text";
-  std::string doc_sep = "file";   // file, blankline
+  std::string doc_sep = "file";   // file, blankline, percent
   int64_t shard_tokens = 100'000'000;
   double val_fraction = 0.0;
   int64_t threads = 0;

@@ -51,7 +51,7 @@ int run_train(const TokenizerArgs& a, std::ostream& out) {
                    : a.format == "jsonl" ? data::InputFormat::jsonl
                                          : data::InputFormat::automatic;
   o.input.field = a.field;
-  o.input.unit = a.doc_sep == "blankline" ? data::DocumentUnit::blankline : data::DocumentUnit::file;
+  o.input.unit = data::parse_document_unit(a.doc_sep);
   o.type = a.type;
   o.vocab_size = a.vocab_size;
   o.max_sentences = a.max_sentences;
@@ -117,8 +117,8 @@ CLI::App* add_tokenizer_command(CLI::App& app, TokenizerArgs& a) {
       ->check(CLI::IsMember({"auto", "text", "jsonl"}))
       ->capture_default_str();
   tr->add_option("--field", a.field, "JSONL: the string field holding each document")->capture_default_str();
-  tr->add_option("--doc-sep", a.doc_sep, "text: file or blankline (training sees lines either way)")
-      ->check(CLI::IsMember({"file", "blankline"}))
+  tr->add_option("--doc-sep", a.doc_sep, "text: file, blankline or percent (training sees lines either way)")
+      ->check(CLI::IsMember({"file", "blankline", "percent"}))
       ->capture_default_str();
   tr->callback([&a] { a.train = true; });
   return cmd;

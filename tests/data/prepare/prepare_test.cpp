@@ -143,7 +143,7 @@ TEST(Prepare, ByteStreamIsTheDocumentsWithEosAndTheSplit) {
 // tokenizer (the Llama-3 fixture) and the byte tokenizer.
 TEST(Prepare, OutputDoesNotDependOnThreads) {
   Corpus c;
-  for (const std::string tokenizer :
+  for (const std::string& tokenizer :
        {std::string("byte"), (fs::path(TSP_SOURCE_DIR) / "tests/data/tokenizer_fixtures/llama3").string()}) {
     std::vector<std::string> first;
     for (const auto& [threads, batch] : {std::pair{1, 1 << 20}, {2, 4096}, {3, 4096}, {3, 20000}}) {
@@ -184,6 +184,26 @@ TEST(Prepare, BlankLineDocumentsAndSeparateValidationInputs) {
   EXPECT_EQ(decode_all(m.train), "first doc\nline two\n<eos>second\n<eos>third\n<eos>");
   EXPECT_EQ(decode_all(m.val), "held out\n<eos>also held\n<eos>");
   EXPECT_EQ(m.documents, 5);
+}
+
+// The fortune format: records between lines holding only "%" (a "%" inside a line, a line "%%" or
+// " %" is text); empty records are no documents; CRLF separators too.
+TEST(Prepare, PercentLineDocumentsAreFortuneRecords) {
+  ScratchDir dir;
+  write_bytes(dir / "f", "%\nA fortune.\n  -- someone\n%\n%\n100% sure\n%%\n %\n%\r\nlast one\n");
+  PrepareOptions o;
+  o.inputs = {(dir / "f").string()};
+  o.input.unit = DocumentUnit::percent;
+  o.val_fraction = 0;
+  o.out_dir = dir / "out";
+  prepare_token_shards(o);
+  const ShardManifest m = read_manifest(o.out_dir / kShardManifestName);
+  const ByteTokenizer bt;
+  EXPECT_EQ(bt.decode(read_split(o.out_dir, m.train), {.special = SpecialTokens::render}),
+            "A fortune.\n  -- someone\n<eos>100% sure\n%%\n %\n<eos>last one\n<eos>");
+  EXPECT_EQ(m.documents, 3);
+  EXPECT_EQ(parse_document_unit("percent"), DocumentUnit::percent);
+  EXPECT_THROW(parse_document_unit("para"), InvalidArgument);
 }
 
 std::string error_of(const std::function<void()>& f) {

@@ -31,6 +31,11 @@ bool blank(const std::string& line) {
   return std::all_of(line.begin(), line.end(), [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; });
 }
 
+// "%" alone on its line (with its newline, "\r\n" too): the fortune files' record separator.
+bool percent_line(const std::string& line) {
+  return line == "%" || line == "%\n" || line == "%\r\n";
+}
+
 // The longest prefix of s (at most n bytes) that does not end inside a UTF-8 character.
 size_t utf8_cut(const std::string& s, size_t n) {
   if (n >= s.size()) return s.size();
@@ -41,6 +46,13 @@ size_t utf8_cut(const std::string& s, size_t n) {
 }
 
 }  // namespace
+
+DocumentUnit parse_document_unit(const std::string& name) {
+  if (name == "file") return DocumentUnit::file;
+  if (name == "blankline") return DocumentUnit::blankline;
+  if (name == "percent") return DocumentUnit::percent;
+  TSP_THROW(InvalidArgument, "document separator '", name, "': expected file, blankline or percent");
+}
 
 std::vector<SourceFile> list_sources(const std::vector<std::string>& inputs, const InputOptions& options) {
   std::vector<SourceFile> out;
@@ -122,12 +134,15 @@ bool DocumentReader::next(DocumentPiece& piece) {
 }
 
 bool DocumentReader::next_text(DocumentPiece& piece) {
-  const bool by_block = options_.unit == DocumentUnit::blankline;
+  const bool by_block = options_.unit != DocumentUnit::file;
+  const auto separates = [&](const std::string& l) {
+    return options_.unit == DocumentUnit::blankline ? blank(l) : percent_line(l);
+  };
   std::string line;
   // pending_ holds text carried over from an over-long line; a piece ends after a newline at or
-  // beyond kPieceBytes, at a blank line (blankline unit) or at the end of the file.
+  // beyond kPieceBytes, at a separator line (blankline, percent units) or at the end of the file.
   while (pending_.size() < kPieceBytes && read_line(line)) {
-    if (by_block && blank(line)) {
+    if (by_block && separates(line)) {
       if (pending_.empty() && !in_document_) continue;  // blank lines between or before documents
       piece.text = std::move(pending_);
       pending_.clear();

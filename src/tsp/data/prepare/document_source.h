@@ -10,7 +10,11 @@
 namespace tsp::data {
 
 enum class InputFormat { automatic, text, jsonl };  // automatic: .jsonl/.ndjson are JSONL, the rest text
-enum class DocumentUnit { file, blankline };        // text inputs: one file, or blank-line-separated blocks
+// Text inputs: one file is one document, or blocks separated by blank lines, or by lines holding
+// only "%" (the fortune/strfile format of Debian's fortunes packages).
+enum class DocumentUnit { file, blankline, percent };
+// "file", "blankline" or "percent" (the --doc-sep values); anything else -> InvalidArgument.
+DocumentUnit parse_document_unit(const std::string& name);
 
 struct InputOptions {
   InputFormat format = InputFormat::automatic;
@@ -45,7 +49,8 @@ inline constexpr size_t kMaxPieceBytes = size_t{16} << 20;
 
 // Reads the pieces of one source in order. Text (DocumentUnit::file): the file is one document (an
 // empty file none); DocumentUnit::blankline: blocks of lines separated by lines that are empty or
-// whitespace only, which are dropped. JSONL: every non-blank line is a JSON object whose `field`
+// whitespace only, which are dropped; DocumentUnit::percent: blocks separated by lines holding only
+// "%" (dropped; empty blocks are no documents). JSONL: every non-blank line is a JSON object whose `field`
 // is a string: one document (an empty string is none). A line that is not JSON, not an object, or
 // lacks the field throws InvalidArgument "FILE:LINE: ...".
 class DocumentReader {
