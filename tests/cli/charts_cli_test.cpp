@@ -99,6 +99,22 @@ TEST(ChartsCli, PlotRefusesAFileWithoutTrainRecords) {
   EXPECT_NE(r.err.find("holds no \"train\" records"), std::string::npos) << r.err;
 }
 
+// --svg names a file a user already has: refused before anything is read, the file untouched; a
+// chart tsp wrote earlier is replaced.
+TEST(ChartsCli, PlotNeverReplacesAUsersFile) {
+  ScratchDir dir;
+  write_metrics(dir / "a.jsonl", true, 1000);
+  std::ofstream(dir / "mine.svg") << "<svg>a user's drawing</svg>\n";
+  const std::string args = "plot '" + (dir / "a.jsonl").string() + "' --svg ";
+  Result r = run_tsp(dir, args + "'" + (dir / "mine.svg").string() + "'");
+  EXPECT_NE(r.rc, 0);
+  EXPECT_NE(r.err.find("not written by tsp"), std::string::npos) << r.err;
+  EXPECT_EQ(testing::read_bytes(dir / "mine.svg"), "<svg>a user's drawing</svg>\n");
+  ASSERT_EQ(run_tsp(dir, args + "'" + (dir / "ours.svg").string() + "'").rc, 0);
+  r = run_tsp(dir, args + "'" + (dir / "ours.svg").string() + "'");
+  EXPECT_EQ(r.rc, 0) << r.err;
+}
+
 // A short sweep on one rank (the MPI singleton): single runs at 16 and 32 tokens, tsp2 is skipped
 // at both (it needs two ranks) and must be named on the chart.
 TEST(ChartsCli, BenchSweepChartsMemoryAndBytesAgainstSeq) {

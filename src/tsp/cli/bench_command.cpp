@@ -19,7 +19,9 @@
 #include "tsp/comm/collectives.h"
 #include "tsp/comm/mesh.h"
 #include "tsp/comm/mpi_environment.h"
+#include "tsp/core/atomic_file.h"
 #include "tsp/core/check.h"
+#include "tsp/core/output_file.h"
 #include "tsp/core/memory.h"
 #include "tsp/infer/decode_bench.h"
 #include "tsp/plan/layout.h"
@@ -386,6 +388,9 @@ int bench_body(const BenchArgs& a, std::ostream& out) {
   base.seq = a.seq;
   base.validate();
   TSP_CHECK(a.steps >= 1, "--steps must be >= 1, got ", a.steps);
+  // The output files are checked before the benchmark runs (the leader writes them).
+  if (leader && !a.json_path.empty()) check_output_file(a.json_path, "--json", has_generator_marker);
+  if (leader && !a.svg_path.empty()) check_output_file(a.svg_path, "--svg", has_generator_marker);
   // A benchmark may run a preset beyond its max_position_embeddings: RoPE has no learned
   // positions, so the limit is raised to the longest benchmarked sequence (random weights).
   int64_t longest = a.seq;
@@ -426,19 +431,15 @@ int bench_body(const BenchArgs& a, std::ostream& out) {
   if (leader && !sweep.empty()) out << "\nsequence-length sweep (one step each):\n" << table(sweep, false);
   if (!leader) return 0;
   if (!a.json_path.empty()) {
-    nlohmann::json j = {{"model", config.summary()}, {"ranks", world.size()}, {"batch", a.batch},
+    nlohmann::json j = {{"generator", "tsp bench"}, {"model", config.summary()}, {"ranks", world.size()}, {"batch", a.batch},
                         {"dtype", a.dtype}, {"rows", nlohmann::json::array()}, {"sweep", nlohmann::json::array()}};
     for (const Row& r : rows) j["rows"].push_back(to_json(r));
     for (const Row& r : sweep) j["sweep"].push_back(to_json(r));
-    std::ofstream f(a.json_path);
-    TSP_CHECK_T(IoError, f.good(), "cannot write --json ", a.json_path);
-    f << j.dump(2) << "\n";
+    write_file_atomically(a.json_path, j.dump(2) + "\n");
   }
   if (!a.svg_path.empty()) {
     const std::string svg = bench_svg(a, config, world.size(), rows, sweep);
-    std::ofstream f(a.svg_path);
-    TSP_CHECK_T(IoError, f.good(), "cannot write --svg ", a.svg_path);
-    f << svg;
+    write_file_atomically(a.svg_path, svg);
   }
   return 0;
 }

@@ -5,37 +5,23 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <sstream>
 #include <map>
 
-#include <nlohmann/json.hpp>
 
 #include "tsp/core/check.h"
 #include "tsp/core/error.h"
 #include "tsp/core/file_io.h"
 #include "tsp/core/memory.h"
+#include "tsp/train/metrics_log.h"
 
 namespace tsp::cli {
 
 namespace {
 
-using nlohmann::json;
 
-struct Step {
-  double loss = 0, tokens_per_s = 0;
-  int64_t peak_bytes = 0, comm_bytes_sent = 0;
-};
-
-struct Rank {
-  std::map<std::string, int64_t> peak_bytes;  // by category name
-  int64_t peak_rss_bytes = 0, bytes_sent_per_step = 0;
-};
-
-struct Run {
+// A run's metrics file as read back (steps, validation losses, per-rank memory) and its name.
+struct Run : train::MetricsLog {
   std::string name, path;
-  std::map<int64_t, Step> steps;        // the last record of each step (a resumed run appends)
-  std::map<int64_t, double> val_loss;
-  std::vector<Rank> ranks;              // of the last run that wrote "memory" records
 };
 
 Run read_run(const std::string& spec, size_t index) {
@@ -43,42 +29,7 @@ Run read_run(const std::string& spec, size_t index) {
   const size_t eq = spec.find('=');
   run.path = eq == std::string::npos ? spec : spec.substr(eq + 1);
   run.name = eq == std::string::npos ? "run" + std::to_string(index + 1) : spec.substr(0, eq);
-  std::istringstream in(read_whole_file(run.path, "metrics file"));
-  std::string line;
-  int64_t line_no = 0;
-  while (std::getline(in, line)) {
-    ++line_no;
-    if (line.empty()) continue;
-    json j;
-    try {
-      j = json::parse(line);
-    } catch (const json::exception& e) {
-      TSP_THROW(InvalidArgument, run.path, ":", line_no, ": not a JSON object: ", e.what());
-    }
-    try {
-      const std::string type = j.value("type", "");
-      if (type == "train") {
-        Step& s = run.steps[j.at("step").get<int64_t>()];
-        s.loss = j.at("loss").get<double>();
-        s.tokens_per_s = j.at("tokens_per_s").get<double>();
-        s.peak_bytes = j.at("peak_bytes").get<int64_t>();
-        s.comm_bytes_sent = j.value("comm_bytes_sent", int64_t{0});
-      } else if (type == "val") {
-        run.val_loss[j.at("step").get<int64_t>()] = j.at("val_loss").get<double>();
-      } else if (type == "memory") {
-        const int64_t rank = j.at("rank").get<int64_t>();
-        if (rank == 0) run.ranks.clear();  // a later run in the same file starts a new set
-        Rank r;
-        for (const auto& [k, v] : j.at("peak_bytes").items()) r.peak_bytes[k] = v.get<int64_t>();
-        r.peak_rss_bytes = j.at("peak_rss_bytes").get<int64_t>();
-        r.bytes_sent_per_step = j.at("bytes_sent_per_step").get<int64_t>();
-        run.ranks.push_back(std::move(r));
-      }
-    } catch (const json::exception& e) {
-      TSP_THROW(InvalidArgument, run.path, ":", line_no, ": malformed metrics record: ", e.what());
-    }
-  }
-  if (run.steps.empty()) TSP_THROW(InvalidArgument, run.path, " holds no \"train\" records (a tsp train --metrics file?)");
+  static_cast<train::MetricsLog&>(run) = train::read_metrics_log(run.path);
   return run;
 }
 
@@ -101,7 +52,7 @@ double median_tokens_per_s(const Run& r) {
 
 int64_t max_over_ranks(const Run& r, auto get) {
   int64_t m = 0;
-  for (const Rank& k : r.ranks) m = std::max(m, get(k));
+  for (const train::LoggedRankMemory& k : r.ranks) m = std::max(m, get(k));
   return m;
 }
 
@@ -205,7 +156,7 @@ int run_compare(const CompareArgs& args, std::ostream& out) {
   row("tokens/s (median, steps 2..)", tps);
   row("vs " + ref.name, ratio);
   std::vector<std::string> sent;
-  for (const Run& r : runs) sent.push_back(fmt("%.2f", mib(max_over_ranks(r, [](const Rank& k) { return k.bytes_sent_per_step; }))));
+  for (const Run& r : runs) sent.push_back(fmt("%.2f", mib(max_over_ranks(r, [](const train::LoggedRankMemory& k) { return k.bytes_sent_per_step; }))));
   row("MiB sent per step (largest rank)", sent);
 
   bool have_memory = true;
@@ -218,7 +169,7 @@ int run_compare(const CompareArgs& args, std::ostream& out) {
   row("", names);
   for (int c = 0; c < kNumMemCategories; ++c) {
     const std::string cat(mem_category_name(static_cast<MemCategory>(c)));
-    const auto get = [&](const Rank& k) { const auto it = k.peak_bytes.find(cat); return it == k.peak_bytes.end() ? int64_t{0} : it->second; };
+    const auto get = [&](const train::LoggedRankMemory& k) { const auto it = k.peak_bytes.find(cat); return it == k.peak_bytes.end() ? int64_t{0} : it->second; };
     const int64_t base = max_over_ranks(ref, get);
     if (base == 0) {
       bool any = false;
@@ -241,7 +192,7 @@ int run_compare(const CompareArgs& args, std::ostream& out) {
   for (const Run& r : runs) {
     total.push_back(&r == &ref ? fmt("%.2f", mib(ledger_peak(r)))
                                : fmt("%.2f (%.2f)", mib(ledger_peak(r)), static_cast<double>(ledger_peak(r)) / ledger_peak(ref)));
-    rss.push_back(fmt("%.1f", mib(max_over_ranks(r, [](const Rank& k) { return k.peak_rss_bytes; }))));
+    rss.push_back(fmt("%.1f", mib(max_over_ranks(r, [](const train::LoggedRankMemory& k) { return k.peak_rss_bytes; }))));
   }
   row("all categories at once (rank 0)", total);
   row("process peak RSS", rss);

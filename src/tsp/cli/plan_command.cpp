@@ -16,6 +16,7 @@
 #include "tsp/cli/int_range.h"
 #include "tsp/core/atomic_file.h"
 #include "tsp/core/check.h"
+#include "tsp/core/output_file.h"
 #include "tsp/core/checked_math.h"
 #include "tsp/core/tensor.h"
 #include "tsp/kernels/gemm.h"
@@ -234,6 +235,7 @@ CLI::App* add_plan_command(CLI::App& app, PlanArgs& a) {
 }
 
 int run_plan(const PlanArgs& a, std::ostream& out) {
+  if (!a.json_path.empty()) check_output_file(a.json_path, "--json", has_generator_marker);
   if (a.calibrate) return run_calibrate(a, out);
   const model::ModelConfig config = resolve_model(a.model);
   const plan::Cluster cluster = plan::resolve_cluster(a.cluster);

@@ -7,31 +7,25 @@
 
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <iterator>
 #include <map>
-#include <sstream>
 
-#include <nlohmann/json.hpp>
 
 #include "tsp/cli/svg_chart.h"
+#include "tsp/core/atomic_file.h"
 #include "tsp/core/check.h"
+#include "tsp/core/output_file.h"
 #include "tsp/core/file_io.h"
+#include "tsp/train/metrics_log.h"
 
 namespace tsp::cli {
 
 namespace {
 
-using nlohmann::json;
-
-struct TrainPoint {
-  double loss = 0, tokens = 0, tokens_per_s = 0;
-};
 
 struct PlotRun {
   std::string name, path;
-  std::map<int64_t, TrainPoint> train;  // by step; the last record of a step wins (resumed runs)
-  std::map<int64_t, double> val;        // val_loss by step
+  train::MetricsLog log;
 };
 
 PlotRun read_plot_run(const std::string& spec) {
@@ -39,28 +33,9 @@ PlotRun read_plot_run(const std::string& spec) {
   const size_t eq = spec.find('=');
   run.path = eq == std::string::npos ? spec : spec.substr(eq + 1);
   run.name = eq == std::string::npos ? std::filesystem::path(run.path).stem().string() : spec.substr(0, eq);
-  std::istringstream in(read_whole_file(run.path, "metrics file"));
-  std::string line;
-  int64_t line_no = 0;
-  while (std::getline(in, line)) {
-    ++line_no;
-    if (line.empty()) continue;
-    try {
-      const json j = json::parse(line);
-      const std::string type = j.value("type", "");
-      if (type == "train") {
-        TrainPoint& p = run.train[j.at("step").get<int64_t>()];
-        p.loss = j.at("loss").get<double>();
-        p.tokens = j.at("tokens").get<double>();
-        p.tokens_per_s = j.at("tokens_per_s").get<double>();
-      } else if (type == "val") {
-        run.val[j.at("step").get<int64_t>()] = j.at("val_loss").get<double>();
-      }
-    } catch (const json::exception& e) {
-      TSP_THROW(InvalidArgument, run.path, ":", line_no, ": not a metrics record: ", e.what());
-    }
-  }
-  if (run.train.empty()) TSP_THROW(InvalidArgument, run.path, " holds no \"train\" records (a tsp train --metrics file?)");
+  run.log = train::read_metrics_log(run.path);
+  for (const auto& [step, p] : run.log.steps)
+    TSP_CHECK(p.tokens > 0, run.path, ": the train record of step ", step, " has no \"tokens\" (the x axis)");
   return run;
 }
 
@@ -68,7 +43,7 @@ PlotRun read_plot_run(const std::string& spec) {
 std::map<int64_t, double> cumulative_tokens(const PlotRun& r) {
   std::map<int64_t, double> out;
   double sum = 0;
-  for (const auto& [step, p] : r.train) out[step] = (sum += p.tokens);
+  for (const auto& [step, p] : r.log.steps) out[step] = (sum += p.tokens);
   return out;
 }
 
@@ -90,6 +65,7 @@ CLI::App* add_plot_command(CLI::App& app, PlotArgs& args) {
 }
 
 int run_plot(const PlotArgs& args, std::ostream& out) {
+  check_output_file(args.svg_path, "--svg", has_generator_marker);
   std::vector<PlotRun> runs;
   for (const std::string& spec : args.runs) runs.push_back(read_plot_run(spec));
   LineChart loss;
@@ -107,20 +83,20 @@ int run_plot(const PlotArgs& args, std::ostream& out) {
     const std::map<int64_t, double> tokens = cumulative_tokens(r);
     Series train, rate, val;
     train.name = rate.name = val.name = r.name;
-    train.markers = rate.markers = r.train.size() <= 60;
+    train.markers = rate.markers = r.log.steps.size() <= 60;
     val.dashed = true;
-    for (const auto& [step, p] : r.train) {
+    for (const auto& [step, p] : r.log.steps) {
       train.points.push_back({tokens.at(step), p.loss});
       rate.points.push_back({tokens.at(step), p.tokens_per_s});
     }
-    for (const auto& [step, v] : r.val) {
+    for (const auto& [step, v] : r.log.val_loss) {
       auto it = tokens.upper_bound(step);  // the last train step at or before this validation
       if (it == tokens.begin()) continue;
       val.points.push_back({std::prev(it)->second, v});
     }
     std::string line = fmt("%s: %s, %zu steps, %.0f tokens, final train loss %.6f", r.name.c_str(), r.path.c_str(),
-                           r.train.size(), tokens.rbegin()->second, r.train.rbegin()->second.loss);
-    if (!r.val.empty()) line += fmt(", final val_loss %.6f", r.val.rbegin()->second);
+                           r.log.steps.size(), tokens.rbegin()->second, r.log.steps.rbegin()->second.loss);
+    if (!r.log.val_loss.empty()) line += fmt(", final val_loss %.6f", r.log.val_loss.rbegin()->second);
     f.subtitle.push_back(line);
     out << line << "\n";
     loss.series.push_back(std::move(train));
@@ -128,11 +104,7 @@ int run_plot(const PlotArgs& args, std::ostream& out) {
     speed.series.push_back(std::move(rate));
   }
   f.rows.push_back({panel(loss), panel(speed)});
-  std::ofstream file(args.svg_path);
-  TSP_CHECK_T(IoError, file.good(), "cannot write --svg ", args.svg_path);
-  file << render_svg(f);
-  file.close();
-  TSP_CHECK_T(IoError, !file.fail(), "error writing --svg ", args.svg_path);
+  write_file_atomically(args.svg_path, render_svg(f));
   out << "wrote " << args.svg_path << "\n";
   return 0;
 }

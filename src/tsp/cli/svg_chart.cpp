@@ -464,7 +464,7 @@ std::string render_svg(const Figure& f) {
   }
   std::ostringstream os;
   os << fmt("<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' font-family='sans-serif' "
-            "font-size='12'>\n<rect width='100%%' height='100%%' fill='white'/>\n",
+            "font-size='12'>\n<!-- generator: tsp -->\n<rect width='100%%' height='100%%' fill='white'/>\n",
             std::ceil(width), std::ceil(y));
   os << body.str() << "</svg>\n";
   return os.str();

@@ -251,6 +251,7 @@ std::string plans_to_json(const ReportContext& x, const std::vector<LayoutPlan>&
                           const std::string& best) {
   const Precision& p = x.work.precision;
   json j;
+  j["generator"] = "tsp plan";
   j["model"] = {{"name", x.model_name},
                 {"summary", x.config.summary()},
                 {"hidden_size", x.config.hidden_size()},

@@ -164,5 +164,30 @@ TEST(SentencePieceTrainer, Refusals) {
   EXPECT_FALSE(fs::exists(dir / "out" / "tokenizer.model"));
 }
 
+// --out holding a user's tokenizer is refused before training and left as it was; a directory an
+// earlier `tsp tokenizer train` wrote is trained into again.
+TEST(SentencePieceTrainer, NeverReplacesAUsersTokenizer) {
+  ScratchDir dir;
+  std::string text;
+  for (int i = 0; i < 200; ++i) text += "line " + std::to_string(i) + " of some training text\n";
+  write_bytes(dir / "a.txt", text);
+  fs::create_directory(dir / "user");
+  write_bytes(dir / "user" / "tokenizer.model", "a user's model");
+  SentencePieceTrainOptions o;
+  o.inputs = {(dir / "a.txt").string()};
+  o.vocab_size = 300;
+  o.out_dir = dir / "user";
+  try {
+    train_sentencepiece(o);
+    ADD_FAILURE() << "no error";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("not written by tsp tokenizer train"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(read_bytes(dir / "user" / "tokenizer.model"), "a user's model");
+  o.out_dir = dir / "ours";
+  train_sentencepiece(o);
+  EXPECT_NO_THROW(train_sentencepiece(o));  // its own output is replaced
+}
+
 }  // namespace
 }  // namespace tsp::data

@@ -11,6 +11,8 @@
 
 #include "tsp/core/atomic_file.h"
 #include "tsp/core/check.h"
+#include "tsp/core/file_io.h"
+#include "tsp/core/output_file.h"
 
 // Exported by libsentencepiece (0.1.97) but declared only in its private common.h: the level below
 // which its LOG() lines are dropped (2: errors only). The trainer otherwise logs every iteration.
@@ -97,6 +99,21 @@ class DocumentLines final : public sentencepiece::SentenceIterator {
   sentencepiece::util::Status status_;
 };
 
+// Before training: --out may hold tokenizer files only when an earlier `tsp tokenizer train` wrote
+// them (its tokenizer_config.json carries the generator marker); a user's tokenizer is never
+// replaced, and a tokenizer.json there (which loaders prefer to tokenizer.model) is refused too.
+void check_tokenizer_out_dir(const std::filesystem::path& out_dir) {
+  namespace fs = std::filesystem;
+  const fs::path config = out_dir / "tokenizer_config.json";
+  bool ours = false;
+  if (fs::is_regular_file(config)) ours = has_generator_marker(read_whole_file(config, "tokenizer config"));
+  for (const char* name : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json"}) {
+    const bool replaceable = ours && std::string_view(name) != "tokenizer.json";
+    TSP_CHECK(!fs::exists(out_dir / name) || replaceable, "--out ", out_dir.string(), " already holds ", name,
+              " not written by tsp tokenizer train; refusing to replace it (choose a new directory)");
+  }
+}
+
 }  // namespace
 
 SentencePieceTrainResult train_sentencepiece(const SentencePieceTrainOptions& o) {
@@ -107,6 +124,7 @@ SentencePieceTrainResult train_sentencepiece(const SentencePieceTrainOptions& o)
   TSP_CHECK(o.threads >= 1, "--threads must be >= 1");
   TSP_CHECK(!std::filesystem::exists(o.out_dir) || std::filesystem::is_directory(o.out_dir), "--out ",
             o.out_dir.string(), " exists and is not a directory");
+  check_tokenizer_out_dir(o.out_dir);
   DocumentLines lines(list_sources(o.inputs, o.input), o.input);
 
   const std::unordered_map<std::string, std::string> args = {
@@ -144,7 +162,8 @@ SentencePieceTrainResult train_sentencepiece(const SentencePieceTrainOptions& o)
   r.model = o.out_dir / "tokenizer.model";
   write_file_atomically(r.model, model);
   // What load_tokenizer_dir reads: BOS before every encoded prompt (as Llama), EOS id 2.
-  const nlohmann::ordered_json config = {{"add_bos_token", true},  {"add_eos_token", false},
+  const nlohmann::ordered_json config = {{"generator", "tsp tokenizer train"},
+                                         {"add_bos_token", true},  {"add_eos_token", false},
                                          {"bos_token", "<s>"},      {"eos_token", "</s>"},
                                          {"unk_token", "<unk>"},    {"tokenizer_class", "LlamaTokenizer"},
                                          {"model_max_length", 1000000000}};
