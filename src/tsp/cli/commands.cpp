@@ -86,7 +86,7 @@ int cmd_train_distributed(const train::RunConfig& run, bool skip_memory_check, s
     const train::TrainData data = train::open_train_data(run.data, config.vocab_size(), tokenizer.get());
     if (leader) {
       out << host_map.str();
-      out << "data: " << data.description << ", " << data.total_tokens() << " tokens" << std::endl;
+      out << data.summary_line() << std::endl;
     }
     train::DistributedTrainer trainer(mesh, config, run, data, {.log = leader ? &out : nullptr});
     trainer.run();
@@ -128,7 +128,7 @@ int cmd_train(train::RunConfig run, bool skip_memory_check, std::ostream& out) {
   if (!skip_memory_check) train::check_memory_fits(config, run, 1, available_memory());
   const auto tokenizer = train::tokenizer_for_data(run.data, run.init, config.vocab_size());
   const train::TrainData data = train::open_train_data(run.data, config.vocab_size(), tokenizer.get());
-  out << "data: " << data.description << ", " << data.total_tokens() << " tokens" << std::endl;
+  out << data.summary_line() << std::endl;
   const train::PreemptionGuard preemption;
   train::Trainer trainer(config, run, data, {.log = &out});
   trainer.run();

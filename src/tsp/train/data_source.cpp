@@ -104,6 +104,12 @@ int64_t TrainData::total_tokens() const {
   return n;
 }
 
+std::string TrainData::summary_line() const {
+  std::string line = "data: " + description + ", " + std::to_string(total_tokens()) + " tokens";
+  if (mapped) line += " (memory-mapped: page cache shared by the ranks, not in the memory table)";
+  return line;
+}
+
 TrainData TrainData::in_memory(std::vector<int32_t> tokens, std::string description) {
   TrainData d;
   Part p;
@@ -118,6 +124,7 @@ TrainData open_train_data(const std::string& spec, int64_t vocab_size, const dat
   if (spec == kFortunesData) return fortunes(vocab_size, tokenizer);
   const std::vector<data::DataSpecItem> items = data::parse_data_spec(spec);
   TrainData d;
+  d.mapped = true;
   if (!items[0].weight.has_value()) {  // one stream: the items one after another
     std::vector<data::TokenStreams> streams;
     for (const auto& item : items) streams.push_back(open_item(item));

@@ -28,8 +28,11 @@ struct TrainData {
   };
   std::vector<Part> parts;  // one, unless --data is a blend
   std::string description;  // "fortunes corpus (431 files, ...)", "token file x.tok", "blend of 2: ..."
+  bool mapped = false;      // files read in place (their bytes are page cache, not allocations)
   // Tokens of every part, validation shards included.
   int64_t total_tokens() const;
+  // "data: <description>, <n> tokens" plus, for mapped files, where their bytes live.
+  std::string summary_line() const;
   // A single in-memory stream (tests, the trainer's vector constructor).
   static TrainData in_memory(std::vector<int32_t> tokens, std::string description = "token stream");
 };
