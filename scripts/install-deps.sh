@@ -19,6 +19,7 @@ PACKAGES=(
   libsentencepiece-dev sentencepiece  # tokenizer.model files; spm_train/spm_encode for its test
   libicu-dev                   # ICU: the NFC/NFKC normalizers of tokenizer.json (Qwen2)
   fortunes fortunes-min        # real English text: the default demo corpus
+  iproute2                     # ip, tc: emulated hosts (scripts/hosts.sh) for the cross-host test
 )
 
 case "${1:-}" in
