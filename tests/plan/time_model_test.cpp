@@ -68,6 +68,20 @@ TEST(TimeModel, TspOverlapsItsTrafficWithCompute) {
   EXPECT_EQ(fast.dominant, "compute");
 }
 
+TEST(TimeModel, WithoutBackgroundProgressTransfersBetweenNodesDoNotOverlap) {
+  // TSP 2 across two nodes of one device: the forward's 2304 B at 1000 B/s hide behind 8.704 s of
+  // compute when the link progresses by itself, and add (8.704 + 2.304) when transfers move only
+  // inside MPI calls (Open MPI over TCP, docs/cluster.md).
+  Cluster c = slow_cluster(1000);
+  c.devices_per_node = 1;
+  EXPECT_DOUBLE_EQ(step_time(hand_config(), fp32_work(1, 8), tsp_layout(2), c).layer_forward_s, 8.704);
+  c.inter_node_background_progress = false;
+  EXPECT_NEAR(step_time(hand_config(), fp32_work(1, 8), tsp_layout(2), c).layer_forward_s, 11.008, 1e-9);
+  // Inside one node the setting changes nothing: the group never uses the inter-node link.
+  c.devices_per_node = 8;
+  EXPECT_DOUBLE_EQ(step_time(hand_config(), fp32_work(1, 8), tsp_layout(2), c).layer_forward_s, 8.704);
+}
+
 TEST(TimeModel, TpAllReducesAreOnTheCriticalPath) {
   // TP 2 forward: compute 8.704 s + 512 B / 1000 B/s = 0.512 s.
   const StepTime t = step_time(hand_config(), fp32_work(1, 8), tp_layout(2), slow_cluster(1000));

@@ -99,7 +99,8 @@ const char* const kFields[] = {"name",
                                "intra_node_bandwidth_gbs",
                                "intra_node_latency_us",
                                "inter_node_bandwidth_gbs",
-                               "inter_node_latency_us"};
+                               "inter_node_latency_us",
+                               "inter_node_progress"};
 
 // Typed access with messages that name the source and the field.
 class Fields {
@@ -135,7 +136,8 @@ class Fields {
         TSP_THROW(IoError, source_, ": unknown field \"", key, "\"; known fields: name, "
                   "description, devices_per_node, memory_per_device_gib, matmul_tflops_bf16, "
                   "matmul_tflops_fp32, intra_node_topology, intra_node_bandwidth_gbs, "
-                  "intra_node_latency_us, inter_node_bandwidth_gbs, inter_node_latency_us");
+                  "intra_node_latency_us, inter_node_bandwidth_gbs, inter_node_latency_us, "
+                  "inter_node_progress");
       }
     }
   }
@@ -153,6 +155,13 @@ IntraNodeTopology parse_topology(const std::string& s, std::string_view source) 
   if (s == "full_mesh") return IntraNodeTopology::full_mesh;
   TSP_THROW(InvalidArgument, source, ": field \"intra_node_topology\" must be \"switch\" or "
             "\"full_mesh\", got \"", s, "\"");
+}
+
+bool parse_progress(const std::string& s, std::string_view source) {
+  if (s == "background") return true;
+  if (s == "in_calls") return false;
+  TSP_THROW(InvalidArgument, source, ": field \"inter_node_progress\" must be \"background\" or "
+            "\"in_calls\", got \"", s, "\"");
 }
 
 }  // namespace
@@ -188,6 +197,7 @@ Cluster cluster_from_json(std::string_view text, std::string_view source) {
   c.intra_node_latency_us = in.number("intra_node_latency_us");
   c.inter_node_bandwidth_gbs = in.number("inter_node_bandwidth_gbs");
   c.inter_node_latency_us = in.number("inter_node_latency_us");
+  c.inter_node_background_progress = parse_progress(in.string_or("inter_node_progress", "background"), source);
   try {
     validate(c);
   } catch (const InvalidArgument& e) {
@@ -209,6 +219,7 @@ std::string cluster_to_json(const Cluster& c) {
   j["intra_node_latency_us"] = c.intra_node_latency_us;
   j["inter_node_bandwidth_gbs"] = c.inter_node_bandwidth_gbs;
   j["inter_node_latency_us"] = c.inter_node_latency_us;
+  j["inter_node_progress"] = c.inter_node_background_progress ? "background" : "in_calls";
   return j.dump(2) + "\n";
 }
 

@@ -29,6 +29,12 @@ struct Cluster {
   double intra_node_latency_us = 0;
   double inter_node_bandwidth_gbs = 0;  // GB/s per direction per device (its NIC)
   double inter_node_latency_us = 0;
+  // Whether transfers between nodes move while the ranks compute. true: the NIC or the MPI
+  // library progresses posted operations by itself (RDMA, a progress thread). false: they move
+  // only inside MPI calls, as Open MPI's TCP transport does (a posted message larger than the
+  // eager limit waits for the receiver's next MPI call): overlappable collectives between nodes
+  // then add to the step like the others (docs/cluster.md measures it).
+  bool inter_node_background_progress = true;
 
   int64_t memory_bytes() const;                 // memory_per_device_gib * 2^30
   double matmul_flops(bool bf16_math) const;    // FLOP/s

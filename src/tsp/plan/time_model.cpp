@@ -1,5 +1,6 @@
 // The step-time model: per phase, overlappable collectives cost max(compute, their sum), the others
-// add; gradient sync overlaps the backward but for the last layer; pipelines pay a bubble.
+// add (as do overlappable ones between nodes whose transfers progress only inside MPI calls);
+// gradient sync overlaps the backward but for the last layer; pipelines pay a bubble.
 #include "tsp/plan/time_model.h"
 
 #include <algorithm>
@@ -61,7 +62,11 @@ Ledger phase(double compute_s, const PhaseTraffic& traffic, const Cluster& c, co
     const double s = collective_seconds(c, l, t);
     const auto a = static_cast<size_t>(t.axis);
     out.raw[a] += s;
-    if (t.overlaps_compute) {
+    // Between nodes without background progress a posted transfer moves only inside the MPI
+    // call that waits for it: nothing overlaps.
+    const bool can_hide = t.overlaps_compute && (c.inter_node_background_progress ||
+                                                 !collective_link(c, l, t.axis, t.op).inter_node);
+    if (can_hide) {
       hidden[a] += s;
       hidden_sum += s;
     } else {
@@ -81,6 +86,7 @@ struct StageTime {
   Ledger layer_fwd, layer_bwd, layer_rc;
   double backward_s = 0;  // the stage's layer backward (+ recompute) time, for gradient sync
   Ledger sync;            // gradient synchronisation, unoverlapped
+  bool sync_hideable = true;  // false when it crosses nodes whose transfers progress only in calls
   int64_t layers = 0;
 };
 
@@ -106,6 +112,8 @@ StageTime stage_time(const model::ModelConfig& cfg, const Workload& w, const Lay
   s.micro.add_scaled(phase(0, st.pipeline, c, l), 1);
   s.backward_s = L * (s.layer_bwd.total() + s.layer_rc.total());
   s.sync = phase(0, st.gradient_sync, c, l);
+  for (const CollectiveTraffic& t : st.gradient_sync)
+    if (!c.inter_node_background_progress && collective_link(c, l, t.axis, t.op).inter_node) s.sync_hideable = false;
   return s;
 }
 
@@ -132,7 +140,9 @@ StepTime step_time(const model::ModelConfig& cfg, const Workload& w, const Layou
   const double sync = s.sync.total();
   const double layers = static_cast<double>(s.layers);
   const double sync_exposed =
-      sync == 0 ? 0 : std::max(sync / layers, sync - s.backward_s * (layers - 1) / layers);
+      sync == 0 ? 0
+      : s.sync_hideable ? std::max(sync / layers, sync - s.backward_s * (layers - 1) / layers)
+                        : sync;
 
   StepTime out;
   out.step_s = step.total() + bubble + sync_exposed;
