@@ -41,7 +41,8 @@ def fit_link(comm_path):
 
 def compute_scale(single_metrics, single_plan):
     """Predicted single-rank compute / measured single-rank step (median of the timed steps)."""
-    steps = train_rows(single_metrics)[1:]
+    # Every run's first step is its warm-up (one or more runs concatenated).
+    steps = [r for r in train_rows(single_metrics) if r["step"] > 1]
     measured = statistics.median(r["seconds"] for r in steps)
     predicted = json.load(open(single_plan))["plans"][0]["time"]["terms_s"]["compute"]
     return predicted / measured
@@ -94,10 +95,10 @@ def collect(args):
     data = {}
     for rate in args.rates.split():
         d = f"{args.dir}/{rate}"
-        cluster = json.load(open(f"{d}/cluster.json"))
         for s in map(int, args.seqs.split()):
-            plan = json.load(open(f"{d}/plan_{s}.json"))
+            plan = json.load(open(f"{d}/plan_in_calls_{s}.json"))
             plan_bg = json.load(open(f"{d}/plan_background_{s}.json"))
+            cluster = json.load(open(f"{d}/cluster_in_calls_{s}.json"))
             layers = plan["model"]["num_hidden_layers"]
             for layout in args.layouts.split():
                 steps = train_rows(f"{d}/train_{layout}_{s}.jsonl")[1:]  # the first is the warm-up
@@ -115,6 +116,7 @@ def collect(args):
                     "p_sent": predicted_bytes_sent(p, layers),
                     "p_step_bg": plan_of(plan_bg, layout)["time"]["step_s"],
                     "bw": cluster["inter_node_bandwidth_gbs"], "lat": cluster["inter_node_latency_us"],
+                    "gflops": cluster["matmul_tflops_fp32"] * 1e3,
                 }
     return data
 
@@ -136,6 +138,8 @@ def write_markdown(args, data):
         any_row = data[(rate, seqs[0], args.layouts.split()[0])]
         out.append(f"### Link {rate}: fitted {any_row['bw']:.4f} GB/s per direction, "
                    f"{any_row['lat']:.0f} us per message\n")
+        out.append("Compute calibrated before each S's rows (fp32 GFLOP/s per rank): " +
+                   ", ".join(f"S {s} {data[(rate, s, args.layouts.split()[0])]['gflops']:.1f}" for s in seqs) + "\n")
         out.append("| S | layout | step s (median [min, max]) | predicted | error | comm wait s | "
                    "predicted exposed | MiB sent/step | predicted | predicted, background progress |")
         out.append("|---|---|---|---|---|---|---|---|---|---|")

@@ -4,7 +4,10 @@
 # `tsp plan`'s prediction for a cluster file describing that link (docs/cluster.md).
 #
 #   sudo bench/cluster/run.sh [--steps K] [--seqs "512 1024 ..."] [--rates "1gbit 10gbit"]
-#                             [--layouts "tsp2 tp2 sp2 fsdp-sp2"] [--out DIR]
+#                             [--layouts "tsp2 tp2 sp2 fsdp-sp2"] [--out DIR] [--replan]
+#
+# --replan: keep the link and training measurements already in DIR; redo the compute calibration,
+# the cluster files, the predictions and the report (to check a change of the time model).
 #
 # Per link rate: hosts.sh up 2 --rate R; the link's latency and bandwidth fitted (t = a + S/b,
 # least squares) to tsp_bench_comm's ring-shift times over it (both directions loaded, as the
@@ -26,6 +29,7 @@ seqs="512 1024 2048 4096 8192 16384"
 rates="1gbit 10gbit"
 layouts="tsp2 tp2 sp2 fsdp-sp2"
 out=$top/build/cluster-bench
+replan=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --steps) steps=$2; shift 2 ;;
@@ -33,6 +37,7 @@ while [ $# -gt 0 ]; do
     --rates) rates=$2; shift 2 ;;
     --layouts) layouts=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
+    --replan) replan=1; shift ;;
     *) echo "run.sh: unknown argument '$1' (see the header)" >&2; exit 2 ;;
   esac
 done
@@ -74,37 +79,49 @@ EOT
 
 # Compute, calibrated on this model's own single-rank step: the GEMM rate of --calibrate (a
 # 2048x1536x512 product) is an upper bound that h = 128's small products, the attention at
-# d = 32, the norms, the optimizer and the embedding do not reach. The planner's predicted compute
-# for one rank at S = $cal_seq over the measured step scales both matmul rates.
-"$tsp" train --config "$config" --seq "$cal_seq" --batch 1 --steps $((steps + 1)) --warmup 1 --eval-batches 1 \
-    --val-fraction 0.05 --metrics "$out/single_$cal_seq.jsonl.tmp" > "$out/single_$cal_seq.txt" 2>&1
-mv "$out/single_$cal_seq.jsonl.tmp" "$out/single_$cal_seq.jsonl"
+# d = 32, the norms, the optimizer and the embedding do not reach. Two single-rank runs at once,
+# one per core, as the two hosts' ranks run, at S = $cal_seq; the planner's predicted compute of
+# one rank there over their measured steps scales both matmul rates. It is measured again right
+# before each S's rows (calibrate DEST below, ~3 s), so that a machine whose load drifts (other
+# users' work) is calibrated at the time of the rows it predicts.
 "$tsp" plan --model "$config" --seq "$cal_seq" --batch 1 --dtype fp32 --cluster "$out/local.json" --devices 1 \
     --layouts dp1 --format json > "$out/plan_single_$cal_seq.json"
+calibrate() {
+  local dest=$1 k
+  for k in 0 1; do
+    "$tsp" train --config "$config" --seq "$cal_seq" --batch 1 --steps $((steps + 1)) --warmup 1 --eval-batches 1 \
+        --val-fraction 0.05 --metrics "$dest.$k" > "$dest.$k.txt" 2>&1 &
+  done
+  wait
+  cat "$dest.0" "$dest.1" > "$dest"
+  rm -f "$dest.0" "$dest.1" "$dest.0.txt" "$dest.1.txt"
+}
 
 for rate in $rates; do
   dir=$out/$rate
-  rm -rf "$dir"
-  mkdir -p "$dir"
-  hosts down >/dev/null 2>&1 || true
-  hosts up 2 --rate "$rate" --subnet "$subnet" >/dev/null
-  # The link: ring-shift times from 4 KiB to 16 MiB, fitted.
-  "${mpirun_hosts[@]}" "$comm_bench" --ops ring_shift --min-bytes 4096 --max-bytes 16777216 --rounds 3 \
-      --batch-s 0.05 > "$dir/comm.txt"
-  # Two descriptions of the link: transfers progress only inside MPI calls (Open MPI over TCP;
-  # the prediction the table checks) and, for comparison, in the background (the planner's default).
-  for progress in in_calls background; do
-    python3 "$top/bench/cluster/report.py" cluster --comm "$dir/comm.txt" --local "$out/local.json" \
-        --single-metrics "$out/single_$cal_seq.jsonl" --single-plan "$out/plan_single_$cal_seq.json" \
-        --progress "$progress" --name "hosts-$rate" > "$dir/cluster_$progress.json"
-  done
-  cp "$dir/cluster_in_calls.json" "$dir/cluster.json"
-  echo "link $rate: $(python3 -c "import json; c = json.load(open('$dir/cluster.json')); print(f\"{c['inter_node_bandwidth_gbs']:.4f} GB/s, {c['inter_node_latency_us']:.1f} us\")") (fitted to tsp_bench_comm's ring shift)"
+  if [ "$replan" -eq 0 ]; then
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    hosts down >/dev/null 2>&1 || true
+    hosts up 2 --rate "$rate" --subnet "$subnet" >/dev/null
+    # The link: ring-shift times from 4 KiB to 16 MiB, fitted.
+    "${mpirun_hosts[@]}" "$comm_bench" --ops ring_shift --min-bytes 4096 --max-bytes 16777216 --rounds 3 \
+        --batch-s 0.05 > "$dir/comm.txt"
+  fi
   for S in $seqs; do
-    "$tsp" plan --model "$config" --seq "$S" --batch 1 --dtype fp32 --cluster "$dir/cluster.json" --devices 2 \
-        --layouts "$(echo "$layouts" | tr ' ' ,)" --format json > "$dir/plan_$S.json"
-    "$tsp" plan --model "$config" --seq "$S" --batch 1 --dtype fp32 --cluster "$dir/cluster_background.json" \
-        --devices 2 --layouts "$(echo "$layouts" | tr ' ' ,)" --format json > "$dir/plan_background_$S.json"
+    [ "$replan" -eq 1 ] || calibrate "$dir/single_$S.jsonl"
+    # Two descriptions of the link: transfers progress only inside MPI calls (Open MPI over TCP;
+    # the prediction the table checks) and, for comparison, in the background (the default).
+    for progress in in_calls background; do
+      python3 "$top/bench/cluster/report.py" cluster --comm "$dir/comm.txt" --local "$out/local.json" \
+          --single-metrics "$dir/single_$S.jsonl" --single-plan "$out/plan_single_$cal_seq.json" \
+          --progress "$progress" --name "hosts-$rate" > "$dir/cluster_${progress}_$S.json"
+      "$tsp" plan --model "$config" --seq "$S" --batch 1 --dtype fp32 --cluster "$dir/cluster_${progress}_$S.json" \
+          --devices 2 --layouts "$(echo "$layouts" | tr ' ' ,)" --format json > "$dir/plan_${progress}_$S.json"
+    done
+    [ "$S" != "$(echo "$seqs" | cut -d' ' -f1)" ] ||
+      echo "link $rate: $(python3 -c "import json; c = json.load(open('$dir/cluster_in_calls_$S.json')); print(f\"{c['inter_node_bandwidth_gbs']:.4f} GB/s, {c['inter_node_latency_us']:.1f} us\")") (fitted to tsp_bench_comm's ring shift)"
+    [ "$replan" -eq 0 ] || continue
     for layout in $layouts; do
       kind=${layout%2}
       case "$kind" in
@@ -125,7 +142,7 @@ for rate in $rates; do
       echo "  $rate S=$S $layout: $((SECONDS - t0)) s"
     done
   done
-  hosts down >/dev/null
+  [ "$replan" -eq 1 ] || hosts down >/dev/null
 done
 python3 "$top/bench/cluster/report.py" report --dir "$out" --rates "$rates" --seqs "$seqs" --layouts "$layouts" \
     --markdown "$out/cluster.md" --svg "$out/cluster.svg"
