@@ -18,8 +18,9 @@
 # fp32, 1 warm-up step + K timed) whose per-step metrics give the measured step time (median of
 # the K, with min and max), the comm wait (exposed communication) and the bytes sent, and one
 # `tsp plan` with the same workload. bench/cluster/report.py writes the table (markdown) and the
-# SVG. Defaults: K = 3, S = 512..16384, both rates: about 9 minutes on 2 cores of the Xeon
-# (docs/cluster.md). Needs root, the release build (build/release) and python3.
+# SVG. Defaults: K = 2, S = 512..16384, both rates: 765 s on the 2-vCPU Xeon while other work
+# loaded it, the S = 16384 rows about 60% of that (docs/cluster.md). Needs root, the release build
+# (build/release) and python3.
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/../.." && pwd)
