@@ -172,6 +172,7 @@ up() {
   # Anything half made (a run killed before its trap) is removed first; any failure from here on
   # removes what was made.
   down
+  # shellcheck disable=SC2154  # status is assigned inside the trap
   trap 'status=$?; [ $status -eq 0 ] || { say "up failed, removing what was made"; down; }' EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM

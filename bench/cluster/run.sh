@@ -56,6 +56,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
+# shellcheck disable=SC2054  # "tcp,self" is one MCA value
 mpirun_hosts=(mpirun --hostfile "/run/tsp-hosts/$name/hostfile" -np 2
   --mca plm_rsh_agent "$top/scripts/hosts-agent.sh" --mca plm_rsh_no_tree_spawn 1
   --mca btl tcp,self --mca btl_tcp_if_include "$subnet.0/24" --mca oob_tcp_if_include "$subnet.0/24"
