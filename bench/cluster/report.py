@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """The cluster benchmark's arithmetic (bench/cluster/run.sh calls it).
 
-  report.py cluster --comm comm.txt --local local.json --single-metrics M --single-plan P
-                    --progress in_calls|background --name NAME   > cluster.json
+  report.py cluster --comm comm.txt --local local.json --config config.json
+                    --single S1:metrics1 --single S2:metrics2 --progress in_calls|background
+                    --name NAME   > cluster.json
       fits t = a + S / b (least squares) to tsp_bench_comm's ring-shift rows ("wrapper us"
       column): latency a (us) and bandwidth b (GB/s) of the emulated link; writes a planner cluster
       file with one device per node (every group crosses the link), the given progress, and the
-      calibrated matmul rates scaled by predicted / measured compute of a single-rank step.
+      matmul and attention rates fitted to single-rank steps at two S.
   report.py report --dir DIR --rates R --seqs S --layouts L --markdown F --svg F
       reads the train metrics and plan JSON of every row; writes the table and the SVG chart
       (step time vs S per layout: measured solid, predicted dashed; one panel per link rate).
@@ -39,28 +40,49 @@ def fit_link(comm_path):
     return a, 1.0 / slope  # seconds, bytes per second
 
 
-def compute_scale(single_metrics, single_plan):
-    """Predicted single-rank compute / measured single-rank step (median of the timed steps)."""
-    # Every run's first step is its warm-up (one or more runs concatenated).
-    steps = [r for r in train_rows(single_metrics) if r["step"] > 1]
-    measured = statistics.median(r["seconds"] for r in steps)
-    predicted = json.load(open(single_plan))["plans"][0]["time"]["terms_s"]["compute"]
-    return predicted / measured
+def step_flops(cfg, seq):
+    """(matmul, attention) FLOPs of one single-rank training step at batch 1, as the planner counts
+    them (src/tsp/plan/time_model.cpp: layers 3x forward, LM head 4x forward)."""
+    h, F, L, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
+    qd = cfg["num_attention_heads"] * cfg["head_dim"]
+    kvd = cfg["num_key_value_heads"] * cfg["head_dim"]
+    W = (2 * qd + 2 * kvd) * h + 3 * F * h
+    matmul = 3 * L * 2 * W * seq + 4 * 2 * V * h * seq
+    attention = 3 * L * 2 * seq * seq * qd
+    return matmul, attention
+
+
+def fit_rates(cfg, singles):
+    """Matmul and attention FLOP/s from the median steps at two S: t = M / r_m + A / r_a."""
+    (s1, t1), (s2, t2) = [(s, statistics.median(r["seconds"] for r in train_rows(p) if r["step"] > 1))
+                          for s, p in singles]
+    (m1, a1), (m2, a2) = step_flops(cfg, s1), step_flops(cfg, s2)
+    det = m1 * a2 - m2 * a1
+    x = (t1 * a2 - t2 * a1) / det   # 1 / r_m
+    y = (m1 * t2 - m2 * t1) / det   # 1 / r_a
+    if x <= 0 or y <= 0:            # noise beyond the model: one rate for both, from the longer run
+        x = y = t2 / (m2 + a2)
+    return 1 / x, 1 / y
 
 
 def cmd_cluster(args):
     a, b = fit_link(args.comm)
     local = json.load(open(args.local))
-    k = compute_scale(args.single_metrics, args.single_plan)
+    cfg = json.load(open(args.config))
+    singles = [(int(x.split(":", 1)[0]), x.split(":", 1)[1]) for x in args.single]
+    r_m, r_a = fit_rates(cfg, singles)
+    k = r_m / 1e12 / local["matmul_tflops_fp32"]
     c = {
         "name": args.name,
         "description": "two emulated hosts (scripts/hosts.sh), one rank each; link fitted to "
-                       "tsp_bench_comm's ring shift over it; compute: tsp plan --calibrate's GEMM "
-                       f"rates x {k:.3f} (the model's single-rank step)",
+                       "tsp_bench_comm's ring shift over it; compute: matmul and attention rates "
+                       "fitted to the model's single-rank steps at two S (bf16 scaled as fp32)",
         "devices_per_node": 1,
         "memory_per_device_gib": local["memory_per_device_gib"],
         "matmul_tflops_bf16": local["matmul_tflops_bf16"] * k,
-        "matmul_tflops_fp32": local["matmul_tflops_fp32"] * k,
+        "matmul_tflops_fp32": r_m / 1e12,
+        "attention_tflops_bf16": r_a / 1e12 * local["matmul_tflops_bf16"] / local["matmul_tflops_fp32"],
+        "attention_tflops_fp32": r_a / 1e12,
         "intra_node_topology": "switch",
         "intra_node_bandwidth_gbs": b / 1e9,
         "intra_node_latency_us": a * 1e6,
@@ -117,6 +139,7 @@ def collect(args):
                     "p_step_bg": plan_of(plan_bg, layout)["time"]["step_s"],
                     "bw": cluster["inter_node_bandwidth_gbs"], "lat": cluster["inter_node_latency_us"],
                     "gflops": cluster["matmul_tflops_fp32"] * 1e3,
+                    "att_gflops": cluster.get("attention_tflops_fp32", cluster["matmul_tflops_fp32"]) * 1e3,
                 }
     return data
 
@@ -138,8 +161,8 @@ def write_markdown(args, data):
         any_row = data[(rate, seqs[0], args.layouts.split()[0])]
         out.append(f"### Link {rate}: fitted {any_row['bw']:.4f} GB/s per direction, "
                    f"{any_row['lat']:.0f} us per message\n")
-        out.append("Compute calibrated before each S's rows (fp32 GFLOP/s per rank): " +
-                   ", ".join(f"S {s} {data[(rate, s, args.layouts.split()[0])]['gflops']:.1f}" for s in seqs) + "\n")
+        out.append(f"Compute fitted to single-rank steps at S = 512 and 8192: matmuls {any_row['gflops']:.1f}, "
+                   f"attention {any_row['att_gflops']:.1f} GFLOP/s per rank (fp32)\n")
         out.append("| S | layout | step s (median [min, max]) | predicted | error | comm wait s | "
                    "predicted exposed | MiB sent/step | predicted | predicted, background progress |")
         out.append("|---|---|---|---|---|---|---|---|---|---|")
@@ -215,8 +238,8 @@ def main():
     c.add_argument("--comm", required=True)
     c.add_argument("--local", required=True)
     c.add_argument("--name", required=True)
-    c.add_argument("--single-metrics", required=True)
-    c.add_argument("--single-plan", required=True)
+    c.add_argument("--config", required=True)
+    c.add_argument("--single", action="append", required=True, help="S:metrics.jsonl (two of them)")
     c.add_argument("--progress", choices=["in_calls", "background"], required=True)
     r = sub.add_parser("report")
     for f in ("--dir", "--rates", "--seqs", "--layouts", "--markdown", "--svg"):

@@ -18,9 +18,9 @@
 # fp32, 1 warm-up step + K timed) whose per-step metrics give the measured step time (median of
 # the K, with min and max), the comm wait (exposed communication) and the bytes sent, and one
 # `tsp plan` with the same workload. bench/cluster/report.py writes the table (markdown) and the
-# SVG. Defaults: K = 2, S = 512..16384, both rates: 765 s on the 2-vCPU Xeon while other work
-# loaded it, the S = 16384 rows about 60% of that (docs/cluster.md). Needs root, the release build
-# (build/release) and python3.
+# SVG. Defaults: K = 2, S = 512..16384, both rates: about 14 minutes on the 2-vCPU Xeon while
+# other work loaded it (765 s of rows, the S = 16384 ones 60% of that, plus ~70 s of compute
+# fits; docs/cluster.md). Needs root, the release build (build/release) and python3.
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -68,8 +68,7 @@ echo "cluster bench: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed '
 "$tsp" plan --calibrate --out "$out/local.json" | head -1
 # The tiny preset (h 128, L 4, V 320, fp32) with positions up to the longest S (RoPE: no learned
 # positions; the preset's own limit is 1024). TSP moves fewer bytes than TP from B S = 8h = 1024.
-cal_seq=2048   # the single-rank calibration's S (below)
-longest=$(echo "$seqs $cal_seq" | tr ' ' '\n' | sort -n | tail -1)
+longest=$(echo "$seqs 8192" | tr ' ' '\n' | sort -n | tail -1)   # 8192: the calibration's (below)
 config=$out/tiny_long.json
 cat > "$config" <<EOT
 {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
@@ -79,24 +78,24 @@ cat > "$config" <<EOT
  "attention_bias": false, "mlp_bias": false, "rope_scaling": null}
 EOT
 
-# Compute, calibrated on this model's own single-rank step: the GEMM rate of --calibrate (a
-# 2048x1536x512 product) is an upper bound that h = 128's small products, the attention at
-# d = 32, the norms, the optimizer and the embedding do not reach. Two single-rank runs at once,
-# one per core, as the two hosts' ranks run, at S = $cal_seq; the planner's predicted compute of
-# one rank there over their measured steps scales both matmul rates. It is measured again right
-# before each S's rows (calibrate DEST below, ~3 s), so that a machine whose load drifts (other
-# users' work) is calibrated at the time of the rows it predicts.
-"$tsp" plan --model "$config" --seq "$cal_seq" --batch 1 --dtype fp32 --cluster "$out/local.json" --devices 1 \
-    --layouts dp1 --format json > "$out/plan_single_$cal_seq.json"
+# Compute, calibrated on this model's own single-rank steps: the GEMM rate of --calibrate (a
+# 2048x1536x512 product) is an upper bound that h = 128's small products, the norms, the
+# optimizer and the embedding do not reach, and the attention (head dimension 32) runs at a rate
+# of its own. Two single-rank runs at once (one per core, as the two hosts' ranks run) at
+# S = 512 and at S = 8192 (attention 1/4 and 4x the matmul FLOPs: a well-conditioned fit); their median steps fit t = matmul FLOPs / r_m + attention FLOPs / r_a
+# (report.py), the cluster file's matmul and attention rates. Measured once per link rate, right
+# before its rows (about half a minute).
 calibrate() {
-  local dest=$1 k
-  for k in 0 1; do
-    "$tsp" train --config "$config" --seq "$cal_seq" --batch 1 --steps $((steps + 1)) --warmup 1 --eval-batches 1 \
-        --val-fraction 0.05 --metrics "$dest.$k" > "$dest.$k.txt" 2>&1 &
+  local dest=$1 S k
+  for S in 512 8192; do
+    for k in 0 1; do
+      "$tsp" train --config "$config" --seq "$S" --batch 1 --steps $((steps + 1)) --warmup 1 --eval-batches 1 \
+          --val-fraction 0.05 --metrics "$dest.$S.$k" > "$dest.$S.$k.txt" 2>&1 &
+    done
+    wait
+    cat "$dest.$S.0" "$dest.$S.1" > "${dest}_$S.jsonl"
+    rm -f "$dest.$S.0" "$dest.$S.1" "$dest.$S.0.txt" "$dest.$S.1.txt"
   done
-  wait
-  cat "$dest.0" "$dest.1" > "$dest"
-  rm -f "$dest.0" "$dest.1" "$dest.0.txt" "$dest.1.txt"
 }
 
 for rate in $rates; do
@@ -110,13 +109,14 @@ for rate in $rates; do
     "${mpirun_hosts[@]}" "$comm_bench" --ops ring_shift --min-bytes 4096 --max-bytes 16777216 --rounds 3 \
         --batch-s 0.05 > "$dir/comm.txt"
   fi
+  # (--replan keeps a calibration it finds; data without one gets it measured now.)
+  [ "$replan" -eq 1 ] && [ -f "$dir/calib_8192.jsonl" ] || calibrate "$dir/calib"
   for S in $seqs; do
-    [ "$replan" -eq 1 ] || calibrate "$dir/single_$S.jsonl"
     # Two descriptions of the link: transfers progress only inside MPI calls (Open MPI over TCP;
     # the prediction the table checks) and, for comparison, in the background (the default).
     for progress in in_calls background; do
       python3 "$top/bench/cluster/report.py" cluster --comm "$dir/comm.txt" --local "$out/local.json" \
-          --single-metrics "$dir/single_$S.jsonl" --single-plan "$out/plan_single_$cal_seq.json" \
+          --config "$config" --single "512:$dir/calib_512.jsonl" --single "8192:$dir/calib_8192.jsonl" \
           --progress "$progress" --name "hosts-$rate" > "$dir/cluster_${progress}_$S.json"
       "$tsp" plan --model "$config" --seq "$S" --batch 1 --dtype fp32 --cluster "$dir/cluster_${progress}_$S.json" \
           --devices 2 --layouts "$(echo "$layouts" | tr ' ' ,)" --format json > "$dir/plan_${progress}_$S.json"

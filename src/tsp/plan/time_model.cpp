@@ -22,6 +22,14 @@ Flops layer_flops(const model::ModelConfig& c, const Workload& w, const Layout& 
           .recompute = w.recompute == Recompute::full ? fwd : 0.0};
 }
 
+Flops layer_attention_flops(const model::ModelConfig& c, const Workload& w, const Layout& l) {
+  const double S = static_cast<double>(w.seq);
+  const double fwd = 2.0 * static_cast<double>(w.batch) * S * S * static_cast<double>(c.q_dim()) /
+                     static_cast<double>(l.model_parallel());
+  return {.forward = fwd, .backward = 2 * fwd,
+          .recompute = w.recompute == Recompute::full ? fwd : 0.0};
+}
+
 Flops head_flops(const model::ModelConfig& c, const Workload& w, const Layout& l) {
   const double fwd = 2.0 * static_cast<double>(c.vocab_size() * c.hidden_size()) *
                      static_cast<double>(w.tokens()) / static_cast<double>(l.model_parallel());
@@ -93,15 +101,18 @@ struct StageTime {
 StageTime stage_time(const model::ModelConfig& cfg, const Workload& w, const Layout& l,
                      const Cluster& c, int64_t stage) {
   const double rate = c.matmul_flops(w.precision.bf16_math());
+  const double att_rate = c.attention_flops(w.precision.bf16_math());
   const RankCoords rank{.pp = stage};
   const LayerTraffic lt = layer_traffic(cfg, w, l, rank);
   const StepTraffic st = step_traffic(cfg, w, l, rank);
-  const Flops lf = layer_flops(cfg, w, l), hf = head_flops(cfg, w, l);
+  const Flops lf = layer_flops(cfg, w, l), af = layer_attention_flops(cfg, w, l), hf = head_flops(cfg, w, l);
+  // Seconds of a layer phase: its attention at the attention rate, the rest at the matmul rate.
+  auto seconds = [&](double all, double attention) { return (all - attention) / rate + attention / att_rate; };
   StageTime s;
   s.layers = cfg.num_hidden_layers() / l.pp;
-  s.layer_fwd = phase(lf.forward / rate, lt.forward, c, l);
-  s.layer_bwd = phase(lf.backward / rate, lt.backward, c, l);
-  s.layer_rc = phase(lf.recompute / rate, lt.recompute, c, l);
+  s.layer_fwd = phase(seconds(lf.forward, af.forward), lt.forward, c, l);
+  s.layer_bwd = phase(seconds(lf.backward, af.backward), lt.backward, c, l);
+  s.layer_rc = phase(seconds(lf.recompute, af.recompute), lt.recompute, c, l);
   const auto L = static_cast<double>(s.layers);
   s.micro.add_scaled(s.layer_fwd, L);
   s.micro.add_scaled(s.layer_bwd, L);
