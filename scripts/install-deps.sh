@@ -21,6 +21,7 @@ PACKAGES=(
   fortunes fortunes-min        # real English text: the default demo corpus
   bible-kjv-text bible-kjv     # the King James Bible (4.4 MB of English): its compressed text and the
                                # `bible` program that prints it (bible -f gen1:1-rev22:21 > kjv.txt)
+  iproute2                     # ip, tc: emulated hosts (scripts/hosts.sh) for the cross-host test
 )
 
 case "${1:-}" in

@@ -2,6 +2,10 @@
 // the same run, on f32 buffers from 64 KiB to 64 MiB (powers of 4); plus MPI_Reduce_scatter vs the
 // ring for reduce-scatter. Run at 2 ranks, one core each (docs/running.md):
 //   mpirun -np 2 build/release/bench/comm/tsp_bench_comm [--min-bytes N] [--max-bytes N] [--rounds R]
+//                                                        [--ops ring_shift,broadcast,...]
+// (--ops: only these collectives; the reduce-scatter algorithm table needs reduce_scatter.)
+// The last column is the wrapper's time per call in microseconds, from which a link's latency and
+// bandwidth are fitted (bench/cluster/run.sh).
 // Bus bandwidth follows nccl-tests: algbw = S / t with S the full buffer (the all-gather output,
 // the reduce-scatter input); busbw = algbw * 2(n-1)/n for all-reduce, (n-1)/n for all-gather,
 // reduce-scatter and all-to-all, 1 for broadcast and the ring shift. Each measurement is the best
@@ -30,7 +34,14 @@ struct Options {
   int64_t max_bytes = int64_t{64} << 20;
   int rounds = 5;
   double batch_s = 0.04;
+  std::string ops;  // comma-separated collectives to run; empty: all
 };
+
+bool wanted(const Options& opt, const char* name) {
+  if (opt.ops.empty()) return true;
+  const std::string list = "," + opt.ops + ",";
+  return list.find("," + std::string(name) + ",") != std::string::npos;
+}
 
 // Seconds per call of `fn`: best over rounds of the slowest rank's batch time.
 std::vector<double> time_interleaved(Communicator& comm, const std::vector<std::function<void()>>& fns,
@@ -75,8 +86,8 @@ int run(MpiEnvironment& env, const Options& opt) {
   const bool root = me == 0;
   if (root)
     std::printf("tsp_bench_comm: %d ranks, f32, bus bandwidth in GB/s (1e9 B/s), best of %d\n"
-                "%-15s %8s %10s %10s %7s\n",
-                D, opt.rounds, "op", "size", "wrapper", "raw MPI", "ratio");
+                "%-15s %8s %10s %10s %7s %12s\n",
+                D, opt.rounds, "op", "size", "wrapper", "raw MPI", "ratio", "wrapper us");
   std::vector<std::string> rs_lines;
   for (int64_t bytes = opt.min_bytes; bytes <= opt.max_bytes; bytes *= 4) {
     const int64_t n = bytes / 4 / D * D;  // elements of the full buffer, divisible by D
@@ -113,12 +124,14 @@ int run(MpiEnvironment& env, const Options& opt) {
          }},
     };
     for (const Case& cs : cases) {
+      if (!wanted(opt, cs.name)) continue;
       const std::vector<double> t = time_interleaved(comm, {cs.wrapper, cs.raw}, opt);
       const double w = S / t[0] * cs.bus_factor / 1e9, r = S / t[1] * cs.bus_factor / 1e9;
       if (root)
-        std::printf("%-15s %8s %10.2f %10.2f %7.3f\n", cs.name, human(S).c_str(), w, r, w / r);
+        std::printf("%-15s %8s %10.2f %10.2f %7.3f %12.1f\n", cs.name, human(S).c_str(), w, r, w / r, t[0] * 1e6);
     }
     // Reduce-scatter algorithm choice: MPI_Reduce_scatter vs the hand ring vs the block variant.
+    if (!wanted(opt, "reduce_scatter")) continue;
     const std::vector<double> t = time_interleaved(
         comm,
         {[&] { reduce_scatter(comm, full, part, ReduceOp::sum, ReduceScatterAlgo::mpi); },
@@ -131,7 +144,7 @@ int run(MpiEnvironment& env, const Options& opt) {
                   S / t[2] * f_ag / 1e9, t[1] < t[0] ? "ring" : "MPI_Reduce_scatter");
     rs_lines.push_back(line);
   }
-  if (root) {
+  if (root && !rs_lines.empty()) {
     std::printf("\nreduce-scatter algorithms, bus bandwidth GB/s (automatic uses the ring from %lld KiB of input)\n"
                 "%-15s %8s %10s %10s %10s\n",
                 static_cast<long long>(kRingReduceScatterMinBytes >> 10), "op", "size",
@@ -151,6 +164,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--max-bytes")) opt.max_bytes = std::atoll(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--rounds")) opt.rounds = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--batch-s")) opt.batch_s = std::atof(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--ops")) opt.ops = argv[i + 1];
   }
   return run_mpi_main(argc, argv, [&](MpiEnvironment& env) { return run(env, opt); });
 }

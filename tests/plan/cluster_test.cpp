@@ -51,6 +51,34 @@ TEST(Cluster, ParsesEveryField) {
   EXPECT_DOUBLE_EQ(c.inter_node_bandwidth_gbs, 12.5);
 }
 
+TEST(Cluster, InterNodeProgressIsOptionalAndChecked) {
+  EXPECT_TRUE(cluster_from_json(kValid, "lab.json").inter_node_background_progress);
+  const std::string in_calls = replace(kValid, "\"inter_node_latency_us\": 8",
+                                       "\"inter_node_latency_us\": 8, \"inter_node_progress\": \"in_calls\"");
+  const Cluster c = cluster_from_json(in_calls, "lab.json");
+  EXPECT_FALSE(c.inter_node_background_progress);
+  EXPECT_FALSE(cluster_from_json(cluster_to_json(c), "x").inter_node_background_progress);
+  const std::string bad = replace(kValid, "\"inter_node_latency_us\": 8",
+                                  "\"inter_node_latency_us\": 8, \"inter_node_progress\": \"sometimes\"");
+  EXPECT_NE(error_of<InvalidArgument>(bad).find("\"inter_node_progress\" must be \"background\" or \"in_calls\""),
+            std::string::npos);
+}
+
+TEST(Cluster, AttentionRatesAreOptionalAndDefaultToTheMatmulRates) {
+  const Cluster plain = cluster_from_json(kValid, "lab.json");
+  EXPECT_DOUBLE_EQ(plain.attention_flops(false), 25.5e12);
+  EXPECT_DOUBLE_EQ(plain.attention_flops(true), 100e12);
+  const std::string with = replace(kValid, "\"matmul_tflops_fp32\": 25.5",
+                                   "\"matmul_tflops_fp32\": 25.5, \"attention_tflops_fp32\": 5");
+  const Cluster c = cluster_from_json(with, "lab.json");
+  EXPECT_DOUBLE_EQ(c.attention_flops(false), 5e12);
+  EXPECT_DOUBLE_EQ(c.attention_flops(true), 100e12);  // bf16 not given: its matmul rate
+  EXPECT_DOUBLE_EQ(cluster_from_json(cluster_to_json(c), "x").attention_tflops_fp32, 5);
+  const std::string negative = replace(kValid, "\"matmul_tflops_fp32\": 25.5",
+                                       "\"matmul_tflops_fp32\": 25.5, \"attention_tflops_fp32\": -1");
+  EXPECT_NE(error_of<InvalidArgument>(negative).find("attention rates must be >= 0"), std::string::npos);
+}
+
 TEST(Cluster, PresetsRoundTripThroughJson) {
   for (const std::string& name : cluster_preset_names()) {
     const Cluster p = cluster_preset(name);

@@ -103,6 +103,30 @@ TEST(TimeModel, TspOverlapsItsTrafficWithCompute) {
   EXPECT_EQ(fast.dominant, "compute");
 }
 
+TEST(TimeModel, WithoutBackgroundProgressTransfersBetweenNodesDoNotOverlap) {
+  // TSP 2 across two nodes of one device: the forward's 2304 B at 1000 B/s hide behind 8.704 s of
+  // compute when the link progresses by itself, and add (8.704 + 2.304) when transfers move only
+  // inside MPI calls (Open MPI over TCP, docs/cluster.md).
+  Cluster c = slow_cluster(1000);
+  c.devices_per_node = 1;
+  EXPECT_DOUBLE_EQ(step_time(hand_config(), fp32_work(1, 8), tsp_layout(2), c).layer_forward_s, 8.704);
+  c.inter_node_background_progress = false;
+  EXPECT_NEAR(step_time(hand_config(), fp32_work(1, 8), tsp_layout(2), c).layer_forward_s, 11.008, 1e-9);
+  // Inside one node the setting changes nothing: the group never uses the inter-node link.
+  c.devices_per_node = 8;
+  EXPECT_DOUBLE_EQ(step_time(hand_config(), fp32_work(1, 8), tsp_layout(2), c).layer_forward_s, 8.704);
+}
+
+TEST(TimeModel, AttentionAtItsOwnRate) {
+  // Layer forward 17408 FLOP, of which attention 2 * 8^2 * 8 = 1024; TSP 2 halves both. At
+  // 1000 FLOP/s for matmuls and 250 for attention: (8704 - 512) / 1000 + 512 / 250 = 10.24 s.
+  EXPECT_DOUBLE_EQ(layer_attention_flops(hand_config(), fp32_work(1, 8), tsp_layout(2)).forward, 512);
+  Cluster c = slow_cluster(1e9);
+  EXPECT_DOUBLE_EQ(c.attention_flops(false), c.matmul_flops(false));  // 0: the matmul rate
+  c.attention_tflops_fp32 = 0.25e-9;
+  EXPECT_NEAR(step_time(hand_config(), fp32_work(1, 8), tsp_layout(2), c).layer_forward_s, 10.24, 1e-9);
+}
+
 TEST(TimeModel, TpAllReducesAreOnTheCriticalPath) {
   // TP 2 forward: compute 8.704 s + 512 B / 1000 B/s = 0.512 s.
   const StepTime t = step_time(hand_config(), fp32_work(1, 8), tp_layout(2), slow_cluster(1000));

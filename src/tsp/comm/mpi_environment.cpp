@@ -3,6 +3,7 @@
 
 #include <mpi.h>
 
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -36,6 +37,11 @@ bool MpiEnvironment::is_finalized() {
 MpiEnvironment::MpiEnvironment(int* argc, char*** argv) {
   if (is_initialized()) TSP_THROW(CommError, "MpiEnvironment: MPI is already initialised");
   check_mpi(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &thread_level_), "MPI_Init_thread");
+  // Across hosts MPI talks TCP: a write to the socket of a peer that died raises SIGPIPE, whose
+  // default action would kill this rank silently ("rank 0 exited on signal 13"), and mpirun would
+  // blame the survivor. Ignored, the write fails with EPIPE, MPI reports the lost peer, and
+  // mpirun names the rank that really died (or the watchdog names it).
+  std::signal(SIGPIPE, SIG_IGN);
   check_mpi(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
   check_mpi(MPI_Comm_rank(MPI_COMM_WORLD, &world_rank_), "MPI_Comm_rank");
   check_mpi(MPI_Comm_size(MPI_COMM_WORLD, &world_size_), "MPI_Comm_size");

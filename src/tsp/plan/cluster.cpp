@@ -26,6 +26,11 @@ double Cluster::matmul_flops(bool bf16_math) const {
   return (bf16_math ? matmul_tflops_bf16 : matmul_tflops_fp32) * 1e12;
 }
 
+double Cluster::attention_flops(bool bf16_math) const {
+  const double t = bf16_math ? attention_tflops_bf16 : attention_tflops_fp32;
+  return t > 0 ? t * 1e12 : matmul_flops(bf16_math);
+}
+
 void validate(const Cluster& c) {
   const std::string& n = c.name;
   TSP_CHECK(c.devices_per_node >= 1, "cluster ", n, ": devices_per_node must be >= 1, got ",
@@ -36,6 +41,9 @@ void validate(const Cluster& c) {
   positive(c.memory_per_device_gib, "memory_per_device_gib");
   positive(c.matmul_tflops_bf16, "matmul_tflops_bf16");
   positive(c.matmul_tflops_fp32, "matmul_tflops_fp32");
+  TSP_CHECK(c.attention_tflops_bf16 >= 0 && c.attention_tflops_fp32 >= 0, "cluster ", n,
+            ": attention rates must be >= 0 (0: the matmul rate), got ", c.attention_tflops_bf16, " and ",
+            c.attention_tflops_fp32);
   positive(c.intra_node_bandwidth_gbs, "intra_node_bandwidth_gbs");
   positive(c.inter_node_bandwidth_gbs, "inter_node_bandwidth_gbs");
   TSP_CHECK(c.intra_node_latency_us >= 0 && c.inter_node_latency_us >= 0, "cluster ", n,
@@ -99,7 +107,10 @@ const char* const kFields[] = {"name",
                                "intra_node_bandwidth_gbs",
                                "intra_node_latency_us",
                                "inter_node_bandwidth_gbs",
-                               "inter_node_latency_us"};
+                               "inter_node_latency_us",
+                               "inter_node_progress",
+                               "attention_tflops_bf16",
+                               "attention_tflops_fp32"};
 
 // Typed access with messages that name the source and the field.
 class Fields {
@@ -122,6 +133,10 @@ class Fields {
     if (!v.is_number_integer()) type_error(key, v, "an integer");
     return v.get<int64_t>();
   }
+  double number_or(const char* key, double fallback) const {
+    if (!j_.contains(key)) return fallback;
+    return number(key);
+  }
   std::string string_or(const char* key, std::string fallback) const {
     if (!j_.contains(key)) return fallback;
     const json& v = j_.at(key);
@@ -135,7 +150,8 @@ class Fields {
         TSP_THROW(IoError, source_, ": unknown field \"", key, "\"; known fields: name, "
                   "description, devices_per_node, memory_per_device_gib, matmul_tflops_bf16, "
                   "matmul_tflops_fp32, intra_node_topology, intra_node_bandwidth_gbs, "
-                  "intra_node_latency_us, inter_node_bandwidth_gbs, inter_node_latency_us");
+                  "intra_node_latency_us, inter_node_bandwidth_gbs, inter_node_latency_us, "
+                  "inter_node_progress, attention_tflops_bf16, attention_tflops_fp32");
       }
     }
   }
@@ -153,6 +169,13 @@ IntraNodeTopology parse_topology(const std::string& s, std::string_view source) 
   if (s == "full_mesh") return IntraNodeTopology::full_mesh;
   TSP_THROW(InvalidArgument, source, ": field \"intra_node_topology\" must be \"switch\" or "
             "\"full_mesh\", got \"", s, "\"");
+}
+
+bool parse_progress(const std::string& s, std::string_view source) {
+  if (s == "background") return true;
+  if (s == "in_calls") return false;
+  TSP_THROW(InvalidArgument, source, ": field \"inter_node_progress\" must be \"background\" or "
+            "\"in_calls\", got \"", s, "\"");
 }
 
 }  // namespace
@@ -183,11 +206,14 @@ Cluster cluster_from_json(std::string_view text, std::string_view source) {
   c.memory_per_device_gib = in.number("memory_per_device_gib");
   c.matmul_tflops_bf16 = in.number("matmul_tflops_bf16");
   c.matmul_tflops_fp32 = in.number("matmul_tflops_fp32");
+  c.attention_tflops_bf16 = in.number_or("attention_tflops_bf16", 0);
+  c.attention_tflops_fp32 = in.number_or("attention_tflops_fp32", 0);
   c.intra_node_topology = parse_topology(in.string_or("intra_node_topology", "switch"), source);
   c.intra_node_bandwidth_gbs = in.number("intra_node_bandwidth_gbs");
   c.intra_node_latency_us = in.number("intra_node_latency_us");
   c.inter_node_bandwidth_gbs = in.number("inter_node_bandwidth_gbs");
   c.inter_node_latency_us = in.number("inter_node_latency_us");
+  c.inter_node_background_progress = parse_progress(in.string_or("inter_node_progress", "background"), source);
   try {
     validate(c);
   } catch (const InvalidArgument& e) {
@@ -204,11 +230,14 @@ std::string cluster_to_json(const Cluster& c) {
   j["memory_per_device_gib"] = c.memory_per_device_gib;
   j["matmul_tflops_bf16"] = c.matmul_tflops_bf16;
   j["matmul_tflops_fp32"] = c.matmul_tflops_fp32;
+  if (c.attention_tflops_bf16 > 0) j["attention_tflops_bf16"] = c.attention_tflops_bf16;
+  if (c.attention_tflops_fp32 > 0) j["attention_tflops_fp32"] = c.attention_tflops_fp32;
   j["intra_node_topology"] = std::string(topology_name(c.intra_node_topology));
   j["intra_node_bandwidth_gbs"] = c.intra_node_bandwidth_gbs;
   j["intra_node_latency_us"] = c.intra_node_latency_us;
   j["inter_node_bandwidth_gbs"] = c.inter_node_bandwidth_gbs;
   j["inter_node_latency_us"] = c.inter_node_latency_us;
+  j["inter_node_progress"] = c.inter_node_background_progress ? "background" : "in_calls";
   return j.dump(2) + "\n";
 }
 

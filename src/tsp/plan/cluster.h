@@ -24,14 +24,25 @@ struct Cluster {
   double memory_per_device_gib = 0;  // usable memory per device, GiB
   double matmul_tflops_bf16 = 0;     // ACHIEVED dense matmul rate per device, bf16 inputs
   double matmul_tflops_fp32 = 0;     // ACHIEVED dense matmul rate per device, fp32
+  // ACHIEVED rate of the causal attention's FLOPs; 0: the matmul rate (the presets). A small
+  // model's attention (long S, short heads) and its matmuls (narrow h) can run at different rates.
+  double attention_tflops_bf16 = 0;
+  double attention_tflops_fp32 = 0;
   IntraNodeTopology intra_node_topology = IntraNodeTopology::switched;
   double intra_node_bandwidth_gbs = 0;  // GB/s (1e9 B/s) per direction: per device or per link
   double intra_node_latency_us = 0;
   double inter_node_bandwidth_gbs = 0;  // GB/s per direction per device (its NIC)
   double inter_node_latency_us = 0;
+  // Whether transfers between nodes move while the ranks compute. true: the NIC or the MPI
+  // library progresses posted operations by itself (RDMA, a progress thread). false: they move
+  // only inside MPI calls, as Open MPI's TCP transport does (a posted message larger than the
+  // eager limit waits for the receiver's next MPI call): overlappable collectives between nodes
+  // then add to the step like the others (docs/cluster.md measures it).
+  bool inter_node_background_progress = true;
 
   int64_t memory_bytes() const;                 // memory_per_device_gib * 2^30
   double matmul_flops(bool bf16_math) const;    // FLOP/s
+  double attention_flops(bool bf16_math) const; // FLOP/s (the matmul rate unless given)
 };
 
 // Throws InvalidArgument naming the field unless every number is positive (latencies >= 0).

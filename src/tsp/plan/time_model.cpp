@@ -1,5 +1,6 @@
 // The step-time model: per phase, overlappable collectives cost max(compute, their sum), the others
-// add; gradient sync overlaps the backward but for the last layer; pipelines pay a bubble.
+// add (as do overlappable ones between nodes whose transfers progress only inside MPI calls);
+// gradient sync overlaps the backward but for the last layer; pipelines pay a bubble.
 #include "tsp/plan/time_model.h"
 
 #include <algorithm>
@@ -17,6 +18,14 @@ Flops layer_flops(const model::ModelConfig& c, const Workload& w, const Layout& 
   const double matmul = 2.0 * static_cast<double>(c.matrix_params_per_layer()) * T;
   const double attention = 2.0 * static_cast<double>(w.batch) * S * S * static_cast<double>(c.q_dim());
   const double fwd = (matmul + attention) / static_cast<double>(l.model_parallel());
+  return {.forward = fwd, .backward = 2 * fwd,
+          .recompute = w.recompute == Recompute::full ? fwd : 0.0};
+}
+
+Flops layer_attention_flops(const model::ModelConfig& c, const Workload& w, const Layout& l) {
+  const double S = static_cast<double>(w.seq);
+  const double fwd = 2.0 * static_cast<double>(w.batch) * S * S * static_cast<double>(c.q_dim()) /
+                     static_cast<double>(l.model_parallel());
   return {.forward = fwd, .backward = 2 * fwd,
           .recompute = w.recompute == Recompute::full ? fwd : 0.0};
 }
@@ -68,7 +77,11 @@ Ledger phase(double compute_s, const PhaseTraffic& traffic, const Cluster& c, co
     const double s = collective_seconds(c, l, t);
     const auto a = static_cast<size_t>(t.axis);
     out.raw[a] += s;
-    if (t.overlaps_compute) {
+    // Between nodes without background progress a posted transfer moves only inside the MPI
+    // call that waits for it: nothing overlaps.
+    const bool can_hide = t.overlaps_compute && (c.inter_node_background_progress ||
+                                                 !collective_link(c, l, t.axis, t.op).inter_node);
+    if (can_hide) {
       hidden[a] += s;
       hidden_sum += s;
     } else {
@@ -88,21 +101,25 @@ struct StageTime {
   Ledger layer_fwd, layer_bwd, layer_rc;
   double backward_s = 0;  // the stage's layer backward (+ recompute) time, for gradient sync
   Ledger sync;            // gradient synchronisation, unoverlapped
+  bool sync_hideable = true;  // false when it crosses nodes whose transfers progress only in calls
   int64_t layers = 0;
 };
 
 StageTime stage_time(const model::ModelConfig& cfg, const Workload& w, const Layout& l,
                      const Cluster& c, int64_t stage) {
   const double rate = c.matmul_flops(w.precision.bf16_math());
+  const double att_rate = c.attention_flops(w.precision.bf16_math());
   const RankCoords rank{.pp = stage};
   const LayerTraffic lt = layer_traffic(cfg, w, l, rank);
   const StepTraffic st = step_traffic(cfg, w, l, rank);
-  const Flops lf = layer_flops(cfg, w, l), hf = head_flops(cfg, w, l);
+  const Flops lf = layer_flops(cfg, w, l), af = layer_attention_flops(cfg, w, l), hf = head_flops(cfg, w, l);
+  // Seconds of a layer phase: its attention at the attention rate, the rest at the matmul rate.
+  auto seconds = [&](double all, double attention) { return (all - attention) / rate + attention / att_rate; };
   StageTime s;
   s.layers = cfg.num_hidden_layers() / l.pp;
-  s.layer_fwd = phase(lf.forward / rate, lt.forward, c, l);
-  s.layer_bwd = phase(lf.backward / rate, lt.backward, c, l);
-  s.layer_rc = phase(lf.recompute / rate, lt.recompute, c, l);
+  s.layer_fwd = phase(seconds(lf.forward, af.forward), lt.forward, c, l);
+  s.layer_bwd = phase(seconds(lf.backward, af.backward), lt.backward, c, l);
+  s.layer_rc = phase(seconds(lf.recompute, af.recompute), lt.recompute, c, l);
   const auto L = static_cast<double>(s.layers);
   s.micro.add_scaled(s.layer_fwd, L);
   s.micro.add_scaled(s.layer_bwd, L);
@@ -113,6 +130,8 @@ StageTime stage_time(const model::ModelConfig& cfg, const Workload& w, const Lay
   s.micro.add_scaled(phase(0, st.pipeline, c, l), 1);
   s.backward_s = L * (s.layer_bwd.total() + s.layer_rc.total());
   s.sync = phase(0, st.gradient_sync, c, l);
+  for (const CollectiveTraffic& t : st.gradient_sync)
+    if (!c.inter_node_background_progress && collective_link(c, l, t.axis, t.op).inter_node) s.sync_hideable = false;
   return s;
 }
 
@@ -139,7 +158,9 @@ StepTime step_time(const model::ModelConfig& cfg, const Workload& w, const Layou
   const double sync = s.sync.total();
   const double layers = static_cast<double>(s.layers);
   const double sync_exposed =
-      sync == 0 ? 0 : std::max(sync / layers, sync - s.backward_s * (layers - 1) / layers);
+      sync == 0 ? 0
+      : s.sync_hideable ? std::max(sync / layers, sync - s.backward_s * (layers - 1) / layers)
+                        : sync;
 
   StepTime out;
   out.step_s = step.total() + bubble + sync_exposed;

@@ -20,6 +20,9 @@ struct Flops {
 // One decoder layer: matmuls 2 * matrix_params * T plus causal attention 2 * B * S^2 * qd
 // (half of 4 B S^2 qd), divided by the model-parallel degree; backward 2x, recompute 1x forward.
 Flops layer_flops(const model::ModelConfig& config, const Workload& work, const Layout& layout);
+// The attention's part of layer_flops (2 B S^2 qd / model-parallel forward, the same multiples),
+// timed at the cluster's attention rate; the rest at its matmul rate.
+Flops layer_attention_flops(const model::ModelConfig& config, const Workload& work, const Layout& layout);
 // LM head: 2 V h T / model-parallel forward; backward 3x (the chunked cross-entropy recomputes the
 // logits, then dX and dW).
 Flops head_flops(const model::ModelConfig& config, const Workload& work, const Layout& layout);
