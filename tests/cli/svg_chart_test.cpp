@@ -93,5 +93,23 @@ TEST(SvgChart, EveryPartStaysInsideTheDocument) {
   if (const char* dump = std::getenv("TSP_SVG_CHART_DUMP")) testing::write_bytes(dump, svg);  // to look at it
 }
 
+// A long run (1000 steps): every point of the series reaches the document; a fixed-size format
+// buffer once cut the polyline short and left the SVG unparseable.
+TEST(SvgChart, LongSeriesAreWrittenWhole) {
+  Figure f;
+  LineChart lines;
+  lines.title = "loss";
+  lines.x = {.label = "tokens"};
+  lines.y = {.label = "loss"};
+  Series s;
+  s.name = "run";
+  for (int i = 1; i <= 1000; ++i) s.points.push_back({100.0 * i, 5.0 + 1.0 / i});
+  lines.series = {s};
+  f.rows.push_back({panel(lines)});
+  const testing::SvgChart c = testing::read_svg_chart(render_svg(f));
+  ASSERT_EQ(c.series.size(), 1u);
+  EXPECT_EQ(c.series[0].points.size(), 1000u);
+}
+
 }  // namespace
 }  // namespace tsp::cli

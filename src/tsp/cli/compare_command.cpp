@@ -9,6 +9,7 @@
 
 
 #include "tsp/core/check.h"
+#include "tsp/core/format.h"
 #include "tsp/core/error.h"
 #include "tsp/core/file_io.h"
 #include "tsp/core/memory.h"
@@ -33,11 +34,7 @@ Run read_run(const std::string& spec, size_t index) {
   return run;
 }
 
-std::string fmt(const char* f, auto... v) {
-  char buf[128];
-  std::snprintf(buf, sizeof buf, f, v...);
-  return buf;
-}
+std::string fmt(const char* f, auto... v) { return format_printf(f, v...); }
 
 double mib(int64_t b) { return static_cast<double>(b) / (1 << 20); }
 

@@ -14,6 +14,7 @@
 #include "tsp/cli/svg_chart.h"
 #include "tsp/core/atomic_file.h"
 #include "tsp/core/check.h"
+#include "tsp/core/format.h"
 #include "tsp/core/output_file.h"
 #include "tsp/core/file_io.h"
 #include "tsp/train/metrics_log.h"
@@ -47,11 +48,7 @@ std::map<int64_t, double> cumulative_tokens(const PlotRun& r) {
   return out;
 }
 
-std::string fmt(const char* f, auto... v) {
-  char buf[256];
-  std::snprintf(buf, sizeof buf, f, v...);
-  return buf;
-}
+std::string fmt(const char* f, auto... v) { return format_printf(f, v...); }
 
 }  // namespace
 

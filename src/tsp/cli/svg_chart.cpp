@@ -9,6 +9,8 @@
 #include <map>
 #include <sstream>
 
+#include "tsp/core/format.h"
+
 namespace tsp::cli {
 
 namespace {
@@ -35,11 +37,7 @@ std::string esc(const std::string& s) {
   return o;
 }
 
-std::string fmt(const char* f, auto... args) {
-  char buf[512];
-  std::snprintf(buf, sizeof buf, f, args...);
-  return buf;
-}
+std::string fmt(const char* f, auto... args) { return format_printf(f, args...); }
 
 double text_w(const std::string& s, double char_w = kCharW) { return static_cast<double>(s.size()) * char_w; }
 

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tsp/core/check.h"
+#include "tsp/core/format.h"
 #include "tsp/core/file_io.h"
 #include "tsp/kernels/peak.h"
 #include "tsp/plan/time_model.h"
@@ -20,11 +21,7 @@ namespace tsp::train {
 using nlohmann::json;
 
 namespace {
-std::string printf_string(const char* fmt, auto... args) {
-  char buf[512];
-  std::snprintf(buf, sizeof buf, fmt, args...);
-  return buf;
-}
+std::string printf_string(const char* fmt, auto... args) { return format_printf(fmt, args...); }
 double mib(int64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); }
 }  // namespace
 
