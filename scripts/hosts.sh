@@ -213,7 +213,7 @@ EOT
   say "hostfile: $state/hostfile"
   local top
   top=$(cd "$(dirname "$0")/.." && pwd)
-  say "run: mpirun --hostfile $state/hostfile -np $n --mca plm_rsh_agent $top/scripts/hosts-agent.sh --mca plm_rsh_no_tree_spawn 1 --mca btl tcp,self --mca btl_tcp_if_include $subnet.0/24 --mca oob_tcp_if_include $subnet.0/24 --mca mpi_yield_when_idle 1 -x OMP_NUM_THREADS=1 PROGRAM ..."
+  say "run: mpirun --hostfile $state/hostfile -np $n --mca plm_rsh_agent $top/scripts/hosts-agent.sh --mca plm_rsh_no_tree_spawn 1 --mca btl tcp,self --mca btl_tcp_if_include $subnet.0/24 --mca oob_tcp_if_include $subnet.0/24 --mca mpi_yield_when_idle 1 --bind-to none -x OMP_NUM_THREADS=1 PROGRAM ..."
 }
 
 status() {

@@ -18,9 +18,9 @@
 # fp32, 1 warm-up step + K timed) whose per-step metrics give the measured step time (median of
 # the K, with min and max), the comm wait (exposed communication) and the bytes sent, and one
 # `tsp plan` with the same workload. bench/cluster/report.py writes the table (markdown) and the
-# SVG. Defaults: K = 2, S = 512..16384, both rates: about 14 minutes on the 2-vCPU Xeon while
-# other work loaded it (765 s of rows, the S = 16384 ones 60% of that, plus ~70 s of compute
-# fits; docs/cluster.md). Needs root, the release build (build/release) and python3.
+# SVG. Defaults: K = 2, S = 512..16384, both rates: about 6 minutes on the quiet 2-vCPU Xeon
+# (364 s with the compute fits; the S = 16384 rows are about half of it; docs/cluster.md).
+# Needs root, the release build (build/release) and python3.
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -60,7 +60,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS
 mpirun_hosts=(mpirun --hostfile "/run/tsp-hosts/$name/hostfile" -np 2
   --mca plm_rsh_agent "$top/scripts/hosts-agent.sh" --mca plm_rsh_no_tree_spawn 1
   --mca btl tcp,self --mca btl_tcp_if_include "$subnet.0/24" --mca oob_tcp_if_include "$subnet.0/24"
-  --mca mpi_yield_when_idle 1 -x OMP_NUM_THREADS=1)
+  --mca mpi_yield_when_idle 1 --bind-to none -x OMP_NUM_THREADS=1)
 
 mkdir -p "$out"
 start=$SECONDS

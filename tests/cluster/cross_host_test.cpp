@@ -65,13 +65,14 @@ std::string q(const fs::path& p) {
 std::string hosts_sh() { return q(fs::path(TSP_SOURCE_DIR) / "scripts" / "hosts.sh"); }
 std::string tsp() { return q(TSP_BINARY); }
 
-// mpirun over the two emulated hosts: TCP only, the agent instead of ssh, one rank per host.
+// mpirun over the two emulated hosts: TCP only, the agent instead of ssh, one rank per host, not
+// bound (each host's daemon would pin its rank to core 0 of the one machine both share).
 std::string mpirun_hosts() {
   const std::string subnet = std::string(kSubnet) + ".0/24";
   return q(TSP_MPIEXEC) + " --hostfile /run/tsp-hosts/" + kName + "/hostfile -np 2 --mca plm_rsh_agent " +
          q(fs::path(TSP_SOURCE_DIR) / "scripts" / "hosts-agent.sh") +
          " --mca plm_rsh_no_tree_spawn 1 --mca btl tcp,self --mca btl_tcp_if_include " + subnet +
-         " --mca oob_tcp_if_include " + subnet + " -x OMP_NUM_THREADS=1 ";
+         " --mca oob_tcp_if_include " + subnet + " --bind-to none -x OMP_NUM_THREADS=1 ";
 }
 
 // Removes the hosts when the test ends, however it ends (a failed ASSERT returns through here).
