@@ -121,7 +121,7 @@ TEST(Loader, StateTextAndFingerprint) {
   const LoaderState saved = loader.state();
   EXPECT_EQ(saved.batch_size, 5);
   EXPECT_EQ(saved.order, WindowOrder::shuffled);
-  EXPECT_EQ(saved.to_string(), "tsp-loader-v2 seed=9 epoch=1 position=61 batches=37 tokens=3000 seq_len=24 "
+  EXPECT_EQ(saved.to_string(), "tsp-loader-v3 seed=9 epoch=1 position=61 batches=37 tokens=3000 seq_len=24 "
                                "batch_size=5 order=shuffled");
   LoaderState seq = saved;
   seq.order = WindowOrder::sequential;
@@ -137,10 +137,10 @@ TEST(Loader, StateTextAndFingerprint) {
   const std::string good = saved.to_string();
   EXPECT_THROW(LoaderState::parse(good + " seed=9"), InvalidArgument);
   EXPECT_THROW(LoaderState::parse(good + " colour=red"), InvalidArgument);
-  EXPECT_THROW(LoaderState::parse("tsp-loader-v2 seed=9 epoch=1 position=61 batches=37 tokens=3000 seq_len=24 "
+  EXPECT_THROW(LoaderState::parse("tsp-loader-v3 seed=9 epoch=1 position=61 batches=37 tokens=3000 seq_len=24 "
                                   "batch_size=5 order=random"),
                InvalidArgument);
-  EXPECT_THROW(LoaderState::parse("tsp-loader-v2 seed=9 epoch=1 position=61 batches=37 tokens=3000 seq_len=24 "
+  EXPECT_THROW(LoaderState::parse("tsp-loader-v3 seed=9 epoch=1 position=61 batches=37 tokens=3000 seq_len=24 "
                                   "batch_size=5"),
                InvalidArgument);
   try {

@@ -1,5 +1,6 @@
 // Train/validation split and the seeded, resumable window sampler.
-// Epoch e draws from Rng(seed, stream = e): a phase, then a Fisher-Yates permutation of windows.
+// Epoch e draws from Rng(seed, stream = e): a phase, then the keys of the window permutation
+// (window_permutation.h: computed per index, O(1) memory however large the data).
 #include "tsp/data/batch_loader.h"
 
 #include <algorithm>
@@ -42,7 +43,7 @@ TokenSplit split_train_val(std::span<const int32_t> tokens, const SplitOptions& 
 
 namespace {
 
-constexpr std::string_view kLoaderStateTag = "tsp-loader-v2";
+constexpr std::string_view kLoaderStateTag = "tsp-loader-v3";
 
 std::string_view order_name(WindowOrder order) {
   return order == WindowOrder::sequential ? "sequential" : "shuffled";
@@ -66,6 +67,9 @@ LoaderState LoaderState::parse(std::string_view text) {
   in >> tag;
   TSP_CHECK(tag != "tsp-loader-v1", "loader state \"", text, "\" is version 1, which lacks batch_size "
             "and order; this build reads ", kLoaderStateTag);
+  TSP_CHECK(tag != "tsp-loader-v2", "loader state \"", text, "\" is version 2, whose epochs visited the "
+            "windows in a stored (Fisher-Yates) order; this build's order is computed per window "
+            "(window_permutation.h) and reads ", kLoaderStateTag, ": resume that run with the tsp that wrote it");
   TSP_CHECK(tag == kLoaderStateTag, "loader state must start with \"", kLoaderStateTag, "\", got \"", text,
             "\"");
   LoaderState s;
@@ -191,15 +195,12 @@ BatchLoader::EpochPlan BatchLoader::plan_epoch(size_t part, int64_t epoch) const
   const int64_t max_start = parts_[part].source->size() - s - 1;
   EpochPlan plan;
   if (options_.order == WindowOrder::sequential) {
-    plan.perm.resize(static_cast<size_t>(max_start / s + 1));
-    std::iota(plan.perm.begin(), plan.perm.end(), int64_t{0});
+    plan.order = WindowPermutation::identity(max_start / s + 1);
     return plan;
   }
   Rng rng(options_.seed, static_cast<uint64_t>(epoch) + part * kPartStreamStride);
   plan.phase = static_cast<int64_t>(rng.below(static_cast<uint64_t>(std::min(s, max_start + 1))));
-  plan.perm.resize(static_cast<size_t>((max_start - plan.phase) / s + 1));
-  std::iota(plan.perm.begin(), plan.perm.end(), int64_t{0});
-  for (size_t i = plan.perm.size(); i > 1; --i) std::swap(plan.perm[i - 1], plan.perm[rng.below(i)]);
+  plan.order = WindowPermutation((max_start - plan.phase) / s + 1, rng);
   return plan;
 }
 
@@ -209,13 +210,13 @@ void BatchLoader::start_epoch(size_t part, int64_t epoch) {
   c.epoch = epoch;
   c.position = 0;
   c.phase = plan.phase;
-  c.perm = std::move(plan.perm);
+  c.order = plan.order;
 }
 
 int64_t BatchLoader::next_window_start(size_t part) {
   PartCursor& c = parts_[part];
-  if (c.position == static_cast<int64_t>(c.perm.size())) start_epoch(part, c.epoch + 1);
-  return c.phase + c.perm[static_cast<size_t>(c.position++)] * options_.seq_len;
+  if (c.position == c.order.size()) start_epoch(part, c.epoch + 1);
+  return c.phase + c.order(c.position++) * options_.seq_len;
 }
 
 std::vector<size_t> BatchLoader::parts_of_rows(int64_t batch_index) const {
@@ -292,7 +293,7 @@ void BatchLoader::restore(const LoaderState& st) {
               p.num_tokens, " tokens, this loader's ", parts_[i].source->size());
     TSP_CHECK(p.epoch >= 0, "loader state ", st.to_string(), " has negative counters");
     EpochPlan plan = plan_epoch(i, p.epoch);
-    const int64_t windows = static_cast<int64_t>(plan.perm.size());
+    const int64_t windows = plan.order.size();
     TSP_CHECK(p.position >= 0 && p.position <= windows, "loader state ", st.to_string(),
               ": position outside the ", windows, " windows of epoch ", p.epoch,
               parts_.size() > 1 ? " of part " + std::to_string(i) : std::string());
@@ -303,7 +304,7 @@ void BatchLoader::restore(const LoaderState& st) {
     parts_[i].epoch = want[i].epoch;
     parts_[i].position = want[i].position;
     parts_[i].phase = plans[i].phase;
-    parts_[i].perm = std::move(plans[i].perm);
+    parts_[i].order = plans[i].order;
   }
   batches_ = st.batches;
 }

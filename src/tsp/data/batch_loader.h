@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "tsp/core/tensor.h"
+#include "tsp/data/window_permutation.h"
 
 namespace tsp::data {
 
@@ -81,7 +82,7 @@ struct LoaderState {
   // above repeat part 0's; num_tokens is the sum).
   std::vector<Part> parts = {};
 
-  // "tsp-loader-v2 seed=7 epoch=0 position=96 batches=12 tokens=100000 seq_len=64 batch_size=8
+  // "tsp-loader-v3 seed=7 epoch=0 position=96 batches=12 tokens=100000 seq_len=64 batch_size=8
   // order=shuffled" (one line): fits a safetensors __metadata__ value or a JSON string. A blend
   // appends " parts=70000:0:40,30000:1:3" (tokens:epoch:position per part).
   std::string to_string() const;
@@ -131,14 +132,14 @@ class BatchLoader {
   void restore(const LoaderState& state);
 
   int64_t num_tokens() const;  // summed over the parts of a blend
-  int64_t windows_in_epoch() const { return static_cast<int64_t>(parts_[0].perm.size()); }  // part 0's
+  int64_t windows_in_epoch() const { return parts_[0].order.size(); }  // part 0's
   const BatchLoaderOptions& options() const { return options_; }
   size_t num_parts() const { return parts_.size(); }
 
  private:
   struct EpochPlan {
     int64_t phase = 0;
-    std::vector<int64_t> perm;  // window indices in visiting order
+    WindowPermutation order;  // window indices in visiting order
   };
   struct PartCursor {
     std::shared_ptr<const TokenSource> source;
@@ -146,7 +147,7 @@ class BatchLoader {
     int64_t epoch = 0;
     int64_t position = 0;
     int64_t phase = 0;
-    std::vector<int64_t> perm;  // window indices of the current epoch
+    WindowPermutation order;  // window indices of the current epoch
   };
   // Pure: depends on (options, the part's N, part index, epoch) only.
   EpochPlan plan_epoch(size_t part, int64_t epoch) const;
