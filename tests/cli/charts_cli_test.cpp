@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "scratch_dir.h"
+#include "tsp_run.h"
 #include "svg_check.h"
 
 namespace tsp::cli {
@@ -16,23 +17,8 @@ namespace {
 
 using testing::ScratchDir;
 
-struct Result {
-  int rc = -1;
-  std::string out, err;
-};
-
-Result run_tsp(const ScratchDir& dir, const std::string& args) {
-  const auto out = dir / "stdout.txt";
-  const auto err = dir / "stderr.txt";
-  const std::string cmd = std::string("OMP_NUM_THREADS=1 '") + TSP_BINARY + "' " + args + " > '" + out.string() +
-                          "' 2> '" + err.string() + "'";
-  const int status = std::system(cmd.c_str());
-  Result r;
-  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = testing::read_bytes(out);
-  r.err = testing::read_bytes(err);
-  return r;
-}
+using Result = tsp::testing::TspResult;
+using tsp::testing::run_tsp;
 
 // Ten steps of 100 tokens, loss 5.0 - 0.3 i; validation at steps 5 and 10 when `with_val`.
 void write_metrics(const std::filesystem::path& path, bool with_val, double tokens_per_s) {

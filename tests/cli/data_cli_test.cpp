@@ -9,6 +9,7 @@
 #include <filesystem>
 
 #include "scratch_dir.h"
+#include "tsp_run.h"
 #include "tsp/data/byte_tokenizer.h"
 #include "tsp/data/prepare/manifest.h"
 #include "tsp/data/token_file.h"
@@ -22,23 +23,8 @@ using testing::read_bytes;
 using testing::ScratchDir;
 using testing::write_bytes;
 
-struct Result {
-  int rc = -1;
-  std::string out, err;
-};
-
-Result run_tsp(const ScratchDir& dir, const std::string& args, const std::string& stdin_text = "") {
-  write_bytes(dir / "stdin.txt", stdin_text);
-  const std::string cmd = std::string("OMP_NUM_THREADS=1 '") + TSP_BINARY + "' " + args + " < '" +
-                          (dir / "stdin.txt").string() + "' > '" + (dir / "stdout.txt").string() + "' 2> '" +
-                          (dir / "stderr.txt").string() + "'";
-  const int status = std::system(cmd.c_str());
-  Result r;
-  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = read_bytes(dir / "stdout.txt");
-  r.err = read_bytes(dir / "stderr.txt");
-  return r;
-}
+using Result = tsp::testing::TspResult;
+using tsp::testing::run_tsp;
 
 void expect_one_error_line(const Result& r, const std::string& contains) {
   EXPECT_NE(r.rc, 0);

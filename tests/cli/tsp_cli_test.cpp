@@ -8,6 +8,7 @@
 
 #include "fp_bounds.h"
 #include "scratch_dir.h"
+#include "tsp_run.h"
 #include "tsp/cli/commands.h"
 #include "tsp/data/byte_tokenizer.h"
 #include "tsp/data/token_file.h"
@@ -19,23 +20,8 @@ namespace {
 
 using testing::ScratchDir;
 
-struct Result {
-  int rc = -1;
-  std::string out, err;
-};
-
-Result run_tsp(const ScratchDir& dir, const std::string& args) {
-  const auto out = dir / "stdout.txt";
-  const auto err = dir / "stderr.txt";
-  const std::string cmd = std::string("OMP_NUM_THREADS=1 '") + TSP_BINARY + "' " + args + " > '" + out.string() +
-                          "' 2> '" + err.string() + "'";
-  const int status = std::system(cmd.c_str());
-  Result r;
-  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = testing::read_bytes(out);
-  r.err = testing::read_bytes(err);
-  return r;
-}
+using Result = tsp::testing::TspResult;
+using tsp::testing::run_tsp;
 
 // Exactly one line "tsp: error: ..." on stderr, nothing else there.
 void expect_one_error_line(const Result& r, const std::string& contains) {

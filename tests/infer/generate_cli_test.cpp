@@ -9,6 +9,7 @@
 
 #include "infer_test_util.h"
 #include "scratch_dir.h"
+#include "tsp_run.h"
 #include "tsp/data/byte_tokenizer.h"
 #include "tsp/data/tokenizer/model_dir_tokenizer.h"
 #include "tsp/infer/generate.h"
@@ -19,23 +20,8 @@ namespace {
 
 using tsp::testing::ScratchDir;
 
-struct Result {
-  int rc = -1;
-  std::string out, err;
-};
-
-Result run_tsp(const ScratchDir& dir, const std::string& args) {
-  const auto out = dir / "stdout.txt";
-  const auto err = dir / "stderr.txt";
-  const std::string cmd = std::string("OMP_NUM_THREADS=1 '") + TSP_BINARY + "' " + args + " > '" +
-                          out.string() + "' 2> '" + err.string() + "'";
-  const int status = std::system(cmd.c_str());
-  Result r;
-  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = tsp::testing::read_bytes(out);
-  r.err = tsp::testing::read_bytes(err);
-  return r;
-}
+using Result = tsp::testing::TspResult;
+using tsp::testing::run_tsp;
 
 void expect_one_error_line(const Result& r, const std::string& contains) {
   EXPECT_NE(r.rc, 0);
@@ -228,10 +214,9 @@ TEST(GenerateCli, TokenizerCommandEncodesAndDecodes) {
   const std::string tok = "--tokenizer '" + (std::filesystem::path(TSP_SOURCE_DIR) / "tests/data/tokenizer_fixtures/llama3").string() + "'";
   const auto t = data::load_tokenizer_dir(std::filesystem::path(TSP_SOURCE_DIR) / "tests/data/tokenizer_fixtures/llama3");
   const std::string text = "Hello world<|eot_id|> \xe4\xb8\xad!";
-  tsp::testing::write_bytes(dir / "in.txt", text);
   std::string want;
   for (int32_t id : t->encode(text)) want += (want.empty() ? "" : " ") + std::to_string(id);
-  Result r = run_tsp(dir, "tokenizer encode " + tok + " < '" + (dir / "in.txt").string() + "'");
+  Result r = run_tsp(dir, "tokenizer encode " + tok, text);  // the text on stdin
   ASSERT_EQ(r.rc, 0) << r.err;
   EXPECT_EQ(r.out, want + "\n");
   r = run_tsp(dir, "tokenizer decode " + tok + " --ids '" + want + "'");
@@ -239,8 +224,7 @@ TEST(GenerateCli, TokenizerCommandEncodesAndDecodes) {
   EXPECT_EQ(r.out, "<|begin_of_text|>" + text);  // exact bytes, no newline added
   r = run_tsp(dir, "tokenizer decode " + tok + " --skip-special --ids '" + want + "'");
   EXPECT_EQ(r.out, "Hello world \xe4\xb8\xad!");
-  tsp::testing::write_bytes(dir / "in.jsonl", "\"a b\"\n\"\"\n");
-  r = run_tsp(dir, "tokenizer encode --no-special --jsonl " + tok + " < '" + (dir / "in.jsonl").string() + "'");
+  r = run_tsp(dir, "tokenizer encode --no-special --jsonl " + tok, "\"a b\"\n\"\"\n");
   std::string lines = "[";
   for (int32_t id : t->encode("a b", false)) lines += (lines.size() > 1 ? "," : "") + std::to_string(id);
   EXPECT_EQ(r.out, lines + "]\n[]\n") << r.err;
