@@ -113,7 +113,8 @@ TEST(TspMpiCli, TrainLayoutTsp) {
   r = run(work, mpirun(2) + tsp() + common + " --layout tsp --tsp 4");
   EXPECT_NE(r.rc, 0) << r.out;
   EXPECT_NE(r.out.find("tsp=4 = 4, but the world has 2 ranks"), std::string::npos) << r.out;
-  r = run(work, mpirun(2) + tsp() + " train --preset tiny --steps 1 --batch 2 --seq 30 --layout tsp --tsp 2");
+  // The layout by name (core/layout_spec) reaches the same check as --layout tsp --tsp 2.
+  r = run(work, mpirun(2) + tsp() + " train --preset tiny --steps 1 --batch 2 --seq 30 --layout tsp2");
   EXPECT_NE(r.rc, 0) << r.out;
   EXPECT_NE(r.out.find("sequence length S=30 is not divisible by 2*D=4"), std::string::npos) << r.out;
   r = run(work, mpirun(2) + tsp() +

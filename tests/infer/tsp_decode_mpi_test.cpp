@@ -456,7 +456,7 @@ TEST(TspDecode, EachRankLoadsOnlyItsShardsAndBadCheckpointsAreClearErrors) {
     const model::ModelConfig c1 = config_of(true, false, 256, 1);
     write_checkpoint(world, it::random_weights(c1, 20), dir / "kv1");
     try {
-      load_weight_shards(dir / "kv1", D, world.rank(), ShardedLayout::tp);
+      load_weight_shards(dir / "kv1", D, world.rank(), LayoutKind::tp);
       ADD_FAILURE() << "H_kv = 1 at tp " << D << " must be refused";
     } catch (const InvalidArgument& e) {
       EXPECT_NE(std::string(e.what()).find("tp: num_key_value_heads H_kv=1 is not divisible by the tp degree"),

@@ -26,18 +26,18 @@ TEST(MemoryCheck, RunMapsOntoThePlannersWorkloadAndLayout) {
   EXPECT_EQ(w.seq, run.seq);
   EXPECT_EQ(w.precision.name, "bf16");
   EXPECT_EQ(w.recompute, plan::Recompute::full);
-  EXPECT_EQ(layout_of_run(run).name(), plan::tp_sp_layout(2, 4, 2).name());
+  EXPECT_EQ(run.layout_spec().name(), tp_sp_layout(2, 4, 2).name());
   run.layout = "fsdp-sp";
   run.tp = 1;
-  EXPECT_EQ(layout_of_run(run).name(), plan::fsdp_sp_layout(4, 2).name());
-  EXPECT_EQ(layout_of_run(RunConfig{}).name(), plan::dp_layout(1).name());
+  EXPECT_EQ(run.layout_spec().name(), fsdp_sp_layout(4, 2).name());
+  EXPECT_EQ(RunConfig{}.layout_spec().name(), dp_layout(1).name());
 }
 
 TEST(MemoryCheck, RefusesWhenTheRanksOnTheHostNeedMoreThanIsAvailable) {
   const model::ModelConfig config = model::preset("tiny");
   const RunConfig run;
   const int64_t need = predicted_rank_peak_bytes(config, run);
-  EXPECT_EQ(need, plan::memory(config, workload_of_run(run), plan::dp_layout(1)).total());
+  EXPECT_EQ(need, plan::memory(config, workload_of_run(run), dp_layout(1)).total());
   ASSERT_GT(need, 0);
   EXPECT_NO_THROW(check_memory_fits(config, run, 1, {.bytes = need, .source = "MemAvailable"}));
   EXPECT_NO_THROW(check_memory_fits(config, run, 4, {.bytes = 4 * need, .source = "MemAvailable"}));

@@ -53,6 +53,30 @@ TEST(RunConfig, ValidationNamesTheFlag) {
 
 // Every integer field has a range, checked by validate() too (a run config read back from a
 // training state passes there): both ends accepted, one beyond refused with the flag and range.
+// `--layout dp2xtsp2` is the flag form `--layout tsp --tsp 2 --dp 2` once expanded, so the saved
+// run config and every reader of the degree fields see one form.
+TEST(RunConfig, LayoutNamesExpandIntoTheFlagForm) {
+  RunConfig named;
+  named.layout = "dp2xtsp2";
+  EXPECT_NO_THROW(named.validate());
+  EXPECT_EQ(named.layout_spec(), tsp_layout(2, 2));
+  named.expand_layout_name();
+  EXPECT_EQ(named.layout, "tsp");
+  EXPECT_EQ(named.tsp, 2);
+  EXPECT_EQ(named.dp, 2);
+  EXPECT_EQ(named.micro_batch(), named.batch / 2);
+  RunConfig flags;
+  flags.layout = "tsp";
+  flags.tsp = 2;
+  flags.dp = 2;
+  EXPECT_EQ(named, flags);
+  flags.expand_layout_name();  // a kind name stays as given
+  EXPECT_EQ(named, flags);
+  RunConfig piped;
+  piped.layout = "pp2xtsp2";
+  EXPECT_THROW(piped.validate(), InvalidArgument);
+}
+
 TEST(RunConfig, IntegerFieldsAreCheckedAgainstTheirFlagRanges) {
   EXPECT_EQ(run_flag_range("steps").hi, 1'000'000'000);
   EXPECT_EQ(run_flag_range("batch").lo, 1);

@@ -55,8 +55,6 @@ struct Row {
   int64_t plan_total() const { int64_t t = 0; for (int64_t v : plan) t += v; return t; }
 };
 
-std::string kind_flag(plan::LayoutKind k) { return std::string(plan::layout_kind_name(k)); }
-
 // The default set for a world of W ranks: single, tsp W, tp W, sp W, tp 2 x sp W/2, dp W, fsdp-sp W.
 std::vector<std::string> default_layouts(int W) {
   std::vector<std::string> v{"single"};
@@ -69,7 +67,7 @@ std::vector<std::string> default_layouts(int W) {
   return v;
 }
 
-train::RunConfig run_for(const BenchArgs& a, const plan::Layout* l, int64_t seq) {
+train::RunConfig run_for(const BenchArgs& a, const LayoutSpec* l, int64_t seq) {
   train::RunConfig r;
   r.preset = a.preset;
   r.config = a.config;
@@ -80,13 +78,7 @@ train::RunConfig run_for(const BenchArgs& a, const plan::Layout* l, int64_t seq)
   r.dtype = a.dtype;
   r.recompute = a.recompute;
   r.eval_batches = 1;
-  if (l != nullptr) {
-    r.layout = kind_flag(l->kind);
-    r.dp = l->dp;
-    r.tp = l->tp;
-    r.sp = l->sp;
-    r.tsp = l->tsp;
-  }
+  if (l != nullptr) r.set_layout(*l);
   return r;
 }
 
@@ -100,7 +92,7 @@ plan::Workload workload_for(const train::RunConfig& r) {
 }
 
 void fill_prediction(Row& row, const model::ModelConfig& c, const train::RunConfig& r,
-                     const plan::Layout& l) {
+                     const LayoutSpec& l) {
   const plan::Workload w = workload_for(r);
   const plan::MemoryEstimate m = plan::memory(c, w, l);
   for (int i = 0; i < kCats; ++i) row.plan[static_cast<size_t>(i)] = m.bytes[static_cast<size_t>(i)];
@@ -168,7 +160,7 @@ Row run_single(comm::Communicator& world, const BenchArgs& a, const model::Model
   row.layout = "single";
   row.seq = seq;
   const train::RunConfig r = run_for(a, nullptr, seq);
-  fill_prediction(row, c, r, plan::dp_layout(1));
+  fill_prediction(row, c, r, dp_layout(1));
   const std::array<int64_t, kCats> base = live_now();
   if (world.rank() == 0) {
     train::Trainer t(c, r, tokens);
@@ -191,7 +183,7 @@ Row run_layout(comm::Communicator& world, const BenchArgs& a, const model::Model
   Row row;
   row.layout = name;
   row.seq = seq;
-  const plan::Layout l = plan::parse_layout(name);
+  const LayoutSpec l = parse_layout(name);
   row.ranks = static_cast<int>(l.devices());
   if (l.devices() != world.size()) {
     row.skipped = "needs " + std::to_string(l.devices()) + " ranks, the job has " +

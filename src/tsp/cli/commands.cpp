@@ -118,6 +118,7 @@ int cmd_train(train::RunConfig run, bool skip_memory_check, std::ostream& out) {
       run.checkpoint_dir = run.resume;
     }
   }
+  run.expand_layout_name();
   run.validate();
   if (!run.init.empty() && !fs::is_directory(run.init)) {
     TSP_THROW(IoError, "--init: checkpoint directory ", run.init, " does not exist");

@@ -18,6 +18,7 @@
 #include "tsp/comm/watchdog.h"
 #include "tsp/core/check.h"
 #include "tsp/core/checkpoint_history.h"
+#include "tsp/core/layout_spec.h"
 #include "tsp/data/byte_tokenizer.h"
 #include "tsp/data/tokenizer/model_dir_tokenizer.h"
 #include "tsp/data/tokenizer/stream_decoder.h"
@@ -31,14 +32,30 @@ namespace {
 
 using data::ByteTokenizer;
 
-void check_args(const GenerateArgs& a) {
-  TSP_CHECK(a.layout == "single" || a.layout == "tsp" || a.layout == "tp",
-            "--layout must be 'single', 'tsp' or 'tp', got '", a.layout, "'");
+// The decode layouts: single (one rank), tsp D and tp D, as kind + degree flag (`--layout tsp
+// --tsp 4`) or as a layout name (`--layout tsp4`), read by the one layout parser.
+LayoutSpec layout_of(const GenerateArgs& a) {
+  const bool kind_form = a.layout == "single" || a.layout == "tsp" || a.layout == "tp";
+  LayoutSpec spec;
+  if (!kind_form) {
+    try {
+      spec = parse_layout(a.layout);
+    } catch (const InvalidArgument&) {
+    }
+    TSP_CHECK((spec.kind == LayoutKind::tsp || spec.kind == LayoutKind::tp) && spec.dp == 1 &&
+                  spec.pp == 1,
+              "--layout must be 'single', 'tsp' or 'tp', got '", a.layout, "'");
+  }
   TSP_CHECK(a.tsp >= 1 && a.tp >= 1, "--tsp and --tp must be >= 1, got --tsp ", a.tsp, " --tp ", a.tp);
   TSP_CHECK(a.tsp == 1 || a.layout == "tsp", "--tsp ", a.tsp, " needs --layout tsp; --layout ",
             a.layout, a.layout == "single" ? " runs on one rank" : " takes --tp");
   TSP_CHECK(a.tp == 1 || a.layout == "tp", "--tp ", a.tp, " needs --layout tp; --layout ", a.layout,
             a.layout == "single" ? " runs on one rank" : " takes --tsp");
+  return kind_form ? layout_from_flags({.layout = a.layout, .tsp = a.tsp, .tp = a.tp}) : spec;
+}
+
+void check_args(const GenerateArgs& a) {
+  (void)layout_of(a);
   TSP_CHECK(std::isfinite(a.comm_timeout) && a.comm_timeout >= 0,
             "--comm-timeout must be a number of seconds >= 0 (0: off), got ", a.comm_timeout);
   TSP_CHECK(!a.prompt.empty(), "--prompt is empty: give at least one character of text to continue");
@@ -159,7 +176,8 @@ CLI::App* add_generate_command(CLI::App& app, GenerateArgs& a) {
   cmd->add_flag("--greedy", a.greedy, "always take the most likely token");
   cmd->add_option("--layout", a.layout,
                   "'single' (one rank), 'tsp' (sequence-sharded KV cache, weight-stationary decode) or "
-                  "'tp' (tensor parallel, KV cache by head); tsp and tp run under mpirun -np D")
+                  "'tp' (tensor parallel, KV cache by head) with --tsp/--tp, or a name such as tsp4; "
+                  "tsp and tp run under mpirun -np D")
       ->capture_default_str();
   cmd->add_option("--tsp", a.tsp, "TSP degree D of --layout tsp (= the number of ranks)")
       ->capture_default_str()
@@ -203,14 +221,15 @@ int run_generate(const GenerateArgs& a, std::ostream& out) {
 
 int run_generate_sharded(comm::Communicator& world, const GenerateArgs& a, std::ostream& out) {
   check_args(a);
-  TSP_CHECK(a.layout == "tsp" || a.layout == "tp", "run_generate_sharded: --layout ", a.layout,
-            " is not sharded");
-  const bool tsp = a.layout == "tsp";
-  const int degree = static_cast<int>(tsp ? a.tsp : a.tp);
-  TSP_CHECK(degree == world.size(), "--", a.layout, " ", degree, " needs ", degree,
+  const LayoutSpec layout = layout_of(a);
+  TSP_CHECK(layout.kind == LayoutKind::tsp || layout.kind == LayoutKind::tp,
+            "run_generate_sharded: --layout ", a.layout, " is not sharded");
+  const bool tsp = layout.kind == LayoutKind::tsp;
+  const int degree = static_cast<int>(layout.devices());
+  TSP_CHECK(degree == world.size(), "--", layout_kind_name(layout.kind), " ", degree, " needs ", degree,
             " ranks (mpirun -np ", degree, "), but the world has ", world.size());
-  const parallel::TspWeights weights = infer::load_weight_shards(
-      resolve_checkpoint_dir(a.checkpoint), degree, world.rank(), tsp ? infer::ShardedLayout::tsp : infer::ShardedLayout::tp);
+  const parallel::TspWeights weights =
+      infer::load_weight_shards(resolve_checkpoint_dir(a.checkpoint), degree, world.rank(), layout.kind);
   const model::ModelConfig& config = weights.config();
   const std::filesystem::path dir = resolve_checkpoint_dir(a.checkpoint);
   const auto tokenizer = data::tokenizer_for_model(a.tokenizer, dir, config.vocab_size());
@@ -218,7 +237,7 @@ int run_generate_sharded(comm::Communicator& world, const GenerateArgs& a, std::
   const bool leader = world.rank() == 0;
   if (leader) {
     out << "model: " << config.summary() << " dtype=" << weights.dtype() << " from " << a.checkpoint
-        << " | layout " << a.layout << " D=" << degree << " (each rank holds 1/" << degree
+        << " | layout " << layout_kind_name(layout.kind) << " D=" << degree << " (each rank holds 1/" << degree
         << " of the weights)" << tokenizer_summary(*tokenizer) << std::endl;
     out << a.prompt << std::flush;
   }
@@ -235,7 +254,7 @@ int run_generate_sharded(comm::Communicator& world, const GenerateArgs& a, std::
   comm::all_gather(world, mine, all);
   if (leader) {
     const std::vector<int64_t> kv(all.data<int64_t>(), all.data<int64_t>() + world.size());
-    out << stream.finish() << "\n" << sharded_summary_line(gen.stats, a.layout, degree, kv) << std::endl;
+    out << stream.finish() << "\n" << sharded_summary_line(gen.stats, std::string(layout_kind_name(layout.kind)), degree, kv) << std::endl;
   }
   return 0;
 }

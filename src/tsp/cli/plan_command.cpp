@@ -65,12 +65,12 @@ plan::Workload workload_of(const PlanArgs& a, const model::ModelConfig& config) 
   return w;
 }
 
-std::vector<plan::Layout> requested_layouts(const PlanArgs& a, int64_t devices,
+std::vector<LayoutSpec> requested_layouts(const PlanArgs& a, int64_t devices,
                                             const plan::Cluster& cluster) {
   if (a.layouts.empty()) return plan::comparison_layouts(devices, cluster);
-  std::vector<plan::Layout> out;
+  std::vector<LayoutSpec> out;
   for (const std::string& name : a.layouts) {
-    const plan::Layout l = plan::parse_layout(name);
+    const LayoutSpec l = parse_layout(name);
     TSP_CHECK(l.devices() == devices, "--layouts: ", name, " uses ", l.devices(),
               " devices but --devices is ", devices);
     out.push_back(l);
@@ -81,7 +81,7 @@ std::vector<plan::Layout> requested_layouts(const PlanArgs& a, int64_t devices,
 int64_t device_count(const PlanArgs& a, const plan::Cluster& cluster) {
   if (a.devices > 0) return a.devices;
   TSP_CHECK(a.devices == 0, "--devices must be positive, got ", a.devices);
-  if (!a.layouts.empty()) return plan::parse_layout(a.layouts.front()).devices();
+  if (!a.layouts.empty()) return parse_layout(a.layouts.front()).devices();
   return cluster.devices_per_node;
 }
 
@@ -254,7 +254,7 @@ int run_plan(const PlanArgs& a, std::ostream& out) {
     return 0;
   }
   std::vector<plan::LayoutPlan> plans;
-  for (const plan::Layout& l : requested_layouts(a, devices, cluster)) {
+  for (const LayoutSpec& l : requested_layouts(a, devices, cluster)) {
     plans.push_back(plan::plan_layout(config, work, l, cluster));
   }
   emit(a, ctx, plans, "", plan::format_plans(ctx, plans, a.detail), out);

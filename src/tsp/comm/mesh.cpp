@@ -2,6 +2,7 @@
 #include "tsp/comm/mesh.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <optional>
 #include <sstream>
@@ -68,6 +69,16 @@ void validate_mesh_degrees(const MeshDegrees& degrees, int world_size) {
   TSP_CHECK(p && *p == world_size, "mesh degrees ", degrees.str(), " = ",
             p ? std::to_string(*p) : std::string("more than 2^63"), ", but the world has ",
             world_size, " ranks");
+}
+
+MeshDegrees mesh_degrees_of(const LayoutSpec& l) {
+  validate(l);
+  const auto narrow = [](int64_t d) {
+    TSP_CHECK(d <= INT32_MAX, "layout degree ", d, " exceeds the ranks an MPI world can have");
+    return static_cast<int>(d);
+  };
+  return {.dp = narrow(l.dp), .pp = narrow(l.pp), .sp = narrow(l.sp), .tp = narrow(l.tp),
+          .tsp = narrow(l.tsp)};
 }
 
 MeshCoords mesh_coords_of(const MeshDegrees& degrees, int world_rank) {

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "tsp/comm/communicator.h"
+#include "tsp/core/layout_spec.h"
 
 namespace tsp::comm {
 
@@ -39,6 +40,9 @@ struct MeshDegrees {
   int64_t product() const;  // InvalidArgument if it overflows int64
   std::string str() const;  // "dp=2 x pp=1 x sp=1 x tp=1 x tsp=4"
 };
+
+// The mesh a layout runs on: its degrees, axis by axis (FSDP-SP on sp).
+MeshDegrees mesh_degrees_of(const LayoutSpec& layout);
 
 // Coordinates of one rank, indexed by MeshAxis.
 using MeshCoords = std::array<int, kNumMeshAxes>;

@@ -129,12 +129,14 @@ Generation tp_generate(comm::Communicator& comm, const parallel::TspWeights& w,
 }
 
 parallel::TspWeights load_weight_shards(const std::filesystem::path& dir, int degree, int rank,
-                                        ShardedLayout layout) {
+                                        LayoutKind layout) {
   if (!std::filesystem::is_directory(dir)) {
     TSP_THROW(IoError, "checkpoint directory ", dir.string(), " does not exist");
   }
   const model::ModelConfig config = model::HfCheckpoint(dir).config();  // checks the files
-  if (layout == ShardedLayout::tp) parallel::validate_tp_sp(config, degree, 1, 0);
+  TSP_CHECK(layout == LayoutKind::tsp || layout == LayoutKind::tp, "load_weight_shards: layout ",
+            layout_kind_name(layout), " does not decode from weight shards (tsp or tp)");
+  if (layout == LayoutKind::tp) parallel::validate_tp_sp(config, degree, 1, 0);
   parallel::TspWeights w(config, config.torch_dtype(), degree, rank, MemCategory::weights);
   parallel::load_shards_from_hf(dir, w.params());
   return w;

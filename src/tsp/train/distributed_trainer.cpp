@@ -108,8 +108,7 @@ void agree_on(comm::Communicator& world, bool mine, F&& check) {
 }  // namespace
 
 comm::MeshDegrees mesh_degrees_for(const RunConfig& run) {
-  return {.dp = static_cast<int>(run.dp), .sp = static_cast<int>(run.sp),
-          .tp = static_cast<int>(run.tp), .tsp = static_cast<int>(run.tsp)};
+  return comm::mesh_degrees_of(run.layout_spec());
 }
 
 void validate_distributed_run(const model::ModelConfig& config, const RunConfig& run,
@@ -123,10 +122,17 @@ void validate_distributed_run(const model::ModelConfig& config, const RunConfig&
             "the mesh ", degrees.str(), " does not match the run's degrees ", want.str());
   TSP_CHECK(run.seq <= config.max_position_embeddings(), "--seq ", run.seq,
             " exceeds the model's max_position_embeddings ", config.max_position_embeddings());
-  if (run.layout == "tsp") parallel::validate_tsp(config, static_cast<int>(run.tsp), run.seq);
-  if (run.layout == "tp" || run.layout == "sp" || run.layout == "tp+sp" || run.layout == "dp")
-    parallel::validate_tp_sp(config, static_cast<int>(run.tp), static_cast<int>(run.sp), run.seq);
-  if (run.layout == "fsdp-sp") parallel::validate_fsdp_sp(config, static_cast<int>(run.sp), run.seq);
+  const LayoutSpec layout = run.layout_spec();
+  switch (layout.kind) {
+    case LayoutKind::tsp: parallel::validate_tsp(config, static_cast<int>(layout.tsp), run.seq); break;
+    case LayoutKind::fsdp_sp: parallel::validate_fsdp_sp(config, static_cast<int>(layout.sp), run.seq); break;
+    case LayoutKind::tp:
+    case LayoutKind::sp:
+    case LayoutKind::tp_sp:
+    case LayoutKind::dp:
+      parallel::validate_tp_sp(config, static_cast<int>(layout.tp), static_cast<int>(layout.sp), run.seq);
+      break;
+  }
 }
 
 std::unique_ptr<parallel::Layout> make_layout(comm::Mesh& mesh, const model::ModelConfig& config,
@@ -137,11 +143,12 @@ std::unique_ptr<parallel::Layout> make_layout(comm::Mesh& mesh, const model::Mod
   const auto seed = static_cast<uint64_t>(run.seed);
   const bool from_hf = !run.init.empty();
   const std::filesystem::path init = from_hf ? resolve_checkpoint_dir(run.init) : std::filesystem::path();
-  if (run.layout == "fsdp-sp") {
+  const LayoutKind kind = run.layout_spec().kind;
+  if (kind == LayoutKind::fsdp_sp) {
     if (from_hf) return parallel::FsdpSpLayout::from_hf(mesh, options, config, dtype, init);
     return std::make_unique<parallel::FsdpSpLayout>(mesh, options, config, dtype, seed);
   }
-  if (run.layout != "tsp") {
+  if (kind != LayoutKind::tsp) {  // tp, sp, tp+sp and dp: TpSpLayout at their degrees
     if (from_hf) return std::make_unique<parallel::TpSpLayout>(mesh, config, options, init);
     return std::make_unique<parallel::TpSpLayout>(mesh, config, options, seed);
   }

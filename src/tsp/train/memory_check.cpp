@@ -30,17 +30,8 @@ plan::Workload workload_of_run(const RunConfig& run) {
   return w;
 }
 
-plan::Layout layout_of_run(const RunConfig& run) {
-  if (run.layout == "tsp") return plan::tsp_layout(run.tsp, run.dp);
-  if (run.layout == "tp") return plan::tp_layout(run.tp, run.dp);
-  if (run.layout == "sp") return plan::sp_layout(run.sp, run.dp);
-  if (run.layout == "tp+sp") return plan::tp_sp_layout(run.tp, run.sp, run.dp);
-  if (run.layout == "fsdp-sp") return plan::fsdp_sp_layout(run.sp, run.dp);
-  return plan::dp_layout(run.dp);  // "single" (dp = 1) and "dp"
-}
-
 int64_t predicted_rank_peak_bytes(const model::ModelConfig& config, const RunConfig& run) {
-  return plan::memory(config, workload_of_run(run), layout_of_run(run)).total();
+  return plan::memory(config, workload_of_run(run), run.layout_spec()).total();
 }
 
 void check_memory_fits(const model::ModelConfig& config, const RunConfig& run, int64_t ranks_on_host,

@@ -16,7 +16,6 @@ namespace tsp::train {
 // The run as the planner sees it: one micro-batch of one replica (batch / (dp x grad_accum) rows
 // of seq tokens, grad_accum micro-batches) in the run's dtype and recomputation, on its layout.
 plan::Workload workload_of_run(const RunConfig& run);
-plan::Layout layout_of_run(const RunConfig& run);
 
 // Predicted peak bytes of one rank of the run (the heaviest rank's total over all categories).
 int64_t predicted_rank_peak_bytes(const model::ModelConfig& config, const RunConfig& run);

@@ -76,25 +76,28 @@ void RunConfig::validate() const {
   TSP_CHECK(!data.empty(), "--data must not be empty");
   TSP_CHECK(std::isfinite(comm_timeout) && comm_timeout >= 0,
             "--comm-timeout must be a number of seconds >= 0 (0: off), got ", comm_timeout);
-  TSP_CHECK(layout == "single" || layout == "tsp" || layout == "tp" || layout == "sp" ||
-                layout == "tp+sp" || layout == "dp" || layout == "fsdp-sp",
-            "--layout must be single, tsp, tp, sp, tp+sp, dp or fsdp-sp, got '", layout, "'");
-  TSP_CHECK(tsp >= 1 && tp >= 1 && sp >= 1 && dp >= 1, "--tsp, --tp, --sp and --dp must be >= 1, got ",
-            tsp, ", ", tp, ", ", sp, " and ", dp);
-  // Each layout uses only its own degrees (dp composes with every distributed layout).
-  const bool uses_tsp = layout == "tsp", uses_tp = layout == "tp" || layout == "tp+sp";
-  const bool uses_sp = layout == "sp" || layout == "tp+sp" || layout == "fsdp-sp";
-  TSP_CHECK((uses_tsp || tsp == 1) && (uses_tp || tp == 1) && (uses_sp || sp == 1) &&
-                (layout != "single" || dp == 1),
-            "--layout ", layout, " does not use ", (!uses_tsp && tsp != 1) ? "--tsp" :
-            (!uses_tp && tp != 1) ? "--tp" : (!uses_sp && sp != 1) ? "--sp" : "--dp",
-            " (single: no degrees; tsp: --tsp; tp: --tp; sp and fsdp-sp: --sp; tp+sp: --tp and "
-            "--sp; every distributed layout: --dp)");
+  (void)layout_spec();  // --layout and the degree flags fit together (core/layout_spec)
   TSP_CHECK(batch % (dp * grad_accum) == 0, "--batch ", batch, " is not divisible by --dp x "
             "--grad-accum = ", dp, " x ", grad_accum, " (each replica takes batch / dp rows in ",
             grad_accum, " micro-batches)");
   TSP_CHECK(init.empty() || resume.empty(), "--init and --resume exclude each other (--resume ",
             "continues a tsp checkpoint, --init starts a new run from HF weights)");
+}
+
+LayoutSpec RunConfig::layout_spec() const {
+  return layout_from_flags({.layout = layout, .tsp = tsp, .tp = tp, .sp = sp, .dp = dp});
+}
+
+void RunConfig::set_layout(const LayoutSpec& spec) {
+  tsp::validate(spec);
+  TSP_CHECK(spec.pp == 1, "layout ", spec.name(), ": pipeline parallelism (pp) is not implemented by "
+            "the engine yet; the planner models it (tsp plan)");
+  layout = layout_kind_name(spec.kind);  // dp1 stays "dp": `--layout single` is the flag's own
+  tsp = spec.tsp, tp = spec.tp, sp = spec.sp, dp = spec.dp;
+}
+
+void RunConfig::expand_layout_name() {
+  if (!is_layout_kind_name(layout)) set_layout(layout_spec());
 }
 
 std::string run_config_to_json(const RunConfig& c) {

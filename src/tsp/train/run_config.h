@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "tsp/core/dtype.h"
+#include "tsp/core/layout_spec.h"
 
 namespace tsp::train {
 
@@ -37,7 +38,8 @@ namespace tsp::train {
   X(std::string, dtype, "dtype", "f32", "weight and activation dtype: f32 or bf16 (fp32 masters)")  \
   X(bool, recompute, "recompute", false, "recompute each block's activations in the backward")      \
   X(std::string, layout, "layout", "single", "parallel layout: single (one process); under mpirun "  \
-    "tsp, tp, sp, tp+sp, dp or fsdp-sp (-np = product of the degrees)")                           \
+    "tsp, tp, sp, tp+sp, dp or fsdp-sp with the degree flags, or a name such as dp2xtsp2 (-np = " \
+    "product of the degrees)")                           \
   X(int64_t, tsp, "tsp", 1, "TSP degree: ranks sharing every weight and every sequence (--layout "  \
     "tsp)")                                                                                       \
   X(int64_t, tp, "tp", 1, "tensor-parallel degree (--layout tp, tp+sp)")                          \
@@ -67,6 +69,14 @@ struct RunConfig {
   // --batch 16").
   void validate() const;
   DType model_dtype() const { return parse_dtype(dtype); }
+  // The layout --layout and the degree flags name (core/layout_spec: the one parser).
+  LayoutSpec layout_spec() const;
+  // Writes a layout into --layout and the degree flags (kind name + degrees), the form every
+  // consumer of a RunConfig and the saved run config read: `--layout dp2xtsp2` becomes
+  // `--layout tsp --tsp 2 --dp 2`. Pipeline degrees (pp) are refused.
+  void set_layout(const LayoutSpec& spec);
+  // set_layout(layout_spec()) when --layout holds a layout name rather than a kind.
+  void expand_layout_name();
   // Rows of one micro-batch of one data-parallel replica.
   int64_t micro_batch() const { return batch / (dp * grad_accum); }
 
