@@ -5,7 +5,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <memory>
+#include <span>
 #include <string>
 
 #include "infer_test_util.h"
@@ -14,6 +17,7 @@
 #include "tsp/core/error.h"
 #include "tsp/core/memory.h"
 #include "tsp/infer/decode_step.h"
+#include "tsp/infer/decoder.h"
 #include "tsp/infer/kv_cache.h"
 #include "tsp/infer/load_model.h"
 #include "tsp/infer/prefill.h"
@@ -92,6 +96,98 @@ TEST(Generate, StopsAtEosPerSequence) {
     EXPECT_TRUE(eos == t.end() || eos + 1 == t.end()) << "tokens after EOS in sequence " << b;
     EXPECT_TRUE(eos != t.end() || t.size() == 12u);
   }
+}
+
+// A decoder with scripted logits: at call n (0 = prefill) sequence b's argmax is token
+// (7 n + b + fed) % V, where fed is the token it was just fed (0 at the prefill). It records what
+// the loop asks of it in a Record the test owns (generate() destroys the decoder when it returns),
+// so the test sees the loop's contract without any model math.
+struct Record {
+  int64_t batch = -1, capacity = -1;     // what the factory was asked for
+  int prefills = 0;
+  std::vector<std::vector<int32_t>> fed;  // the tokens of every decode step
+  int64_t cache_capacity = -1, cache_bytes = -1;
+};
+
+class ScriptedDecoder final : public Decoder {
+ public:
+  ScriptedDecoder(const model::ModelConfig& c, int64_t batch, int64_t capacity, Record& record)
+      : vocab_(c.vocab_size()), cache_(c, DType::f32, batch, capacity), record_(&record) {
+    record.batch = batch;
+    record.capacity = capacity;
+    record.cache_capacity = cache_.capacity();
+    record.cache_bytes = cache_.bytes();
+  }
+  Tensor prefill(const std::vector<std::vector<int32_t>>& prompts) override {
+    ++record_->prefills;
+    return logits(std::vector<int32_t>(prompts.size(), 0));
+  }
+  Tensor decode_step(std::span<const int32_t> tokens) override {
+    record_->fed.emplace_back(tokens.begin(), tokens.end());
+    return logits(record_->fed.back());
+  }
+  const KvCache& cache() const override { return cache_; }
+
+ private:
+  int32_t scripted(int64_t call, int64_t b, int32_t fed_token) const {
+    return static_cast<int32_t>((7 * call + b + fed_token) % vocab_);
+  }
+  Tensor logits(const std::vector<int32_t>& tokens) {
+    const auto batch = static_cast<int64_t>(tokens.size());
+    Tensor out = Tensor::zeros({batch, vocab_}, DType::f32, MemCategory::workspace);
+    for (int64_t b = 0; b < batch; ++b)
+      out.data<float>()[b * vocab_ + scripted(calls_, b, tokens[static_cast<size_t>(b)])] = 1.f;
+    ++calls_;
+    return out;
+  }
+  int64_t vocab_;
+  int64_t calls_ = 0;
+  KvCache cache_;
+  Record* record_;
+};
+
+TEST(Generate, TheOneLoopDrivesAnyDecoderThroughTheInterface) {
+  const model::ModelConfig c = make_config(kGqaUntied);
+  const std::vector<std::vector<int32_t>> prompts = {random_tokens(5, 37, 40), random_tokens(2, 37, 41)};
+  GenerateOptions o{.max_new_tokens = 6, .sampling = {.greedy = true}};
+  Record made;
+  const DecoderFactory make = [&](int64_t batch, int64_t capacity) -> std::unique_ptr<Decoder> {
+    return std::make_unique<ScriptedDecoder>(c, batch, capacity, made);
+  };
+  std::vector<std::vector<int32_t>> expected(2);
+  // The expected tokens: sample n of sequence b is scripted(n, b, sample n-1 of b).
+  for (int64_t b = 0; b < 2; ++b) {
+    int32_t fed_token = 0;
+    for (int64_t call = 0; call < 6; ++call) {
+      fed_token = static_cast<int32_t>((7 * call + b + fed_token) % c.vocab_size());
+      expected[static_cast<size_t>(b)].push_back(fed_token);
+    }
+  }
+  // Sequence 1 stops at its 3rd token; it is still fed through the batch's steps afterwards.
+  o.eos_id = expected[1][2];
+  ASSERT_EQ(std::count(expected[0].begin(), expected[0].begin() + 6, o.eos_id), 0)
+      << "the script must not stop sequence 0";
+  expected[1].resize(3);
+  std::vector<std::vector<int32_t>> streamed(2);
+  const Generation gen =
+      generate(c, make, prompts, o, [&](int64_t b, int32_t t) { streamed[static_cast<size_t>(b)].push_back(t); });
+  EXPECT_EQ(made.batch, 2);
+  EXPECT_EQ(made.capacity, 5 + 6);  // longest prompt + max_new_tokens
+  EXPECT_EQ(made.prefills, 1);
+  EXPECT_EQ(gen.tokens, expected);
+  EXPECT_EQ(streamed, expected);
+  ASSERT_EQ(made.fed.size(), 5u);  // 6 tokens: one from the prefill, five decode steps
+  for (size_t step = 0; step < made.fed.size(); ++step)
+    EXPECT_EQ(made.fed[step][0], expected[0][step]) << "step " << step;
+  EXPECT_EQ(gen.stats.decode_steps, 5);
+  EXPECT_EQ(gen.stats.decode_tokens, 5 + 2);  // sequence 1 sampled twice after the prefill
+  EXPECT_EQ(gen.stats.kv_cache_capacity, made.cache_capacity);
+  EXPECT_EQ(gen.stats.kv_cache_bytes, made.cache_bytes);
+
+  // Refused input never reaches the factory.
+  made = Record{};
+  EXPECT_THROW(generate(c, make, {std::vector<int32_t>{}}, o), InvalidArgument);
+  EXPECT_EQ(made.batch, -1);
 }
 
 TEST(Generate, PositionLimitCapacityAndEmptyPromptAreClearErrorsBeforeAllocating) {

@@ -13,7 +13,7 @@
 #include "tsp/infer/generate.h"
 #include "tsp/infer/prefill.h"
 #include "tsp/infer/tp_decode.h"
-#include "tsp/infer/tsp_generate.h"
+#include "tsp/infer/sharded_generate.h"
 
 namespace tsp::infer {
 namespace {
@@ -131,7 +131,7 @@ TEST(TpDecode, GreedyAndSampledGenerationEqualSingleRank) {
   for (const Prompts& prompts : batches)
     for (const GenerateOptions& o : options) {
       const Generation want = generate(full, prompts, o);
-      const Generation got = tp_generate(world, shards, prompts, o);
+      const Generation got = sharded_generate(LayoutKind::tp, world, shards, prompts, o);
       EXPECT_EQ(got.tokens, want.tokens) << "batch of " << prompts.size() << ", greedy " << o.sampling.greedy;
       EXPECT_EQ(got.stats.decode_tokens, want.stats.decode_tokens);
     }
@@ -189,9 +189,10 @@ TEST(TpDecode, ErrorsAreClearOnEveryRankBeforeAllocating) {
   o.sampling.greedy = true;
   o.max_new_tokens = 10;
   const int64_t live0 = kv_live_bytes();
-  EXPECT_THROW(tp_generate(world, shards, {std::vector<int32_t>{}}, o), InvalidArgument);
+  EXPECT_THROW(sharded_generate(LayoutKind::tp, world, shards, {std::vector<int32_t>{}}, o),
+               InvalidArgument);
   try {
-    tp_generate(world, shards, {it::random_tokens(250, c.vocab_size(), 1)}, o);
+    sharded_generate(LayoutKind::tp, world, shards, {it::random_tokens(250, c.vocab_size(), 1)}, o);
     ADD_FAILURE() << "a prompt beyond the position limit must be refused";
   } catch (const InvalidArgument& e) {
     EXPECT_NE(std::string(e.what()).find("= 260 positions exceeds the model's max_position_embeddings 256"),

@@ -21,7 +21,7 @@
 #include "tsp/infer/generate.h"
 #include "tsp/infer/prefill.h"
 #include "tsp/infer/tsp_decode.h"
-#include "tsp/infer/tsp_generate.h"
+#include "tsp/infer/sharded_generate.h"
 #include "tsp/model/hf_checkpoint.h"
 
 namespace tsp::infer {
@@ -203,9 +203,10 @@ TEST(TspDecode, GreedyAndSampledTokensEqualSingleRank) {
     for (const GenerateOptions& o : options) {
       const Generation want = generate(full, prompts, o);
       std::vector<std::vector<int32_t>> streamed(prompts.size());
-      const Generation got = tsp_generate(world, shards, prompts, o, [&](int64_t b, int32_t t) {
-        streamed[static_cast<size_t>(b)].push_back(t);
-      });
+      const Generation got =
+          sharded_generate(LayoutKind::tsp, world, shards, prompts, o, [&](int64_t b, int32_t t) {
+            streamed[static_cast<size_t>(b)].push_back(t);
+          });
       EXPECT_EQ(got.tokens, want.tokens) << "batch of " << prompts.size() << ", greedy " << o.sampling.greedy;
       EXPECT_EQ(streamed, got.tokens);
       EXPECT_EQ(got.stats.decode_tokens, want.stats.decode_tokens);
@@ -357,7 +358,7 @@ TEST(TspDecode, ErrorsAreClearOnEveryRankBeforeAllocating) {
   const int64_t live0 = kv_live_bytes();
   auto expect_invalid = [&](const Prompts& prompts, const GenerateOptions& opt, const std::string& text) {
     try {
-      tsp_generate(world, shards, prompts, opt);
+      sharded_generate(LayoutKind::tsp, world, shards, prompts, opt);
       ADD_FAILURE() << "no error, expected '" << text << "'";
     } catch (const InvalidArgument& e) {
       EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
@@ -378,7 +379,7 @@ TEST(TspDecode, ErrorsAreClearOnEveryRankBeforeAllocating) {
     EXPECT_THROW(
         {
           try {
-            tsp_generate(world, s30, {it::random_tokens(29, c.vocab_size(), 2)}, one);
+            sharded_generate(LayoutKind::tsp, world, s30, {it::random_tokens(29, c.vocab_size(), 2)}, one);
           } catch (const InvalidArgument& e) {
             EXPECT_NE(std::string(e.what()).find("padded to 32 tokens"), std::string::npos) << e.what();
             throw;

@@ -24,7 +24,7 @@
 #include "tsp/data/tokenizer/stream_decoder.h"
 #include "tsp/infer/generate.h"
 #include "tsp/infer/load_model.h"
-#include "tsp/infer/tsp_generate.h"
+#include "tsp/infer/sharded_generate.h"
 
 namespace tsp::cli {
 
@@ -224,7 +224,6 @@ int run_generate_sharded(comm::Communicator& world, const GenerateArgs& a, std::
   const LayoutSpec layout = layout_of(a);
   TSP_CHECK(layout.kind == LayoutKind::tsp || layout.kind == LayoutKind::tp,
             "run_generate_sharded: --layout ", a.layout, " is not sharded");
-  const bool tsp = layout.kind == LayoutKind::tsp;
   const int degree = static_cast<int>(layout.devices());
   TSP_CHECK(degree == world.size(), "--", layout_kind_name(layout.kind), " ", degree, " needs ", degree,
             " ranks (mpirun -np ", degree, "), but the world has ", world.size());
@@ -246,8 +245,8 @@ int run_generate_sharded(comm::Communicator& world, const GenerateArgs& a, std::
   if (leader)
     print = [&](int64_t, int32_t token) { out << stream.push(token) << std::flush; };
   const infer::GenerateOptions options = generate_options(a, config, *tokenizer, dir);
-  const infer::Generation gen = tsp ? infer::tsp_generate(world, weights, {prompt}, options, print)
-                                    : infer::tp_generate(world, weights, {prompt}, options, print);
+  const infer::Generation gen =
+      infer::sharded_generate(layout.kind, world, weights, {prompt}, options, print);
   Tensor mine = Tensor::empty({1}, DType::i64, MemCategory::workspace);
   mine.data<int64_t>()[0] = gen.stats.kv_cache_bytes;
   Tensor all = Tensor::empty({world.size()}, DType::i64, MemCategory::workspace);

@@ -47,7 +47,7 @@ int run_generate(const GenerateArgs& args, std::ostream& out);
 
 // The sharded generation on the ranks of `world` (MPI initialised by the caller; the world's size
 // must be the layout's degree): each rank loads only its shards (infer::load_weight_shards), the
-// tokens come from infer::tsp_generate / tp_generate, rank 0 writes them to `out` as they are
+// tokens come from infer::sharded_generate, rank 0 writes them to `out` as they are
 // sampled, then the summary line with every rank's KV-cache bytes (other ranks write nothing).
 // Errors throw tsp::Error on the ranks that see them.
 int run_generate_sharded(comm::Communicator& world, const GenerateArgs& args, std::ostream& out);

@@ -1,15 +1,15 @@
-// generate(): validation up front, then the prefill / sample / decode loop with wall-clock timing
-// of the prefill and of the decode steps.
+// generate(): validation up front, then the prefill / sample / decode loop over a Decoder with
+// wall-clock timing of the prefill and of the decode steps.
 #include "tsp/infer/generate.h"
 
 #include <algorithm>
 #include <chrono>
+#include <memory>
 #include <cmath>
 #include <string>
 
 #include "tsp/core/check.h"
-#include "tsp/infer/kv_cache.h"
-#include "tsp/infer/prefill.h"
+#include "tsp/infer/single_decoder.h"
 
 namespace tsp::infer {
 
@@ -99,24 +99,26 @@ void check_logits_finite(const Tensor& logits, const std::vector<std::vector<int
   }
 }
 
-Generation generate(const model::ModelWeights& w, const std::vector<std::vector<int32_t>>& prompts,
-                    const GenerateOptions& options, const TokenCallback& on_token) {
-  const int64_t capacity = checked_capacity(w.config(), prompts, options);
+Generation generate(const model::ModelConfig& config, const DecoderFactory& make_decoder,
+                    const std::vector<std::vector<int32_t>>& prompts, const GenerateOptions& options,
+                    const TokenCallback& on_token) {
+  const int64_t capacity = checked_capacity(config, prompts, options);
   const auto batch = static_cast<int64_t>(prompts.size());
-  KvCache cache(w.config(), w.dtype(), batch, capacity);
+  const std::unique_ptr<Decoder> decoder = make_decoder(batch, capacity);
   Sampler sampler(options.sampling, batch);
   Generation gen;
   gen.tokens.resize(prompts.size());
   GenerateStats& st = gen.stats;
   st.batch = batch;
-  st.kv_cache_capacity = capacity;
-  st.kv_cache_bytes = cache.bytes();
-  st.kv_cache_allocated_bytes = cache.allocated_bytes();
   for (const auto& p : prompts) st.prefill_tokens += static_cast<int64_t>(p.size());
 
   Clock::time_point t0 = Clock::now();
-  Tensor logits = prefill(w, prompts, cache);
+  Tensor logits = decoder->prefill(prompts);
   st.prefill_seconds = seconds_since(t0);
+  // Read after the prefill: a sequence-sharded cache is sized from the prompt lengths.
+  st.kv_cache_capacity = decoder->cache().capacity();
+  st.kv_cache_bytes = decoder->cache().bytes();
+  st.kv_cache_allocated_bytes = decoder->cache().allocated_bytes();
   Progress progress{gen.tokens, options, on_token, std::vector<bool>(prompts.size(), false), batch};
   check_logits_finite(logits, prompts, gen.tokens, progress.done, options.max_new_tokens);
   std::vector<int32_t> next = sampler.sample(logits);
@@ -124,7 +126,7 @@ Generation generate(const model::ModelWeights& w, const std::vector<std::vector<
 
   t0 = Clock::now();
   while (progress.running > 0) {
-    logits = decode_step(w, next, cache, options.decode);
+    logits = decoder->decode_step(next);
     check_logits_finite(logits, prompts, gen.tokens, progress.done, options.max_new_tokens);
     next = sampler.sample(logits);
     ++st.decode_steps;
@@ -132,6 +134,14 @@ Generation generate(const model::ModelWeights& w, const std::vector<std::vector<
   }
   st.decode_seconds = seconds_since(t0);
   return gen;
+}
+
+Generation generate(const model::ModelWeights& w, const std::vector<std::vector<int32_t>>& prompts,
+                    const GenerateOptions& options, const TokenCallback& on_token) {
+  const DecoderFactory make = [&](int64_t batch, int64_t capacity) -> std::unique_ptr<Decoder> {
+    return std::make_unique<SingleDecoder>(w, batch, capacity, options.decode);
+  };
+  return generate(w.config(), make, prompts, options, on_token);
 }
 
 }  // namespace tsp::infer

@@ -1,5 +1,5 @@
-// The generation loop: capacity check, prefill, then decode steps that sample one token per
-// sequence until EOS or the token limit, reporting each token as it is produced and the speeds.
+// The one generation loop, over any Decoder (decoder.h): capacity check, prefill, then decode
+// steps that sample one token per sequence until EOS or the token limit, with streaming and speeds.
 #pragma once
 
 #include <cstdint>
@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "tsp/infer/decode_step.h"
+#include "tsp/infer/decoder.h"
 #include "tsp/infer/sampler.h"
 #include "tsp/model/model_weights.h"
 
@@ -54,18 +55,25 @@ struct Generation {
 // every sequence after the prefill, then one per still-running sequence after each decode step.
 using TokenCallback = std::function<void(int64_t sequence, int32_t token)>;
 
-// Generates continuations of `prompts` (token ids; BOS is the caller's business) as one batch:
-// prefill (prefill.h: left-aligned, padded), sample the first token from the prefill logits, then
-// decode_step + sample until every sequence has emitted eos_id or max_new_tokens tokens. A stopped
-// sequence still runs through the batch's decode steps (fed its latest sample, outputs discarded).
-// Checked before anything is allocated: every prompt non-empty with ids in [0, V); sampling
-// options; and for the longest prompt n: n + max_new_tokens <= max_position_embeddings (every
-// generated token needs a position) and <= capacity when one is given (InvalidArgument naming the
-// numbers).
+// Generates continuations of `prompts` (token ids; BOS is the caller's business) as one batch on
+// the decoder `make_decoder(B, capacity)` returns: prefill (left-aligned, padded), sample the first
+// token from the prefill logits, then decode_step + sample until every sequence has emitted a stop
+// id or max_new_tokens tokens. A stopped sequence still runs through the batch's decode steps (fed
+// its latest sample, outputs discarded). Checked before the decoder is made: every prompt
+// non-empty with ids in [0, V) of `config`; sampling options; and for the longest prompt n:
+// n + max_new_tokens <= max_position_embeddings (every generated token needs a position) and
+// <= capacity when one is given (InvalidArgument naming the numbers). With a sharded decoder every
+// rank calls this with the same arguments: the control flow depends only on the sampled tokens,
+// which are the same on every rank (same logits, same seed), so the collectives match.
+Generation generate(const model::ModelConfig& config, const DecoderFactory& make_decoder,
+                    const std::vector<std::vector<int32_t>>& prompts, const GenerateOptions& options,
+                    const TokenCallback& on_token = {});
+
+// generate() on one rank: SingleDecoder (single_decoder.h) over `w`.
 Generation generate(const model::ModelWeights& w, const std::vector<std::vector<int32_t>>& prompts,
                     const GenerateOptions& options, const TokenCallback& on_token = {});
 
-// The one finiteness check of every generation loop (generate, tsp_generate, tp_generate), on the
+// The finiteness check of the generation loop, on the
 // logits [B, V] about to be sampled: row b of a running sequence (done[b] false) predicts its new
 // token k = tokens[b].size() + 1, which will take the 0-based position
 // N = prompts[b].size() + tokens[b].size(). A NaN or +-inf there (NaN/Inf weights, an overflow)

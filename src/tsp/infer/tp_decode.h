@@ -10,6 +10,7 @@
 #include "tsp/comm/communicator.h"
 #include "tsp/core/tensor.h"
 #include "tsp/infer/decode_step.h"
+#include "tsp/infer/decoder.h"
 #include "tsp/infer/kv_cache.h"
 #include "tsp/kernels/rope.h"
 #include "tsp/parallel/comm_clock.h"
@@ -26,7 +27,7 @@ namespace tsp::infer {
 //   positions, y_r = attn_r @ o_proj columns r (f32); all_reduce (sum) y, x += y:  2 (T-1)/T 4 B h
 //   MLP slice r, all_reduce (sum) of the [B, h] f32 partials, x += z:              2 (T-1)/T 4 B h
 // i.e. 16 (T-1)/T B h; once per token the embedding and the logits exactly as TspDecoder.
-class TpDecoder {
+class TpDecoder final : public Decoder {
  public:
   // comm: the tp group; w: this rank's shards (degree comm.size(), rank comm.rank()). Room for
   // `batch` sequences of at most `capacity` positions each (<= max_position_embeddings). Collective
@@ -39,17 +40,17 @@ class TpDecoder {
   // kPrefillPadId to S_pad = the longest prompt rounded up to even; this rank's heads' K (after
   // RoPE) and V of the real tokens go to slots [0, len_b). (Re)allocates the cache (capacity
   // slots) and returns the last tokens' logits [B, V] f32, identical on every rank.
-  Tensor prefill(const std::vector<std::vector<int32_t>>& prompts);
+  Tensor prefill(const std::vector<std::vector<int32_t>>& prompts) override;
   // Collective. One token per sequence at position cache().length(b), cached by every rank (its
   // heads). Returns the next-token logits [B, V] f32, identical on every rank.
-  Tensor decode_step(std::span<const int32_t> tokens);
+  Tensor decode_step(std::span<const int32_t> tokens) override;
 
   // The configuration of one head group (h/T, H/T, H_kv/T; same head_dim and layers): the shape
   // of this rank's KvCache.
   static model::ModelConfig head_group_config(const model::ModelConfig& config, int degree);
 
   bool prefilled() const { return cache_.has_value(); }
-  const KvCache& cache() const;
+  const KvCache& cache() const override;
   int64_t batch() const { return batch_; }
   int64_t capacity() const { return capacity_; }
   double comm_wait_seconds() const { return clock_.seconds; }

@@ -10,6 +10,7 @@
 #include "tsp/comm/communicator.h"
 #include "tsp/core/tensor.h"
 #include "tsp/infer/decode_step.h"
+#include "tsp/infer/decoder.h"
 #include "tsp/infer/kv_cache.h"
 #include "tsp/kernels/rope.h"
 #include "tsp/infer/tsp_kv_placement.h"
@@ -40,7 +41,7 @@ namespace tsp::infer {
 // of [B, h], 2 (D-1)/D 4 B h) and the logits (each rank's V/D slice, all_gather of [B, V/D] f32,
 // (D-1) 4 B V/D). Sent bytes: the same for 4-6 and the reductions, and for 2
 // (D-1) e B q_rows + (B - n_r) e 2 kv_rows.
-class TspDecoder {
+class TspDecoder final : public Decoder {
  public:
   // comm: the TSP group; w: this rank's shards (degree comm.size(), rank comm.rank()). Room for
   // `batch` sequences of at most `capacity` positions each (prompt + generated tokens, <=
@@ -58,12 +59,12 @@ class TspDecoder {
   // cache, compacted, with their global positions; padding is never cached. S_pad must not exceed
   // max_position_embeddings. (Re)allocates the cache (local_capacity slots per sequence) and
   // returns the logits [B, V] f32 of each prompt's last token, identical on every rank.
-  Tensor prefill(const std::vector<std::vector<int32_t>>& prompts);
+  Tensor prefill(const std::vector<std::vector<int32_t>>& prompts) override;
 
   // Collective. One token per sequence (ids in [0, V)); the token of sequence b takes position
   // placement().length(b) and is cached by placement().owner_of_next(b). Returns the next-token
   // logits [B, V] f32, identical on every rank. After prefill; a sequence at capacity is refused.
-  Tensor decode_step(std::span<const int32_t> tokens);
+  Tensor decode_step(std::span<const int32_t> tokens) override;
 
   // The longest prompt rounded up to a multiple of 2D.
   static int64_t padded_length(int64_t longest, int degree);
@@ -74,7 +75,7 @@ class TspDecoder {
                                 int64_t capacity);
 
   bool prefilled() const { return cache_.has_value(); }
-  const KvCache& cache() const;  // this rank's shard (after prefill)
+  const KvCache& cache() const override;  // this rank's shard (after prefill)
   const TspKvPlacement& placement() const { return placement_; }
   int64_t batch() const { return batch_; }
   int64_t capacity() const { return capacity_; }

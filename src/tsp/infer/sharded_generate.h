@@ -1,4 +1,4 @@
-// Generation on every rank of a TSP or TP group: the loop of generate() (generate.h) over the
+// Generation on every rank of a TSP or TP group: generate()'s one loop (generate.h) over the
 // sharded decoders, and loading this rank's weight shards from a Hugging Face checkpoint.
 #pragma once
 
@@ -13,19 +13,16 @@
 
 namespace tsp::infer {
 
-// Collective over `comm`. Exactly generate()'s contract (checks before allocating, with the same
-// messages; prefill; sample; decode until EOS or max_new_tokens; on_token per sampled token) with
-// TspDecoder (tsp_decode.h) or TpDecoder (tp_decode.h) on this rank's shards `w`. Every rank
-// samples the same tokens (same logits, same seed), so every rank returns the same tokens; pass
+// Collective over `comm`. generate() (generate.h) with TspDecoder (tsp_decode.h) when `layout` is
+// tsp or TpDecoder (tp_decode.h) when it is tp, on this rank's shards `w` (degree comm.size()):
+// the same checks, messages, sampling and streaming. Every rank returns the same tokens; pass
 // on_token on one rank to print them. Stats are this rank's: kv_cache_capacity is its slots per
 // sequence and kv_cache_bytes its KvCache::bytes(). options.capacity, when given, is in global
 // positions per sequence; options.decode.kv_parts splits each rank's local attention.
-Generation tsp_generate(comm::Communicator& comm, const parallel::TspWeights& w,
-                        const std::vector<std::vector<int32_t>>& prompts,
-                        const GenerateOptions& options, const TokenCallback& on_token = {});
-Generation tp_generate(comm::Communicator& comm, const parallel::TspWeights& w,
-                       const std::vector<std::vector<int32_t>>& prompts,
-                       const GenerateOptions& options, const TokenCallback& on_token = {});
+Generation sharded_generate(LayoutKind layout, comm::Communicator& comm,
+                            const parallel::TspWeights& w,
+                            const std::vector<std::vector<int32_t>>& prompts,
+                            const GenerateOptions& options, const TokenCallback& on_token = {});
 
 // Not collective: `layout` is tsp or tp (they share the weight partition and differ in the KV
 // cache and the decode's traffic); this rank's shards of degree `degree` (TspWeights, the partition TSP and TP
