@@ -57,6 +57,71 @@ void validate(const ModelConfig& config, const TransformerOptions& options, cons
   }
 }
 
+// The whole model on one rank: the degree-1 strategy of the step executor.
+class SingleStep final : public StepStrategy {
+ public:
+  SingleStep(const ModelConfig& config, const TransformerOptions& options, const ModelWeights& w,
+             const Tensor& tokens, const Tensor& targets, ModelWeights* grads)
+      : w_(w), grads_(grads), ctx_(config, options.dtype, tokens.dim(0), tokens.dim(1)),
+        ids_(tokens.view({tokens.numel()})), targets_(targets.view({targets.numel()})),
+        norm_{.eps = static_cast<float>(config.rms_norm_eps())},
+        ce_{.ignore_index = kIgnoreIndex, .chunk_size = options.vocab_chunk},
+        acts_(static_cast<size_t>(config.num_hidden_layers())) {}
+
+  int64_t num_layers() const override { return static_cast<int64_t>(acts_.size()); }
+
+  Tensor embed_forward() override {
+    Tensor x = Tensor::empty({ids_.numel(), w_.config().hidden_size()}, ctx_.dtype(),
+                             MemCategory::activations);
+    kernels::embedding_forward(ids_, w_.embed(), x);
+    return x;
+  }
+  void embed_backward(const Tensor& dx) override {
+    kernels::embedding_backward(ids_, dx, grads_->embed());
+  }
+
+  void block_forward(int64_t l, const Tensor& x, const Tensor& y) override {
+    model::block_forward(ctx_, w_.layers()[l], x, y, acts_[l]);
+  }
+  void release_activations(int64_t l) override { acts_[l].reset(); }
+  void block_backward(int64_t l, const Tensor& x, Tensor& dx) override {
+    model::block_backward(ctx_, w_.layers()[l], x, acts_[l], dx, grads_->layers()[l]);
+  }
+
+  LossSum head_forward(Tensor& x) override {
+    kernels::rmsnorm_forward(x, w_.final_norm(), x, Tensor(), norm_);
+    Tensor lse = Tensor::empty({ids_.numel()}, DType::f32, MemCategory::workspace);
+    const kernels::CrossEntropyTotals tot =
+        kernels::cross_entropy_forward(x, w_.lm_head(), targets_, lse, Tensor(), ce_);
+    return {tot.loss_sum, tot.n_valid};
+  }
+  LossSum head_forward_backward(const Tensor& x, float grad_scale, Tensor& dx) override {
+    const int64_t T = ids_.numel();
+    Tensor nf = Tensor::empty(x.shape(), x.dtype(), MemCategory::workspace);
+    Tensor rstd = Tensor::empty({T}, DType::f32, MemCategory::workspace);
+    kernels::rmsnorm_forward(x, w_.final_norm(), nf, rstd, norm_);
+    Tensor lse = Tensor::empty({T}, DType::f32, MemCategory::activations);
+    const kernels::CrossEntropyTotals tot =
+        kernels::cross_entropy_forward(nf, w_.lm_head(), targets_, lse, Tensor(), ce_);
+    dx = Tensor::zeros(x.shape(), DType::f32, MemCategory::workspace);
+    kernels::cross_entropy_backward(nf, w_.lm_head(), targets_, lse, grad_scale, dx,
+                                    grads_->lm_head(), ce_);
+    lse = Tensor();
+    nf = Tensor();
+    kernels::rmsnorm_backward(dx, x, w_.final_norm(), rstd, dx, grads_->final_norm());
+    return {tot.loss_sum, tot.n_valid};
+  }
+
+ private:
+  const ModelWeights& w_;
+  ModelWeights* grads_;  // null for a forward-only step
+  BlockContext ctx_;
+  Tensor ids_, targets_;  // [T] i32
+  kernels::RmsNormOptions norm_;
+  kernels::CrossEntropyOptions ce_;
+  std::vector<BlockActivations> acts_;
+};
+
 }  // namespace
 
 int64_t count_valid_targets(const Tensor& targets) {
@@ -93,24 +158,8 @@ Transformer::Transformer(const ModelConfig& config, const TransformerOptions& op
 
 LossSum Transformer::forward(const ModelWeights& w, const Tensor& tokens, const Tensor& targets) {
   validate(config_, options_, w, tokens, targets, nullptr);
-  const int64_t B = tokens.dim(0), S = tokens.dim(1), T = B * S, h = config_.hidden_size();
-  const DType dt = options_.dtype;
-  BlockContext ctx(config_, dt, B, S);
-  Tensor x = Tensor::empty({T, h}, dt, MemCategory::activations);
-  kernels::embedding_forward(tokens.view({T}), w.embed(), x);
-  for (const LayerWeights& lw : w.layers()) {
-    Tensor next = Tensor::empty({T, h}, dt, MemCategory::activations);
-    BlockActivations acts;
-    block_forward(ctx, lw, x, next, acts);
-    x = next;  // the block's input and activations are released here
-  }
-  kernels::rmsnorm_forward(x, w.final_norm(), x, Tensor(),
-                           {.eps = static_cast<float>(config_.rms_norm_eps())});
-  Tensor lse = Tensor::empty({T}, DType::f32, MemCategory::workspace);
-  const kernels::CrossEntropyTotals tot = kernels::cross_entropy_forward(
-      x, w.lm_head(), targets.view({T}), lse, Tensor(),
-      {.ignore_index = kIgnoreIndex, .chunk_size = options_.vocab_chunk});
-  return {tot.loss_sum, tot.n_valid};
+  SingleStep step(config_, options_, w, tokens, targets, nullptr);
+  return run_forward(step);
 }
 
 LossSum Transformer::forward_backward(const ModelWeights& w, const Tensor& tokens,
@@ -118,48 +167,8 @@ LossSum Transformer::forward_backward(const ModelWeights& w, const Tensor& token
                                       float grad_scale) {
   validate(config_, options_, w, tokens, targets, &grads);
   TSP_CHECK(std::isfinite(grad_scale), "Transformer: grad_scale must be finite, got ", grad_scale);
-  const int64_t B = tokens.dim(0), S = tokens.dim(1), T = B * S, h = config_.hidden_size();
-  const int64_t L = config_.num_hidden_layers();
-  const DType dt = options_.dtype;
-  const kernels::RmsNormOptions norm{.eps = static_cast<float>(config_.rms_norm_eps())};
-  const kernels::CrossEntropyOptions ce{.ignore_index = kIgnoreIndex,
-                                        .chunk_size = options_.vocab_chunk};
-  const Tensor ids = tokens.view({T}), tgt = targets.view({T});
-  BlockContext ctx(config_, dt, B, S);
-
-  // ---- forward: keep the residual stream x_0..x_L and (unless recomputing) every block's acts.
-  std::vector<Tensor> xs(static_cast<size_t>(L + 1));
-  std::vector<BlockActivations> acts(static_cast<size_t>(L));
-  xs[0] = Tensor::empty({T, h}, dt, MemCategory::activations);
-  kernels::embedding_forward(ids, w.embed(), xs[0]);
-  for (int64_t l = 0; l < L; ++l) {
-    xs[l + 1] = Tensor::empty({T, h}, dt, MemCategory::activations);
-    block_forward(ctx, w.layers()[l], xs[l], xs[l + 1], acts[l]);
-    if (options_.recompute) acts[l].reset();
-  }
-  Tensor nf = Tensor::empty({T, h}, dt, MemCategory::workspace);
-  Tensor rstd = Tensor::empty({T}, DType::f32, MemCategory::workspace);
-  kernels::rmsnorm_forward(xs[L], w.final_norm(), nf, rstd, norm);
-  Tensor lse = Tensor::empty({T}, DType::f32, MemCategory::activations);
-  const kernels::CrossEntropyTotals tot =
-      kernels::cross_entropy_forward(nf, w.lm_head(), tgt, lse, Tensor(), ce);
-
-  // ---- backward: dx is the f32 gradient of the residual stream.
-  Tensor dx = Tensor::zeros({T, h}, DType::f32, MemCategory::workspace);
-  kernels::cross_entropy_backward(nf, w.lm_head(), tgt, lse, grad_scale, dx, grads.lm_head(), ce);
-  lse = Tensor();
-  nf = Tensor();
-  kernels::rmsnorm_backward(dx, xs[L], w.final_norm(), rstd, dx, grads.final_norm());
-  rstd = Tensor();
-  xs[L] = Tensor();
-  for (int64_t l = L - 1; l >= 0; --l) {
-    if (options_.recompute) block_forward(ctx, w.layers()[l], xs[l], Tensor(), acts[l]);
-    block_backward(ctx, w.layers()[l], xs[l], acts[l], dx, grads.layers()[l]);
-    acts[l].reset();
-    if (l > 0) xs[l] = Tensor();
-  }
-  kernels::embedding_backward(ids, dx, grads.embed());
-  return {tot.loss_sum, tot.n_valid};
+  SingleStep step(config_, options_, w, tokens, targets, &grads);
+  return run_forward_backward(step, options_.recompute, grad_scale);
 }
 
 }  // namespace tsp::model

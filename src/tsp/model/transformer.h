@@ -7,6 +7,7 @@
 #include "tsp/core/tensor.h"
 #include "tsp/model/model_config.h"
 #include "tsp/model/model_weights.h"
+#include "tsp/model/step_executor.h"
 
 namespace tsp::model {
 
@@ -20,12 +21,6 @@ struct TransformerOptions {
   // block's forward in the backward.
   bool recompute = false;
   int64_t vocab_chunk = 4096;  // cross-entropy vocabulary chunk (never [tokens, V] logits)
-};
-
-struct LossSum {
-  double loss_sum = 0;  // sum over valid tokens of -log p(target)
-  int64_t n_valid = 0;  // tokens whose target != kIgnoreIndex
-  double mean() const { return n_valid ? loss_sum / static_cast<double>(n_valid) : 0.0; }
 };
 
 // Count of targets != kIgnoreIndex; the trainer sums it over micro-batches (and ranks) first so

@@ -5,10 +5,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "tsp/core/check.h"
 #include "tsp/kernels/embedding.h"
 #include "tsp/kernels/rmsnorm.h"
+#include "tsp/model/step_executor.h"
+#include "tsp/parallel/layout_kernels.h"
 #include "tsp/parallel/sharded_checkpoint.h"
 #include "tsp/parallel/zigzag.h"
 
@@ -40,6 +43,117 @@ kernels::CrossEntropyOptions ce_options(const model::TransformerOptions& o) {
 kernels::RmsNormOptions norm_options(const model::ModelConfig& c) {
   return {.eps = static_cast<float>(c.rms_norm_eps())};
 }
+
+// One rank of an fsdp-sp group as a step strategy: this rank's zigzag tokens; each layer's full
+// weights all-gathered when acquired (the next one prefetched), the tables when used; every f32
+// gradient reduce-scattered to its owner as soon as it is complete.
+class FsdpSpStep final : public model::StepStrategy {
+ public:
+  FsdpSpStep(comm::Communicator& comm, const model::TransformerOptions& options,
+             const FsdpSpOptions& fsdp, const FsdpSpWeights& w, const Tensor& tokens,
+             const Tensor& targets, FsdpSpWeights* grads, CommClock* clock)
+      : comm_(comm), clock_(clock), fsdp_(fsdp), w_(w), grads_(grads),
+        ctx_(comm, w.config(), options.dtype, tokens.dim(0), tokens.dim(1), clock),
+        zigzag_(tokens.dim(1), comm.size(), comm.rank()),
+        ids_(zigzag_.take_local(tokens, MemCategory::workspace).view({ctx_.tokens()})),
+        targets_(zigzag_.take_local(targets, MemCategory::workspace).view({ctx_.tokens()})),
+        norm_(norm_options(w.config())),
+        ce_(ce_options(options)),
+        acts_(w.layers().size()) {}
+
+  int64_t num_layers() const override { return static_cast<int64_t>(acts_.size()); }
+
+  // x_0 of the local tokens: the whole table is all-gathered, looked up, and released.
+  Tensor embed_forward() override {
+    const Tensor table = gather_full(ctx_, w_.embed());
+    Tensor x = Tensor::empty({ctx_.tokens(), w_.config().hidden_size()}, ctx_.dtype(),
+                             MemCategory::activations);
+    kernels::embedding_forward(ids_, table, x);
+    return x;
+  }
+  // The scatter-add needs no weights; the full f32 table gradient goes to its owners.
+  void embed_backward(const Tensor& dx) override {
+    Tensor dtable = Tensor::zeros({w_.config().vocab_size(), w_.config().hidden_size()},
+                                  DType::f32, MemCategory::comm);
+    kernels::embedding_backward(ids_, dx, dtable);
+    reduce_scatter_add(ctx_, dtable, grads_->embed());
+  }
+
+  // One PieceGather per pass, over the layers in the pass's order.
+  void begin_layers(bool backward) override {
+    std::vector<Tensor> pieces = w_.layers();
+    backward_ = backward;
+    if (backward) std::reverse(pieces.begin(), pieces.end());
+    layers_.emplace(comm_, std::move(pieces), fsdp_.prefetch, clock_);
+  }
+  void end_layers() override {
+    layers_.reset();
+    layer_ = nullptr;
+  }
+  void acquire_layer(int64_t l) override {
+    const int64_t L = num_layers();
+    layer_ = &layers_->acquire(static_cast<size_t>(backward_ ? L - 1 - l : l));
+  }
+
+  void block_forward(int64_t l, const Tensor& x, const Tensor& y) override {
+    fsdp_block_forward(ctx_, *layer_, x, y, acts_[l]);
+  }
+  void release_activations(int64_t l) override { acts_[l].reset(); }
+  void block_backward(int64_t l, const Tensor& x, Tensor& dx) override {
+    fsdp_block_backward(ctx_, *layer_, x, acts_[l], dx, grads_->layers()[l]);
+  }
+
+  model::LossSum head_forward(Tensor& x) override {
+    kernels::rmsnorm_forward(x, gather_full(ctx_, w_.final_norm()), x, Tensor(), norm_);
+    Tensor lse = Tensor::empty({ctx_.tokens()}, DType::f32, MemCategory::workspace);
+    const kernels::CrossEntropyTotals tot = kernels::cross_entropy_forward(
+        x, gather_full(ctx_, w_.lm_head()), targets_, lse, Tensor(), ce_);
+    return {tot.loss_sum, tot.n_valid};
+  }
+  // The head is all-gathered once for its forward and its backward (they are adjacent); its f32
+  // gradient is reduce-scattered into the head's (tied: the embedding's) rows, the final norm's
+  // likewise.
+  model::LossSum head_forward_backward(const Tensor& x, float grad_scale, Tensor& dx) override {
+    const int64_t T = ctx_.tokens(), h = w_.config().hidden_size();
+    Tensor final_norm = gather_full(ctx_, w_.final_norm());
+    Tensor nf = Tensor::empty(x.shape(), x.dtype(), MemCategory::workspace);
+    Tensor rstd = Tensor::empty({T}, DType::f32, MemCategory::workspace);
+    kernels::rmsnorm_forward(x, final_norm, nf, rstd, norm_);
+    Tensor lse = Tensor::empty({T}, DType::f32, MemCategory::activations);
+    dx = Tensor::zeros(x.shape(), DType::f32, MemCategory::workspace);
+    Tensor head = gather_full(ctx_, w_.lm_head());
+    const kernels::CrossEntropyTotals tot =
+        kernels::cross_entropy_forward(nf, head, targets_, lse, Tensor(), ce_);
+    {
+      Tensor dhead = Tensor::zeros(head.shape(), DType::f32, MemCategory::comm);
+      kernels::cross_entropy_backward(nf, head, targets_, lse, grad_scale, dx, dhead, ce_);
+      head = Tensor();
+      reduce_scatter_add(ctx_, dhead, grads_->lm_head());
+    }
+    lse = Tensor();
+    nf = Tensor();
+    Tensor dnorm = Tensor::zeros({h}, DType::f32, MemCategory::comm);
+    kernels::rmsnorm_backward(dx, x, final_norm, rstd, dx, dnorm);
+    reduce_scatter_add(ctx_, dnorm, grads_->final_norm());
+    return {tot.loss_sum, tot.n_valid};
+  }
+
+ private:
+  comm::Communicator& comm_;
+  CommClock* clock_;
+  const FsdpSpOptions& fsdp_;
+  const FsdpSpWeights& w_;
+  FsdpSpWeights* grads_;  // null for a forward-only step
+  FsdpSpContext ctx_;
+  Zigzag zigzag_;
+  Tensor ids_, targets_;  // [T_local] i32, this rank's zigzag columns
+  kernels::RmsNormOptions norm_;
+  kernels::CrossEntropyOptions ce_;
+  std::vector<model::BlockActivations> acts_;
+  std::optional<PieceGather> layers_;  // the current pass's gathers
+  bool backward_ = false;
+  const Tensor* layer_ = nullptr;  // the acquired layer's full weights
+};
 
 }  // namespace
 
@@ -93,141 +207,20 @@ int64_t FsdpSpLayout::predicted_activation_peak_bytes(int64_t batch, int64_t seq
                                                 seq / comm_->size());
 }
 
-FsdpSpLayout::Local FsdpSpLayout::local_tokens(const Tensor& tokens, const Tensor& targets) const {
-  TSP_CHECK_SHAPE(tokens.defined() && tokens.rank() == 2 && tokens.dim(0) > 0 &&
-                      targets.defined() && targets.shape() == tokens.shape(),
-                  "fsdp-sp: tokens and targets must be [b, S] of the same shape, got ",
-                  tokens.defined() ? tokens.describe() : std::string("undefined"), " and ",
-                  targets.defined() ? targets.describe() : std::string("undefined"));
-  TSP_CHECK_DTYPE(tokens.dtype() == DType::i32 && targets.dtype() == DType::i32 &&
-                      tokens.is_contiguous() && targets.is_contiguous(),
-                  "fsdp-sp: tokens and targets must be contiguous i32");
-  validate_fsdp_sp(weights_.config(), comm_->size(), tokens.dim(1));
-  const int64_t V = weights_.config().vocab_size();
-  const int32_t* tok = tokens.data<int32_t>();
-  const int32_t* tgt = targets.data<int32_t>();
-  for (int64_t i = 0; i < tokens.numel(); ++i) {
-    TSP_CHECK(tok[i] >= 0 && tok[i] < V, "fsdp-sp: token id ", tok[i],
-              " is outside the vocabulary [0, ", V, ")");
-    TSP_CHECK(tgt[i] == model::kIgnoreIndex || (tgt[i] >= 0 && tgt[i] < V), "fsdp-sp: target id ",
-              tgt[i], " is outside the vocabulary [0, ", V, ") and is not the ignore index ",
-              model::kIgnoreIndex);
-  }
-  const Zigzag z(tokens.dim(1), comm_->size(), comm_->rank());
-  const int64_t T = tokens.dim(0) * z.local_len();
-  return {z.take_local(tokens, MemCategory::workspace).view({T}),
-          z.take_local(targets, MemCategory::workspace).view({T})};
-}
-
-// x_0 of the local tokens: the whole table is all-gathered, looked up, and released.
-Tensor FsdpSpLayout::embed(const FsdpSpContext& ctx, const Tensor& ids) {
-  const Tensor table = gather_full(ctx, weights_.embed());
-  Tensor x = Tensor::empty({ctx.tokens(), ctx.config().hidden_size()}, ctx.dtype(),
-                           MemCategory::activations);
-  kernels::embedding_forward(ids, table, x);
-  return x;
-}
-
-std::vector<Tensor> FsdpSpLayout::layers_in_order(bool backward) const {
-  std::vector<Tensor> out = weights_.layers();
-  if (backward) std::reverse(out.begin(), out.end());
-  return out;
-}
-
-// The head is all-gathered once for its forward and its backward (they are adjacent); its f32
-// gradient is reduce-scattered into the head's (tied: the embedding's) rows.
-kernels::CrossEntropyTotals FsdpSpLayout::head_forward_backward(const FsdpSpContext& ctx,
-                                                                const Tensor& x, const Local& in,
-                                                                const Tensor& lse, float grad_scale,
-                                                                const Tensor& dx) {
-  const kernels::CrossEntropyOptions ce = ce_options(options_);
-  Tensor head = gather_full(ctx, weights_.lm_head());
-  const kernels::CrossEntropyTotals tot =
-      kernels::cross_entropy_forward(x, head, in.targets, lse, Tensor(), ce);
-  Tensor dhead = Tensor::zeros(head.shape(), DType::f32, MemCategory::comm);
-  kernels::cross_entropy_backward(x, head, in.targets, lse, grad_scale, dx, dhead, ce);
-  head = Tensor();
-  reduce_scatter_add(ctx, dhead, grads_.lm_head());
-  return tot;
-}
-
 model::LossSum FsdpSpLayout::forward(const Tensor& tokens, const Tensor& targets) {
-  const Local in = local_tokens(tokens, targets);
-  const model::ModelConfig& c = weights_.config();
-  FsdpSpContext ctx(*comm_, c, options_.dtype, tokens.dim(0), tokens.dim(1), &clock_);
-  Tensor x = embed(ctx, in.ids);
-  {
-    PieceGather layers(*comm_, layers_in_order(false), fsdp_.prefetch, &clock_);
-    for (size_t l = 0; l < weights_.layers().size(); ++l) {
-      Tensor next = Tensor::empty(x.shape(), x.dtype(), MemCategory::activations);
-      model::BlockActivations acts;
-      fsdp_block_forward(ctx, layers.acquire(l), x, next, acts);
-      x = next;
-    }
-  }
-  kernels::rmsnorm_forward(x, gather_full(ctx, weights_.final_norm()), x, Tensor(),
-                           norm_options(c));
-  Tensor lse = Tensor::empty({ctx.tokens()}, DType::f32, MemCategory::workspace);
-  const kernels::CrossEntropyTotals tot = kernels::cross_entropy_forward(
-      x, gather_full(ctx, weights_.lm_head()), in.targets, lse, Tensor(), ce_options(options_));
-  return {tot.loss_sum, tot.n_valid};
+  layout_kernels::check_token_batch(weights_.config(), tokens, targets, "fsdp-sp");
+  validate_fsdp_sp(weights_.config(), comm_->size(), tokens.dim(1));
+  FsdpSpStep step(*comm_, options_, fsdp_, weights_, tokens, targets, nullptr, &clock_);
+  return model::run_forward(step);
 }
 
 model::LossSum FsdpSpLayout::forward_backward(const Tensor& tokens, const Tensor& targets,
                                               float grad_scale) {
   TSP_CHECK(std::isfinite(grad_scale), "fsdp-sp: grad_scale must be finite, got ", grad_scale);
-  const Local in = local_tokens(tokens, targets);
-  const model::ModelConfig& c = weights_.config();
-  const DType dt = options_.dtype;
-  FsdpSpContext ctx(*comm_, c, dt, tokens.dim(0), tokens.dim(1), &clock_);
-  const int64_t T = ctx.tokens(), h = c.hidden_size(), L = c.num_hidden_layers();
-
-  // ---- forward: keep the residual stream x_0..x_L and (unless recomputing) every block's acts.
-  std::vector<Tensor> xs(static_cast<size_t>(L + 1));
-  std::vector<model::BlockActivations> acts(static_cast<size_t>(L));
-  xs[0] = embed(ctx, in.ids);
-  {
-    PieceGather layers(*comm_, layers_in_order(false), fsdp_.prefetch, &clock_);
-    for (int64_t l = 0; l < L; ++l) {
-      xs[l + 1] = Tensor::empty({T, h}, dt, MemCategory::activations);
-      fsdp_block_forward(ctx, layers.acquire(static_cast<size_t>(l)), xs[l], xs[l + 1], acts[l]);
-      if (options_.recompute) acts[l].reset();
-    }
-  }
-  Tensor final_norm = gather_full(ctx, weights_.final_norm());
-  Tensor nf = Tensor::empty({T, h}, dt, MemCategory::workspace);
-  Tensor rstd = Tensor::empty({T}, DType::f32, MemCategory::workspace);
-  kernels::rmsnorm_forward(xs[L], final_norm, nf, rstd, norm_options(c));
-  Tensor lse = Tensor::empty({T}, DType::f32, MemCategory::activations);
-
-  // ---- backward: dx is the f32 gradient of this rank's residual stream.
-  Tensor dx = Tensor::zeros({T, h}, DType::f32, MemCategory::workspace);
-  const kernels::CrossEntropyTotals tot = head_forward_backward(ctx, nf, in, lse, grad_scale, dx);
-  lse = Tensor();
-  nf = Tensor();
-  {
-    Tensor dnorm = Tensor::zeros({h}, DType::f32, MemCategory::comm);
-    kernels::rmsnorm_backward(dx, xs[L], final_norm, rstd, dx, dnorm);
-    reduce_scatter_add(ctx, dnorm, grads_.final_norm());
-  }
-  final_norm = Tensor();
-  rstd = Tensor();
-  xs[L] = Tensor();
-  {
-    PieceGather layers(*comm_, layers_in_order(true), fsdp_.prefetch, &clock_);
-    for (int64_t l = L - 1; l >= 0; --l) {
-      const Tensor& w = layers.acquire(static_cast<size_t>(L - 1 - l));
-      if (options_.recompute) fsdp_block_forward(ctx, w, xs[l], Tensor(), acts[l]);
-      fsdp_block_backward(ctx, w, xs[l], acts[l], dx, grads_.layers()[l]);
-      acts[l].reset();
-      if (l > 0) xs[l] = Tensor();
-    }
-  }
-  // Embedding: the scatter-add needs no weights; the full f32 table gradient goes to its owners.
-  Tensor dtable = Tensor::zeros({c.vocab_size(), h}, DType::f32, MemCategory::comm);
-  kernels::embedding_backward(in.ids, dx, dtable);
-  reduce_scatter_add(ctx, dtable, grads_.embed());
-  return {tot.loss_sum, tot.n_valid};
+  layout_kernels::check_token_batch(weights_.config(), tokens, targets, "fsdp-sp");
+  validate_fsdp_sp(weights_.config(), comm_->size(), tokens.dim(1));
+  FsdpSpStep step(*comm_, options_, fsdp_, weights_, tokens, targets, &grads_, &clock_);
+  return model::run_forward_backward(step, options_.recompute, grad_scale);
 }
 
 }  // namespace tsp::parallel

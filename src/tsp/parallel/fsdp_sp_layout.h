@@ -74,16 +74,6 @@ class FsdpSpLayout final : public Layout {
   FsdpSpLayout(comm::Mesh& mesh, const model::TransformerOptions& options, FsdpSpWeights weights,
                const FsdpSpOptions& fsdp);
 
-  struct Local {
-    Tensor ids, targets;  // [T] i32, this rank's zigzag columns (workspace)
-  };
-  Local local_tokens(const Tensor& tokens, const Tensor& targets) const;
-  Tensor embed(const FsdpSpContext& ctx, const Tensor& ids);
-  std::vector<Tensor> layers_in_order(bool backward) const;
-  kernels::CrossEntropyTotals head_forward_backward(const FsdpSpContext& ctx, const Tensor& x,
-                                                    const Local& in, const Tensor& lse,
-                                                    float grad_scale, const Tensor& dx);
-
   comm::Communicator* comm_;
   bool primary_;
   model::TransformerOptions options_;

@@ -8,6 +8,7 @@
 
 #include "tsp/core/check.h"
 #include "tsp/kernels/rmsnorm.h"
+#include "tsp/model/step_executor.h"
 #include "tsp/parallel/sharded_checkpoint.h"
 #include "tsp/parallel/sharded_grad.h"
 
@@ -64,6 +65,76 @@ kernels::CrossEntropyOptions ce_options(const model::TransformerOptions& o) {
   return {.ignore_index = model::kIgnoreIndex, .chunk_size = o.vocab_chunk};
 }
 
+// One rank of a tp x sp replica as a step strategy: this rank's sp zigzag tokens, the tp shard of
+// every weight; the embedding and head vocabulary-parallel over tp, the blocks by tp_sp_block.h.
+class TpSpStep final : public model::StepStrategy {
+ public:
+  TpSpStep(comm::Communicator& tp, comm::Communicator& sp, const model::TransformerOptions& options,
+           const TspWeights& w, const Tensor& tokens, const Tensor& targets, TspWeights* grads,
+           CommClock* clock)
+      : w_(w), grads_(grads),
+        ctx_(tp, sp, w.config(), options.dtype, tokens.dim(0), tokens.dim(1), clock),
+        ids_(ctx_.zigzag().take_local(tokens, MemCategory::workspace).view({ctx_.tokens()})),
+        targets_(ctx_.zigzag().take_local(targets, MemCategory::workspace).view({ctx_.tokens()})),
+        norm_{.eps = static_cast<float>(w.config().rms_norm_eps())},
+        ce_(ce_options(options)),
+        acts_(static_cast<size_t>(w.config().num_hidden_layers())) {}
+
+  int64_t num_layers() const override { return static_cast<int64_t>(acts_.size()); }
+
+  Tensor embed_forward() override {
+    Tensor x = Tensor::empty({ctx_.tokens(), w_.config().hidden_size()}, ctx_.dtype(),
+                             MemCategory::activations);
+    vocab_parallel_embedding_forward(ctx_, ids_, w_.embed(), x);
+    return x;
+  }
+  void embed_backward(const Tensor& dx) override {
+    vocab_parallel_embedding_backward(ctx_, ids_, dx, grads_->embed());
+  }
+
+  void block_forward(int64_t l, const Tensor& x, const Tensor& y) override {
+    tp_sp_block_forward(ctx_, w_.layers()[l], x, y, acts_[l]);
+  }
+  void release_activations(int64_t l) override { acts_[l].reset(); }
+  void block_backward(int64_t l, const Tensor& x, Tensor& dx) override {
+    tp_sp_block_backward(ctx_, w_.layers()[l], x, acts_[l], dx, grads_->layers()[l]);
+  }
+
+  model::LossSum head_forward(Tensor& x) override {
+    kernels::rmsnorm_forward(x, w_.final_norm(), x, Tensor(), norm_);
+    Tensor lse = Tensor::empty({ctx_.tokens()}, DType::f32, MemCategory::workspace);
+    const kernels::CrossEntropyTotals tot =
+        vocab_parallel_ce_forward(ctx_, x, w_.lm_head(), targets_, lse, ce_);
+    return {tot.loss_sum, tot.n_valid};
+  }
+  model::LossSum head_forward_backward(const Tensor& x, float grad_scale, Tensor& dx) override {
+    const int64_t T = ctx_.tokens();
+    Tensor nf = Tensor::empty(x.shape(), x.dtype(), MemCategory::workspace);
+    Tensor rstd = Tensor::empty({T}, DType::f32, MemCategory::workspace);
+    kernels::rmsnorm_forward(x, w_.final_norm(), nf, rstd, norm_);
+    Tensor lse = Tensor::empty({T}, DType::f32, MemCategory::activations);
+    const kernels::CrossEntropyTotals tot =
+        vocab_parallel_ce_forward(ctx_, nf, w_.lm_head(), targets_, lse, ce_);
+    // dx is replicated over tp, as the residual stream is.
+    dx = Tensor::zeros(x.shape(), DType::f32, MemCategory::workspace);
+    vocab_parallel_ce_backward(ctx_, nf, w_.lm_head(), targets_, lse, grad_scale, dx,
+                               grads_->lm_head(), ce_);
+    lse = Tensor();
+    nf = Tensor();
+    kernels::rmsnorm_backward(dx, x, w_.final_norm(), rstd, dx, grads_->final_norm());
+    return {tot.loss_sum, tot.n_valid};
+  }
+
+ private:
+  const TspWeights& w_;
+  TspWeights* grads_;  // null for a forward-only step
+  const TpSpContext ctx_;
+  const Tensor ids_, targets_;  // [T_local] i32, this rank's sp zigzag columns
+  kernels::RmsNormOptions norm_;
+  kernels::CrossEntropyOptions ce_;
+  std::vector<TpSpBlockActivations> acts_;
+};
+
 }  // namespace
 
 TpSpLayout::TpSpLayout(comm::Mesh& mesh, const model::ModelConfig& config,
@@ -93,80 +164,24 @@ std::string TpSpLayout::describe() const {
          std::to_string(sp_->rank()) + ")";
 }
 
-model::LossSum TpSpLayout::share(const kernels::CrossEntropyTotals& totals) const {
+model::LossSum TpSpLayout::share(const model::LossSum& totals) const {
   // Every tp rank computed the same totals of its sp tokens: tp rank 0 reports them.
   if (tp_->rank() != 0) return {};
-  return {totals.loss_sum, totals.n_valid};
+  return totals;
 }
 
 model::LossSum TpSpLayout::forward(const Tensor& tokens, const Tensor& targets) {
-  const model::ModelConfig& config = weights_.config();
-  layout_kernels::check_token_batch(config, tokens, targets, "TpSpLayout");
-  const DType dt = options_.dtype;
-  const TpSpContext ctx(*tp_, *sp_, config, dt, tokens.dim(0), tokens.dim(1), &clock_);
-  const int64_t T = ctx.tokens(), h = config.hidden_size();
-  const Tensor ids = ctx.zigzag().take_local(tokens, MemCategory::workspace).view({T});
-  const Tensor tgt = ctx.zigzag().take_local(targets, MemCategory::workspace).view({T});
-  Tensor x = Tensor::empty({T, h}, dt, MemCategory::activations);
-  vocab_parallel_embedding_forward(ctx, ids, weights_.embed(), x);
-  for (const TspLayerShard& lw : weights_.layers()) {
-    Tensor next = Tensor::empty({T, h}, dt, MemCategory::activations);
-    TpSpBlockActivations acts;
-    tp_sp_block_forward(ctx, lw, x, next, acts);
-    x = next;
-  }
-  kernels::rmsnorm_forward(x, weights_.final_norm(), x, Tensor(),
-                           {.eps = static_cast<float>(config.rms_norm_eps())});
-  Tensor lse = Tensor::empty({T}, DType::f32, MemCategory::workspace);
-  return share(vocab_parallel_ce_forward(ctx, x, weights_.lm_head(), tgt, lse, ce_options(options_)));
+  layout_kernels::check_token_batch(weights_.config(), tokens, targets, "TpSpLayout");
+  TpSpStep step(*tp_, *sp_, options_, weights_, tokens, targets, nullptr, &clock_);
+  return share(model::run_forward(step));
 }
 
 model::LossSum TpSpLayout::forward_backward(const Tensor& tokens, const Tensor& targets,
                                             float grad_scale) {
-  const model::ModelConfig& config = weights_.config();
-  layout_kernels::check_token_batch(config, tokens, targets, "TpSpLayout");
+  layout_kernels::check_token_batch(weights_.config(), tokens, targets, "TpSpLayout");
   TSP_CHECK(std::isfinite(grad_scale), "TpSpLayout: grad_scale must be finite, got ", grad_scale);
-  const DType dt = options_.dtype;
-  const TpSpContext ctx(*tp_, *sp_, config, dt, tokens.dim(0), tokens.dim(1), &clock_);
-  const int64_t T = ctx.tokens(), h = config.hidden_size(), L = config.num_hidden_layers();
-  const kernels::RmsNormOptions norm{.eps = static_cast<float>(config.rms_norm_eps())};
-  const kernels::CrossEntropyOptions ce = ce_options(options_);
-  const Tensor ids = ctx.zigzag().take_local(tokens, MemCategory::workspace).view({T});
-  const Tensor tgt = ctx.zigzag().take_local(targets, MemCategory::workspace).view({T});
-  const TspWeights& w = weights_;
-
-  // ---- forward: keep the residual stream x_0..x_L and (unless recomputing) every block's acts.
-  std::vector<Tensor> xs(static_cast<size_t>(L + 1));
-  std::vector<TpSpBlockActivations> acts(static_cast<size_t>(L));
-  xs[0] = Tensor::empty({T, h}, dt, MemCategory::activations);
-  vocab_parallel_embedding_forward(ctx, ids, w.embed(), xs[0]);
-  for (int64_t l = 0; l < L; ++l) {
-    xs[l + 1] = Tensor::empty({T, h}, dt, MemCategory::activations);
-    tp_sp_block_forward(ctx, w.layers()[l], xs[l], xs[l + 1], acts[l]);
-    if (options_.recompute) acts[l].reset();
-  }
-  Tensor nf = Tensor::empty({T, h}, dt, MemCategory::workspace);
-  Tensor rstd = Tensor::empty({T}, DType::f32, MemCategory::workspace);
-  kernels::rmsnorm_forward(xs[L], w.final_norm(), nf, rstd, norm);
-  Tensor lse = Tensor::empty({T}, DType::f32, MemCategory::activations);
-  const kernels::CrossEntropyTotals tot = vocab_parallel_ce_forward(ctx, nf, w.lm_head(), tgt, lse, ce);
-
-  // ---- backward: dx is the f32 gradient of the residual stream (replicated over tp).
-  Tensor dx = Tensor::zeros({T, h}, DType::f32, MemCategory::workspace);
-  vocab_parallel_ce_backward(ctx, nf, w.lm_head(), tgt, lse, grad_scale, dx, grads_.lm_head(), ce);
-  lse = Tensor();
-  nf = Tensor();
-  kernels::rmsnorm_backward(dx, xs[L], w.final_norm(), rstd, dx, grads_.final_norm());
-  rstd = Tensor();
-  xs[L] = Tensor();
-  for (int64_t l = L - 1; l >= 0; --l) {
-    if (options_.recompute) tp_sp_block_forward(ctx, w.layers()[l], xs[l], Tensor(), acts[l]);
-    tp_sp_block_backward(ctx, w.layers()[l], xs[l], acts[l], dx, grads_.layers()[l]);
-    acts[l].reset();
-    if (l > 0) xs[l] = Tensor();
-  }
-  vocab_parallel_embedding_backward(ctx, ids, dx, grads_.embed());
-  return share(tot);
+  TpSpStep step(*tp_, *sp_, options_, weights_, tokens, targets, &grads_, &clock_);
+  return share(model::run_forward_backward(step, options_.recompute, grad_scale));
 }
 
 void TpSpLayout::reduce_grads() {

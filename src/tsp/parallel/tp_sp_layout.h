@@ -65,7 +65,7 @@ class TpSpLayout final : public Layout {
  private:
   TpSpLayout(comm::Mesh& mesh, const model::TransformerOptions& options, TspWeights weights);
 
-  model::LossSum share(const kernels::CrossEntropyTotals& totals) const;
+  model::LossSum share(const model::LossSum& totals) const;
 
   comm::Communicator* tp_;
   comm::Communicator* sp_;

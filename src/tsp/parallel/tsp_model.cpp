@@ -3,15 +3,92 @@
 #include "tsp/parallel/tsp_model.h"
 
 #include <cmath>
+#include <optional>
 #include <vector>
 
 #include "tsp/core/check.h"
 #include "tsp/kernels/rmsnorm.h"
+#include "tsp/model/step_executor.h"
 #include "tsp/parallel/tsp_block.h"
 #include "tsp/parallel/vocab_parallel.h"
 #include "tsp/parallel/zigzag.h"
 
 namespace tsp::parallel {
+
+namespace {
+
+// One rank of a TSP group as a step strategy: this rank's zigzag tokens and weight shards; the
+// embedding by vocabulary exchange, the blocks by tsp_block.h, the head by the vocabulary ring.
+class TspStep final : public model::StepStrategy {
+ public:
+  TspStep(comm::Communicator& comm, const model::TransformerOptions& options, const TspWeights& w,
+          const Tensor& tokens, const Tensor& targets, int64_t seq, TspWeights* grads,
+          CommClock* clock)
+      : comm_(comm), clock_(clock), w_(w), grads_(grads),
+        ctx_(comm, w.config(), options.dtype, tokens.dim(0), seq, clock),
+        ids_(tokens.view({ctx_.tokens()})), targets_(targets.view({ctx_.tokens()})),
+        norm_{.eps = static_cast<float>(w.config().rms_norm_eps())},
+        ce_{.ignore_index = model::kIgnoreIndex, .chunk_size = options.vocab_chunk},
+        acts_(static_cast<size_t>(w.config().num_hidden_layers())) {}
+
+  int64_t num_layers() const override { return static_cast<int64_t>(acts_.size()); }
+
+  Tensor embed_forward() override {
+    Tensor x = Tensor::empty({ctx_.tokens(), w_.config().hidden_size()}, ctx_.dtype(),
+                             MemCategory::activations);
+    embedding_.emplace(comm_, ids_, ctx_.sizes().vocab_rows, clock_);
+    embedding_->lookup(w_.embed(), x);
+    if (grads_ == nullptr) embedding_.reset();  // forward only: nothing to scatter back
+    return x;
+  }
+  void embed_backward(const Tensor& dx) override { embedding_->scatter_add(dx, grads_->embed()); }
+
+  void block_forward(int64_t l, const Tensor& x, const Tensor& y) override {
+    tsp_block_forward(ctx_, w_.layers()[l], x, y, acts_[l]);
+  }
+  void release_activations(int64_t l) override { acts_[l].reset(); }
+  void block_backward(int64_t l, const Tensor& x, Tensor& dx) override {
+    tsp_block_backward(ctx_, w_.layers()[l], x, acts_[l], dx, grads_->layers()[l]);
+  }
+
+  model::LossSum head_forward(Tensor& x) override {
+    kernels::rmsnorm_forward(x, w_.final_norm(), x, Tensor(), norm_);
+    Tensor lse = Tensor::empty({ctx_.tokens()}, DType::f32, MemCategory::workspace);
+    const kernels::CrossEntropyTotals tot =
+        vocab_ring_forward(comm_, x, w_.lm_head(), targets_, lse, ce_, clock_);
+    return {tot.loss_sum, tot.n_valid};
+  }
+  model::LossSum head_forward_backward(const Tensor& x, float grad_scale, Tensor& dx) override {
+    const int64_t T = ctx_.tokens();
+    Tensor nf = Tensor::empty(x.shape(), x.dtype(), MemCategory::workspace);
+    Tensor rstd = Tensor::empty({T}, DType::f32, MemCategory::workspace);
+    kernels::rmsnorm_forward(x, w_.final_norm(), nf, rstd, norm_);
+    Tensor lse = Tensor::empty({T}, DType::f32, MemCategory::activations);
+    const kernels::CrossEntropyTotals tot =
+        vocab_ring_forward(comm_, nf, w_.lm_head(), targets_, lse, ce_, clock_);
+    dx = Tensor::zeros(x.shape(), DType::f32, MemCategory::workspace);
+    vocab_ring_backward(comm_, nf, w_.lm_head(), targets_, lse, grad_scale, dx, grads_->lm_head(),
+                        ce_, clock_);
+    lse = Tensor();
+    nf = Tensor();
+    kernels::rmsnorm_backward(dx, x, w_.final_norm(), rstd, dx, grads_->final_norm());
+    return {tot.loss_sum, tot.n_valid};
+  }
+
+ private:
+  comm::Communicator& comm_;
+  CommClock* clock_;
+  const TspWeights& w_;
+  TspWeights* grads_;  // null for a forward-only step
+  TspContext ctx_;
+  Tensor ids_, targets_;  // [T_local] i32, this rank's zigzag columns
+  kernels::RmsNormOptions norm_;
+  kernels::CrossEntropyOptions ce_;
+  std::vector<TspBlockActivations> acts_;
+  std::optional<VocabExchange> embedding_;
+};
+
+}  // namespace
 
 void validate_tsp(const model::ModelConfig& config, int degree, int64_t seq) {
   TSP_CHECK(degree >= 1, "tsp: the degree must be >= 1, got ", degree);
@@ -76,24 +153,8 @@ void TspTransformer::validate(const TspWeights& w, const Tensor& tokens, const T
 model::LossSum TspTransformer::forward(const TspWeights& w, const Tensor& tokens,
                                        const Tensor& targets, int64_t seq) {
   validate(w, tokens, targets, seq, nullptr);
-  const DType dt = options_.dtype;
-  TspContext ctx(*comm_, config_, dt, tokens.dim(0), seq, &clock_);
-  const int64_t T = ctx.tokens(), h = config_.hidden_size();
-  Tensor x = Tensor::empty({T, h}, dt, MemCategory::activations);
-  VocabExchange(*comm_, tokens.view({T}), ctx.sizes().vocab_rows, &clock_).lookup(w.embed(), x);
-  for (const TspLayerShard& lw : w.layers()) {
-    Tensor next = Tensor::empty({T, h}, dt, MemCategory::activations);
-    TspBlockActivations acts;
-    tsp_block_forward(ctx, lw, x, next, acts);
-    x = next;
-  }
-  kernels::rmsnorm_forward(x, w.final_norm(), x, Tensor(),
-                           {.eps = static_cast<float>(config_.rms_norm_eps())});
-  Tensor lse = Tensor::empty({T}, DType::f32, MemCategory::workspace);
-  const kernels::CrossEntropyTotals tot = vocab_ring_forward(
-      *comm_, x, w.lm_head(), targets.view({T}), lse,
-      {.ignore_index = model::kIgnoreIndex, .chunk_size = options_.vocab_chunk}, &clock_);
-  return {tot.loss_sum, tot.n_valid};
+  TspStep step(*comm_, options_, w, tokens, targets, seq, nullptr, &clock_);
+  return model::run_forward(step);
 }
 
 model::LossSum TspTransformer::forward_backward(const TspWeights& w, const Tensor& tokens,
@@ -101,48 +162,8 @@ model::LossSum TspTransformer::forward_backward(const TspWeights& w, const Tenso
                                                 TspWeights& grads, float grad_scale) {
   validate(w, tokens, targets, seq, &grads);
   TSP_CHECK(std::isfinite(grad_scale), "TspTransformer: grad_scale must be finite, got ", grad_scale);
-  const DType dt = options_.dtype;
-  TspContext ctx(*comm_, config_, dt, tokens.dim(0), seq, &clock_);
-  const int64_t T = ctx.tokens(), h = config_.hidden_size(), L = config_.num_hidden_layers();
-  const kernels::RmsNormOptions norm{.eps = static_cast<float>(config_.rms_norm_eps())};
-  const kernels::CrossEntropyOptions ce{.ignore_index = model::kIgnoreIndex,
-                                        .chunk_size = options_.vocab_chunk};
-  const Tensor ids = tokens.view({T}), tgt = targets.view({T});
-
-  // ---- forward: keep the residual stream x_0..x_L and (unless recomputing) every block's acts.
-  std::vector<Tensor> xs(static_cast<size_t>(L + 1));
-  std::vector<TspBlockActivations> acts(static_cast<size_t>(L));
-  xs[0] = Tensor::empty({T, h}, dt, MemCategory::activations);
-  VocabExchange embedding(*comm_, ids, ctx.sizes().vocab_rows, &clock_);
-  embedding.lookup(w.embed(), xs[0]);
-  for (int64_t l = 0; l < L; ++l) {
-    xs[l + 1] = Tensor::empty({T, h}, dt, MemCategory::activations);
-    tsp_block_forward(ctx, w.layers()[l], xs[l], xs[l + 1], acts[l]);
-    if (options_.recompute) acts[l].reset();
-  }
-  Tensor nf = Tensor::empty({T, h}, dt, MemCategory::workspace);
-  Tensor rstd = Tensor::empty({T}, DType::f32, MemCategory::workspace);
-  kernels::rmsnorm_forward(xs[L], w.final_norm(), nf, rstd, norm);
-  Tensor lse = Tensor::empty({T}, DType::f32, MemCategory::activations);
-  const kernels::CrossEntropyTotals tot = vocab_ring_forward(*comm_, nf, w.lm_head(), tgt, lse, ce, &clock_);
-
-  // ---- backward: dx is the f32 gradient of this rank's residual stream.
-  Tensor dx = Tensor::zeros({T, h}, DType::f32, MemCategory::workspace);
-  vocab_ring_backward(*comm_, nf, w.lm_head(), tgt, lse, grad_scale, dx, grads.lm_head(), ce,
-                      &clock_);
-  lse = Tensor();
-  nf = Tensor();
-  kernels::rmsnorm_backward(dx, xs[L], w.final_norm(), rstd, dx, grads.final_norm());
-  rstd = Tensor();
-  xs[L] = Tensor();
-  for (int64_t l = L - 1; l >= 0; --l) {
-    if (options_.recompute) tsp_block_forward(ctx, w.layers()[l], xs[l], Tensor(), acts[l]);
-    tsp_block_backward(ctx, w.layers()[l], xs[l], acts[l], dx, grads.layers()[l]);
-    acts[l].reset();
-    if (l > 0) xs[l] = Tensor();
-  }
-  embedding.scatter_add(dx, grads.embed());
-  return {tot.loss_sum, tot.n_valid};
+  TspStep step(*comm_, options_, w, tokens, targets, seq, &grads, &clock_);
+  return model::run_forward_backward(step, options_.recompute, grad_scale);
 }
 
 }  // namespace tsp::parallel
