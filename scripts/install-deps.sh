@@ -26,7 +26,7 @@ PACKAGES=(
 
 case "${1:-}" in
   "") ;;
-  --bench) PACKAGES+=(python3-torch) ;;   # /usr/bin/python3 + PyTorch 1.13, the block benchmark's peer
+  --bench) PACKAGES+=(python3-torch libopenblas0-pthread) ;;  # /usr/bin/python3 + PyTorch 1.13, the block benchmark's peer, on OpenBLAS (else the reference BLAS)
   --fuzz) PACKAGES+=(clang libclang-rt-14-dev libomp-dev) ;;  # clang 14, libclang_rt.fuzzer, libomp
   *) echo "install-deps: unknown option '$1' (use --bench, --fuzz or nothing)" >&2; exit 2 ;;
 esac
