@@ -103,7 +103,7 @@ void BM_RopeForward(benchmark::State& state) {
   Tensor x = rnd({1, s, heads, d}, dt, 1, 1e-3f);
   Tensor pos = Tensor::empty({s}, DType::i32, MemCategory::workspace);
   for (int64_t i = 0; i < s; ++i) pos.data<int32_t>()[i] = static_cast<int32_t>(i);
-  const kernels::RopeTable table(pos, d, {.theta = 500000.0});
+  const kernels::RopeTable table(pos, d, {.theta = 500000.0, .scaling = {}});
   for (auto _ : state) {
     kernels::rope_forward(x, table);
     benchmark::DoNotOptimize(x.raw());

@@ -28,10 +28,16 @@ struct Case {
   const char* name;
   int64_t h, heads, kv_heads, ffn;
   bool tied;
+  kernels::RopeScaling rope = {};
 };
-// GQA with an untied head, and MHA with a tied head (as in tests/model/transformer_test.cpp).
+// GQA with an untied head, and MHA with a tied head (as in tests/model/transformer_test.cpp); GQA
+// with yarn RoPE scaling (d = 4, theta = 1e4: its ramp keeps frequency 0 and interpolates
+// frequency 1; amplitude 1.14).
 inline const Case kGqaUntied{"gqa_untied", 16, 4, 2, 32, false};
 inline const Case kMhaTied{"mha_tied", 16, 4, 4, 24, true};
+inline const Case kGqaYarn{"gqa_yarn", 16, 4, 2, 32, false,
+                           {.type = kernels::RopeScalingType::yarn, .factor = 4,
+                            .original_max_position_embeddings = 64}};
 inline void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
 inline model::ModelConfig make_config(const Case& k, int64_t layers = 2, int64_t max_pos = 512,
@@ -47,6 +53,7 @@ inline model::ModelConfig make_config(const Case& k, int64_t layers = 2, int64_t
   f.rope_theta = 10000.0;
   f.max_position_embeddings = max_pos;
   f.tie_word_embeddings = k.tied;
+  f.rope_scaling = k.rope;
   return model::ModelConfig(f);
 }
 

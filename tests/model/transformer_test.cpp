@@ -32,6 +32,7 @@ struct Case {
   const char* name;
   int64_t h, heads, kv_heads, ffn;
   bool tied;
+  kernels::RopeScaling rope = {};
 };
 // GQA with an untied head, and MHA with a tied head (embedding gets lookup + head gradients).
 const Case kGqaUntied{"gqa_untied", 16, 4, 2, 32, false};
@@ -49,6 +50,7 @@ ModelConfig make_config(const Case& k, int64_t layers = 2, int64_t max_pos = 512
   f.rope_theta = 10000.0;
   f.max_position_embeddings = max_pos;
   f.tie_word_embeddings = k.tied;
+  f.rope_scaling = k.rope;
   return ModelConfig(f);
 }
 
@@ -214,6 +216,51 @@ TEST(Transformer, ForwardMatchesReferenceOnMultiTileSequences) {
 TEST(Transformer, GradientsMatchFiniteDifferencesGqaUntied) {
   const GradProblem& p = grad_problem(kGqaUntied);
   Transformer model(p.config, {.vocab_chunk = 16});
+  ModelWeights g(p.config, DType::f32, MemCategory::grads);
+  model.forward_backward(p.w, p.batch.tokens, p.batch.targets, g, static_cast<float>(p.scale));
+  expect_gradients_match(p.config, to_vectors(g), p.fd);
+}
+
+// RoPE scaling through the whole model: the kernel tables (kernels/rope) against the reference's
+// own formulas (reference_rope), with the tolerance of ForwardMatchesReference. d = 8, theta = 1e4:
+// wavelengths 6.3, 63, 628, 6283 against original contexts of 64 put every frequency regime of
+// llama3 (kept, blended, divided) and yarn (kept, ramped, interpolated; amplitude 1.14) in play.
+TEST(Transformer, ForwardMatchesReferenceWithRopeScaling) {
+  using kernels::RopeScalingType;
+  const kernels::RopeScaling scalings[] = {
+      {.type = RopeScalingType::linear, .factor = 4},
+      {.type = RopeScalingType::llama3, .factor = 8, .low_freq_factor = 1, .high_freq_factor = 4,
+       .original_max_position_embeddings = 64},
+      {.type = RopeScalingType::yarn, .factor = 4, .original_max_position_embeddings = 64},
+  };
+  for (const kernels::RopeScaling& r : scalings) {
+    const ModelConfig c = make_config({"rope", 32, 4, 2, 48, false, r}, /*layers=*/1);
+    const ModelWeights w = random_weights(c, 6);
+    const Batch b = make_batch(c, 1, 70, 23);
+    Transformer model(c);
+    const LossSum fast = model.forward(w, b.tokens, b.targets);
+    const double ref = reference_loss_sum(w, b.tokens, b.targets);
+    EXPECT_NEAR(fast.loss_sum, ref, testing::model_chain(c, 70, 70, false).gamma * std::fabs(ref))
+        << kernels::rope_scaling_name(r.type);
+    // The scaling changes the loss (else this test could not see a dropped scaling).
+    ModelConfigFields plain = c.fields();
+    plain.rope_scaling = {};
+    ReferenceWeights r_plain = ReferenceWeights::from(w);
+    r_plain.config = ModelConfig(plain);
+    const double unscaled = reference_loss_sum(r_plain, b.tokens, b.targets);
+    EXPECT_GT(std::fabs(unscaled - ref), 100 * testing::model_chain(c, 70, 70, false).gamma * std::fabs(ref))
+        << kernels::rope_scaling_name(r.type);
+  }
+}
+
+// The backward of a scaled RoPE (yarn: ramped frequencies and amplitude != 1) against finite
+// differences, with the tolerance of the unscaled gradient tests.
+TEST(Transformer, GradientsMatchFiniteDifferencesYarnRope) {
+  const Case yarn{"gqa_untied_yarn", 16, 4, 2, 32, false,
+                  {.type = kernels::RopeScalingType::yarn, .factor = 4,
+                   .original_max_position_embeddings = 64}};
+  const GradProblem& p = grad_problem(yarn);
+  Transformer model(p.config);
   ModelWeights g(p.config, DType::f32, MemCategory::grads);
   model.forward_backward(p.w, p.batch.tokens, p.batch.targets, g, static_cast<float>(p.scale));
   expect_gradients_match(p.config, to_vectors(g), p.fd);

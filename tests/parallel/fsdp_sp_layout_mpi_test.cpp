@@ -110,6 +110,13 @@ TEST(FsdpSpModel, MhaTiedBf16) {
 TEST(FsdpSpModel, GqaUntiedBf16) {
   run_case({"gqa untied bf16", config_of({.gqa = true}), DType::bf16});
 }
+TEST(FsdpSpModel, GqaLlama3RopeF32) {
+  run_case({"gqa llama3 rope f32", config_of({.gqa = true, .rope = testing::test_llama3_scaling()}),
+            DType::f32});
+}
+TEST(FsdpSpModel, MhaYarnRopeF32) {
+  run_case({"mha yarn rope f32", config_of({.rope = testing::test_yarn_scaling()}), DType::f32});
+}
 
 TEST(FsdpSpModel, ForwardLossEqualsSingleRank) {
   comm::Communicator world = comm::Communicator::world();

@@ -21,7 +21,19 @@ struct TinyModel {
   bool gqa = false;   // H_kv = H / 2
   bool tied = false;  // tie_word_embeddings
   int64_t layers = 2;
+  kernels::RopeScaling rope = {};  // RoPE scaling (none by default)
 };
+
+// Scalings whose every regime shows at d = 8, theta = 1e4 (wavelengths 6.3, 63, 628, 6283): llama3
+// keeps frequency 0, blends 1, divides 2 and 3; yarn's ramp keeps 0, half-interpolates 1,
+// interpolates 2 and 3, and scales cos/sin by 0.1 ln 4 + 1.
+inline kernels::RopeScaling test_llama3_scaling() {
+  return {.type = kernels::RopeScalingType::llama3, .factor = 8, .low_freq_factor = 1,
+          .high_freq_factor = 4, .original_max_position_embeddings = 64};
+}
+inline kernels::RopeScaling test_yarn_scaling() {
+  return {.type = kernels::RopeScalingType::yarn, .factor = 4, .original_max_position_embeddings = 64};
+}
 
 // h = 64, H = 8 (d = 8), H_kv = 8 or 4, F = 128, V = 96: divisible by D = 1, 2, 4 (and by the
 // GQA kv heads), small enough for every test to run in well under a second per rank.
@@ -36,6 +48,7 @@ inline model::ModelConfig tiny_config(const TinyModel& m) {
   f.rms_norm_eps = 1e-5;
   f.max_position_embeddings = 256;
   f.tie_word_embeddings = m.tied;
+  f.rope_scaling = m.rope;
   return model::ModelConfig(f);
 }
 

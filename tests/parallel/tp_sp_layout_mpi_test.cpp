@@ -127,6 +127,12 @@ TEST(TpSpLayout, GqaUntiedRecomputeF32) {
 }
 TEST(TpSpLayout, MhaTiedBf16) { run_case({"mha tied bf16", {.tied = true}, DType::bf16, false}); }
 TEST(TpSpLayout, GqaUntiedBf16) { run_case({"gqa untied bf16", {.gqa = true}, DType::bf16, false}); }
+TEST(TpSpLayout, GqaLlama3RopeF32) {
+  run_case({"gqa llama3 rope f32", {.gqa = true, .rope = testing::test_llama3_scaling()}, DType::f32, false});
+}
+TEST(TpSpLayout, MhaYarnRopeF32) {
+  run_case({"mha yarn rope f32", {.rope = testing::test_yarn_scaling()}, DType::f32, false});
+}
 
 TEST(TpSpLayout, ForwardLossEqualsSingleRank) {
   comm::Communicator world = comm::Communicator::world();

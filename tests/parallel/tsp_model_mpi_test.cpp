@@ -92,6 +92,17 @@ TEST(TspModel, GqaUntiedRecomputeF32) {
 }
 TEST(TspModel, MhaTiedBf16) { run_case({"mha tied bf16", {.tied = true}, DType::bf16, false}); }
 TEST(TspModel, GqaUntiedBf16) { run_case({"gqa untied bf16", {.gqa = true}, DType::bf16, false}); }
+// RoPE scaling: every rank's table holds its zigzag positions, so a table built for the wrong
+// positions (or without the scaling) fails the comparison with the single-rank model.
+TEST(TspModel, GqaLlama3RopeF32) {
+  run_case({"gqa llama3 rope f32", {.gqa = true, .rope = testing::test_llama3_scaling()}, DType::f32, false});
+}
+TEST(TspModel, MhaYarnRopeF32) {
+  run_case({"mha yarn rope f32", {.rope = testing::test_yarn_scaling()}, DType::f32, false});
+}
+TEST(TspModel, GqaYarnRopeBf16) {
+  run_case({"gqa yarn rope bf16", {.gqa = true, .rope = testing::test_yarn_scaling()}, DType::bf16, false});
+}
 
 TEST(TspModel, ForwardLossEqualsForwardBackwardLoss) {
   comm::Communicator world = comm::Communicator::world();

@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 #include <chrono>
+#include <fstream>
 #include <regex>
 #include <sstream>
 #include <string>
@@ -90,6 +91,29 @@ TEST(PlanCli, SevenBOnMi300xPrintsEveryLayoutOfTheStudy) {
                            "workspace", "Rejected:", "out of memory"}) {
     EXPECT_TRUE(contains(r.out, want)) << want << "\n" << r.out;
   }
+}
+
+// Any config the engine accepts plans, RoPE scaling and all; a --seq beyond the model's positions
+// plans too, with a warning.
+TEST(PlanCli, ScaledRopeConfigPlansAndSeqBeyondPositionsWarns) {
+  testing::ScratchDir dir;
+  const std::filesystem::path config = dir.path() / "config.json";
+  {
+    std::ofstream f(config);
+    f << R"({"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+      "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256,
+      "max_position_embeddings": 131072, "rope_theta": 500000.0, "torch_dtype": "bfloat16",
+      "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                       "original_max_position_embeddings": 8192, "rope_type": "llama3"}})";
+  }
+  Result r = run({"--model", config.string(), "--seq", "131072", "--cluster", "mi300x", "--devices", "8"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "llama3(factor=8")) << r.out;
+  EXPECT_FALSE(contains(r.out, "warning: seq")) << r.out;
+  r = run({"--model", config.string(), "--seq", "262144", "--cluster", "mi300x", "--devices", "8"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "warning: seq 262144 exceeds max_position_embeddings 131072")) << r.out;
+  EXPECT_TRUE(contains(r.out, "tsp8")) << r.out;
 }
 
 TEST(PlanCli, JsonHasMemoryTrafficAndTimePerLayout) {

@@ -128,7 +128,7 @@ Tensor decode_step(const model::ModelWeights& w, std::span<const int32_t> tokens
   kernels::embedding_forward(ids, w.embed(), x);
 
   const Tensor pos = claim_slots(cache);
-  const kernels::RopeTable rope(pos, c.head_dim(), {.theta = c.rope_theta()});
+  const kernels::RopeTable rope(pos, c.head_dim(), c.rope_options());
   for (int64_t l = 0; l < c.num_hidden_layers(); ++l) {
     const model::LayerWeights& lw = w.layers()[static_cast<size_t>(l)];
     attention(lw, rope, pos, x, cache, l, options);

@@ -189,7 +189,7 @@ Tensor TspDecoder::decode_step(std::span<const int32_t> tokens) {
       slots[static_cast<size_t>(b)] = cache_->claim_slot(b, pos.data<int32_t>()[b]);
   }
   const Tensor x = sharded_embedding(*comm_, *w_, tokens, &clock_);
-  const kernels::RopeTable rope(pos, c.head_dim(), {.theta = c.rope_theta()});
+  const kernels::RopeTable rope(pos, c.head_dim(), c.rope_options());
   for (int64_t l = 0; l < c.num_hidden_layers(); ++l) {
     attention(l, x, pos, rope, owners, slots);
     sharded_mlp(*comm_, *w_, l, x, &clock_);

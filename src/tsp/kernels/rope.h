@@ -2,15 +2,49 @@
 // applied in place to [B, S, heads, d] views; backward is the rotation by the negative angle.
 #pragma once
 
+#include <cstdint>
+#include <string>
+#include <vector>
+
 #include "tsp/core/tensor.h"
 
 namespace tsp::kernels {
 
-struct RopeOptions {
-  double theta = 10000.0;  // rope_theta of the HF config (500000 for Llama 3)
+// The context-extension schemes of HF's `rope_scaling` / `rope_parameters` that are implemented:
+// each changes only the frequencies inv_freq[i] (and, for yarn, the amplitude of cos/sin), with
+// the semantics of transformers 5's modeling_rope_utils (docs/model.md, "RoPE scaling").
+enum class RopeScalingType { none, linear, llama3, yarn };
+const char* rope_scaling_name(RopeScalingType type);  // "default", "linear", "llama3", "yarn"
+
+struct RopeScaling {
+  RopeScalingType type = RopeScalingType::none;
+  double factor = 1.0;                            // linear, llama3, yarn
+  double low_freq_factor = 1.0;                   // llama3
+  double high_freq_factor = 4.0;                  // llama3
+  int64_t original_max_position_embeddings = 0;   // llama3, yarn: the pre-training context
+  double beta_fast = 32.0, beta_slow = 1.0;       // yarn
+  double attention_factor = 0.0;                  // yarn: cos/sin amplitude; 0 = derived (below)
+  double mscale = 0.0, mscale_all_dim = 0.0;      // yarn: the DeepSeek form of the derivation
+  bool truncate = true;                           // yarn: round the correction range to integers
+  bool operator==(const RopeScaling&) const = default;
 };
 
-// cos/sin of pos * inv_freq[i], inv_freq[i] = theta^(-2i/d), i < d/2, for ONE set of positions
+struct RopeOptions {
+  double theta = 10000.0;  // rope_theta of the HF config (500000 for Llama 3)
+  RopeScaling scaling;
+};
+
+// inv_freq[i], i < head_dim / 2, in double: theta^(-2i/d), rescaled by the scaling type.
+std::vector<double> rope_inv_freq(int64_t head_dim, const RopeOptions& options);
+// The factor cos and sin are multiplied by (1 except for yarn: attention_factor, or derived from
+// the factor as 0.1 ln(factor) + 1, or the mscale ratio when mscale and mscale_all_dim are set).
+double rope_amplitude(const RopeOptions& options);
+// Throws InvalidArgument naming the field when a parameter is out of its domain.
+void validate_rope_options(const RopeOptions& options);
+// "theta=500000 llama3(factor=8, low=1, high=4, original=8192)" for summary lines.
+std::string describe_rope(const RopeOptions& options);
+
+// cos/sin of pos * inv_freq[i] (rope_inv_freq above), times rope_amplitude, for ONE set of positions
 // (the S positions of a local shard, which under zigzag are not contiguous). Built once per step
 // and reused for q, k and their backward: the table is [S, d/2] (tiny next to the activations),
 // it is computed in double and rounded once, and it needs no maximum position.

@@ -55,7 +55,7 @@ BlockContext::BlockContext(const ModelConfig& config, DType dtype, int64_t batch
       batch_(batch),
       seq_(seq),
       positions_(positions_0_to(seq)),
-      rope_(positions_, config.head_dim(), kernels::RopeOptions{.theta = config.rope_theta()}) {
+      rope_(positions_, config.head_dim(), config.rope_options()) {
   TSP_CHECK_DTYPE(dtype == DType::f32 || dtype == DType::bf16,
                   "BlockContext: activation dtype must be f32 or bf16, got ", dtype);
   TSP_CHECK(batch > 0 && seq > 0, "BlockContext: batch and seq must be positive, got ", batch,

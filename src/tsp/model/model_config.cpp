@@ -42,6 +42,7 @@ ModelConfig::ModelConfig(const ModelConfigFields& fields) : f_(fields) {
   }
   TSP_CHECK(f_.rms_norm_eps > 0, "rms_norm_eps must be positive, got ", f_.rms_norm_eps);
   TSP_CHECK(f_.rope_theta > 0, "rope_theta must be positive, got ", f_.rope_theta);
+  kernels::validate_rope_options(rope_options());
   TSP_CHECK(f_.hidden_size % f_.num_attention_heads == 0, "hidden_size ", f_.hidden_size,
             " is not divisible by num_attention_heads ", f_.num_attention_heads);
   TSP_CHECK(f_.num_attention_heads % f_.num_key_value_heads == 0, "num_attention_heads ",
@@ -109,6 +110,30 @@ std::string human_count(int64_t n) {
 
 std::string torch_dtype_name(DType t) { return t == DType::bf16 ? "bfloat16" : "float32"; }
 
+// The legacy (transformers 4) form, which transformers 5 still reads; null when there is none.
+json rope_scaling_to_json(const kernels::RopeScaling& r) {
+  using kernels::RopeScalingType;
+  if (r.type == RopeScalingType::none) return nullptr;
+  json j;
+  j["rope_type"] = kernels::rope_scaling_name(r.type);
+  j["factor"] = r.factor;
+  if (r.type == RopeScalingType::llama3) {
+    j["low_freq_factor"] = r.low_freq_factor;
+    j["high_freq_factor"] = r.high_freq_factor;
+  }
+  if (r.type == RopeScalingType::llama3 || r.type == RopeScalingType::yarn)
+    j["original_max_position_embeddings"] = r.original_max_position_embeddings;
+  if (r.type == RopeScalingType::yarn) {
+    j["beta_fast"] = r.beta_fast;
+    j["beta_slow"] = r.beta_slow;
+    if (r.attention_factor > 0) j["attention_factor"] = r.attention_factor;
+    if (r.mscale != 0) j["mscale"] = r.mscale;
+    if (r.mscale_all_dim != 0) j["mscale_all_dim"] = r.mscale_all_dim;
+    j["truncate"] = r.truncate;
+  }
+  return j;
+}
+
 }  // namespace
 
 std::string ModelConfig::summary() const {
@@ -116,7 +141,8 @@ std::string ModelConfig::summary() const {
   os << "h=" << f_.hidden_size << " L=" << f_.num_hidden_layers << " H=" << f_.num_attention_heads
      << " H_kv=" << f_.num_key_value_heads << " d=" << head_dim() << " F=" << f_.intermediate_size
      << " V=" << f_.vocab_size << (f_.tie_word_embeddings ? " tied" : "") << " "
-     << dtype_name(f_.torch_dtype) << " params=" << human_count(total_params());
+     << dtype_name(f_.torch_dtype) << " params=" << human_count(total_params()) << " rope "
+     << kernels::describe_rope(rope_options());
   return os.str();
 }
 
@@ -125,7 +151,7 @@ bool operator==(const ModelConfig& a, const ModelConfig& b) {
   return x.hidden_size == y.hidden_size && x.intermediate_size == y.intermediate_size &&
          x.num_hidden_layers == y.num_hidden_layers && x.num_attention_heads == y.num_attention_heads &&
          x.num_key_value_heads == y.num_key_value_heads && x.vocab_size == y.vocab_size &&
-         x.rms_norm_eps == y.rms_norm_eps && x.rope_theta == y.rope_theta &&
+         x.rms_norm_eps == y.rms_norm_eps && x.rope_theta == y.rope_theta && x.rope_scaling == y.rope_scaling &&
          x.max_position_embeddings == y.max_position_embeddings &&
          x.tie_word_embeddings == y.tie_word_embeddings && x.torch_dtype == y.torch_dtype &&
          x.bos_token_id == y.bos_token_id && x.eos_token_id == y.eos_token_id &&
@@ -140,7 +166,7 @@ std::string config_to_json(const ModelConfig& config) {
   j["hidden_act"] = "silu";
   j["attention_bias"] = false;
   j["mlp_bias"] = false;
-  j["rope_scaling"] = nullptr;
+  j["rope_scaling"] = rope_scaling_to_json(f.rope_scaling);
   j["hidden_size"] = f.hidden_size;
   j["intermediate_size"] = f.intermediate_size;
   j["num_hidden_layers"] = f.num_hidden_layers;
@@ -217,6 +243,97 @@ class JsonFields {
   std::string source_;
 };
 
+// RoPE fields. transformers >= 5 writes rope_parameters {"rope_type", "rope_theta", scaling
+// parameters}; older versions rope_theta beside rope_scaling {"type" or "rope_type", parameters}.
+// Every parameter that is present is either used or refused by name: a silently dropped one
+// would change the model's positions.
+void read_rope(const json& j, const JsonFields& in, ModelConfigFields& f) {
+  auto unsupported = [&](auto... what) {
+    TSP_THROW(InvalidArgument, in.source(), ": ", what..., " is not supported by this engine");
+  };
+  f.rope_theta = in.number_or("rope_theta", f.rope_theta);
+  if (const double p = in.number_or("partial_rotary_factor", 1.0); p != 1.0)
+    unsupported("partial_rotary_factor ", p, " (RoPE on part of each head)");
+  const char* key = in.has("rope_parameters") ? "rope_parameters"
+                    : in.has("rope_scaling")  ? "rope_scaling"
+                                              : nullptr;
+  if (key == nullptr) return;
+  const json& params = j.at(key);
+  const std::string where = std::string(in.source()) + ": " + key;
+  if (!params.is_object())
+    TSP_THROW(IoError, where, " must be an object, got ", params.dump());
+  const JsonFields p(params, where);
+  std::optional<std::string> type = p.string("rope_type");
+  if (!type) type = p.string("type");
+  if (!type) TSP_THROW(InvalidArgument, where, " has no rope_type (or type): ", params.dump());
+  if (p.has("rope_theta")) f.rope_theta = p.number_or("rope_theta", f.rope_theta);
+  if (const double prf = p.number_or("partial_rotary_factor", 1.0); prf != 1.0)
+    unsupported(key, ".partial_rotary_factor ", prf, " (RoPE on part of each head)");
+
+  using kernels::RopeScalingType;
+  kernels::RopeScaling& r = f.rope_scaling;
+  std::vector<std::string> known = {"rope_type", "type", "rope_theta", "partial_rotary_factor"};
+  if (*type == "default") {
+    r.type = RopeScalingType::none;
+  } else if (*type == "linear") {
+    r.type = RopeScalingType::linear;
+    known.insert(known.end(), {"factor"});
+  } else if (*type == "llama3") {
+    r.type = RopeScalingType::llama3;
+    known.insert(known.end(), {"factor", "low_freq_factor", "high_freq_factor",
+                               "original_max_position_embeddings"});
+  } else if (*type == "yarn") {
+    r.type = RopeScalingType::yarn;
+    known.insert(known.end(), {"factor", "original_max_position_embeddings", "attention_factor",
+                               "beta_fast", "beta_slow", "mscale", "mscale_all_dim", "truncate"});
+  } else if (*type == "dynamic") {
+    unsupported(key, " type \"dynamic\" (dynamic NTK scaling recomputes theta from the length of ",
+                "each forward pass, so a sequence's keys would be rotated with different ",
+                "frequencies in training, prefill and each decode step)");
+  } else {
+    unsupported(key, " type \"", *type, "\" (implemented: default, linear, llama3, yarn)");
+  }
+  for (const auto& [name, value] : params.items()) {
+    if (value.is_null()) continue;
+    if (std::find(known.begin(), known.end(), name) == known.end())
+      unsupported(key, ".", name, " for RoPE type \"", *type, "\" (", value.dump(), ")");
+  }
+  auto need = [&](const char* name) {
+    if (!p.has(name))
+      TSP_THROW(InvalidArgument, where, ": RoPE type \"", *type, "\" needs \"", name, "\"");
+    return p.number_or(name, 0.0);
+  };
+  switch (r.type) {
+    case RopeScalingType::none:
+      break;
+    case RopeScalingType::linear:
+      r.factor = need("factor");
+      break;
+    case RopeScalingType::llama3:
+      r.factor = need("factor");
+      r.low_freq_factor = need("low_freq_factor");
+      r.high_freq_factor = need("high_freq_factor");
+      r.original_max_position_embeddings = static_cast<int64_t>(need("original_max_position_embeddings"));
+      break;
+    case RopeScalingType::yarn:
+      // transformers 5: the pre-training context defaults to the top-level field, then to
+      // max_position_embeddings; the factor to the ratio of the two.
+      r.original_max_position_embeddings = p.integer_or(
+          "original_max_position_embeddings",
+          in.integer_or("original_max_position_embeddings", f.max_position_embeddings));
+      r.factor = p.number_or("factor", static_cast<double>(f.max_position_embeddings) /
+                                           static_cast<double>(std::max<int64_t>(
+                                               r.original_max_position_embeddings, 1)));
+      r.attention_factor = p.number_or("attention_factor", 0.0);
+      r.beta_fast = p.number_or("beta_fast", r.beta_fast);
+      r.beta_slow = p.number_or("beta_slow", r.beta_slow);
+      r.mscale = p.number_or("mscale", 0.0);
+      r.mscale_all_dim = p.number_or("mscale_all_dim", 0.0);
+      r.truncate = p.boolean_or("truncate", true);
+      break;
+  }
+}
+
 ModelConfig config_from_object(const json& j, std::string_view source) {
   if (!j.is_object()) TSP_THROW(IoError, source, ": config must be a JSON object, got ", j.type_name());
   const JsonFields in(j, source);
@@ -226,7 +343,6 @@ ModelConfig config_from_object(const json& j, std::string_view source) {
   if (auto t = in.string("model_type"); t && *t != "llama")
     unsupported("model_type \"", *t, "\" (only \"llama\")");
   if (auto a = in.string("hidden_act"); a && *a != "silu") unsupported("hidden_act \"", *a, "\" (only silu)");
-  if (in.has("rope_scaling")) unsupported("rope_scaling ", j.at("rope_scaling").dump());
   if (in.boolean_or("attention_bias", false)) unsupported("attention_bias = true");
   if (in.boolean_or("mlp_bias", false)) unsupported("mlp_bias = true");
 
@@ -238,8 +354,8 @@ ModelConfig config_from_object(const json& j, std::string_view source) {
   f.num_key_value_heads = in.integer_or("num_key_value_heads", f.num_attention_heads);
   f.vocab_size = in.integer("vocab_size");
   f.rms_norm_eps = in.number_or("rms_norm_eps", f.rms_norm_eps);
-  f.rope_theta = in.number_or("rope_theta", f.rope_theta);
   f.max_position_embeddings = in.integer_or("max_position_embeddings", f.max_position_embeddings);
+  read_rope(j, in, f);
   f.tie_word_embeddings = in.boolean_or("tie_word_embeddings", f.tie_word_embeddings);
   // Newer transformers write "dtype" instead of "torch_dtype".
   std::optional<std::string> dt = in.string("torch_dtype");

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "tsp/core/dtype.h"
+#include "tsp/kernels/rope.h"
 
 namespace tsp::model {
 
@@ -24,6 +25,8 @@ struct ModelConfigFields {
   int64_t vocab_size = 0;                // V
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
+  // rope_scaling (or transformers >= 5's rope_parameters): linear, llama3 or yarn; none by default.
+  kernels::RopeScaling rope_scaling;
   int64_t max_position_embeddings = 2048;
   bool tie_word_embeddings = false;
   DType torch_dtype = DType::f32;        // storage dtype of the checkpoint: f32 or bf16
@@ -64,6 +67,9 @@ class ModelConfig {
   int64_t vocab_size() const { return f_.vocab_size; }
   double rms_norm_eps() const { return f_.rms_norm_eps; }
   double rope_theta() const { return f_.rope_theta; }
+  const kernels::RopeScaling& rope_scaling() const { return f_.rope_scaling; }
+  // theta and scaling as every RoPE table of every layout and the decoder builds it.
+  kernels::RopeOptions rope_options() const { return {.theta = f_.rope_theta, .scaling = f_.rope_scaling}; }
   int64_t max_position_embeddings() const { return f_.max_position_embeddings; }
   bool tie_word_embeddings() const { return f_.tie_word_embeddings; }
   DType torch_dtype() const { return f_.torch_dtype; }
@@ -99,9 +105,12 @@ class ModelConfig {
 // "mlp_bias": false. Pretty-printed, keys sorted.
 std::string config_to_json(const ModelConfig& config);
 // Parses config.json text. Malformed JSON or wrong field types -> IoError naming `source`;
-// valid JSON with invalid values -> InvalidArgument naming `source` and the values. Rejects
-// features the engine does not implement (rope_scaling, attention/mlp bias, non-silu act,
-// model_type other than "llama", head_dim != h/H). Unknown extra fields are ignored.
+// valid JSON with invalid values -> InvalidArgument naming `source` and the values. RoPE comes
+// from rope_theta / rope_scaling or from transformers >= 5's rope_parameters (its rope_theta
+// first). Rejects features the engine does not implement, by name (RoPE types other than default,
+// linear, llama3 and yarn, unknown RoPE parameters, partial_rotary_factor != 1, attention/mlp
+// bias, non-silu act, model_type other than "llama", head_dim != h/H). Unknown extra fields
+// are ignored.
 ModelConfig config_from_json(std::string_view json_text, std::string_view source = "<string>");
 
 // File versions; the writer is atomic (temporary file + fsync + rename).

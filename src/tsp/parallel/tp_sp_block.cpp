@@ -60,7 +60,7 @@ TpSpContext::TpSpContext(comm::Communicator& tp, comm::Communicator& sp,
       batch_(batch),
       local_pos_(zigzag_.local_positions()),
       gathered_pos_(zigzag_.gathered_positions()),
-      rope_(local_pos_, config.head_dim(), kernels::RopeOptions{.theta = config.rope_theta()}) {
+      rope_(local_pos_, config.head_dim(), config.rope_options()) {
   TSP_CHECK_DTYPE(dtype == DType::f32 || dtype == DType::bf16,
                   "tp+sp: activation dtype must be f32 or bf16, got ", dtype);
   TSP_CHECK(batch > 0, "tp+sp: batch must be positive, got ", batch);

@@ -152,7 +152,7 @@ TspContext::TspContext(comm::Communicator& comm, const model::ModelConfig& confi
       batch_(batch),
       local_pos_(zigzag_.local_positions()),
       gathered_pos_(zigzag_.gathered_positions()),
-      rope_(local_pos_, config.head_dim(), kernels::RopeOptions{.theta = config.rope_theta()}) {
+      rope_(local_pos_, config.head_dim(), config.rope_options()) {
   TSP_CHECK_DTYPE(dtype == DType::f32 || dtype == DType::bf16,
                   "tsp: activation dtype must be f32 or bf16, got ", dtype);
   TSP_CHECK(batch > 0, "tsp: batch must be positive, got ", batch);

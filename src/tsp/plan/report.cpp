@@ -48,8 +48,12 @@ std::string header(const ReportContext& x) {
      << x.work.micro_batches << " micro-batch(es) per step, precision " << p.name << " ("
      << p.weight_bytes << " B weights, " << p.grad_bytes << " B grads, " << p.optimizer_bytes()
      << " B optimizer per parameter; reductions " << p.reduce_bytes << " B), recompute "
-     << recompute_name(x.work.recompute) << "\n"
-     << "cluster " << c.name << ": " << c.devices_per_node << " devices/node, "
+     << recompute_name(x.work.recompute) << "\n";
+  if (x.work.seq > x.config.max_position_embeddings())
+    os << "warning: seq " << x.work.seq << " exceeds max_position_embeddings "
+       << x.config.max_position_embeddings() << " of model " << x.model_name
+       << ": the model was not trained at these positions (the plan is computed anyway)\n";
+  os << "cluster " << c.name << ": " << c.devices_per_node << " devices/node, "
      << fixed(c.memory_per_device_gib, 1) << " GiB each, "
      << fixed(p.bf16_math() ? c.matmul_tflops_bf16 : c.matmul_tflops_fp32, 1)
      << " TFLOP/s achieved (" << (p.bf16_math() ? "bf16" : "fp32") << "), intra-node "

@@ -38,15 +38,15 @@ Vec rmsnorm(const Vec& x, const Vec& g, double eps) {
 }
 
 // HF apply_rotary_pos_emb with rotate_half, on each head of `v` ([heads * d]) at position pos.
-void rope(Vec& v, int64_t heads, int64_t d, int64_t pos, double theta) {
+void rope(Vec& v, int64_t heads, int64_t d, int64_t pos, const ReferenceRope& r) {
   for (int64_t hh = 0; hh < heads; ++hh) {
     double* x = v.data() + hh * d;
     for (int64_t i = 0; i < d / 2; ++i) {
-      const double inv_freq = std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(d));
-      const double a = static_cast<double>(pos) * inv_freq;
+      const double a = static_cast<double>(pos) * r.inv_freq[static_cast<size_t>(i)];
+      const double c = r.amplitude * std::cos(a), s = r.amplitude * std::sin(a);
       const double x1 = x[i], x2 = x[i + d / 2];
-      x[i] = x1 * std::cos(a) - x2 * std::sin(a);
-      x[i + d / 2] = x2 * std::cos(a) + x1 * std::sin(a);
+      x[i] = x1 * c - x2 * s;
+      x[i + d / 2] = x2 * c + x1 * s;
     }
   }
 }
@@ -75,6 +75,73 @@ std::vector<double>& ReferenceWeights::at(std::string_view name) {
   return const_cast<std::vector<double>&>(std::as_const(*this).at(name));
 }
 
+ReferenceRope reference_rope(const ModelConfig& config) {
+  const kernels::RopeScaling& sc = config.rope_scaling();
+  const double base = config.rope_theta(), pi = 3.14159265358979323846;
+  const int64_t dim = config.head_dim();
+  ReferenceRope out;
+  // Default: inv_freq = 1 / base^(arange(0, dim, 2) / dim).
+  for (int64_t k = 0; k < dim; k += 2)
+    out.inv_freq.push_back(1.0 / std::pow(base, static_cast<double>(k) / static_cast<double>(dim)));
+  std::vector<double>& inv = out.inv_freq;
+  switch (sc.type) {
+    case kernels::RopeScalingType::none:
+      break;
+    case kernels::RopeScalingType::linear:
+      for (double& f : inv) f = f / sc.factor;
+      break;
+    case kernels::RopeScalingType::llama3: {
+      const double old_context = static_cast<double>(sc.original_max_position_embeddings);
+      const double low_freq_wavelen = old_context / sc.low_freq_factor;
+      const double high_freq_wavelen = old_context / sc.high_freq_factor;
+      std::vector<double> scaled(inv.size());
+      for (size_t i = 0; i < inv.size(); ++i) {
+        const double wavelen = 2 * pi / inv[i];
+        const double llama = wavelen > low_freq_wavelen ? inv[i] / sc.factor : inv[i];
+        const double smooth = (old_context / wavelen - sc.low_freq_factor) /
+                              (sc.high_freq_factor - sc.low_freq_factor);
+        const double smoothed = (1 - smooth) * llama / sc.factor + smooth * llama;
+        const bool medium = !(wavelen < high_freq_wavelen) && !(wavelen > low_freq_wavelen);
+        scaled[i] = medium ? smoothed : llama;
+      }
+      inv = scaled;
+      break;
+    }
+    case kernels::RopeScalingType::yarn: {
+      const double factor = sc.factor, orig = static_cast<double>(sc.original_max_position_embeddings);
+      auto get_mscale = [](double scale, double m) {
+        return scale <= 1 ? 1.0 : 0.1 * m * std::log(scale) + 1.0;
+      };
+      if (sc.attention_factor > 0) out.amplitude = sc.attention_factor;
+      else if (sc.mscale != 0 && sc.mscale_all_dim != 0)
+        out.amplitude = get_mscale(factor, sc.mscale) / get_mscale(factor, sc.mscale_all_dim);
+      else out.amplitude = get_mscale(factor, 1.0);
+      auto find_correction_dim = [&](double num_rotations) {
+        return (static_cast<double>(dim) * std::log(orig / (num_rotations * 2 * pi))) /
+               (2 * std::log(base));
+      };
+      double low = find_correction_dim(sc.beta_fast), high = find_correction_dim(sc.beta_slow);
+      if (sc.truncate) {
+        low = std::floor(low);
+        high = std::ceil(high);
+      }
+      if (low < 0) low = 0;
+      if (high > static_cast<double>(dim - 1)) high = static_cast<double>(dim - 1);
+      if (low == high) high += 0.001;
+      for (size_t i = 0; i < inv.size(); ++i) {
+        const double pos_freq = 1.0 / inv[i];  // base^(2i/dim)
+        const double extrapolation = 1.0 / pos_freq, interpolation = 1.0 / (factor * pos_freq);
+        double ramp = (static_cast<double>(i) - low) / (high - low);
+        ramp = ramp < 0 ? 0 : (ramp > 1 ? 1 : ramp);
+        const double extrapolation_factor = 1 - ramp;
+        inv[i] = interpolation * (1 - extrapolation_factor) + extrapolation * extrapolation_factor;
+      }
+      break;
+    }
+  }
+  return out;
+}
+
 double reference_loss_sum(const ReferenceWeights& w, const Tensor& tokens, const Tensor& targets) {
   const ModelConfig& c = w.config;
   TSP_CHECK_SHAPE(tokens.rank() == 2 && targets.shape() == tokens.shape(),
@@ -86,7 +153,8 @@ double reference_loss_sum(const ReferenceWeights& w, const Tensor& tokens, const
   const int64_t h = c.hidden_size(), H = c.num_attention_heads(), Hkv = c.num_key_value_heads();
   const int64_t d = c.head_dim(), F = c.intermediate_size(), V = c.vocab_size();
   const int64_t group = H / Hkv;
-  const double eps = c.rms_norm_eps(), theta = c.rope_theta();
+  const double eps = c.rms_norm_eps();
+  const ReferenceRope rope_freq = reference_rope(c);
   const Tensor tok = Tensor::copy_of(tokens, DType::i32, MemCategory::workspace);
   const Tensor tgt = Tensor::copy_of(targets, DType::i32, MemCategory::workspace);
 
@@ -116,8 +184,8 @@ double reference_loss_sum(const ReferenceWeights& w, const Tensor& tokens, const
         q[s] = matvec(get(WeightKind::q_proj, l), n, H * d);
         k[s] = matvec(get(WeightKind::k_proj, l), n, Hkv * d);
         v[s] = matvec(get(WeightKind::v_proj, l), n, Hkv * d);
-        rope(q[s], H, d, s, theta);
-        rope(k[s], Hkv, d, s, theta);
+        rope(q[s], H, d, s, rope_freq);
+        rope(k[s], Hkv, d, s, rope_freq);
       }
       for (int64_t s = 0; s < S; ++s) {
         Vec o(static_cast<size_t>(H * d), 0.0);

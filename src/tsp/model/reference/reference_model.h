@@ -25,6 +25,15 @@ struct ReferenceWeights {
   const std::vector<double>& at(std::string_view name) const;
 };
 
+// The rotation RoPE applies at one position, written from HF's formulas (transformers 5's
+// modeling_rope_utils) independently of kernels/rope: angle[i] = pos * inv_freq[i] and the
+// amplitude of cos/sin (yarn's attention factor), for i < head_dim / 2.
+struct ReferenceRope {
+  std::vector<double> inv_freq;
+  double amplitude = 1.0;
+};
+ReferenceRope reference_rope(const ModelConfig& config);
+
 // Sum over tokens whose target != -100 of -log softmax(logits)[target], in double.
 // tokens, targets: [B, S] i32; positions 0..S-1 in every sequence.
 double reference_loss_sum(const ReferenceWeights& w, const Tensor& tokens, const Tensor& targets);
