@@ -31,6 +31,7 @@ inline Tensor filled(int64_t n, DType dtype, const std::function<int64_t(int64_t
       case DType::bf16: t.data<bf16>()[i] = bf16(static_cast<float>(v)); break;
       case DType::i32: t.data<int32_t>()[i] = static_cast<int32_t>(v); break;
       case DType::i64: t.data<int64_t>()[i] = v; break;
+      case DType::f16: t.data<f16>()[i] = f16(static_cast<float>(v)); break;
     }
   }
   return t;
@@ -42,6 +43,7 @@ inline int64_t value_at(const Tensor& t, int64_t i) {
     case DType::bf16: return static_cast<int64_t>(static_cast<float>(t.data<bf16>()[i]));
     case DType::i32: return t.data<int32_t>()[i];
     case DType::i64: return t.data<int64_t>()[i];
+    case DType::f16: return static_cast<int64_t>(static_cast<float>(t.data<f16>()[i]));
   }
   return 0;
 }

@@ -14,6 +14,7 @@
 #include "tsp/data/tokenizer/model_dir_tokenizer.h"
 #include "tsp/infer/generate.h"
 #include "tsp/model/hf_checkpoint.h"
+#include "tsp/model/safetensors.h"
 
 namespace tsp::infer {
 namespace {
@@ -73,6 +74,35 @@ TEST(GenerateCli, StreamsTheLibrarysTokensAndPrintsTheSummary) {
               std::string::npos) << r.out;
     EXPECT_EQ(r.out.rfind("model: ", 0), 0u) << r.out;
   }
+}
+
+// A float16 checkpoint (torch_dtype float16, F16 tensors) is widened to f32 exactly: it generates
+// the same tokens as an f32 checkpoint of the same values, and the summary says where the dtype
+// came from.
+TEST(GenerateCli, Float16CheckpointIsWidenedAndGeneratesAsF32) {
+  ScratchDir dir;
+  model::ModelConfigFields f = tiny_byte_config().fields();
+  model::ModelWeights w = testing::random_weights(model::ModelConfig(f), 31);
+  std::vector<model::NamedTensor> halves;
+  for (auto& [name, t] : w.named()) {
+    Tensor h = Tensor::copy_of(t, DType::f16, MemCategory::workspace);
+    t.copy_from(h);  // w now holds exactly the f16 values
+    halves.push_back({name, h});
+  }
+  // As transformers saves a float16 model (the engine itself never writes f16).
+  f.torch_dtype = DType::f16;
+  std::filesystem::create_directories(dir / "half");
+  model::save_config(model::ModelConfig(f), dir / "half" / "config.json");
+  model::write_safetensors(dir / "half" / "model.safetensors", halves, {.metadata = {{"format", "pt"}}});
+  const Result r = run_tsp(dir, "generate --checkpoint '" + (dir / "half").string() +
+                                    "' --prompt 'Hello' --max-new-tokens 10 --greedy");
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("dtype=f32 (stored float16, widened)"), std::string::npos) << r.out;
+  const data::ByteTokenizer tok;
+  GenerateOptions o{.max_new_tokens = 10, .eos_id = data::ByteTokenizer::kEosId};
+  o.sampling.greedy = true;
+  const Generation g = generate(w, {tok.encode("Hello", {.add_bos = true})}, o);
+  EXPECT_NE(r.out.find("\nHello" + tok.decode(g.tokens[0]) + "\n"), std::string::npos) << r.out;
 }
 
 TEST(GenerateCli, HelpListsTheFlags) {

@@ -58,7 +58,7 @@ TEST(ModelConfig, InvalidConfigsNameTheValues) {
   m = with([](ModelConfigFields& f) { f.eos_token_id = 300; });
   EXPECT_NE(m.find("eos_token_id 300 outside vocab [0, 300)"), std::string::npos) << m;
   m = with([](ModelConfigFields& f) { f.torch_dtype = DType::i32; });  // DTypeError is an InvalidArgument
-  EXPECT_NE(m.find("torch_dtype must be f32 or bf16, got i32"), std::string::npos) << m;
+  EXPECT_NE(m.find("torch_dtype must be f32, bf16 or f16, got i32"), std::string::npos) << m;
 }
 
 // Every size field has a cap, named in the message (from config.json too); at all caps at once
@@ -224,8 +224,13 @@ TEST(ModelConfig, BadJsonThrowsWithSource) {
   EXPECT_NE(m.find("rope_scaling"), std::string::npos) << m;
   m = message_of<InvalidArgument>([&] { config_from_json("{" + base + R"(, "model_type": "gpt2"})", "x.json"); });
   EXPECT_NE(m.find("gpt2"), std::string::npos) << m;
-  m = message_of<InvalidArgument>([&] { config_from_json("{" + base + R"(, "torch_dtype": "float16"})", "x.json"); });
-  EXPECT_NE(m.find("float16"), std::string::npos) << m;
+  m = message_of<InvalidArgument>([&] { config_from_json("{" + base + R"(, "torch_dtype": "float64"})", "x.json"); });
+  EXPECT_NE(m.find("float64"), std::string::npos) << m;
+  // float16 (Llama-2's checkpoints) is a storage dtype: accepted, computed in f32 unless asked.
+  const ModelConfig half = config_from_json("{" + base + R"(, "torch_dtype": "float16"})", "x.json");
+  EXPECT_EQ(half.torch_dtype(), DType::f16);
+  EXPECT_EQ(half.compute_dtype(), DType::f32);
+  EXPECT_NE(config_to_json(half).find("\"torch_dtype\": \"float16\""), std::string::npos);
   m = message_of<InvalidArgument>([&] { config_from_json("{" + base + R"(, "num_key_value_heads": 3})", "x.json"); });
   EXPECT_NE(m.find("x.json"), std::string::npos) << m;
   EXPECT_NE(m.find("num_key_value_heads 3"), std::string::npos) << m;

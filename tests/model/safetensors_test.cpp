@@ -30,6 +30,7 @@ Tensor iota_tensor(const Shape& shape, DType dtype, int64_t base = 0) {
       case DType::bf16: t.data<bf16>()[i] = bf16(static_cast<float>(base + i) * 0.25f); break;
       case DType::i32: t.data<int32_t>()[i] = static_cast<int32_t>(base + i) * -3; break;
       case DType::i64: t.data<int64_t>()[i] = (base + i) * 0x100000001ll; break;
+      case DType::f16: t.data<f16>()[i] = f16(static_cast<float>(base + i) * 0.125f); break;
     }
   }
   return t;
@@ -52,6 +53,7 @@ TEST(Safetensors, RoundTripAllDtypesEmptyAndScalar) {
       {"w.bf16", iota_tensor(Shape{2, 3, 4}, DType::bf16, 7)},
       {"ids.i32", iota_tensor(Shape{6}, DType::i32, 1)},
       {"pos.i64", iota_tensor(Shape{2, 2}, DType::i64, 5)},
+      {"w.f16", iota_tensor(Shape{3, 2}, DType::f16, 9)},
       {"empty", iota_tensor(Shape{0, 4}, DType::f32)},
       {"scalar", iota_tensor(Shape{}, DType::f32, 3)},
       {"transposed", iota_tensor(Shape{4, 3}, DType::f32, 2).transpose(0, 1)},  // non-contiguous
@@ -135,6 +137,31 @@ TEST(Safetensors, ReadsReferenceLayout) {
   EXPECT_EQ(tb.item_f32(1), -2.f);
 }
 
+// Float16 checkpoints (Llama-2 is published so): F16 tensors in the reference layout are read as
+// stored and widened exactly into f32, or rounded into bf16, by read_into.
+TEST(Safetensors, ReadsF16IntoF32AndBf16) {
+  ScratchDir dir;
+  std::string json = R"({"h":{"dtype":"F16","shape":[2,3],"data_offsets":[0,12]}})";
+  json.append((8 - json.size() % 8) % 8, ' ');
+  // 1.0, -2.0, 65504 (largest finite), 2^-24 (smallest subnormal), 0.333251953125 (0x3555), -0
+  const uint16_t h[6] = {0x3c00, 0xc000, 0x7bff, 0x0001, 0x3555, 0x8000};
+  write_bytes(dir / "h.safetensors", craft(json, std::string(reinterpret_cast<const char*>(h), 12)));
+  const SafetensorsReader r(dir / "h.safetensors");
+  EXPECT_EQ(r.info("h").dtype, DType::f16);
+  const float want[6] = {1.f, -2.f, 65504.f, 0x1p-24f, 0.333251953125f, -0.f};
+  Tensor f = Tensor::empty({2, 3}, DType::f32, MemCategory::workspace);
+  r.read_into("h", f);
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(f.item_f32(i), want[i]) << i;
+  EXPECT_TRUE(std::signbit(f.item_f32(5)));
+  Tensor b = Tensor::empty({2, 3}, DType::bf16, MemCategory::workspace);
+  r.read_into("h", b);
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(b.item_f32(i), round_to_bf16(want[i])) << i;
+  Tensor rows = Tensor::empty({1, 3}, DType::f32, MemCategory::workspace);
+  r.read_rows_into("h", {1, 2}, rows);
+  EXPECT_EQ(rows.item_f32(0), 0x1p-24f);
+  EXPECT_EQ(rows.item_f32(1), 0.333251953125f);
+}
+
 TEST(Safetensors, CorruptFilesThrowIoErrorNamingTheFile) {
   ScratchDir dir;
   const auto good = dir / "good.safetensors";
@@ -154,7 +181,7 @@ TEST(Safetensors, CorruptFilesThrowIoErrorNamingTheFile) {
        "exceeds the file size"},
       {"garbage_header", craft("{this is not json}", ""), "not valid JSON"},
       {"header_not_object", craft("[1, 2]    ", ""), "must be a JSON object"},
-      {"unknown_dtype", craft(R"({"x":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}})", "abcd"), "F16"},
+      {"unknown_dtype", craft(R"({"x":{"dtype":"F64","shape":[2],"data_offsets":[0,4]}})", "abcd"), "F64"},
       {"size_mismatch", craft(R"({"x":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", "abcdefgh"),
        "needs 12"},
       {"offsets_out_of_range", craft(ok_header, "abcd"), "exceed the data section"},

@@ -168,14 +168,16 @@ int cmd_eval(const EvalOptions& o, std::ostream& out) {
   TSP_CHECK(run.seq <= config.max_position_embeddings(), "--seq ", run.seq,
             " exceeds the model's max_position_embeddings ", config.max_position_embeddings());
 
-  const DType dtype = config.torch_dtype();
+  const DType dtype = config.compute_dtype();
   train::check_weights_fit(config, dtype, available_memory());
   model::ModelWeights weights(config, dtype, MemCategory::weights);
   for (const auto& [name, t] : weights.named()) ckpt.read_into(name, t);
   const auto tokenizer = train::tokenizer_for_data(run.data, dir.string(), config.vocab_size());
   const train::TrainData data = train::open_train_data(run.data, config.vocab_size(), tokenizer.get());
   const train::RunData split = train::prepare_run_data(data, run.val_fraction, run.seq, config.vocab_size());
-  out << "model: " << config.summary() << " dtype=" << dtype << " from " << dir.string() << std::endl;
+  out << "model: " << config.summary() << " dtype=" << dtype
+      << (dtype != config.torch_dtype() ? " (stored " + model::torch_dtype_name(config.torch_dtype()) + ", widened)" : "")
+      << " from " << dir.string() << std::endl;
   out << "data: " << data.description << ", validation split " << split.val->size() << " tokens" << std::endl;
   model::Transformer model(config, {.dtype = dtype});
   train::EvalMetrics m = train::evaluate_loss(model, weights, *split.val, run.batch, run.seq, run.eval_batches);

@@ -133,6 +133,12 @@ infer::GenerateOptions generate_options(const GenerateArgs& a, const model::Mode
   return o;
 }
 
+// Where the compute dtype came from when it is not the checkpoint's (float16 is widened to f32).
+std::string stored_dtype_note(const model::ModelConfig& config, DType compute) {
+  if (compute == config.torch_dtype()) return "";
+  return " (stored " + model::torch_dtype_name(config.torch_dtype()) + ", widened)";
+}
+
 std::string tokenizer_summary(const data::Tokenizer& t) {
   std::string s = " | tokenizer " + t.describe() + " (" + std::to_string(t.vocab_size()) + " ids";
   if (t.bos_id()) s += ", bos " + std::to_string(*t.bos_id());
@@ -208,7 +214,8 @@ int run_generate(const GenerateArgs& a, std::ostream& out) {
   const auto tokenizer = data::tokenizer_for_model(a.tokenizer, dir, config.vocab_size());
   const std::vector<int32_t> prompt = tokenizer->encode(a.prompt, true);
   const infer::GenerateOptions options = generate_options(a, config, *tokenizer, dir);
-  out << "model: " << config.summary() << " dtype=" << weights.dtype() << " from " << a.checkpoint
+  out << "model: " << config.summary() << " dtype=" << weights.dtype()
+      << stored_dtype_note(config, weights.dtype()) << " from " << a.checkpoint
       << tokenizer_summary(*tokenizer) << std::endl;
   out << a.prompt << std::flush;
   data::StreamDecoder stream(*tokenizer, prompt);
@@ -235,8 +242,8 @@ int run_generate_sharded(comm::Communicator& world, const GenerateArgs& a, std::
   const std::vector<int32_t> prompt = tokenizer->encode(a.prompt, true);
   const bool leader = world.rank() == 0;
   if (leader) {
-    out << "model: " << config.summary() << " dtype=" << weights.dtype() << " from " << a.checkpoint
-        << " | layout " << layout_kind_name(layout.kind) << " D=" << degree << " (each rank holds 1/" << degree
+    out << "model: " << config.summary() << " dtype=" << weights.dtype()
+        << stored_dtype_note(config, weights.dtype()) << " from " << a.checkpoint << " | layout " << layout_kind_name(layout.kind) << " D=" << degree << " (each rank holds 1/" << degree
         << " of the weights)" << tokenizer_summary(*tokenizer) << std::endl;
     out << a.prompt << std::flush;
   }

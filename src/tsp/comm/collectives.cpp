@@ -23,6 +23,7 @@ MPI_Datatype mpi_type(DType t) {
     case DType::bf16: return MPI_UINT16_T;  // moved as raw bits; never reduced as bf16
     case DType::i32: return MPI_INT32_T;
     case DType::i64: return MPI_INT64_T;
+    case DType::f16: return MPI_UINT16_T;  // storage only: moved as raw bits, never reduced
   }
   return MPI_DATATYPE_NULL;
 }
@@ -164,7 +165,8 @@ void reduce_scatter_native(Communicator& comm, const Tensor& in, Tensor& out,
     case DType::f32: ring_reduce_scatter(comm, in.data<float>(), out.data<float>(), c, op, type); break;
     case DType::i32: ring_reduce_scatter(comm, in.data<int32_t>(), out.data<int32_t>(), c, op, type); break;
     case DType::i64: ring_reduce_scatter(comm, in.data<int64_t>(), out.data<int64_t>(), c, op, type); break;
-    case DType::bf16: TSP_ASSERT(false, "bf16 reduce_scatter must go through f32");
+    case DType::bf16: TSP_ASSERT(false, "bf16 reduce_scatter must go through f32"); break;
+    case DType::f16: TSP_ASSERT(false, "f16 is a storage dtype: reduce_scatter goes through f32"); break;
   }
 }
 

@@ -42,6 +42,7 @@ float load_f32(const void* base, DType t, int64_t off) {
     case DType::bf16: return static_cast<float>(static_cast<const bf16*>(base)[off]);
     case DType::i32: return static_cast<float>(static_cast<const int32_t*>(base)[off]);
     case DType::i64: return static_cast<float>(static_cast<const int64_t*>(base)[off]);
+    case DType::f16: return static_cast<float>(static_cast<const f16*>(base)[off]);
   }
   return 0.f;
 }
@@ -52,6 +53,7 @@ void store_f32(void* base, DType t, int64_t off, float v) {
     case DType::bf16: static_cast<bf16*>(base)[off] = bf16(v); break;
     case DType::i32: static_cast<int32_t*>(base)[off] = static_cast<int32_t>(v); break;
     case DType::i64: static_cast<int64_t*>(base)[off] = static_cast<int64_t>(v); break;
+    case DType::f16: static_cast<f16*>(base)[off] = f16(v); break;
   }
 }
 
@@ -66,6 +68,8 @@ void convert_run(const void* src, DType sd, void* dst, DType dd, int64_t n) {
     const float* s = static_cast<const float*>(src);
     bf16* d = static_cast<bf16*>(dst);
     for (int64_t i = 0; i < n; ++i) d[i] = bf16(s[i]);
+  } else if (sd != dd) {  // f16 (storage only) to or from f32/bf16: through float, exactly widened
+    for (int64_t i = 0; i < n; ++i) store_f32(dst, dd, i, load_f32(src, sd, i));
   } else {
     std::memmove(dst, src, static_cast<size_t>(n) * dtype_size(sd));
   }

@@ -12,7 +12,7 @@ model::ModelWeights load_model(const std::filesystem::path& dir) {
   }
   const model::HfCheckpoint ckpt(dir);
   const model::ModelConfig& config = ckpt.config();
-  model::ModelWeights weights(config, config.torch_dtype(), MemCategory::weights);
+  model::ModelWeights weights(config, config.compute_dtype(), MemCategory::weights);
   for (const auto& [name, t] : weights.named()) ckpt.read_into(name, t);
   return weights;
 }

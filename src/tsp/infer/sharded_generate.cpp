@@ -36,7 +36,7 @@ parallel::TspWeights load_weight_shards(const std::filesystem::path& dir, int de
   TSP_CHECK(layout == LayoutKind::tsp || layout == LayoutKind::tp, "load_weight_shards: layout ",
             layout_kind_name(layout), " does not decode from weight shards (tsp or tp)");
   if (layout == LayoutKind::tp) parallel::validate_tp_sp(config, degree, 1, 0);
-  parallel::TspWeights w(config, config.torch_dtype(), degree, rank, MemCategory::weights);
+  parallel::TspWeights w(config, config.compute_dtype(), degree, rank, MemCategory::weights);
   parallel::load_shards_from_hf(dir, w.params());
   return w;
 }

@@ -108,7 +108,7 @@ HfCheckpoint::HfCheckpoint(fs::path dir) : dir_(std::move(dir)), config_(open_co
     if (!(ti.shape == spec.shape))
       TSP_THROW(IoError, "checkpoint ", dir_.string(), ": tensor \"", spec.name, "\" has shape ", ti.shape,
                 " in ", file_of(spec.name).string(), " but ", kConfigFileName, " implies ", spec.shape);
-    if (ti.dtype != DType::f32 && ti.dtype != DType::bf16)
+    if (ti.dtype != DType::f32 && ti.dtype != DType::bf16 && ti.dtype != DType::f16)
       TSP_THROW(IoError, "checkpoint ", dir_.string(), ": weight \"", spec.name, "\" has integer dtype ",
                 ti.dtype, " in ", file_of(spec.name).string());
   }

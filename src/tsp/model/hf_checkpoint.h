@@ -40,7 +40,7 @@ class HfCheckpoint {
 
   Tensor read(const std::string& name, MemCategory category) const;
   Tensor read_rows(const std::string& name, RowRange rows, MemCategory category) const;
-  void read_into(const std::string& name, const Tensor& dst) const;  // converts f32 <-> bf16
+  void read_into(const std::string& name, const Tensor& dst) const;  // converts f32 <-> bf16, f16 -> f32/bf16
   void read_rows_into(const std::string& name, RowRange rows, const Tensor& dst) const;
 
  private:

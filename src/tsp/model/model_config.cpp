@@ -50,8 +50,9 @@ ModelConfig::ModelConfig(const ModelConfigFields& fields) : f_(fields) {
             f_.num_key_value_heads);
   TSP_CHECK(head_dim() % 2 == 0, "head_dim = hidden_size / num_attention_heads = ", f_.hidden_size,
             " / ", f_.num_attention_heads, " = ", head_dim(), " must be even for RoPE");
-  TSP_CHECK_T(DTypeError, f_.torch_dtype == DType::f32 || f_.torch_dtype == DType::bf16,
-              "torch_dtype must be f32 or bf16, got ", f_.torch_dtype);
+  TSP_CHECK_T(DTypeError,
+              f_.torch_dtype == DType::f32 || f_.torch_dtype == DType::bf16 || f_.torch_dtype == DType::f16,
+              "torch_dtype must be f32, bf16 or f16, got ", f_.torch_dtype);
   for (const auto& [name, id] : {std::pair{"bos_token_id", f_.bos_token_id},
                                  std::pair{"eos_token_id", f_.eos_token_id},
                                  std::pair{"pad_token_id", f_.pad_token_id}}) {
@@ -108,7 +109,7 @@ std::string human_count(int64_t n) {
   return buf;
 }
 
-std::string torch_dtype_name(DType t) { return t == DType::bf16 ? "bfloat16" : "float32"; }
+
 
 // The legacy (transformers 4) form, which transformers 5 still reads; null when there is none.
 json rope_scaling_to_json(const kernels::RopeScaling& r) {
@@ -135,6 +136,10 @@ json rope_scaling_to_json(const kernels::RopeScaling& r) {
 }
 
 }  // namespace
+
+std::string torch_dtype_name(DType t) {
+  return t == DType::bf16 ? "bfloat16" : t == DType::f16 ? "float16" : "float32";
+}
 
 std::string ModelConfig::summary() const {
   std::ostringstream os;
@@ -363,7 +368,8 @@ ModelConfig config_from_object(const json& j, std::string_view source) {
   if (dt) {
     if (*dt == "float32") f.torch_dtype = DType::f32;
     else if (*dt == "bfloat16") f.torch_dtype = DType::bf16;
-    else unsupported("torch_dtype \"", *dt, "\" (only float32 and bfloat16)");
+    else if (*dt == "float16") f.torch_dtype = DType::f16;
+    else unsupported("torch_dtype \"", *dt, "\" (only float32, bfloat16 and float16)");
   }
   f.bos_token_id = in.token_id("bos_token_id");
   f.eos_token_id = in.token_id("eos_token_id");

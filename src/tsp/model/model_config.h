@@ -29,7 +29,7 @@ struct ModelConfigFields {
   kernels::RopeScaling rope_scaling;
   int64_t max_position_embeddings = 2048;
   bool tie_word_embeddings = false;
-  DType torch_dtype = DType::f32;        // storage dtype of the checkpoint: f32 or bf16
+  DType torch_dtype = DType::f32;        // storage dtype of the checkpoint: f32, bf16 or f16
   // Optional tokenizer ids; written only when set (HF reads them for generation).
   std::optional<int64_t> bos_token_id = std::nullopt;
   std::optional<int64_t> eos_token_id = std::nullopt;
@@ -51,7 +51,7 @@ struct ModelConfigLimits {
 // A validated config. Every ModelConfig that exists satisfies: all sizes positive and at most
 // ModelConfigLimits,
 // hidden_size % num_attention_heads == 0, num_attention_heads % num_key_value_heads == 0,
-// rms_norm_eps > 0, rope_theta > 0, torch_dtype in {f32, bf16}. To change a field, copy
+// rms_norm_eps > 0, rope_theta > 0, torch_dtype in {f32, bf16, f16}. To change a field, copy
 // fields(), edit, and construct again.
 class ModelConfig {
  public:
@@ -73,6 +73,9 @@ class ModelConfig {
   int64_t max_position_embeddings() const { return f_.max_position_embeddings; }
   bool tie_word_embeddings() const { return f_.tie_word_embeddings; }
   DType torch_dtype() const { return f_.torch_dtype; }
+  // The dtype a checkpoint of this config is computed in when nothing else is asked for: its own,
+  // except float16 (a storage format only here), which is widened exactly to f32.
+  DType compute_dtype() const { return f_.torch_dtype == DType::f16 ? DType::f32 : f_.torch_dtype; }
 
   // Derived sizes: the only place they are computed.
   int64_t head_dim() const { return f_.hidden_size / f_.num_attention_heads; }        // d = h / H
@@ -99,6 +102,9 @@ class ModelConfig {
  private:
   ModelConfigFields f_;
 };
+
+// The torch_dtype string of config.json: "float32", "bfloat16" or "float16".
+std::string torch_dtype_name(DType t);
 
 // HF config.json text: every field above plus "architectures": ["LlamaForCausalLM"],
 // "model_type": "llama", "hidden_act": "silu", "head_dim", "attention_bias": false,

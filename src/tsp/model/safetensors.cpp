@@ -26,6 +26,7 @@ constexpr uint64_t kMaxHeaderBytes = 100ull << 20;  // the reference implementat
 bool parse_dtype_name(std::string_view s, DType* out) {
   if (s == "F32") *out = DType::f32;
   else if (s == "BF16") *out = DType::bf16;
+  else if (s == "F16") *out = DType::f16;
   else if (s == "I32") *out = DType::i32;
   else if (s == "I64") *out = DType::i64;
   else return false;
@@ -40,6 +41,7 @@ std::string_view safetensors_dtype_name(DType dtype) {
     case DType::bf16: return "BF16";
     case DType::i32: return "I32";
     case DType::i64: return "I64";
+    case DType::f16: return "F16";
   }
   return "?";
 }
@@ -108,7 +110,7 @@ SafetensorsReader::SafetensorsReader(std::filesystem::path path) : path_(std::mo
     e.info.name = name;
     const std::string dtype = value["dtype"].get<std::string>();
     if (!parse_dtype_name(dtype, &e.info.dtype))
-      bad("unsupported dtype \"", dtype, "\" (supported: F32, BF16, I32, I64)");
+      bad("unsupported dtype \"", dtype, "\" (supported: F32, BF16, F16, I32, I64)");
     const json& shape = value["shape"];
     if (shape.size() > static_cast<size_t>(kMaxRank))
       bad("rank ", shape.size(), " exceeds the engine's maximum rank ", kMaxRank);

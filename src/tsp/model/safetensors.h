@@ -58,7 +58,8 @@ class SafetensorsReader {
   // [rows.end - rows.begin, rest...]. Reads only those bytes. A range outside [0, shape[0]] or a
   // rank-0 tensor (which has no rows) -> InvalidArgument.
   Tensor read_rows(const std::string& name, RowRange rows, MemCategory category) const;
-  // Into an existing tensor of the same shape (any strides; rank 0 included). f32 <-> bf16
+  // Into an existing tensor of the same shape (any strides; rank 0 included). f32 <-> bf16 and
+  // f16 -> f32 / bf16
   // convert; integer dtypes must match (else DTypeError; wrong shape: ShapeError). A contiguous
   // destination of the stored dtype is read into directly, without a temporary.
   void read_into(const std::string& name, const Tensor& dst) const;
