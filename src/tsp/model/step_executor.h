@@ -48,11 +48,22 @@ class StepStrategy {
   // input; the weights' gradients are accumulated. Needs block_forward's activations of `layer`.
   virtual void block_backward(int64_t layer, const Tensor& x, Tensor& dx) = 0;
 
-  // Final norm + LM head + cross-entropy on x_L, loss only (x_L may be overwritten).
-  virtual LossSum head_forward(Tensor& x_last) = 0;
-  // The same with the backward of grad_scale * loss: returns dx = d(loss)/d(x_L) [T_local, h] f32
-  // (MemCategory::workspace) and accumulates the head's and final norm's gradients.
-  virtual LossSum head_forward_backward(const Tensor& x_last, float grad_scale, Tensor& dx) = 0;
+  // The head: the executor applies the final RMSNorm (weight final_norm_weight(), epsilon
+  // rms_norm_eps()) to x_L and its backward; the strategy supplies the LM head and loss on the
+  // normed nf [T_local, h] and where the norm's gradient goes.
+  virtual double rms_norm_eps() const = 0;
+  // The final norm's gain [h] for this step (FSDP: all-gathered).
+  virtual Tensor final_norm_weight() = 0;
+  // LM head + cross-entropy of this rank's targets: the loss sum, with the per-token log-sum-exp
+  // written to lse [T_local] f32 for loss_backward.
+  virtual LossSum loss_forward(const Tensor& nf, const Tensor& lse) = 0;
+  // After loss_forward on the same nf and lse: dx (f32 [T_local, h], zeros) += d(grad_scale *
+  // loss)/d(nf) and the head's gradient is accumulated.
+  virtual void loss_backward(const Tensor& nf, const Tensor& lse, float grad_scale, const Tensor& dx) = 0;
+  // The f32 [h] tensor the final norm's gradient is accumulated into, and what happens to it after
+  // (FSDP: a comm buffer reduce-scattered to the owner).
+  virtual Tensor final_norm_grad() = 0;
+  virtual void final_norm_grad_done(const Tensor& grad) { (void)grad; }
 };
 
 // Loss of the batch the strategy was built for; activations are freed as soon as they are used.

@@ -9,7 +9,6 @@
 #include "tsp/core/check.h"
 #include "tsp/kernels/cross_entropy.h"
 #include "tsp/kernels/embedding.h"
-#include "tsp/kernels/rmsnorm.h"
 #include "tsp/model/decoder_block.h"
 
 namespace tsp::model {
@@ -64,7 +63,6 @@ class SingleStep final : public StepStrategy {
              const Tensor& tokens, const Tensor& targets, ModelWeights* grads)
       : w_(w), grads_(grads), ctx_(config, options.dtype, tokens.dim(0), tokens.dim(1)),
         ids_(tokens.view({tokens.numel()})), targets_(targets.view({targets.numel()})),
-        norm_{.eps = static_cast<float>(config.rms_norm_eps())},
         ce_{.ignore_index = kIgnoreIndex, .chunk_size = options.vocab_chunk},
         acts_(static_cast<size_t>(config.num_hidden_layers())) {}
 
@@ -88,36 +86,24 @@ class SingleStep final : public StepStrategy {
     model::block_backward(ctx_, w_.layers()[l], x, acts_[l], dx, grads_->layers()[l]);
   }
 
-  LossSum head_forward(Tensor& x) override {
-    kernels::rmsnorm_forward(x, w_.final_norm(), x, Tensor(), norm_);
-    Tensor lse = Tensor::empty({ids_.numel()}, DType::f32, MemCategory::workspace);
-    const kernels::CrossEntropyTotals tot =
-        kernels::cross_entropy_forward(x, w_.lm_head(), targets_, lse, Tensor(), ce_);
-    return {tot.loss_sum, tot.n_valid};
-  }
-  LossSum head_forward_backward(const Tensor& x, float grad_scale, Tensor& dx) override {
-    const int64_t T = ids_.numel();
-    Tensor nf = Tensor::empty(x.shape(), x.dtype(), MemCategory::workspace);
-    Tensor rstd = Tensor::empty({T}, DType::f32, MemCategory::workspace);
-    kernels::rmsnorm_forward(x, w_.final_norm(), nf, rstd, norm_);
-    Tensor lse = Tensor::empty({T}, DType::f32, MemCategory::activations);
+  double rms_norm_eps() const override { return w_.config().rms_norm_eps(); }
+  Tensor final_norm_weight() override { return w_.final_norm(); }
+  LossSum loss_forward(const Tensor& nf, const Tensor& lse) override {
     const kernels::CrossEntropyTotals tot =
         kernels::cross_entropy_forward(nf, w_.lm_head(), targets_, lse, Tensor(), ce_);
-    dx = Tensor::zeros(x.shape(), DType::f32, MemCategory::workspace);
-    kernels::cross_entropy_backward(nf, w_.lm_head(), targets_, lse, grad_scale, dx,
-                                    grads_->lm_head(), ce_);
-    lse = Tensor();
-    nf = Tensor();
-    kernels::rmsnorm_backward(dx, x, w_.final_norm(), rstd, dx, grads_->final_norm());
     return {tot.loss_sum, tot.n_valid};
   }
+  void loss_backward(const Tensor& nf, const Tensor& lse, float grad_scale, const Tensor& dx) override {
+    kernels::cross_entropy_backward(nf, w_.lm_head(), targets_, lse, grad_scale, dx,
+                                    grads_->lm_head(), ce_);
+  }
+  Tensor final_norm_grad() override { return grads_->final_norm(); }
 
  private:
   const ModelWeights& w_;
   ModelWeights* grads_;  // null for a forward-only step
   BlockContext ctx_;
   Tensor ids_, targets_;  // [T] i32
-  kernels::RmsNormOptions norm_;
   kernels::CrossEntropyOptions ce_;
   std::vector<BlockActivations> acts_;
 };

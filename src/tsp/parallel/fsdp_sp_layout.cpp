@@ -9,7 +9,6 @@
 
 #include "tsp/core/check.h"
 #include "tsp/kernels/embedding.h"
-#include "tsp/kernels/rmsnorm.h"
 #include "tsp/model/step_executor.h"
 #include "tsp/parallel/layout_kernels.h"
 #include "tsp/parallel/sharded_checkpoint.h"
@@ -40,10 +39,6 @@ kernels::CrossEntropyOptions ce_options(const model::TransformerOptions& o) {
   return {.ignore_index = model::kIgnoreIndex, .chunk_size = o.vocab_chunk};
 }
 
-kernels::RmsNormOptions norm_options(const model::ModelConfig& c) {
-  return {.eps = static_cast<float>(c.rms_norm_eps())};
-}
-
 // One rank of an fsdp-sp group as a step strategy: this rank's zigzag tokens; each layer's full
 // weights all-gathered when acquired (the next one prefetched), the tables when used; every f32
 // gradient reduce-scattered to its owner as soon as it is complete.
@@ -57,7 +52,6 @@ class FsdpSpStep final : public model::StepStrategy {
         zigzag_(tokens.dim(1), comm.size(), comm.rank()),
         ids_(zigzag_.take_local(tokens, MemCategory::workspace).view({ctx_.tokens()})),
         targets_(zigzag_.take_local(targets, MemCategory::workspace).view({ctx_.tokens()})),
-        norm_(norm_options(w.config())),
         ce_(ce_options(options)),
         acts_(w.layers().size()) {}
 
@@ -103,39 +97,28 @@ class FsdpSpStep final : public model::StepStrategy {
     fsdp_block_backward(ctx_, *layer_, x, acts_[l], dx, grads_->layers()[l]);
   }
 
-  model::LossSum head_forward(Tensor& x) override {
-    kernels::rmsnorm_forward(x, gather_full(ctx_, w_.final_norm()), x, Tensor(), norm_);
-    Tensor lse = Tensor::empty({ctx_.tokens()}, DType::f32, MemCategory::workspace);
-    const kernels::CrossEntropyTotals tot = kernels::cross_entropy_forward(
-        x, gather_full(ctx_, w_.lm_head()), targets_, lse, Tensor(), ce_);
+  double rms_norm_eps() const override { return w_.config().rms_norm_eps(); }
+  Tensor final_norm_weight() override { return gather_full(ctx_, w_.final_norm()); }
+  // The head is all-gathered once for the loss and its backward (they are adjacent); its f32
+  // gradient is reduce-scattered into the head's (tied: the embedding's) rows.
+  model::LossSum loss_forward(const Tensor& nf, const Tensor& lse) override {
+    head_ = gather_full(ctx_, w_.lm_head());
+    const kernels::CrossEntropyTotals tot =
+        kernels::cross_entropy_forward(nf, head_, targets_, lse, Tensor(), ce_);
+    if (grads_ == nullptr) head_ = Tensor();  // forward only: no backward follows
     return {tot.loss_sum, tot.n_valid};
   }
-  // The head is all-gathered once for its forward and its backward (they are adjacent); its f32
-  // gradient is reduce-scattered into the head's (tied: the embedding's) rows, the final norm's
-  // likewise.
-  model::LossSum head_forward_backward(const Tensor& x, float grad_scale, Tensor& dx) override {
-    const int64_t T = ctx_.tokens(), h = w_.config().hidden_size();
-    Tensor final_norm = gather_full(ctx_, w_.final_norm());
-    Tensor nf = Tensor::empty(x.shape(), x.dtype(), MemCategory::workspace);
-    Tensor rstd = Tensor::empty({T}, DType::f32, MemCategory::workspace);
-    kernels::rmsnorm_forward(x, final_norm, nf, rstd, norm_);
-    Tensor lse = Tensor::empty({T}, DType::f32, MemCategory::activations);
-    dx = Tensor::zeros(x.shape(), DType::f32, MemCategory::workspace);
-    Tensor head = gather_full(ctx_, w_.lm_head());
-    const kernels::CrossEntropyTotals tot =
-        kernels::cross_entropy_forward(nf, head, targets_, lse, Tensor(), ce_);
-    {
-      Tensor dhead = Tensor::zeros(head.shape(), DType::f32, MemCategory::comm);
-      kernels::cross_entropy_backward(nf, head, targets_, lse, grad_scale, dx, dhead, ce_);
-      head = Tensor();
-      reduce_scatter_add(ctx_, dhead, grads_->lm_head());
-    }
-    lse = Tensor();
-    nf = Tensor();
-    Tensor dnorm = Tensor::zeros({h}, DType::f32, MemCategory::comm);
-    kernels::rmsnorm_backward(dx, x, final_norm, rstd, dx, dnorm);
-    reduce_scatter_add(ctx_, dnorm, grads_->final_norm());
-    return {tot.loss_sum, tot.n_valid};
+  void loss_backward(const Tensor& nf, const Tensor& lse, float grad_scale, const Tensor& dx) override {
+    Tensor dhead = Tensor::zeros(head_.shape(), DType::f32, MemCategory::comm);
+    kernels::cross_entropy_backward(nf, head_, targets_, lse, grad_scale, dx, dhead, ce_);
+    head_ = Tensor();
+    reduce_scatter_add(ctx_, dhead, grads_->lm_head());
+  }
+  Tensor final_norm_grad() override {
+    return Tensor::zeros({w_.config().hidden_size()}, DType::f32, MemCategory::comm);
+  }
+  void final_norm_grad_done(const Tensor& grad) override {
+    reduce_scatter_add(ctx_, grad, grads_->final_norm());
   }
 
  private:
@@ -147,9 +130,9 @@ class FsdpSpStep final : public model::StepStrategy {
   FsdpSpContext ctx_;
   Zigzag zigzag_;
   Tensor ids_, targets_;  // [T_local] i32, this rank's zigzag columns
-  kernels::RmsNormOptions norm_;
   kernels::CrossEntropyOptions ce_;
   std::vector<model::BlockActivations> acts_;
+  Tensor head_;  // the all-gathered LM head between loss_forward and loss_backward
   std::optional<PieceGather> layers_;  // the current pass's gathers
   bool backward_ = false;
   const Tensor* layer_ = nullptr;  // the acquired layer's full weights

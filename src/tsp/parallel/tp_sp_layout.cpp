@@ -7,7 +7,6 @@
 #include <cmath>
 
 #include "tsp/core/check.h"
-#include "tsp/kernels/rmsnorm.h"
 #include "tsp/model/step_executor.h"
 #include "tsp/parallel/sharded_checkpoint.h"
 #include "tsp/parallel/sharded_grad.h"
@@ -76,7 +75,6 @@ class TpSpStep final : public model::StepStrategy {
         ctx_(tp, sp, w.config(), options.dtype, tokens.dim(0), tokens.dim(1), clock),
         ids_(ctx_.zigzag().take_local(tokens, MemCategory::workspace).view({ctx_.tokens()})),
         targets_(ctx_.zigzag().take_local(targets, MemCategory::workspace).view({ctx_.tokens()})),
-        norm_{.eps = static_cast<float>(w.config().rms_norm_eps())},
         ce_(ce_options(options)),
         acts_(static_cast<size_t>(w.config().num_hidden_layers())) {}
 
@@ -100,37 +98,26 @@ class TpSpStep final : public model::StepStrategy {
     tp_sp_block_backward(ctx_, w_.layers()[l], x, acts_[l], dx, grads_->layers()[l]);
   }
 
-  model::LossSum head_forward(Tensor& x) override {
-    kernels::rmsnorm_forward(x, w_.final_norm(), x, Tensor(), norm_);
-    Tensor lse = Tensor::empty({ctx_.tokens()}, DType::f32, MemCategory::workspace);
-    const kernels::CrossEntropyTotals tot =
-        vocab_parallel_ce_forward(ctx_, x, w_.lm_head(), targets_, lse, ce_);
-    return {tot.loss_sum, tot.n_valid};
-  }
-  model::LossSum head_forward_backward(const Tensor& x, float grad_scale, Tensor& dx) override {
-    const int64_t T = ctx_.tokens();
-    Tensor nf = Tensor::empty(x.shape(), x.dtype(), MemCategory::workspace);
-    Tensor rstd = Tensor::empty({T}, DType::f32, MemCategory::workspace);
-    kernels::rmsnorm_forward(x, w_.final_norm(), nf, rstd, norm_);
-    Tensor lse = Tensor::empty({T}, DType::f32, MemCategory::activations);
+  double rms_norm_eps() const override { return w_.config().rms_norm_eps(); }
+  Tensor final_norm_weight() override { return w_.final_norm(); }
+  model::LossSum loss_forward(const Tensor& nf, const Tensor& lse) override {
     const kernels::CrossEntropyTotals tot =
         vocab_parallel_ce_forward(ctx_, nf, w_.lm_head(), targets_, lse, ce_);
-    // dx is replicated over tp, as the residual stream is.
-    dx = Tensor::zeros(x.shape(), DType::f32, MemCategory::workspace);
-    vocab_parallel_ce_backward(ctx_, nf, w_.lm_head(), targets_, lse, grad_scale, dx,
-                               grads_->lm_head(), ce_);
-    lse = Tensor();
-    nf = Tensor();
-    kernels::rmsnorm_backward(dx, x, w_.final_norm(), rstd, dx, grads_->final_norm());
     return {tot.loss_sum, tot.n_valid};
   }
+  // dx is replicated over tp, as the residual stream is.
+  void loss_backward(const Tensor& nf, const Tensor& lse, float grad_scale, const Tensor& dx) override {
+    Tensor d = dx;
+    vocab_parallel_ce_backward(ctx_, nf, w_.lm_head(), targets_, lse, grad_scale, d,
+                               grads_->lm_head(), ce_);
+  }
+  Tensor final_norm_grad() override { return grads_->final_norm(); }
 
  private:
   const TspWeights& w_;
   TspWeights* grads_;  // null for a forward-only step
   const TpSpContext ctx_;
   const Tensor ids_, targets_;  // [T_local] i32, this rank's sp zigzag columns
-  kernels::RmsNormOptions norm_;
   kernels::CrossEntropyOptions ce_;
   std::vector<TpSpBlockActivations> acts_;
 };

@@ -7,7 +7,6 @@
 #include <vector>
 
 #include "tsp/core/check.h"
-#include "tsp/kernels/rmsnorm.h"
 #include "tsp/model/step_executor.h"
 #include "tsp/parallel/tsp_block.h"
 #include "tsp/parallel/vocab_parallel.h"
@@ -27,7 +26,6 @@ class TspStep final : public model::StepStrategy {
       : comm_(comm), clock_(clock), w_(w), grads_(grads),
         ctx_(comm, w.config(), options.dtype, tokens.dim(0), seq, clock),
         ids_(tokens.view({ctx_.tokens()})), targets_(targets.view({ctx_.tokens()})),
-        norm_{.eps = static_cast<float>(w.config().rms_norm_eps())},
         ce_{.ignore_index = model::kIgnoreIndex, .chunk_size = options.vocab_chunk},
         acts_(static_cast<size_t>(w.config().num_hidden_layers())) {}
 
@@ -51,29 +49,18 @@ class TspStep final : public model::StepStrategy {
     tsp_block_backward(ctx_, w_.layers()[l], x, acts_[l], dx, grads_->layers()[l]);
   }
 
-  model::LossSum head_forward(Tensor& x) override {
-    kernels::rmsnorm_forward(x, w_.final_norm(), x, Tensor(), norm_);
-    Tensor lse = Tensor::empty({ctx_.tokens()}, DType::f32, MemCategory::workspace);
-    const kernels::CrossEntropyTotals tot =
-        vocab_ring_forward(comm_, x, w_.lm_head(), targets_, lse, ce_, clock_);
-    return {tot.loss_sum, tot.n_valid};
-  }
-  model::LossSum head_forward_backward(const Tensor& x, float grad_scale, Tensor& dx) override {
-    const int64_t T = ctx_.tokens();
-    Tensor nf = Tensor::empty(x.shape(), x.dtype(), MemCategory::workspace);
-    Tensor rstd = Tensor::empty({T}, DType::f32, MemCategory::workspace);
-    kernels::rmsnorm_forward(x, w_.final_norm(), nf, rstd, norm_);
-    Tensor lse = Tensor::empty({T}, DType::f32, MemCategory::activations);
+  double rms_norm_eps() const override { return w_.config().rms_norm_eps(); }
+  Tensor final_norm_weight() override { return w_.final_norm(); }
+  model::LossSum loss_forward(const Tensor& nf, const Tensor& lse) override {
     const kernels::CrossEntropyTotals tot =
         vocab_ring_forward(comm_, nf, w_.lm_head(), targets_, lse, ce_, clock_);
-    dx = Tensor::zeros(x.shape(), DType::f32, MemCategory::workspace);
-    vocab_ring_backward(comm_, nf, w_.lm_head(), targets_, lse, grad_scale, dx, grads_->lm_head(),
-                        ce_, clock_);
-    lse = Tensor();
-    nf = Tensor();
-    kernels::rmsnorm_backward(dx, x, w_.final_norm(), rstd, dx, grads_->final_norm());
     return {tot.loss_sum, tot.n_valid};
   }
+  void loss_backward(const Tensor& nf, const Tensor& lse, float grad_scale, const Tensor& dx) override {
+    vocab_ring_backward(comm_, nf, w_.lm_head(), targets_, lse, grad_scale, dx, grads_->lm_head(),
+                        ce_, clock_);
+  }
+  Tensor final_norm_grad() override { return grads_->final_norm(); }
 
  private:
   comm::Communicator& comm_;
@@ -82,7 +69,6 @@ class TspStep final : public model::StepStrategy {
   TspWeights* grads_;  // null for a forward-only step
   TspContext ctx_;
   Tensor ids_, targets_;  // [T_local] i32, this rank's zigzag columns
-  kernels::RmsNormOptions norm_;
   kernels::CrossEntropyOptions ce_;
   std::vector<TspBlockActivations> acts_;
   std::optional<VocabExchange> embedding_;
