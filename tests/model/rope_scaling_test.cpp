@@ -124,6 +124,47 @@ TEST(RopeScalingConfig, UnimplementedFormsAreRefusedByName) {
   refused(R"("rope_scaling": {"rope_type": "linear", "factor": 0.5})", "factor must be >= 1");
 }
 
+// Where the two forms and their fields meet: nothing is picked silently.
+TEST(RopeScalingConfig, AmbiguousOrPartialFormsAreResolvedAsTransformersFiveOrRefused) {
+  // Both forms: the same description is fine, two different ones are refused.
+  const std::string lin = R"({"rope_type": "linear", "factor": 2.0})";
+  EXPECT_EQ(with(R"("rope_parameters": )" + lin + R"(, "rope_scaling": )" + lin).rope_scaling().factor, 2.0);
+  std::string m = message_of<InvalidArgument>([&] {
+    with(R"("rope_parameters": )" + lin + R"(, "rope_scaling": {"rope_type": "linear", "factor": 4.0})");
+  });
+  EXPECT_NE(m.find("differ"), std::string::npos) << m;
+  // No rope_type: "default" (transformers 5), with or without theta; with scaling keys: refused.
+  const ModelConfig theta_only = with(R"("rope_parameters": {"rope_theta": 1000000})");
+  EXPECT_DOUBLE_EQ(theta_only.rope_theta(), 1e6);
+  EXPECT_EQ(theta_only.rope_scaling().type, RopeScalingType::none);
+  EXPECT_EQ(with(R"("rope_parameters": {})").rope_scaling().type, RopeScalingType::none);
+  m = message_of<InvalidArgument>([&] { with(R"("rope_parameters": {"factor": 4.0})"); });
+  EXPECT_NE(m.find("no rope_type"), std::string::npos) << m;
+  // original_max_position_embeddings: an integer, also written as 8192.0; from the top level when
+  // the RoPE object lacks it; a fraction, or two different values, refused.
+  const std::string l3 = R"("rope_type": "llama3", "factor": 8, "low_freq_factor": 1, "high_freq_factor": 4)";
+  EXPECT_EQ(with(R"("rope_scaling": {)" + l3 + R"(, "original_max_position_embeddings": 8192.0})")
+                .rope_scaling().original_max_position_embeddings, 8192);
+  EXPECT_EQ(with(R"("original_max_position_embeddings": 2048, "rope_scaling": {)" + l3 + "}")
+                .rope_scaling().original_max_position_embeddings, 2048);
+  EXPECT_EQ(with(R"("rope_scaling": {"rope_type": "yarn", "factor": 4, "original_max_position_embeddings": 1024.0})")
+                .rope_scaling().original_max_position_embeddings, 1024);
+  m = message_of<InvalidArgument>([&] {
+    with(R"("rope_scaling": {)" + l3 + R"(, "original_max_position_embeddings": 8192.5})");
+  });
+  EXPECT_NE(m.find("positive integer"), std::string::npos) << m;
+  m = message_of<InvalidArgument>([&] {
+    with(R"("original_max_position_embeddings": 4096, "rope_scaling": {)" + l3 +
+         R"(, "original_max_position_embeddings": 8192})");
+  });
+  EXPECT_NE(m.find("differs from the top-level"), std::string::npos) << m;
+  // An explicit attention factor must be a factor.
+  m = message_of<InvalidArgument>([&] {
+    with(R"("rope_scaling": {"rope_type": "yarn", "factor": 4, "attention_factor": 0})");
+  });
+  EXPECT_NE(m.find("attention_factor must be > 0"), std::string::npos) << m;
+}
+
 TEST(RopeScalingConfig, JsonRoundTripKeepsTheScaling) {
   for (const char* text : {kLlama31, kLlama32V5, kSmolLm2V5}) {
     const ModelConfig c = config_from_json(text, "in.json");
@@ -206,6 +247,42 @@ TEST(RopeScalingTable, Llama3KeepsHighFrequenciesAndDividesLowOnes) {
   EXPECT_GT(kept, 0);
   EXPECT_GT(divided, 0);
   EXPECT_GT(blended, 0);
+}
+
+// yarn's published shape: dimensions below the correction range keep their frequency, those above
+// it are divided by the factor, those inside lie between (and decrease); cos/sin carry 0.1 ln(s)+1.
+TEST(RopeScalingTable, YarnKeepsFastDimensionsAndInterpolatesSlowOnes) {
+  const ModelConfig c = with(
+      R"("rope_theta": 1000000, "rope_scaling": {"rope_type": "yarn", "factor": 4, "original_max_position_embeddings": 32768})");
+  kernels::RopeOptions plain = c.rope_options();
+  plain.scaling = {};
+  const int64_t d = 128;
+  const std::vector<double> base = kernels::rope_inv_freq(d, plain);
+  const std::vector<double> scaled = kernels::rope_inv_freq(d, c.rope_options());
+  // A dimension turning more than beta_fast = 32 times over the original context is kept, fewer
+  // than beta_slow = 1 times interpolated (with a margin of one dimension for the rounding).
+  int kept = 0, divided = 0, between = 0;
+  for (size_t i = 0; i < base.size(); ++i) {
+    const double turns = 32768.0 * base[i] / (2 * 3.141592653589793);
+    if (turns > 32 * 1.25) {
+      EXPECT_EQ(scaled[i], base[i]) << i;
+      ++kept;
+    } else if (turns < 1 / 1.25) {
+      EXPECT_DOUBLE_EQ(scaled[i], base[i] / 4) << i;
+      ++divided;
+    } else {
+      EXPECT_LE(scaled[i], base[i]) << i;
+      EXPECT_GE(scaled[i], base[i] / 4) << i;
+      ++between;
+    }
+    if (i > 0) {
+      EXPECT_LT(scaled[i], scaled[i - 1]) << i;
+    }
+  }
+  EXPECT_GT(kept, 0);
+  EXPECT_GT(divided, 0);
+  EXPECT_GT(between, 0);
+  EXPECT_DOUBLE_EQ(kernels::rope_amplitude(c.rope_options()), 0.1 * std::log(4.0) + 1);
 }
 
 TEST(RopeScalingTable, LinearIsPositionDividedByFactor) {

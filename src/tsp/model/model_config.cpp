@@ -3,6 +3,7 @@
 #include "tsp/model/model_config.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <sstream>
 #include <tuple>
@@ -259,9 +260,13 @@ void read_rope(const json& j, const JsonFields& in, ModelConfigFields& f) {
   f.rope_theta = in.number_or("rope_theta", f.rope_theta);
   if (const double p = in.number_or("partial_rotary_factor", 1.0); p != 1.0)
     unsupported("partial_rotary_factor ", p, " (RoPE on part of each head)");
-  const char* key = in.has("rope_parameters") ? "rope_parameters"
-                    : in.has("rope_scaling")  ? "rope_scaling"
-                                              : nullptr;
+  const bool has_params = in.has("rope_parameters"), has_scaling = in.has("rope_scaling");
+  // transformers 5 takes a non-empty rope_scaling over rope_parameters; rather than pick one of
+  // two different descriptions, a config holding both must hold the same.
+  if (has_params && has_scaling && j.at("rope_parameters") != j.at("rope_scaling"))
+    TSP_THROW(InvalidArgument, in.source(), ": rope_parameters ", j.at("rope_parameters").dump(),
+              " and rope_scaling ", j.at("rope_scaling").dump(), " differ (which one is meant?)");
+  const char* key = has_params ? "rope_parameters" : has_scaling ? "rope_scaling" : nullptr;
   if (key == nullptr) return;
   const json& params = j.at(key);
   const std::string where = std::string(in.source()) + ": " + key;
@@ -270,7 +275,14 @@ void read_rope(const json& j, const JsonFields& in, ModelConfigFields& f) {
   const JsonFields p(params, where);
   std::optional<std::string> type = p.string("rope_type");
   if (!type) type = p.string("type");
-  if (!type) TSP_THROW(InvalidArgument, where, " has no rope_type (or type): ", params.dump());
+  if (!type) {
+    // transformers 5 reads a missing type as "default": only theta (or nothing) may be given then.
+    for (const auto& [name, value] : params.items())
+      if (!value.is_null() && name != "rope_theta" && name != "partial_rotary_factor")
+        TSP_THROW(InvalidArgument, where, " has no rope_type (or type) but sets \"", name,
+                  "\": ", params.dump());
+    type = "default";
+  }
   if (p.has("rope_theta")) f.rope_theta = p.number_or("rope_theta", f.rope_theta);
   if (const double prf = p.number_or("partial_rotary_factor", 1.0); prf != 1.0)
     unsupported(key, ".partial_rotary_factor ", prf, " (RoPE on part of each head)");
@@ -308,6 +320,29 @@ void read_rope(const json& j, const JsonFields& in, ModelConfigFields& f) {
       TSP_THROW(InvalidArgument, where, ": RoPE type \"", *type, "\" needs \"", name, "\"");
     return p.number_or(name, 0.0);
   };
+  // The pre-training context: an integer (8192 or 8192.0) from the RoPE object or, as transformers
+  // 5 fills it in, from the top-level field; both present and different is refused.
+  auto original_context = [&](std::optional<int64_t> fallback) -> int64_t {
+    auto integral = [&](const JsonFields& from, const json& object) -> std::optional<int64_t> {
+      if (!from.has("original_max_position_embeddings")) return std::nullopt;
+      const double v = from.number_or("original_max_position_embeddings", 0.0);
+      if (!(v >= 1 && v <= 1e15 && v == std::floor(v)))
+        TSP_THROW(InvalidArgument, from.source(), ": original_max_position_embeddings must be a ",
+                  "positive integer, got ", object.at("original_max_position_embeddings").dump());
+      return static_cast<int64_t>(v);
+    };
+    const std::optional<int64_t> inner = integral(p, params), outer = integral(in, j);
+    if (inner && outer && *inner != *outer)
+      TSP_THROW(InvalidArgument, where, ".original_max_position_embeddings ", *inner,
+                " differs from the top-level original_max_position_embeddings ", *outer);
+    if (inner) return *inner;
+    if (outer) return *outer;
+    if (fallback) return *fallback;
+    TSP_THROW(InvalidArgument, where, ": RoPE type \"", *type, "\" needs \"original_max_position_embeddings\"");
+  };
+  if (p.has("attention_factor") && !(p.number_or("attention_factor", 0.0) > 0))
+    TSP_THROW(InvalidArgument, where, ": attention_factor must be > 0, got ",
+              params.at("attention_factor").dump());
   switch (r.type) {
     case RopeScalingType::none:
       break;
@@ -318,17 +353,14 @@ void read_rope(const json& j, const JsonFields& in, ModelConfigFields& f) {
       r.factor = need("factor");
       r.low_freq_factor = need("low_freq_factor");
       r.high_freq_factor = need("high_freq_factor");
-      r.original_max_position_embeddings = static_cast<int64_t>(need("original_max_position_embeddings"));
+      r.original_max_position_embeddings = original_context(std::nullopt);
       break;
     case RopeScalingType::yarn:
-      // transformers 5: the pre-training context defaults to the top-level field, then to
-      // max_position_embeddings; the factor to the ratio of the two.
-      r.original_max_position_embeddings = p.integer_or(
-          "original_max_position_embeddings",
-          in.integer_or("original_max_position_embeddings", f.max_position_embeddings));
+      // transformers 5: the pre-training context defaults to max_position_embeddings, the factor
+      // to the ratio of the two.
+      r.original_max_position_embeddings = original_context(f.max_position_embeddings);
       r.factor = p.number_or("factor", static_cast<double>(f.max_position_embeddings) /
-                                           static_cast<double>(std::max<int64_t>(
-                                               r.original_max_position_embeddings, 1)));
+                                           static_cast<double>(r.original_max_position_embeddings));
       r.attention_factor = p.number_or("attention_factor", 0.0);
       r.beta_fast = p.number_or("beta_fast", r.beta_fast);
       r.beta_slow = p.number_or("beta_slow", r.beta_slow);
