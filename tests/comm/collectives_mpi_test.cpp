@@ -284,8 +284,11 @@ TEST_F(CollectivesTest, NonblockingVariantsMatchBlocking) {
       Tensor t_out = Tensor::empty({D * n}, dt, MemCategory::workspace);
       Tensor sh_out = Tensor::empty({n}, dt, MemCategory::workspace);
       Tensor sh_in = filled(n, dt, [&](int64_t i) { return enc(me, i); });
+      Tensor red = filled(n, dt, [&](int64_t i) { return enc(me, i); });
+      const int red_root = D / 2;
       std::vector<Request> reqs;
       reqs.push_back(ibroadcast(comm, b, D - 1));
+      reqs.push_back(ireduce(comm, red, red_root));
       reqs.push_back(iall_reduce(comm, a));
       reqs.push_back(iall_gather(comm, g_in, g_out));
       reqs.push_back(ireduce_scatter(comm, rs_in, rs_out));
@@ -294,6 +297,12 @@ TEST_F(CollectivesTest, NonblockingVariantsMatchBlocking) {
       wait_all(reqs);
       for (const Request& r : reqs) EXPECT_FALSE(r.pending());
       expect_values(b, [&](int64_t i) { return enc(D - 1, i); }, "ibroadcast");
+      if (me == red_root)  // non-roots' buffers are unspecified after a reduce, as MPI's
+        expect_values(red, [&](int64_t i) {
+          int64_t v = 0;
+          for (int r = 0; r < D; ++r) v += enc(r, i);
+          return v;
+        }, "ireduce");
       expect_values(a, [&](int64_t i) {
         int64_t v = 0;
         for (int r = 0; r < D; ++r) v += enc(r, i);

@@ -118,6 +118,14 @@ TEST_F(TrafficLedgerTest, PointToPointAndNonblocking) {
   req.wait();
   EXPECT_EQ(comm.ledger().get(CommOp::all_reduce).bytes_received,
             traffic::all_reduce(10, 4, D, me).received);
+  // ireduce records what the blocking reduce records.
+  comm.ledger().reset();
+  reduce(comm, x, 0);
+  const TrafficCounters blocking = comm.ledger().get(CommOp::reduce);
+  comm.ledger().reset();
+  Request red = ireduce(comm, x, 0);
+  red.wait();
+  EXPECT_EQ(comm.ledger().get(CommOp::reduce), blocking);
 }
 
 TEST_F(TrafficLedgerTest, ResetAndReport) {

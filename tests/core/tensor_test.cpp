@@ -41,6 +41,22 @@ TEST(Tensor, CopyConvertsDtypeAndLayout) {
       EXPECT_EQ(dst.item_f32(i * 3 + j), round_to_bf16(src.item_f32(j * 5 + i)));
 }
 
+// fill() on a whole (contiguous) tensor and on a strided view, for every dtype: the view's
+// elements change, the elements between them keep their values.
+TEST(Tensor, FillWholeAndStridedForEveryDtype) {
+  for (DType dt : {DType::f32, DType::bf16, DType::f16, DType::i32, DType::i64}) {
+    Tensor t = Tensor::empty({4, 6}, dt, MemCategory::workspace);
+    t.fill(3.f);
+    for (int64_t i = 0; i < t.numel(); ++i) EXPECT_EQ(t.item_f32(i), 3.f) << dtype_name(dt);
+    t.slice(1, 2, 3).fill(-2.f);  // columns 2..4 of every row
+    for (int64_t r = 0; r < 4; ++r)
+      for (int64_t c = 0; c < 6; ++c)
+        EXPECT_EQ(t.item_f32(r * 6 + c), c >= 2 && c < 5 ? -2.f : 3.f) << dtype_name(dt);
+    t.zero();
+    for (int64_t i = 0; i < t.numel(); ++i) EXPECT_EQ(t.item_f32(i), 0.f) << dtype_name(dt);
+  }
+}
+
 TEST(Tensor, Bf16RoundsToNearestEven) {
   EXPECT_EQ(bf16(1.0f).bits, 0x3f80);
   // 1 + 2^-8 is exactly halfway between 1 and 1 + 2^-7: ties go to the even mantissa (1.0).

@@ -700,6 +700,26 @@ Request ibroadcast(Communicator& comm, Tensor& x, int root) {
   return Request(std::move(st));
 }
 
+Request ireduce(Communicator& comm, Tensor& x, int root, ReduceOp op) {
+  const int n = prepare_reduce(comm, x, root, "ireduce");
+  if (comm.size() == 1) {
+    comm.ledger().record(CommOp::reduce,
+                         traffic::reduce(n, wire_bytes(x.dtype(), true), comm.size(), comm.rank()));
+    return Request();
+  }
+  const bool is_root = comm.rank() == root, is_bf16 = x.dtype() == DType::bf16;
+  Tensor buf = is_bf16 ? f32_comm_copy(x) : x;
+  auto st = new_state(comm, "ireduce", bytes_of(buf), {x, buf});
+  st->requests.resize(1, MPI_REQUEST_NULL);
+  check_mpi(MPI_Ireduce(is_root ? MPI_IN_PLACE : buf.raw(), is_root ? buf.raw() : nullptr, n,
+                        mpi_type(buf.dtype()), mpi_op(op), root, comm.handle(), &st->requests[0]),
+            "MPI_Ireduce");
+  if (is_root && is_bf16) st->on_complete = [x, buf]() mutable { x.copy_from(buf); };
+  comm.ledger().record(CommOp::reduce,
+                       traffic::reduce(n, wire_bytes(x.dtype(), true), comm.size(), comm.rank()));
+  return Request(std::move(st));
+}
+
 Request iall_reduce(Communicator& comm, Tensor& x, ReduceOp op) {
   const int n = prepare_all_reduce(comm, x, "iall_reduce");
   const bool is_bf16 = x.dtype() == DType::bf16;

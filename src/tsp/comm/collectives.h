@@ -171,6 +171,7 @@ void ring_shift(Communicator& comm, const Tensor& send_buf, Tensor& recv_buf, in
 // Nonblocking variants: same arguments, validation and semantics; traffic is recorded once
 // posted. The tensors must not be touched until the request completes.
 Request ibroadcast(Communicator& comm, Tensor& x, int root);
+Request ireduce(Communicator& comm, Tensor& x, int root, ReduceOp op = ReduceOp::sum);
 Request iall_reduce(Communicator& comm, Tensor& x, ReduceOp op = ReduceOp::sum);
 Request iall_gather(Communicator& comm, const Tensor& in, Tensor& out);
 // Always MPI_Ireduce_scatter (no ReduceScatterAlgo): the hand ring is D-1 dependent steps, each

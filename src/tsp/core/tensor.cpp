@@ -1,6 +1,7 @@
 // Tensor views, allocation through the ledger, and dtype-converting copies.
 #include "tsp/core/tensor.h"
 
+#include <algorithm>
 #include <cstring>
 #include <sstream>
 
@@ -19,18 +20,24 @@ void for_each_index(const Shape& shape, const Shape& sa, const Shape& sb, Fn&& f
   const int r = shape.rank();
   const int64_t n = shape.numel();
   if (n == 0) return;
-  int64_t idx[kMaxRank] = {};
+  // Extents and strides copied once: Shape::operator[] checks its index on every call.
+  int64_t idx[kMaxRank] = {}, ext[kMaxRank] = {}, stride_a[kMaxRank] = {}, stride_b[kMaxRank] = {};
+  for (int d = 0; d < r; ++d) {
+    ext[d] = shape[d];
+    stride_a[d] = sa[d];
+    stride_b[d] = sb[d];
+  }
   int64_t oa = 0, ob = 0;
   for (int64_t i = 0; i < n; ++i) {
     fn(oa, ob, i);
     for (int d = r - 1; d >= 0; --d) {
-      if (++idx[d] < shape[d]) {
-        oa += sa[d];
-        ob += sb[d];
+      if (++idx[d] < ext[d]) {
+        oa += stride_a[d];
+        ob += stride_b[d];
         break;
       }
-      oa -= sa[d] * (shape[d] - 1);
-      ob -= sb[d] * (shape[d] - 1);
+      oa -= stride_a[d] * (ext[d] - 1);
+      ob -= stride_b[d] * (ext[d] - 1);
       idx[d] = 0;
     }
   }
@@ -208,6 +215,16 @@ void Tensor::copy_from(const Tensor& src) {
 void Tensor::fill(float value) {
   void* base = raw();
   const DType dt = dtype_;
+  if (is_contiguous()) {  // the common case (accumulators, caches): one pass, no index arithmetic
+    const int64_t n = numel();
+    switch (dt) {
+      case DType::f32: std::fill_n(static_cast<float*>(base), n, value); return;
+      case DType::bf16: std::fill_n(static_cast<bf16*>(base), n, bf16(value)); return;
+      case DType::f16: std::fill_n(static_cast<f16*>(base), n, f16(value)); return;
+      case DType::i32: std::fill_n(static_cast<int32_t*>(base), n, static_cast<int32_t>(value)); return;
+      case DType::i64: std::fill_n(static_cast<int64_t*>(base), n, static_cast<int64_t>(value)); return;
+    }
+  }
   for_each_index(shape_, strides_, strides_, [&](int64_t o, int64_t, int64_t) { store_f32(base, dt, o, value); });
 }
 

@@ -46,9 +46,20 @@ KvExchange::KvExchange(comm::Communicator& comm, CommClock* clock, DType dtype, 
   all_ = Tensor::empty({batch * seq, width}, dtype, MemCategory::comm);
 }
 
-Tensor KvExchange::gather(const Tensor& kv_local) {
+void KvExchange::prefetch(const Tensor& kv_local) {
+  TSP_ASSERT(!pending_.pending(), "KvExchange: a gather is already in flight");
   send_.copy_from(kv_local);
-  {
+  pending_ = comm::iall_gather(comm_, send_, all_);
+  pending_source_ = kv_local.raw();
+}
+
+Tensor KvExchange::gather(const Tensor& kv_local) {
+  if (pending_.pending()) {
+    TSP_ASSERT(pending_source_ == kv_local.raw(), "KvExchange: gather of other K/V than prefetched");
+    ScopedCommWait w(clock_, CommSite::kv_gather);
+    pending_.wait();
+  } else {
+    send_.copy_from(kv_local);
     ScopedCommWait w(clock_, CommSite::kv_gather);
     comm::all_gather(comm_, send_, all_);
   }
@@ -96,14 +107,18 @@ Tensor local_heads(const HeadGroupGeometry& g, const Tensor& fused, int64_t firs
 struct Keys {
   Tensor k, v;
 };
+// The group's local k | v columns of the fused qkv buffer: what the exchange gathers.
+Tensor local_kv(const HeadGroupGeometry& g, int64_t group, const model::BlockActivations& acts) {
+  return acts.qkv.slice(1, group * g.qkv_rows() + g.q_rows(), 2 * g.kv_rows());
+}
+
 Keys keys_of(const HeadGroupGeometry& g, int64_t group, const model::BlockActivations& acts,
              KvExchange* kv) {
   const int64_t first = group * (g.heads + 2 * g.kv_heads) + g.heads;  // the group's first k head
   if (kv == nullptr)
     return {local_heads(g, acts.qkv, first, g.kv_heads),
             local_heads(g, acts.qkv, first + g.kv_heads, g.kv_heads)};
-  const int64_t G = g.qkv_rows();
-  const Tensor all = kv->gather(acts.qkv.slice(1, group * G + g.q_rows(), 2 * g.kv_rows()));
+  const Tensor all = kv->gather(local_kv(g, group, acts));
   const Tensor kv4 = all.view({g.batch, g.seq, 2 * g.kv_heads, g.head_dim});
   return {kv4.slice(2, 0, g.kv_heads), kv4.slice(2, g.kv_heads, g.kv_heads)};
 }
@@ -134,7 +149,8 @@ HeadGroupScratch::HeadGroupScratch(const HeadGroupGeometry& g, DType dtype, bool
 
 void head_group_backward_data(const HeadGroupGeometry& g, int64_t group, const AttnShardViews& w,
                               const model::BlockActivations& acts, const Tensor& dy,
-                              KvExchange* kv, const HeadGroupScratch& s, const Tensor& dn) {
+                              KvExchange* kv, const HeadGroupScratch& s, const Tensor& dn,
+                              int64_t next_group) {
   const int64_t first = group * (g.heads + 2 * g.kv_heads);
   mm(dy, w.o, s.dattn, kDyW);
   const Keys keys = keys_of(g, group, acts, kv);
@@ -153,6 +169,7 @@ void head_group_backward_data(const HeadGroupGeometry& g, int64_t group, const A
       local_heads(g, acts.attn, group * g.heads, g.heads),
       s.dattn.view({g.batch, g.local_len, g.heads, g.head_dim}),
       acts.lse.slice(1, group * g.heads, g.heads), g.q_pos, g.k_pos, dq4, dk4, dv4);
+  if (kv != nullptr && next_group >= 0) kv->prefetch(local_kv(g, next_group, acts));
   if (kv != nullptr)
     s.dqkv.slice(1, g.q_rows(), 2 * g.kv_rows()).copy_from(kv->reduce_scatter(s.dkv_full));
   kernels::rope_backward(dq4, g.rope);

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "tsp/comm/collectives.h"
 #include "tsp/comm/communicator.h"
 #include "tsp/core/tensor.h"
 #include "tsp/kernels/gemm.h"
@@ -56,8 +57,13 @@ class KvExchange {
   KvExchange(comm::Communicator& comm, CommClock* clock, DType dtype, int64_t batch, int64_t seq,
              int64_t width);
 
-  // kv_local: [T, width] view (k | v of one group, after RoPE). Returns [B, S, width].
+  // kv_local: [T, width] view (k | v of one group, after RoPE). Returns [B, S, width]. When
+  // prefetch(kv_local) posted this gather, only waits for it.
   Tensor gather(const Tensor& kv_local);
+  // Posts the all-gather of kv_local and returns at once (the backward re-gathers saved K/V, so
+  // the next group's gather overlaps this group's remaining work). The previous gather's result
+  // must no longer be needed: the receive buffer is reused.
+  void prefetch(const Tensor& kv_local);
   // dkv_full: [B, S, width] f32 partial sums in gathered order -> [T, width] f32 sums for this
   // rank's tokens.
   Tensor reduce_scatter(const Tensor& dkv_full);
@@ -72,6 +78,8 @@ class KvExchange {
   DType dtype_;
   int64_t batch_, seq_, local_len_, width_;
   Tensor send_, all_, ordered_;
+  comm::Request pending_;            // a prefetched gather
+  const void* pending_source_ = nullptr;  // its kv_local's data
 };
 
 // What the attention of one head group needs to know about this rank's tokens.
@@ -111,9 +119,12 @@ struct HeadGroupScratch {
 // Data gradient of head_group_forward: dy [T, h] (GEMM dtype) is dL/dy. Leaves dq | dk | dv
 // (after RoPE backward; dK|dV summed over the sequence axis) in s.dqkv and accumulates
 // dn [T, h] f32 += dqkv @ w.qkv.
+// With an exchange and next_group >= 0, the gather of next_group's K/V is posted as soon as
+// this group's attention backward no longer reads the gathered keys.
 void head_group_backward_data(const HeadGroupGeometry& g, int64_t group, const AttnShardViews& w,
                               const model::BlockActivations& acts, const Tensor& dy,
-                              KvExchange* kv, const HeadGroupScratch& s, const Tensor& dn);
+                              KvExchange* kv, const HeadGroupScratch& s, const Tensor& dn,
+                              int64_t next_group = -1);
 // Weight gradient (after head_group_backward_data): dw.qkv = dqkv^T n, dw.o = dy^T attn_g, set
 // or accumulated as `options` says (kDWSet / kDWAcc), f32.
 void head_group_backward_weights(const HeadGroupGeometry& g, int64_t group, const Tensor& n,

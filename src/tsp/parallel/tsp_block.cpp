@@ -125,17 +125,31 @@ void attention_backward(const TspContext& ctx, const TspLayerShard& w, const Ten
   Tensor wgrad = Tensor::empty({s.attn_elements}, DType::f32, MemCategory::comm);
   ShardBroadcast weights(ctx.comm(), w.attn_packed, MemCategory::comm, ctx.clock());
   KvExchange kv = kv_exchange(ctx);
-  for (int r = 0; r < D; ++r) {
-    head_group_backward_data(geo, r, attn_views(weights.acquire(r), c, s), acts, dy, &kv, scratch, dn);
-    // This rank's share of group r's weight gradients, summed onto the owner r in f32.
-    head_group_backward_weights(geo, r, n, dy, acts, scratch, attn_views(wgrad, c, s), kDWSet);
+  // Group r's weight gradients travel to their owner r while group r + 1's data gradient runs
+  // (and group r + 1's K/V gather is posted inside group r's): the waits then absorb the ranks'
+  // drift instead of each blocking collective exposing it.
+  comm::Request reducing;
+  int reducing_root = -1;
+  const auto finish_reduce = [&] {
+    if (reducing_root < 0) return;
     {
       ScopedCommWait wait(ctx.clock(), CommSite::grad_reduce);
-      comm::reduce(ctx.comm(), wgrad, r);
+      reducing.wait();
     }
-    if (r == ctx.rank()) add_f32(g.attn_packed, wgrad);
+    if (reducing_root == ctx.rank()) add_f32(g.attn_packed, wgrad);
+    reducing_root = -1;
+  };
+  for (int r = 0; r < D; ++r) {
+    head_group_backward_data(geo, r, attn_views(weights.acquire(r), c, s), acts, dy, &kv, scratch,
+                             dn, r + 1 < D ? r + 1 : -1);
+    finish_reduce();  // wgrad is reused below
+    // This rank's share of group r's weight gradients, summed onto the owner r in f32.
+    head_group_backward_weights(geo, r, n, dy, acts, scratch, attn_views(wgrad, c, s), kDWSet);
+    reducing = comm::ireduce(ctx.comm(), wgrad, r);
+    reducing_root = r;
   }
   kernels::rmsnorm_backward(dn, x_in, w.input_norm, rstd, dn, g.input_norm);
+  finish_reduce();
   add_f32(dx, dn);
 }
 
