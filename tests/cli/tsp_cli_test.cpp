@@ -164,6 +164,32 @@ TEST(TspCli, TrainWritesALoadableCheckpointAndEvalReproducesItsLoss) {
                         "corrupt or incompatible training state");
 }
 
+// A Hugging Face config.json with an explicit head_dim (H d = 128 != h = 64) and float16 storage
+// trains from --config; the model line names d, RoPE and where the run's dtype came from.
+TEST(TspCli, TrainFromAConfigWithExplicitHeadDimAndFloat16) {
+  ScratchDir dir;
+  std::string text;
+  for (int i = 0; i < 60; ++i) text += "Pack my box with five dozen liquor jugs " + std::to_string(i) + ".\n";
+  data::write_token_file(dir / "data.tok", data::ByteTokenizer().encode(text), {.vocab_size = 320});
+  testing::write_bytes(dir / "config.json",
+                       R"({"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                           "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
+                           "vocab_size": 320, "torch_dtype": "float16", "rope_theta": 500000,
+                           "max_position_embeddings": 256})");
+  const std::string cfg = (dir / "config.json").string();
+  const Result t = run_tsp(dir, "train --config '" + cfg + "' --data '" + (dir / "data.tok").string() +
+                                    "' --batch 2 --seq 32 --steps 2 --warmup 1 --eval-batches 1 --dtype bf16 "
+                                    "--checkpoint-dir '" + (dir / "ck").string() + "'");
+  ASSERT_EQ(t.rc, 0) << t.out << t.err;
+  EXPECT_NE(t.out.find("model: h=64 L=2 H=4 H_kv=2 d=32 "), std::string::npos) << t.out;
+  EXPECT_NE(t.out.find("rope theta=500000"), std::string::npos) << t.out;
+  EXPECT_NE(t.out.find("dtype=bf16 (--dtype; --config " + cfg + " stores float16)"), std::string::npos) << t.out;
+  EXPECT_NE(t.out.find("step 2/2 | loss"), std::string::npos) << t.out;
+  const model::HfCheckpoint saved(dir / "ck");
+  EXPECT_EQ(saved.config().head_dim(), 32);
+  EXPECT_EQ(saved.config().q_dim(), 128);
+}
+
 TEST(TspCli, OneLineMessageDropsCheckLocations) {
   EXPECT_EQ(one_line_message("bad value 3 [x > 0 failed at /a/b.cpp:12]"), "bad value 3");
   EXPECT_EQ(one_line_message("two\nlines"), "two lines");

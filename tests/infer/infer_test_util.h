@@ -29,6 +29,7 @@ struct Case {
   int64_t h, heads, kv_heads, ffn;
   bool tied;
   kernels::RopeScaling rope = {};
+  int64_t head_dim = 0;  // explicit d (0: h / heads)
 };
 // GQA with an untied head, and MHA with a tied head (as in tests/model/transformer_test.cpp); GQA
 // with yarn RoPE scaling (d = 4, theta = 1e4: its ramp keeps frequency 0 and interpolates
@@ -38,6 +39,8 @@ inline const Case kMhaTied{"mha_tied", 16, 4, 4, 24, true};
 inline const Case kGqaYarn{"gqa_yarn", 16, 4, 2, 32, false,
                            {.type = kernels::RopeScalingType::yarn, .factor = 4,
                             .original_max_position_embeddings = 64}};
+// head_dim 8 with h 16 and 4 heads (H d = 32 != h): q/o twice as wide as the residual stream.
+inline const Case kGqaWideHeads{"gqa_wide_heads", 16, 4, 2, 32, false, {}, 8};
 inline void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
 inline model::ModelConfig make_config(const Case& k, int64_t layers = 2, int64_t max_pos = 512,
@@ -54,6 +57,7 @@ inline model::ModelConfig make_config(const Case& k, int64_t layers = 2, int64_t
   f.max_position_embeddings = max_pos;
   f.tie_word_embeddings = k.tied;
   f.rope_scaling = k.rope;
+  f.head_dim = k.head_dim;
   return model::ModelConfig(f);
 }
 

@@ -34,6 +34,41 @@ TEST(ModelConfig, DerivedSizes) {
   EXPECT_EQ(c.gqa_group_size(), 4);
 }
 
+// An explicit head_dim (Gemma, Qwen3, Mistral-Nemo): q and o are H d wide, k and v H_kv d, and
+// the parameter counts follow; h need not be divisible by H then. From config.json and back.
+TEST(ModelConfig, ExplicitHeadDimSetsTheAttentionWidths) {
+  ModelConfigFields f = small_fields();  // h 64, H 8, H_kv 2: h / H = 8
+  f.head_dim = 16;
+  const ModelConfig c(f);
+  EXPECT_EQ(c.head_dim(), 16);
+  EXPECT_EQ(c.q_dim(), 128);
+  EXPECT_EQ(c.kv_dim(), 32);
+  EXPECT_EQ(c.attention_params_per_layer(), 2 * 64 * 128 + 2 * 64 * 32);
+  EXPECT_EQ(weight_shape(c, WeightKind::q_proj), (Shape{128, 64}));
+  EXPECT_EQ(weight_shape(c, WeightKind::o_proj), (Shape{64, 128}));
+  EXPECT_EQ(weight_shape(c, WeightKind::k_proj), (Shape{32, 64}));
+  EXPECT_NE(c.summary().find(" d=16 "), std::string::npos) << c.summary();
+  EXPECT_EQ(config_from_json(config_to_json(c)), c);
+  EXPECT_FALSE(config_from_json(config_to_json(c)) == ModelConfig(small_fields()));
+  // h = 100 is not divisible by H = 8, which only matters when d is derived from it.
+  ModelConfigFields g = small_fields();
+  g.hidden_size = 100;
+  g.head_dim = 32;
+  EXPECT_EQ(ModelConfig(g).q_dim(), 256);
+  g.head_dim = 0;
+  EXPECT_THROW(ModelConfig{g}, InvalidArgument);
+  // config.json: given, null, absent; invalid values named.
+  const std::string base = R"("hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1,
+      "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 10)";
+  EXPECT_EQ(config_from_json("{" + base + R"(, "head_dim": 32})").q_dim(), 128);
+  EXPECT_EQ(config_from_json("{" + base + R"(, "head_dim": null})").head_dim(), 16);
+  EXPECT_EQ(config_from_json("{" + base + "}").head_dim(), 16);
+  std::string m = message_of<InvalidArgument>([&] { config_from_json("{" + base + R"(, "head_dim": 0})", "c.json"); });
+  EXPECT_NE(m.find("c.json: head_dim must be positive, got 0"), std::string::npos) << m;
+  m = message_of<InvalidArgument>([&] { config_from_json("{" + base + R"(, "head_dim": 9})", "c.json"); });
+  EXPECT_NE(m.find("head_dim 9 must be even"), std::string::npos) << m;
+}
+
 TEST(ModelConfig, InvalidConfigsNameTheValues) {
   auto with = [](auto edit) {
     ModelConfigFields f = small_fields();
@@ -226,6 +261,14 @@ TEST(ModelConfig, BadJsonThrowsWithSource) {
   EXPECT_NE(m.find("gpt2"), std::string::npos) << m;
   m = message_of<InvalidArgument>([&] { config_from_json("{" + base + R"(, "torch_dtype": "float64"})", "x.json"); });
   EXPECT_NE(m.find("float64"), std::string::npos) << m;
+  // Math the engine does not implement is refused by name; its neutral values are accepted.
+  for (const char* field : {R"("attention_bias": true)", R"("mlp_bias": true)", R"("pretraining_tp": 2)"}) {
+    m = message_of<InvalidArgument>([&] { config_from_json("{" + base + ", " + field + "}", "x.json"); });
+    const std::string name = std::string(field).substr(1, std::string(field).find('"', 1) - 1);
+    EXPECT_NE(m.find(name), std::string::npos) << m;
+    EXPECT_NE(m.find("x.json"), std::string::npos) << m;
+  }
+  EXPECT_NO_THROW(config_from_json("{" + base + R"(, "attention_bias": false, "mlp_bias": false, "pretraining_tp": 1})"));
   // float16 (Llama-2's checkpoints) is a storage dtype: accepted, computed in f32 unless asked.
   const ModelConfig half = config_from_json("{" + base + R"(, "torch_dtype": "float16"})", "x.json");
   EXPECT_EQ(half.torch_dtype(), DType::f16);

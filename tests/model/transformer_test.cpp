@@ -33,10 +33,13 @@ struct Case {
   int64_t h, heads, kv_heads, ffn;
   bool tied;
   kernels::RopeScaling rope = {};
+  int64_t head_dim = 0;  // explicit d (0: h / heads)
 };
 // GQA with an untied head, and MHA with a tied head (embedding gets lookup + head gradients).
 const Case kGqaUntied{"gqa_untied", 16, 4, 2, 32, false};
 const Case kMhaTied{"mha_tied", 16, 4, 4, 24, true};
+// An explicit head_dim 8 with h 16 and 4 heads: q and o are H d = 32 wide, twice the stream.
+const Case kGqaWideHeads{"gqa_wide_heads", 16, 4, 2, 32, false, {}, 8};
 
 ModelConfig make_config(const Case& k, int64_t layers = 2, int64_t max_pos = 512) {
   ModelConfigFields f;
@@ -51,6 +54,7 @@ ModelConfig make_config(const Case& k, int64_t layers = 2, int64_t max_pos = 512
   f.max_position_embeddings = max_pos;
   f.tie_word_embeddings = k.tied;
   f.rope_scaling = k.rope;
+  f.head_dim = k.head_dim;
   return ModelConfig(f);
 }
 
@@ -179,7 +183,7 @@ void expect_gradients_match(const ModelConfig& c, const std::vector<std::vector<
 // ---------------------------------------------------------------------------------------------
 
 TEST(Transformer, ForwardMatchesReference) {
-  for (const Case& k : {kGqaUntied, kMhaTied}) {
+  for (const Case& k : {kGqaUntied, kMhaTied, kGqaWideHeads}) {
     const ModelConfig c = make_config(k);
     const ModelWeights w = random_weights(c, 3);
     const Batch b = make_batch(c, 2, 11, 9);
@@ -260,6 +264,15 @@ TEST(Transformer, GradientsMatchFiniteDifferencesYarnRope) {
                   {.type = kernels::RopeScalingType::yarn, .factor = 4,
                    .original_max_position_embeddings = 64}};
   const GradProblem& p = grad_problem(yarn);
+  Transformer model(p.config);
+  ModelWeights g(p.config, DType::f32, MemCategory::grads);
+  model.forward_backward(p.w, p.batch.tokens, p.batch.targets, g, static_cast<float>(p.scale));
+  expect_gradients_match(p.config, to_vectors(g), p.fd);
+}
+
+// head_dim != h / H: the q/o projections' gradients have H d columns / rows.
+TEST(Transformer, GradientsMatchFiniteDifferencesWideHeads) {
+  const GradProblem& p = grad_problem(kGqaWideHeads);
   Transformer model(p.config);
   ModelWeights g(p.config, DType::f32, MemCategory::grads);
   model.forward_backward(p.w, p.batch.tokens, p.batch.targets, g, static_cast<float>(p.scale));

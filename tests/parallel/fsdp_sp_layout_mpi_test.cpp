@@ -117,6 +117,13 @@ TEST(FsdpSpModel, GqaLlama3RopeF32) {
 TEST(FsdpSpModel, MhaYarnRopeF32) {
   run_case({"mha yarn rope f32", config_of({.rope = testing::test_yarn_scaling()}), DType::f32});
 }
+// head_dim 16 with h 64 (H d = 128 != h): FSDP's row pieces of q and o follow H d.
+TEST(FsdpSpModel, GqaWideHeadsF32) {
+  run_case({"gqa head_dim 16 f32", config_of({.gqa = true, .head_dim = 16}), DType::f32});
+}
+TEST(FsdpSpModel, MhaWideHeadsTiedBf16) {
+  run_case({"mha head_dim 16 tied bf16", config_of({.tied = true, .head_dim = 16}), DType::bf16});
+}
 
 TEST(FsdpSpModel, ForwardLossEqualsSingleRank) {
   comm::Communicator world = comm::Communicator::world();

@@ -22,6 +22,7 @@ struct TinyModel {
   bool tied = false;  // tie_word_embeddings
   int64_t layers = 2;
   kernels::RopeScaling rope = {};  // RoPE scaling (none by default)
+  int64_t head_dim = 0;            // explicit d (0: h / H = 8); 16 makes q and o 128 wide, h 64
 };
 
 // Scalings whose every regime shows at d = 8, theta = 1e4 (wavelengths 6.3, 63, 628, 6283): llama3
@@ -49,6 +50,7 @@ inline model::ModelConfig tiny_config(const TinyModel& m) {
   f.max_position_embeddings = 256;
   f.tie_word_embeddings = m.tied;
   f.rope_scaling = m.rope;
+  f.head_dim = m.head_dim;
   return model::ModelConfig(f);
 }
 

@@ -133,6 +133,13 @@ TEST(TpSpLayout, GqaLlama3RopeF32) {
 TEST(TpSpLayout, MhaYarnRopeF32) {
   run_case({"mha yarn rope f32", {.rope = testing::test_yarn_scaling()}, DType::f32, false});
 }
+// head_dim 16 with h 64: the TP head shards are H/tp * d wide (128 / tp), not h / tp.
+TEST(TpSpLayout, GqaWideHeadsF32) {
+  run_case({"gqa head_dim 16 f32", {.gqa = true, .head_dim = 16}, DType::f32, false});
+}
+TEST(TpSpLayout, MhaWideHeadsTiedBf16) {
+  run_case({"mha head_dim 16 tied bf16", {.tied = true, .head_dim = 16}, DType::bf16, false});
+}
 
 TEST(TpSpLayout, ForwardLossEqualsSingleRank) {
   comm::Communicator world = comm::Communicator::world();

@@ -100,6 +100,13 @@ TEST(TspModel, GqaLlama3RopeF32) {
 TEST(TspModel, MhaYarnRopeF32) {
   run_case({"mha yarn rope f32", {.rope = testing::test_yarn_scaling()}, DType::f32, false});
 }
+// head_dim 16 with h 64 (H d = 128 != h): q/o shards are H/D * d wide, not h/D.
+TEST(TspModel, GqaWideHeadsF32) {
+  run_case({"gqa head_dim 16 f32", {.gqa = true, .head_dim = 16}, DType::f32, false});
+}
+TEST(TspModel, MhaWideHeadsTiedBf16) {
+  run_case({"mha head_dim 16 tied bf16", {.tied = true, .head_dim = 16}, DType::bf16, false});
+}
 TEST(TspModel, GqaYarnRopeBf16) {
   run_case({"gqa yarn rope bf16", {.gqa = true, .rope = testing::test_yarn_scaling()}, DType::bf16, false});
 }

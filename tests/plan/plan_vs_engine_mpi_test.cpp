@@ -59,10 +59,10 @@ void expect_memory_close(const MemoryEstimate& plan, MemCategory c, int64_t meas
       << what << " " << mem_category_name(c) << ": planner " << p << " B, measured peak " << m << " B";
 }
 
-void check_tsp(DType dtype, bool recompute) {
+void check_tsp(DType dtype, bool recompute, int64_t head_dim = 0) {
   comm::Communicator world = comm::Communicator::world();
   const int D = world.size();
-  const model::ModelConfig config = testing::tiny_config({.gqa = true, .layers = 2});
+  const model::ModelConfig config = testing::tiny_config({.gqa = true, .layers = 2, .head_dim = head_dim});
   const int64_t B = 2, S = 64;
   const testing::Batch b = testing::random_batch(B, S, config.vocab_size(), 4);
   Workload work;
@@ -120,6 +120,8 @@ void check_tsp(DType dtype, bool recompute) {
 TEST(PlanVsEngine, TspF32) { check_tsp(DType::f32, false); }
 TEST(PlanVsEngine, TspBf16) { check_tsp(DType::bf16, false); }
 TEST(PlanVsEngine, TspRecompute) { check_tsp(DType::f32, true); }
+// head_dim 16 with h 64: the planner's weight, K/V and activation sizes follow H d, not h.
+TEST(PlanVsEngine, TspWideHeads) { check_tsp(DType::f32, false, 16); }
 
 comm::MeshAxis mesh_axis(Axis a) {
   switch (a) {

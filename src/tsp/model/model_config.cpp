@@ -44,13 +44,20 @@ ModelConfig::ModelConfig(const ModelConfigFields& fields) : f_(fields) {
   TSP_CHECK(f_.rms_norm_eps > 0, "rms_norm_eps must be positive, got ", f_.rms_norm_eps);
   TSP_CHECK(f_.rope_theta > 0, "rope_theta must be positive, got ", f_.rope_theta);
   kernels::validate_rope_options(rope_options());
-  TSP_CHECK(f_.hidden_size % f_.num_attention_heads == 0, "hidden_size ", f_.hidden_size,
-            " is not divisible by num_attention_heads ", f_.num_attention_heads);
+  TSP_CHECK(f_.head_dim >= 0 && f_.head_dim <= ModelConfigLimits::hidden_size, "head_dim ",
+            f_.head_dim, " outside [1, ", ModelConfigLimits::hidden_size, "]");
+  if (f_.head_dim == 0)
+    TSP_CHECK(f_.hidden_size % f_.num_attention_heads == 0, "hidden_size ", f_.hidden_size,
+              " is not divisible by num_attention_heads ", f_.num_attention_heads,
+              " (and no head_dim is given)");
   TSP_CHECK(f_.num_attention_heads % f_.num_key_value_heads == 0, "num_attention_heads ",
             f_.num_attention_heads, " is not divisible by num_key_value_heads ",
             f_.num_key_value_heads);
-  TSP_CHECK(head_dim() % 2 == 0, "head_dim = hidden_size / num_attention_heads = ", f_.hidden_size,
-            " / ", f_.num_attention_heads, " = ", head_dim(), " must be even for RoPE");
+  if (f_.head_dim > 0)
+    TSP_CHECK(head_dim() % 2 == 0, "head_dim ", head_dim(), " must be even for RoPE");
+  else
+    TSP_CHECK(head_dim() % 2 == 0, "head_dim = hidden_size / num_attention_heads = ", f_.hidden_size,
+              " / ", f_.num_attention_heads, " = ", head_dim(), " must be even for RoPE");
   TSP_CHECK_T(DTypeError,
               f_.torch_dtype == DType::f32 || f_.torch_dtype == DType::bf16 || f_.torch_dtype == DType::f16,
               "torch_dtype must be f32, bf16 or f16, got ", f_.torch_dtype);
@@ -156,7 +163,8 @@ bool operator==(const ModelConfig& a, const ModelConfig& b) {
   const ModelConfigFields &x = a.f_, &y = b.f_;
   return x.hidden_size == y.hidden_size && x.intermediate_size == y.intermediate_size &&
          x.num_hidden_layers == y.num_hidden_layers && x.num_attention_heads == y.num_attention_heads &&
-         x.num_key_value_heads == y.num_key_value_heads && x.vocab_size == y.vocab_size &&
+         x.num_key_value_heads == y.num_key_value_heads && a.head_dim() == b.head_dim() &&
+         x.vocab_size == y.vocab_size &&
          x.rms_norm_eps == y.rms_norm_eps && x.rope_theta == y.rope_theta && x.rope_scaling == y.rope_scaling &&
          x.max_position_embeddings == y.max_position_embeddings &&
          x.tie_word_embeddings == y.tie_word_embeddings && x.torch_dtype == y.torch_dtype &&
@@ -382,6 +390,10 @@ ModelConfig config_from_object(const json& j, std::string_view source) {
   if (auto a = in.string("hidden_act"); a && *a != "silu") unsupported("hidden_act \"", *a, "\" (only silu)");
   if (in.boolean_or("attention_bias", false)) unsupported("attention_bias = true");
   if (in.boolean_or("mlp_bias", false)) unsupported("mlp_bias = true");
+  // Llama-2's transformers code split each projection into pretraining_tp slices when > 1 (its
+  // Megatron checkpoints' summation order); the engine computes each product whole.
+  if (in.has("pretraining_tp") && in.integer("pretraining_tp") != 1)
+    unsupported("pretraining_tp = ", in.integer("pretraining_tp"), " (only 1)");
 
   ModelConfigFields f;
   f.hidden_size = in.integer("hidden_size");
@@ -407,11 +419,14 @@ ModelConfig config_from_object(const json& j, std::string_view source) {
   f.eos_token_id = in.token_id("eos_token_id");
   f.pad_token_id = in.token_id("pad_token_id");
 
+  // head_dim: absent or null means h / H (as in HF); given, it sets d (q and o are H d wide).
+  if (in.has("head_dim")) {
+    f.head_dim = in.integer("head_dim");
+    if (f.head_dim <= 0) TSP_THROW(InvalidArgument, source, ": head_dim must be positive, got ", f.head_dim);
+  }
+
   try {
     ModelConfig config(f);
-    if (in.has("head_dim") && in.integer("head_dim") != config.head_dim())
-      unsupported("head_dim ", in.integer("head_dim"), " != hidden_size / num_attention_heads = ",
-                  config.head_dim());
     return config;
   } catch (const InvalidArgument& e) {
     if (std::string_view(e.what()).starts_with(source)) throw;

@@ -22,6 +22,7 @@ struct ModelConfigFields {
   int64_t num_hidden_layers = 0;         // L
   int64_t num_attention_heads = 0;       // H
   int64_t num_key_value_heads = 0;       // H_kv, > 0; config.json without it means H (as in HF)
+  int64_t head_dim = 0;                  // d; 0 means h / H (HF's default when absent or null)
   int64_t vocab_size = 0;                // V
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
@@ -50,7 +51,8 @@ struct ModelConfigLimits {
 
 // A validated config. Every ModelConfig that exists satisfies: all sizes positive and at most
 // ModelConfigLimits,
-// hidden_size % num_attention_heads == 0, num_attention_heads % num_key_value_heads == 0,
+// head_dim even (and, when not given, hidden_size % num_attention_heads == 0),
+// num_attention_heads % num_key_value_heads == 0,
 // rms_norm_eps > 0, rope_theta > 0, torch_dtype in {f32, bf16, f16}. To change a field, copy
 // fields(), edit, and construct again.
 class ModelConfig {
@@ -78,12 +80,14 @@ class ModelConfig {
   DType compute_dtype() const { return f_.torch_dtype == DType::f16 ? DType::f32 : f_.torch_dtype; }
 
   // Derived sizes: the only place they are computed.
-  int64_t head_dim() const { return f_.hidden_size / f_.num_attention_heads; }        // d = h / H
-  int64_t q_dim() const { return f_.num_attention_heads * head_dim(); }               // = h
+  // d: config.json's head_dim where given (Gemma, Qwen3, Mistral-Nemo: H d != h), else h / H.
+  int64_t head_dim() const { return f_.head_dim > 0 ? f_.head_dim : f_.hidden_size / f_.num_attention_heads; }
+  int64_t q_dim() const { return f_.num_attention_heads * head_dim(); }               // H d (h unless head_dim is explicit)
   int64_t kv_dim() const { return f_.num_key_value_heads * head_dim(); }              // H_kv * d
   int64_t gqa_group_size() const { return f_.num_attention_heads / f_.num_key_value_heads; }
 
-  // Parameter counts (elements). TSP.md §9: attention (2 + 2 H_kv/H) h^2, MLP 3 h F_h.
+  // Parameter counts (elements). TSP.md §9: attention (2 + 2 H_kv/H) h^2 (2 h (H d + H_kv d) in
+  // general), MLP 3 h F_h.
   int64_t attention_params_per_layer() const;  // q, k, v, o projections
   int64_t mlp_params_per_layer() const;        // gate, up, down projections
   int64_t matrix_params_per_layer() const;     // attention + MLP: TSP.md §9's "parameters per layer"
@@ -115,8 +119,8 @@ std::string config_to_json(const ModelConfig& config);
 // from rope_theta / rope_scaling or from transformers >= 5's rope_parameters (its rope_theta
 // first). Rejects features the engine does not implement, by name (RoPE types other than default,
 // linear, llama3 and yarn, unknown RoPE parameters, partial_rotary_factor != 1, attention/mlp
-// bias, non-silu act, model_type other than "llama", head_dim != h/H). Unknown extra fields
-// are ignored.
+// bias, non-silu act, model_type other than "llama"). head_dim may differ from h/H (q and o
+// are then H d wide). Unknown extra fields are ignored.
 ModelConfig config_from_json(std::string_view json_text, std::string_view source = "<string>");
 
 // File versions; the writer is atomic (temporary file + fsync + rename).

@@ -398,7 +398,7 @@ int DistributedTrainer::agree_stop_signal(int mine) {
 }
 
 EvalMetrics DistributedTrainer::run() {
-  say("model: " + config_.summary() + " dtype=" + run_.dtype + (run_.recompute ? " recompute" : ""));
+  say("model: " + config_.summary() + " dtype=" + run_dtype_origin(run_) + (run_.recompute ? " recompute" : ""));
   say("layout: " + mesh_.degrees().str() + " (" + layout_->describe() + " on rank 0)");
   std::ostringstream head;
   head << "data: " << loader_.num_tokens() << " train tokens, " << data_.val->size()

@@ -81,19 +81,33 @@ data::BatchLoader loader_for_run(const RunData& data, const RunConfig& run) {
                                         .order = data::WindowOrder::shuffled});
 }
 
+namespace {
+
+// The config a run starts from, as its source stores it, and the source's name.
+std::pair<model::ModelConfigFields, std::string> source_config(const RunConfig& run) {
+  if (!run.resume.empty())
+    return {model::HfCheckpoint(resolve_checkpoint_dir(run.resume)).config().fields(),
+            "the --resume checkpoint's config.json"};
+  if (!run.init.empty())
+    return {model::HfCheckpoint(resolve_checkpoint_dir(run.init)).config().fields(),
+            "the --init checkpoint's config.json"};
+  if (!run.config.empty()) return {model::load_config(run.config).fields(), "--config " + run.config};
+  return {model::preset(run.preset).fields(), "preset " + run.preset};
+}
+
+}  // namespace
+
 model::ModelConfig model_config_for_run(const RunConfig& run) {
-  model::ModelConfigFields f;
-  if (!run.resume.empty()) {
-    f = model::HfCheckpoint(resolve_checkpoint_dir(run.resume)).config().fields();
-  } else if (!run.init.empty()) {
-    f = model::HfCheckpoint(resolve_checkpoint_dir(run.init)).config().fields();
-  } else if (!run.config.empty()) {
-    f = model::load_config(run.config).fields();
-  } else {
-    f = model::preset(run.preset).fields();
-  }
+  model::ModelConfigFields f = source_config(run).first;
   f.torch_dtype = run.model_dtype();
   return model::ModelConfig(f);
+}
+
+std::string run_dtype_origin(const RunConfig& run) {
+  const auto [f, source] = source_config(run);
+  if (run.resume.empty() && run.init.empty() && run.config.empty())
+    return run.dtype + " (--dtype; " + source + ")";
+  return run.dtype + " (--dtype; " + source + " stores " + model::torch_dtype_name(f.torch_dtype) + ")";
 }
 
 EvalMetrics evaluate_loss(const BatchLoss& forward, const data::TokenSource& val_tokens, int64_t batch,
@@ -330,7 +344,7 @@ EvalMetrics Trainer::validate() {
 
 EvalMetrics Trainer::run() {
   std::ostringstream head;
-  say("model: " + config_.summary() + " dtype=" + run_.dtype + (run_.recompute ? " recompute" : ""));
+  say("model: " + config_.summary() + " dtype=" + run_dtype_origin(run_) + (run_.recompute ? " recompute" : ""));
   head << "data: " << loader_.num_tokens() << " train tokens, " << data_.val->size()
        << " validation tokens; unigram entropy " << format_loss(data_.unigram_nats) << " nats/token";
   say(head.str());

@@ -91,6 +91,9 @@ data::BatchLoader loader_for_run(const RunData& data, const RunConfig& run);
 // torch_dtype set to --dtype. (--resume: the checkpoint's config.json.) --init and --resume may
 // name a run directory (its latest checkpoint) or a step directory.
 model::ModelConfig model_config_for_run(const RunConfig& run);
+// The model line's dtype: --dtype and what the source stores, e.g. "f32 (--dtype; the --init
+// checkpoint's config.json stores float16)" or "bf16 (--dtype; preset tiny)".
+std::string run_dtype_origin(const RunConfig& run);
 
 // Bytes a checkpoint of `config` in `dtype` takes on disk: the weights, the optimizer moments
 // (2 x f32 per parameter), the f32 masters of bf16 runs, plus headers and config (an upper bound).
