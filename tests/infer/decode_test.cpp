@@ -22,6 +22,7 @@ using testing::kGqaUntied;
 using testing::kMhaTied;
 using testing::kGqaYarn;
 using testing::kGqaWideHeads;
+using testing::kGqaWindow;
 using testing::make_config;
 using testing::random_tokens;
 using testing::random_weights;
@@ -91,7 +92,7 @@ TEST_P(DecodeVsForward, SplitCacheAttentionMergedByLseEqualsOneCall) {
     EXPECT_LE(worst_step_error(w, seq, 5, parts), f32_logits_tol(c, 30)) << parts;
 }
 
-INSTANTIATE_TEST_SUITE_P(Configs, DecodeVsForward, ::testing::Values(kGqaUntied, kMhaTied, kGqaYarn, kGqaWideHeads),
+INSTANTIATE_TEST_SUITE_P(Configs, DecodeVsForward, ::testing::Values(kGqaUntied, kMhaTied, kGqaYarn, kGqaWideHeads, kGqaWindow),
                          [](const auto& info) { return std::string(info.param.name); });
 
 // The reference logits used above agree with Transformer::forward (itself checked against the

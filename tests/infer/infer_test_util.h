@@ -30,6 +30,7 @@ struct Case {
   bool tied;
   kernels::RopeScaling rope = {};
   int64_t head_dim = 0;  // explicit d (0: h / heads)
+  int64_t window = 0;    // Mistral sliding window (0: none)
 };
 // GQA with an untied head, and MHA with a tied head (as in tests/model/transformer_test.cpp); GQA
 // with yarn RoPE scaling (d = 4, theta = 1e4: its ramp keeps frequency 0 and interpolates
@@ -41,6 +42,8 @@ inline const Case kGqaYarn{"gqa_yarn", 16, 4, 2, 32, false,
                             .original_max_position_embeddings = 64}};
 // head_dim 8 with h 16 and 4 heads (H d = 32 != h): q/o twice as wide as the residual stream.
 inline const Case kGqaWideHeads{"gqa_wide_heads", 16, 4, 2, 32, false, {}, 8};
+// Mistral: a sliding window of 5 (prompts and decode steps run past it).
+inline const Case kGqaWindow{"gqa_window5", 16, 4, 2, 32, false, {}, 0, 5};
 inline void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
 inline model::ModelConfig make_config(const Case& k, int64_t layers = 2, int64_t max_pos = 512,
@@ -58,6 +61,10 @@ inline model::ModelConfig make_config(const Case& k, int64_t layers = 2, int64_t
   f.tie_word_embeddings = k.tied;
   f.rope_scaling = k.rope;
   f.head_dim = k.head_dim;
+  if (k.window > 0) {
+    f.model_type = model::ModelType::mistral;
+    f.sliding_window = k.window;
+  }
   return model::ModelConfig(f);
 }
 

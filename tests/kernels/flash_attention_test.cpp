@@ -23,6 +23,7 @@
 #include <random>
 #include <vector>
 
+#include "io_test_util.h"
 #include "test_util.h"
 #include "tsp/core/error.h"
 #include "tsp/core/memory.h"
@@ -653,7 +654,7 @@ struct Bf16Bounds {
 };
 
 Bf16Bounds bf16_bounds(const Inputs& in, const Tensor& o_saved, const Tensor& o_exact,
-                       bool causal) {
+                       bool causal, int64_t window = 0) {
   const Tensor q = in.q.to_f32(), k = in.k.to_f32(), v = in.v.to_f32(), dO = in.d_o.to_f32();
   const Tensor os = o_saved.to_f32(), oe = o_exact.to_f32();
   const int64_t B = q.dim(0), Sq = q.dim(1), H = q.dim(2), d = q.dim(3), Sk = k.dim(1),
@@ -677,7 +678,7 @@ Bf16Bounds bf16_bounds(const Inputs& in, const Tensor& o_saved, const Tensor& o_
         double m = -INFINITY;
         for (int64_t j = 0; j < Sk; ++j) {
           double sc = -INFINITY;
-          if (!causal || kp[j] <= qp[i]) {
+          if (!causal || (kp[j] <= qp[i] && (window <= 0 || int64_t{qp[i]} - kp[j] < window))) {
             sc = 0;
             for (int64_t x = 0; x < d; ++x) sc += at(q, b, i, h, x) * at(k, b, j, hk, x);
             sc *= scale;
@@ -739,6 +740,7 @@ struct Bf16Case {
   int64_t Sq, Sk, H, Hkv, d;
   int positions;  // 0: queries are the last Sq keys; 1: a zigzag shard; 2: padding keys and rows
                   // that see nothing
+  int64_t window = 0;  // sliding window (0: none)
 };
 
 void PrintTo(const Bf16Case& c, std::ostream* os) { *os << c.name; }
@@ -768,11 +770,12 @@ TEST_P(FlashAttentionBf16Bounds, MatchesReferenceWithinBf16Rounding) {
   for (Tensor* t : {&wide.q, &wide.k, &wide.v, &wide.d_o}) *t = t->to_f32();
   FlashAttentionOptions opt;
   opt.causal = c.causal;
+  opt.window = c.window;
   const Fwd f = run_fwd(in.q, in.k, in.v, in.q_pos, in.k_pos, opt);
   const Fwd r = run_fwd(wide.q, wide.k, wide.v, wide.q_pos, wide.k_pos, opt, true);
   const Grads g = run_bwd(in, f, opt);
   const Grads gr = run_bwd(wide, r, opt, true);
-  const Bf16Bounds bd = bf16_bounds(wide, f.o, r.o, c.causal);
+  const Bf16Bounds bd = bf16_bounds(wide, f.o, r.o, c.causal, c.window);
   // lse: scores are exact products summed in fp32 on both paths (the fp32 tolerance).
   expect_lse_close(f.lse, r.lse, 1e-6);
   const double wo = worst_over_bound(f.o, r.o, bd.o), wq = worst_over_bound(g.dq, gr.dq, bd.dq),
@@ -795,7 +798,9 @@ INSTANTIATE_TEST_SUITE_P(
                       Bf16Case{"full_d80", false, 107, 290, 2, 1, 80, 0},
                       Bf16Case{"square_d64", true, 301, 301, 2, 1, 64, 0},
                       Bf16Case{"zigzag_d64", true, 300, 600, 2, 1, 64, 1},
-                      Bf16Case{"padding_d24", true, 19, 45, 2, 2, 24, 2}),
+                      Bf16Case{"padding_d24", true, 19, 45, 2, 2, 24, 2},
+                      Bf16Case{"window50_d64", true, 301, 301, 2, 1, 64, 0, 50},
+                      Bf16Case{"zigzag_window120_d64", true, 300, 600, 2, 1, 64, 1, 120}),
     [](const ::testing::TestParamInfo<Bf16Case>& i) { return std::string(i.param.name); });
 
 TEST(FlashAttentionBf16Path, TheSelectedMathRuns) {
@@ -888,6 +893,94 @@ TEST(FlashAttentionSkipping, CausalRunComputesAboutHalfTheTiles) {
   run_fwd(in.q, in.k, in.v, in.q_pos, in.k_pos, full, false, &st);
   EXPECT_EQ(st.computed, st.tile_pairs);
   EXPECT_EQ(st.masked, 0);
+}
+
+// Sliding window (Mistral): key j visible iff 0 <= q_pos - k_pos < W. Against the double
+// reference (which applies the rule element-wise) for windows inside one tile, across tile
+// boundaries and longer than the sequence (= plain causal), in order and on a zigzag shard; and
+// the tile accounting: pairs wholly older than the window are skipped, so the computed area is
+// O(S W), not O(S^2).
+TEST(FlashAttentionWindow, MatchesReferenceAndSkipsTilesOutsideTheWindow) {
+  const int64_t S = 700, H = 4, Hkv = 2, d = 32;
+  const Inputs in = make_inputs(1, S, S, H, Hkv, d, 57);
+  for (int64_t window : {1, 5, 64, 130, 300, 5000}) {
+    FlashAttentionOptions opt;
+    opt.window = window;
+    FlashAttentionStats st;
+    const Fwd f = run_fwd(in.q, in.k, in.v, in.q_pos, in.k_pos, opt, false, &st);
+    const Fwd r = run_fwd(in.q, in.k, in.v, in.q_pos, in.k_pos, opt, true);
+    EXPECT_CLOSE(f.o, r.o, kRelTol, floor_of(r.o));
+    expect_lse_close(f.lse, r.lse, 1e-6);
+    // Computed pairs: exactly those with a key position in [qlo - W + 1, qhi].
+    const int64_t nq = (S + st.block_q - 1) / st.block_q, nk = (S + st.block_k - 1) / st.block_k;
+    int64_t expect = 0;
+    for (int64_t qt = 0; qt < nq; ++qt)
+      for (int64_t kt = 0; kt < nk; ++kt) {
+        const int64_t qlo = qt * st.block_q, qhi = std::min(S, qlo + st.block_q) - 1;
+        const int64_t klo = kt * st.block_k, khi = std::min(S, klo + st.block_k) - 1;
+        if (klo <= qhi && khi >= qlo - window + 1) ++expect;
+      }
+    EXPECT_EQ(st.computed, expect * H) << "window " << window;
+    if (window <= 64) EXPECT_LE(double(st.computed) / H * st.block_q * st.block_k,
+                                double(S) * (window + st.block_q + 2 * st.block_k)) << window;
+    const Grads g = run_bwd(in, f, opt, false, DType::f32, &st);
+    const Grads gr = run_bwd(in, r, opt, true);
+    // W = 1: each query sees only itself, so P = 1 and dS = P (dO.v - rowsum(dO * O)) = 0 exactly:
+    // dq and dk are 0 and the kernel's are the fp32 rounding of that difference of terms of the
+    // size of dO.v, so their floor is dv's (dv = P^T dO has that size) instead of their own rms.
+    const double dqk_floor = window == 1 ? floor_of(gr.dv) : 0;
+    EXPECT_CLOSE(g.dq, gr.dq, kRelTol, std::max(dqk_floor, floor_of(gr.dq)));
+    EXPECT_CLOSE(g.dk, gr.dk, kRelTol, std::max(dqk_floor, floor_of(gr.dk)));
+    EXPECT_CLOSE(g.dv, gr.dv, kRelTol, floor_of(gr.dv));
+    if (window <= 64) EXPECT_GT(st.skipped, 0) << window;
+  }
+  // A window longer than the sequence is plain causal attention, bit for bit.
+  FlashAttentionOptions wide;
+  wide.window = S;
+  const Fwd a = run_fwd(in.q, in.k, in.v, in.q_pos, in.k_pos, wide);
+  const Fwd b = run_fwd(in.q, in.k, in.v, in.q_pos, in.k_pos);
+  EXPECT_TRUE(testing::same_bytes(a.o, b.o));
+  // (bf16 with a window: FlashAttentionBf16Bounds' window cases.)
+  // Validation: negative windows and windows without causality are refused.
+  FlashAttentionOptions bad;
+  bad.window = -1;
+  EXPECT_THROW(run_fwd(in.q, in.k, in.v, in.q_pos, in.k_pos, bad), InvalidArgument);
+  bad.window = 4;
+  bad.causal = false;
+  EXPECT_THROW(run_fwd(in.q, in.k, in.v, in.q_pos, in.k_pos, bad), InvalidArgument);
+}
+
+TEST(FlashAttentionWindow, ZigzagShardWithWindowMatchesReference) {
+  // One rank of D = 2 (queries chunks 0 and 3 of S = 1200, keys in rank order) with W = 200.
+  const int64_t D = 2, C = 300, S = 2 * D * C, H = 2, Hkv = 1, d = 64;
+  const Inputs in = make_inputs(1, S, S, H, Hkv, d, 29);
+  auto chunk_rows = [&](std::vector<int64_t> chunks) {
+    std::vector<int32_t> rows;
+    for (int64_t c : chunks)
+      for (int64_t t = 0; t < C; ++t) rows.push_back(static_cast<int32_t>(c * C + t));
+    return rows;
+  };
+  const std::vector<int32_t> krows = chunk_rows({0, 3, 1, 2}), qrows = chunk_rows({0, 3});
+  Inputs local;
+  local.k = permute_rows(in.k, krows);
+  local.v = permute_rows(in.v, krows);
+  local.k_pos = positions(krows);
+  local.q = permute_rows(in.q, qrows);
+  local.d_o = permute_rows(in.d_o, qrows);
+  local.q_pos = positions(qrows);
+  FlashAttentionOptions opt;
+  opt.window = 200;
+  FlashAttentionStats st;
+  const Fwd f = run_fwd(local.q, local.k, local.v, local.q_pos, local.k_pos, opt, false, &st);
+  EXPECT_GT(st.skipped, 0);
+  const Fwd r = run_fwd(local.q, local.k, local.v, local.q_pos, local.k_pos, opt, true);
+  EXPECT_CLOSE(f.o, r.o, kRelTol, floor_of(r.o));
+  expect_lse_close(f.lse, r.lse, 1e-6);
+  const Grads g = run_bwd(local, f, opt);
+  const Grads gr = run_bwd(local, r, opt, true);
+  EXPECT_CLOSE(g.dq, gr.dq, kRelTol, floor_of(gr.dq));
+  EXPECT_CLOSE(g.dk, gr.dk, kRelTol, floor_of(gr.dk));
+  EXPECT_CLOSE(g.dv, gr.dv, kRelTol, floor_of(gr.dv));
 }
 
 TEST(FlashAttentionWorkspace, GrowsLinearlyNotQuadratically) {

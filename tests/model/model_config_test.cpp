@@ -69,6 +69,42 @@ TEST(ModelConfig, ExplicitHeadDimSetsTheAttentionWidths) {
   EXPECT_NE(m.find("head_dim 9 must be even"), std::string::npos) << m;
 }
 
+// Mistral: model_type mistral with sliding_window W (v0.1: 4096; later versions null = none);
+// written back as MistralForCausalLM; a Llama config's sliding_window is ignored as HF's Llama
+// does; Qwen2 is refused naming what is missing.
+TEST(ModelConfig, MistralSlidingWindowAndRefusedFamilies) {
+  const std::string base = R"("hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1,
+      "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 10)";
+  const ModelConfig m = config_from_json("{" + base + R"(, "model_type": "mistral", "sliding_window": 4096})");
+  EXPECT_EQ(m.model_type(), ModelType::mistral);
+  EXPECT_EQ(m.sliding_window(), 4096);
+  EXPECT_EQ(m.attention_options().window, 4096);
+  EXPECT_NE(m.summary().find(" window=4096"), std::string::npos) << m.summary();
+  const std::string text = config_to_json(m);
+  EXPECT_NE(text.find("\"MistralForCausalLM\""), std::string::npos) << text;
+  EXPECT_NE(text.find("\"sliding_window\": 4096"), std::string::npos) << text;
+  EXPECT_EQ(config_from_json(text), m);
+  const ModelConfig none = config_from_json("{" + base + R"(, "model_type": "mistral", "sliding_window": null})");
+  EXPECT_EQ(none.sliding_window(), 0);
+  EXPECT_EQ(none.model_type(), ModelType::mistral);
+  EXPECT_EQ(config_from_json(config_to_json(none)), none);
+  EXPECT_FALSE(none == m);
+  const ModelConfig llama = config_from_json("{" + base + R"(, "model_type": "llama", "sliding_window": 16})");
+  EXPECT_EQ(llama.sliding_window(), 0);
+  std::string e = message_of<InvalidArgument>([&] {
+    config_from_json("{" + base + R"(, "model_type": "mistral", "sliding_window": 0})", "m.json");
+  });
+  EXPECT_NE(e.find("m.json: sliding_window must be positive or null, got 0"), std::string::npos) << e;
+  e = message_of<InvalidArgument>([&] { config_from_json("{" + base + R"(, "model_type": "qwen2"})", "q.json"); });
+  EXPECT_NE(e.find("qwen2"), std::string::npos) << e;
+  EXPECT_NE(e.find("biases"), std::string::npos) << e;
+  ModelConfigFields f = small_fields();
+  f.sliding_window = 8;  // a window on a Llama config is a programming error: refused
+  EXPECT_THROW(ModelConfig{f}, InvalidArgument);
+  f.model_type = ModelType::mistral;
+  EXPECT_EQ(ModelConfig(f).sliding_window(), 8);
+}
+
 TEST(ModelConfig, InvalidConfigsNameTheValues) {
   auto with = [](auto edit) {
     ModelConfigFields f = small_fields();

@@ -34,12 +34,15 @@ struct Case {
   bool tied;
   kernels::RopeScaling rope = {};
   int64_t head_dim = 0;  // explicit d (0: h / heads)
+  int64_t window = 0;    // Mistral sliding window (0: none)
 };
 // GQA with an untied head, and MHA with a tied head (embedding gets lookup + head gradients).
 const Case kGqaUntied{"gqa_untied", 16, 4, 2, 32, false};
 const Case kMhaTied{"mha_tied", 16, 4, 4, 24, true};
 // An explicit head_dim 8 with h 16 and 4 heads: q and o are H d = 32 wide, twice the stream.
 const Case kGqaWideHeads{"gqa_wide_heads", 16, 4, 2, 32, false, {}, 8};
+// Mistral: a sliding window of 4 over sequences of 11 (grad_problem) and 70.
+const Case kGqaWindow{"gqa_window4", 16, 4, 2, 32, false, {}, 0, 4};
 
 ModelConfig make_config(const Case& k, int64_t layers = 2, int64_t max_pos = 512) {
   ModelConfigFields f;
@@ -55,6 +58,10 @@ ModelConfig make_config(const Case& k, int64_t layers = 2, int64_t max_pos = 512
   f.tie_word_embeddings = k.tied;
   f.rope_scaling = k.rope;
   f.head_dim = k.head_dim;
+  if (k.window > 0) {
+    f.model_type = ModelType::mistral;
+    f.sliding_window = k.window;
+  }
   return ModelConfig(f);
 }
 
@@ -183,7 +190,7 @@ void expect_gradients_match(const ModelConfig& c, const std::vector<std::vector<
 // ---------------------------------------------------------------------------------------------
 
 TEST(Transformer, ForwardMatchesReference) {
-  for (const Case& k : {kGqaUntied, kMhaTied, kGqaWideHeads}) {
+  for (const Case& k : {kGqaUntied, kMhaTied, kGqaWideHeads, kGqaWindow}) {
     const ModelConfig c = make_config(k);
     const ModelWeights w = random_weights(c, 3);
     const Batch b = make_batch(c, 2, 11, 9);
@@ -268,6 +275,45 @@ TEST(Transformer, GradientsMatchFiniteDifferencesYarnRope) {
   ModelWeights g(p.config, DType::f32, MemCategory::grads);
   model.forward_backward(p.w, p.batch.tokens, p.batch.targets, g, static_cast<float>(p.scale));
   expect_gradients_match(p.config, to_vectors(g), p.fd);
+}
+
+// The sliding window's backward (keys outside the window get no gradient from those queries).
+TEST(Transformer, GradientsMatchFiniteDifferencesSlidingWindow) {
+  const GradProblem& p = grad_problem(kGqaWindow);
+  Transformer model(p.config);
+  ModelWeights g(p.config, DType::f32, MemCategory::grads);
+  model.forward_backward(p.w, p.batch.tokens, p.batch.targets, g, static_cast<float>(p.scale));
+  expect_gradients_match(p.config, to_vectors(g), p.fd);
+}
+
+// A window shorter than the sequence changes the loss (so a dropped window cannot pass), and a
+// window at least as long as the sequence is plain causal attention.
+TEST(Transformer, SlidingWindowChangesTheLossOnlyWhenShorterThanTheSequence) {
+  const ModelConfig c = make_config(kGqaWindow);
+  const ModelWeights w = random_weights(c, 8);
+  const Batch b = make_batch(c, 1, 40, 12);
+  ModelConfigFields plain_f = c.fields();
+  plain_f.sliding_window = 0;
+  const ModelConfig plain(plain_f);
+  ReferenceWeights rw = ReferenceWeights::from(w);
+  const double windowed = reference_loss_sum(rw, b.tokens, b.targets);
+  rw.config = plain;
+  const double full = reference_loss_sum(rw, b.tokens, b.targets);
+  EXPECT_GT(std::fabs(windowed - full), 100 * testing::model_chain(c, 40, 40, false).gamma * std::fabs(full));
+  ModelConfigFields long_f = c.fields();
+  long_f.sliding_window = 40;
+  // The same values under the other configs (copy_from requires equal configs).
+  auto same_values = [&](const ModelConfig& cfg) {
+    ModelWeights out(cfg, DType::f32, MemCategory::weights);
+    auto dst = out.named();
+    const auto src = w.named();
+    for (size_t i = 0; i < dst.size(); ++i) dst[i].second.copy_from(src[i].second);
+    return out;
+  };
+  const ModelWeights wl = same_values(ModelConfig(long_f)), wp = same_values(plain);
+  const LossSum a = Transformer(ModelConfig(long_f)).forward(wl, b.tokens, b.targets);
+  const LossSum z = Transformer(plain).forward(wp, b.tokens, b.targets);
+  EXPECT_EQ(a.loss_sum, z.loss_sum);
 }
 
 // head_dim != h / H: the q/o projections' gradients have H d columns / rows.

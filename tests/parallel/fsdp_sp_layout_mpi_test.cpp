@@ -117,6 +117,12 @@ TEST(FsdpSpModel, GqaLlama3RopeF32) {
 TEST(FsdpSpModel, MhaYarnRopeF32) {
   run_case({"mha yarn rope f32", config_of({.rope = testing::test_yarn_scaling()}), DType::f32});
 }
+TEST(FsdpSpModel, GqaSlidingWindowF32) {
+  run_case({"gqa window 5 f32", config_of({.gqa = true, .window = 5}), DType::f32});
+}
+TEST(FsdpSpModel, MhaSlidingWindowBf16) {
+  run_case({"mha window 3 bf16", config_of({.window = 3}), DType::bf16});
+}
 // head_dim 16 with h 64 (H d = 128 != h): FSDP's row pieces of q and o follow H d.
 TEST(FsdpSpModel, GqaWideHeadsF32) {
   run_case({"gqa head_dim 16 f32", config_of({.gqa = true, .head_dim = 16}), DType::f32});

@@ -23,6 +23,7 @@ struct TinyModel {
   int64_t layers = 2;
   kernels::RopeScaling rope = {};  // RoPE scaling (none by default)
   int64_t head_dim = 0;            // explicit d (0: h / H = 8); 16 makes q and o 128 wide, h 64
+  int64_t window = 0;              // Mistral sliding window (0: none)
 };
 
 // Scalings whose every regime shows at d = 8, theta = 1e4 (wavelengths 6.3, 63, 628, 6283): llama3
@@ -51,6 +52,10 @@ inline model::ModelConfig tiny_config(const TinyModel& m) {
   f.tie_word_embeddings = m.tied;
   f.rope_scaling = m.rope;
   f.head_dim = m.head_dim;
+  if (m.window > 0) {
+    f.model_type = model::ModelType::mistral;
+    f.sliding_window = m.window;
+  }
   return model::ModelConfig(f);
 }
 

@@ -133,6 +133,12 @@ TEST(TpSpLayout, GqaLlama3RopeF32) {
 TEST(TpSpLayout, MhaYarnRopeF32) {
   run_case({"mha yarn rope f32", {.rope = testing::test_yarn_scaling()}, DType::f32, false});
 }
+TEST(TpSpLayout, GqaSlidingWindowF32) {
+  run_case({"gqa window 5 f32", {.gqa = true, .window = 5}, DType::f32, false});
+}
+TEST(TpSpLayout, MhaSlidingWindowBf16) {
+  run_case({"mha window 3 bf16", {.window = 3}, DType::bf16, false});
+}
 // head_dim 16 with h 64: the TP head shards are H/tp * d wide (128 / tp), not h / tp.
 TEST(TpSpLayout, GqaWideHeadsF32) {
   run_case({"gqa head_dim 16 f32", {.gqa = true, .head_dim = 16}, DType::f32, false});

@@ -107,6 +107,13 @@ TEST(TspModel, GqaWideHeadsF32) {
 TEST(TspModel, MhaWideHeadsTiedBf16) {
   run_case({"mha head_dim 16 tied bf16", {.tied = true, .head_dim = 16}, DType::bf16, false});
 }
+// Mistral's sliding window on zigzag shards: a rank's queries mask by their global positions.
+TEST(TspModel, GqaSlidingWindowF32) {
+  run_case({"gqa window 5 f32", {.gqa = true, .window = 5}, DType::f32, false});
+}
+TEST(TspModel, MhaSlidingWindowRecomputeBf16) {
+  run_case({"mha window 3 recompute bf16", {.window = 3}, DType::bf16, true});
+}
 TEST(TspModel, GqaYarnRopeBf16) {
   run_case({"gqa yarn rope bf16", {.gqa = true, .rope = testing::test_yarn_scaling()}, DType::bf16, false});
 }

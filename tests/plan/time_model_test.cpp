@@ -45,6 +45,29 @@ double engine_shape_flops(const model::ModelConfig& c, int64_t B, int64_t S) {
   return 3 * (static_cast<double>(c.num_hidden_layers()) * layer + mm(h, V));
 }
 
+// Mistral's sliding window: the attention FLOPs shrink by the share of (query, key) pairs the
+// window keeps, counted here pair by pair (query i sees min(i + 1, W) keys); a window at least as
+// long as the sequence changes nothing.
+TEST(TimeModel, SlidingWindowScalesAttentionByTheVisiblePairs) {
+  model::ModelConfigFields f = model::preset("tiny").fields();
+  const model::ModelConfig plain(f);
+  f.model_type = model::ModelType::mistral;
+  for (const auto& [S, W] : {std::pair<int64_t, int64_t>{1000, 100}, {4096, 4096}, {300, 1}, {64, 1000}}) {
+    f.sliding_window = W;
+    const model::ModelConfig windowed(f);
+    const Workload w = fp32_work(2, S);
+    double kept = 0, causal = 0;
+    for (int64_t i = 0; i < S; ++i) {
+      kept += static_cast<double>(std::min(i + 1, W));
+      causal += static_cast<double>(i + 1);
+    }
+    EXPECT_NEAR(layer_attention_flops(windowed, w, Layout{}).forward,
+                layer_attention_flops(plain, w, Layout{}).forward * kept / causal,
+                1e-12 * layer_attention_flops(plain, w, Layout{}).forward)
+        << "S " << S << " W " << W;
+  }
+}
+
 TEST(TimeModel, ModelFlopsMatchTheEngineShapes) {
   for (const model::ModelConfig& c : {model::preset("tiny"), hand_config(1), hand_config(2)}) {
     for (const auto& [B, S] : {std::pair<int64_t, int64_t>{1, 8}, {4, 64}, {2, 1000}}) {

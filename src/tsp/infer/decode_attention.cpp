@@ -28,6 +28,7 @@ constexpr int64_t kChunk = 1024;  // keys per parallel work item (a multiple of 
 struct Dims {
   int64_t B, Sk, H, Hkv, G, d, nv, w;  // nv = ceil(d / kLanes) vectors per row, w = kLanes nv floats
   float c2;                            // scale * log2(e): scores in the log2 domain
+  int32_t lo = INT32_MIN;              // oldest visible key position (a sliding window's edge)
 };
 
 // A [B, S, heads, d] view: element pointers.
@@ -95,7 +96,7 @@ void block_scores(const Dims& dm, const Rows<const T>& k, const Rows<const T>& v
                   const int32_t* kpos, int32_t qp, int64_t b, int64_t k0, int64_t kn, State& st) {
   const int64_t row_bytes = dm.d * static_cast<int64_t>(sizeof(T));
   for (int64_t j = 0; j < kBlock; ++j) {
-    if (j >= kn || kpos[k0 + j] > qp) {
+    if (j >= kn || kpos[k0 + j] > qp || kpos[k0 + j] < dm.lo) {
       for (int64_t h = 0; h < dm.H; ++h) st.s[h * kBlock + j] = -INFINITY;
       continue;
     }
@@ -154,7 +155,7 @@ void values_nv(const Dims& dm, const Rows<const T>& v, const int32_t* kpos, int3
   Vec acc[NV];
   for (int x = 0; x < NV; ++x) acc[x] = vload(out + x * kLanes);
   for (int64_t j = 0; j < kn; ++j) {
-    if (kpos[k0 + j] > qp) continue;
+    if (kpos[k0 + j] > qp || kpos[k0 + j] < dm.lo) continue;
     const Vec pj = vset(p[j]);
     const T* row = v.at(b, k0 + j, hk);
     for (int x = 0; x < NV; ++x) acc[x] = vfma(pj, load_vec(row, x, dm.d), acc[x]);
@@ -171,7 +172,7 @@ void values_any(const Dims& dm, const Rows<const T>& v, const int32_t* kpos, int
   for (int64_t x = 0; x < dm.nv; ++x) {
     Vec acc = vload(st.acc + h * dm.w + x * kLanes);
     for (int64_t j = 0; j < kn; ++j) {
-      if (kpos[k0 + j] <= qp) acc = vfma(vset(p[j]), load_vec(v.at(b, k0 + j, hk), x, dm.d), acc);
+      if (kpos[k0 + j] <= qp && kpos[k0 + j] >= dm.lo) acc = vfma(vset(p[j]), load_vec(v.at(b, k0 + j, hk), x, dm.d), acc);
     }
     vstore(st.acc + h * dm.w + x * kLanes, acc);
   }
@@ -266,13 +267,15 @@ void run(const Dims& dm, const Tensor& q, const Tensor& k, const Tensor& v, cons
 }  // namespace
 
 void decode_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& q_pos,
-                      const Tensor& k_pos, Tensor& o, Tensor& lse) {
-  const Dims dm = check_inputs(q, k, v, q_pos, k_pos, o, lse);
+                      const Tensor& k_pos, Tensor& o, Tensor& lse, int64_t window) {
+  TSP_CHECK(window >= 0, "decode_attention: window must be >= 0 (0 = none), got ", window);
+  Dims dm = check_inputs(q, k, v, q_pos, k_pos, o, lse);
   if (dm.B == 0 || dm.H == 0) return;
   // The key positions as one contiguous array (a KV cache's row of positions already is).
   Tensor kpos = k_pos;
   if (!k_pos.is_contiguous()) kpos = Tensor::copy_of(k_pos, DType::i32, MemCategory::workspace);
   const int32_t qp = q_pos.data<int32_t>()[0];
+  if (window > 0) dm.lo = static_cast<int32_t>(std::max<int64_t>(int64_t{qp} - window + 1, INT32_MIN));
   const int32_t* kp = dm.Sk > 0 ? kpos.data<int32_t>() : nullptr;
   if (q.dtype() == DType::f32) run<float>(dm, q, k, v, kp, qp, o, lse);
   else run<bf16>(dm, q, k, v, kp, qp, o, lse);

@@ -19,7 +19,9 @@ namespace tsp::infer {
 // once per kv head and shared by the head's H / Hkv query heads. Parallel over (batch, kv head)
 // with OpenMP when there is enough work; the result does not depend on the thread count.
 // (A candidate for kernels/ next to flash attention; tested against it.)
+// window > 0: keys W or more positions older than the query are invisible too (Mistral's sliding
+// window, as kernels::FlashAttentionOptions::window).
 void decode_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& q_pos,
-                      const Tensor& k_pos, Tensor& o, Tensor& lse);
+                      const Tensor& k_pos, Tensor& o, Tensor& lse, int64_t window = 0);
 
 }  // namespace tsp::infer

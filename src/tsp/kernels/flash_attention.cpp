@@ -85,12 +85,16 @@ inline int64_t ceil_div(int64_t x, int64_t m) { return (x + m - 1) / m; }
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 // Lanes of s that are invisible become -inf: lane index (lane0 + i) >= kn (tail of a partial key
-// tile), or, if masked, kpos[i] > qp. kpos must be readable for 16 entries.
-inline Vec mask_vec(Vec s, const int32_t* kpos, int32_t qp, int64_t lane0, int64_t kn,
+// tile), or, if masked, kpos[i] > qp or kpos[i] < lo (older than a sliding window; lo = INT32_MIN
+// without one). kpos must be readable for 16 entries.
+inline Vec mask_vec(Vec s, const int32_t* kpos, int32_t qp, int32_t lo, int64_t lane0, int64_t kn,
                     bool masked) {
   __mmask16 visible = tail_mask16(kn - lane0);
-  if (masked)
-    visible &= _mm512_cmple_epi32_mask(_mm512_loadu_si512(kpos), _mm512_set1_epi32(qp));
+  if (masked) {
+    const __m512i kp = _mm512_loadu_si512(kpos);
+    visible &= _mm512_cmple_epi32_mask(kp, _mm512_set1_epi32(qp)) &
+               _mm512_cmpge_epi32_mask(kp, _mm512_set1_epi32(lo));
+  }
   return {_mm512_mask_blend_ps(visible, _mm512_set1_ps(-INFINITY), s.v)};
 }
 // 2^x in 8 instructions (simd.h's exp2_16 takes 15): f = x - floor(x) by vreduceps, 2^f on
@@ -118,7 +122,7 @@ inline Vec exp2_scores(Vec a) {
 #endif
 #else
 #if TSP_SIMD_AVX2
-inline Vec mask_vec(Vec s, const int32_t* kpos, int32_t qp, int64_t lane0, int64_t kn,
+inline Vec mask_vec(Vec s, const int32_t* kpos, int32_t qp, int32_t lo, int64_t lane0, int64_t kn,
                     bool masked) {
   const __m256i lane = _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
                                         _mm256_set1_epi32(static_cast<int32_t>(lane0)));
@@ -126,14 +130,15 @@ inline Vec mask_vec(Vec s, const int32_t* kpos, int32_t qp, int64_t lane0, int64
   if (masked) {
     const __m256i kp = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kpos));
     inv = _mm256_or_si256(inv, _mm256_cmpgt_epi32(kp, _mm256_set1_epi32(qp)));
+    inv = _mm256_or_si256(inv, _mm256_cmpgt_epi32(_mm256_set1_epi32(lo), kp));
   }
   return {_mm256_blendv_ps(s.v, _mm256_set1_ps(-INFINITY), _mm256_castsi256_ps(inv))};
 }
 #else
-inline Vec mask_vec(Vec s, const int32_t* kpos, int32_t qp, int64_t lane0, int64_t kn,
+inline Vec mask_vec(Vec s, const int32_t* kpos, int32_t qp, int32_t lo, int64_t lane0, int64_t kn,
                     bool masked) {
   for (int i = 0; i < kLanes; ++i)
-    if (lane0 + i >= kn || (masked && kpos[i] > qp)) s.v[i] = -INFINITY;
+    if (lane0 + i >= kn || (masked && (kpos[i] > qp || kpos[i] < lo))) s.v[i] = -INFINITY;
   return s;
 }
 #endif
@@ -442,6 +447,9 @@ Dims check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
   check_inner(lse, "lse");
   check_positions(q_pos, q.dim(1), "q_pos");
   check_positions(k_pos, k.dim(1), "k_pos");
+  TSP_CHECK(opt.window >= 0 && (opt.window == 0 || opt.causal),
+            "flash_attention: window must be >= 0 (0 = none) and needs causal attention, got ",
+            opt.window);
   TSP_CHECK(std::isfinite(opt.scale) && opt.scale >= 0.f,
             "flash_attention: scale must be finite and >= 0 (0 = 1/sqrt(d)), got ", opt.scale);
   Dims dm{};
@@ -495,21 +503,38 @@ Tiles make_tiles(int64_t Sq, int64_t Sk, int64_t bq, int64_t bk, const int32_t* 
   return t;
 }
 
-inline TileMode classify(const Tiles& t, int64_t qt, int64_t kt, bool causal) {
-  if (!causal) return TileMode::full;
+// What a query sees: every key (not causal), or keys at positions <= its own, and with a sliding
+// window W > 0 only the last W of those: visible iff 0 <= q_pos - k_pos < W (Mistral; transformers'
+// sliding_window_overlay).
+struct Visibility {
+  bool causal = true;
+  int64_t window = 0;
+  // The oldest visible key position of a query at qp (INT32_MIN without a window).
+  int32_t lowest(int32_t qp) const {
+    if (window <= 0) return INT32_MIN;
+    return static_cast<int32_t>(std::max<int64_t>(int64_t{qp} - window + 1, INT32_MIN));
+  }
+};
+
+inline TileMode classify(const Tiles& t, int64_t qt, int64_t kt, const Visibility& vis) {
+  if (!vis.causal) return TileMode::full;
   if (t.kmin[kt] > t.qmax[qt]) return TileMode::skip;
-  if (t.kmax[kt] <= t.qmin[qt]) return TileMode::full;
-  return TileMode::masked;
+  // Every key of the tile older than every query's window: nothing to compute (work O(S W)).
+  if (vis.window > 0 && t.kmax[kt] < vis.lowest(t.qmin[qt])) return TileMode::skip;
+  const bool all_past = t.kmax[kt] <= t.qmin[qt];
+  const bool all_in_window = vis.window <= 0 || t.kmin[kt] >= vis.lowest(t.qmax[qt]);
+  return all_past && all_in_window ? TileMode::full : TileMode::masked;
 }
 
-// Applies the causal mask of query position qp (if masked) and the tail of a partial key tile
-// (lanes >= kn) to a row of scores s[0 .. kLanes nvec): invisible entries become -inf.
-inline void mask_row(float* s, const int32_t* kpos, int32_t qp, int64_t kn, bool masked) {
+// Applies the mask of query position qp (if masked: later keys, and keys below lo) and the tail of
+// a partial key tile (lanes >= kn) to a row of scores s[0 .. kLanes nvec): invisible entries
+// become -inf.
+inline void mask_row(float* s, const int32_t* kpos, int32_t qp, int32_t lo, int64_t kn, bool masked) {
   const int64_t nvec = ceil_div(kn, kLanes);
   if (!masked && nvec * kLanes == kn) return;
   for (int64_t v = masked ? 0 : nvec - 1; v < nvec; ++v)
     vstore(s + v * kLanes,
-           mask_vec(vload(s + v * kLanes), kpos + v * kLanes, qp, v * kLanes, kn, masked));
+           mask_vec(vload(s + v * kLanes), kpos + v * kLanes, qp, lo, v * kLanes, kn, masked));
 }
 
 // Packs keys [0, Sk) of kv head (b, hk) of `src` into K^T panels [panel][d][16] (zero padded).
@@ -622,13 +647,13 @@ struct StatCounts {
 
 // Every (batch, head) sees the same positions and so the same tile modes: count them once from
 // the tile bounds, outside the hot loops, and scale by the number of (batch, head) pairs.
-void write_stats(FlashAttentionStats* stats, const Tiles& tiles, bool causal, int64_t heads_x_batch,
+void write_stats(FlashAttentionStats* stats, const Tiles& tiles, const Visibility& vis, int64_t heads_x_batch,
                  int64_t bq, int64_t bk) {
   if (!stats) return;
   StatCounts c;
   for (int64_t qt = 0; qt < tiles.nqt; ++qt) {
     for (int64_t kt = 0; kt < tiles.nkt; ++kt) {
-      const TileMode mode = classify(tiles, qt, kt, causal);
+      const TileMode mode = classify(tiles, qt, kt, vis);
       ++c.pairs;
       c.skipped += mode == TileMode::skip;
       c.computed += mode != TileMode::skip;
@@ -661,9 +686,9 @@ void forward_tiles(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
   const int64_t B = dm.B, Sq = dm.Sq, Sk = dm.Sk, H = dm.H, G = dm.G, dp = dm.dp;
   const int d = static_cast<int>(dm.d);
   const float c2 = dm.scale * kLog2e;
-  const bool causal = options.causal;
+  const Visibility vis{options.causal, options.window};
   if (B == 0 || Sq == 0 || H == 0) {
-    write_stats(stats, Tiles{}, causal, 0, kFwdBq, kFwdBk);
+    write_stats(stats, Tiles{}, vis, 0, kFwdBq, kFwdBk);
     return;
   }
 
@@ -727,7 +752,7 @@ void forward_tiles(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
         std::memset(oacc, 0, sizeof(float) * qn * dp);
 
         for (int64_t ktile = 0; ktile < tiles.nkt; ++ktile) {
-          const TileMode mode = classify(tiles, qt, ktile, causal);
+          const TileMode mode = classify(tiles, qt, ktile, vis);
           if (mode == TileMode::skip) continue;
           const bool masked = mode == TileMode::masked;
           const int64_t k0 = ktile * kFwdBk;
@@ -741,7 +766,7 @@ void forward_tiles(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
             for (int r = 0; r < R; ++r) {
               const int64_t i = r0 + r;
               float* s = sblk + r * kFwdBk;
-              mask_row(s, kpos + k0, qpos[q0 + i], kn, masked);
+              mask_row(s, kpos + k0, qpos[q0 + i], vis.lowest(qpos[q0 + i]), kn, masked);
               Vec vm = vset(-INFINITY);
               for (int64_t x = 0; x < nvec; ++x) vm = vmax(vm, vload(s + x * kLanes));
               const float bmax = vhmax(vm);
@@ -795,7 +820,7 @@ void forward_tiles(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
       }
     }
   }
-  write_stats(stats, tiles, causal, B * H, kFwdBq, kFwdBk);
+  write_stats(stats, tiles, vis, B * H, kFwdBq, kFwdBk);
 }
 
 }  // namespace
@@ -849,7 +874,7 @@ void backward_tiles(const Tensor& q, const Tensor& k, const Tensor& v, const Ten
   const int64_t B = dm.B, Sq = dm.Sq, Sk = dm.Sk, G = dm.G, dp = dm.dp;
   const int d = static_cast<int>(dm.d);
   const float c2 = dm.scale * kLog2e;
-  const bool causal = options.causal;
+  const Visibility vis{options.causal, options.window};
   const bool acc_out = options.accumulate_grads;
   const View4 qv(q), kv(k), vv(v), ov(o), dov(d_o), dqv(dq), dkv(dk), dvv(dv);
 
@@ -966,7 +991,7 @@ void backward_tiles(const Tensor& q, const Tensor& k, const Tensor& v, const Ten
           const int64_t npan = ceil_div(kn, kPanel);
           const int64_t nvec = ceil_div(kn, kLanes);
           for (int64_t qt = 0; qt < tiles.nqt; ++qt) {
-            const TileMode mode = classify(tiles, qt, ktile, causal);
+            const TileMode mode = classify(tiles, qt, ktile, vis);
             if (mode == TileMode::skip) continue;
             const bool masked = mode == TileMode::masked;
             const int64_t q0 = qt * kBwdBq;
@@ -983,7 +1008,7 @@ void backward_tiles(const Tensor& q, const Tensor& k, const Tensor& v, const Ten
                 float* s = prow0 + r * kBwdBk;
                 const float* dpr = dpblk + r * kBwdBk;
                 float* ds = dsblk + (r0 + r) * kBwdBk;
-                mask_row(s, kpos + k0, qpos[i], kn, masked);
+                mask_row(s, kpos + k0, qpos[i], vis.lowest(qpos[i]), kn, masked);
                 const Vec vc = vset(c2), vl = vset(-lse2[i]), vd = vset(dvec[i]);
                 for (int64_t x = 0; x < nvec; ++x) {
                   const Vec p = exp2_scores(vfma(vload(s + x * kLanes), vc, vl));
@@ -1040,7 +1065,7 @@ void backward_tiles(const Tensor& q, const Tensor& k, const Tensor& v, const Ten
       }
     }
   }
-  write_stats(stats, tiles, causal, B * dm.H, kBwdBq, kBwdBk);
+  write_stats(stats, tiles, vis, B * dm.H, kBwdBq, kBwdBk);
 }
 
 }  // namespace

@@ -8,7 +8,8 @@
 //   k, v, dk, dv [B, Sk, Hkv, d]     query head hq uses kv head hq / (H / Hkv)
 //   lse          [B, H, Sq] f32      natural-log log-sum-exp of the scaled scores of each row
 //   q_pos [Sq], k_pos [Sk] i32       global token positions, shared by the batch
-// Masking (causal): key j is visible to query i iff k_pos[j] <= q_pos[i]. Positions may be in any
+// Masking (causal): key j is visible to query i iff k_pos[j] <= q_pos[i] (and, with a sliding
+// window W, q_pos[i] - k_pos[j] < W). Positions may be in any
 // order (zigzag shards, keys gathered in rank order, a KV cache; padding keys at INT32_MAX are never
 // visible). Non-causal attention sees every key and ignores positions. A query row that sees no
 // key gets o = 0 and lse = -inf, which merge_partials (softmax_merge.h) treats as an empty partial.
@@ -32,6 +33,10 @@ namespace tsp::kernels {
 
 struct FlashAttentionOptions {
   bool causal = true;
+  // Sliding window (Mistral's sliding_window): > 0 hides keys W or more positions older than the
+  // query, so key j is visible to query i iff 0 <= q_pos[i] - k_pos[j] < window; tile pairs wholly
+  // outside the window are skipped (work O(S W)). 0: none. Needs causal.
+  int64_t window = 0;
   float scale = 0.f;              // softmax scale; 0 means 1/sqrt(d). Must be finite and >= 0.
   bool accumulate_grads = false;  // backward: dq/dk/dv += gradient instead of =
 };

@@ -97,7 +97,8 @@ void block_forward(const BlockContext& ctx, const LayerWeights& w, const Tensor&
   acts.attn = Tensor::empty({T, qd}, dt, cat);
   acts.lse = Tensor::empty({B, H, S}, DType::f32, cat);
   Tensor attn4 = acts.attn.view({B, S, H, d});
-  kernels::flash_attention_forward(q4, k4, v4, ctx.positions(), ctx.positions(), attn4, acts.lse);
+  kernels::flash_attention_forward(q4, k4, v4, ctx.positions(), ctx.positions(), attn4, acts.lse,
+                                   c.attention_options());
   acts.x_mid = Tensor::empty({T, h}, dt, cat);
   acts.x_mid.copy_from(x_in);
   gemm(acts.attn, w.o, acts.x_mid, kXWtAcc);
@@ -165,7 +166,8 @@ void block_backward(const BlockContext& ctx, const LayerWeights& w, const Tensor
     kernels::flash_attention_backward(
         heads_view(acts.qkv, B, S, d, 0, H), heads_view(acts.qkv, B, S, d, H, Hkv),
         heads_view(acts.qkv, B, S, d, H + Hkv, Hkv), acts.attn.view({B, S, H, d}),
-        dattn.view({B, S, H, d}), acts.lse, ctx.positions(), ctx.positions(), dq4, dk4, dv4);
+        dattn.view({B, S, H, d}), acts.lse, ctx.positions(), ctx.positions(), dq4, dk4, dv4,
+        c.attention_options());
     dattn = Tensor();
     kernels::rope_backward(dq4, ctx.rope());
     kernels::rope_backward(dk4, ctx.rope());

@@ -43,6 +43,11 @@ ModelConfig::ModelConfig(const ModelConfigFields& fields) : f_(fields) {
   }
   TSP_CHECK(f_.rms_norm_eps > 0, "rms_norm_eps must be positive, got ", f_.rms_norm_eps);
   TSP_CHECK(f_.rope_theta > 0, "rope_theta must be positive, got ", f_.rope_theta);
+  TSP_CHECK(f_.sliding_window >= 0 && f_.sliding_window <= ModelConfigLimits::max_position_embeddings,
+            "sliding_window must be in [0, ", ModelConfigLimits::max_position_embeddings,
+            "] (0: none), got ", f_.sliding_window);
+  TSP_CHECK(f_.sliding_window == 0 || f_.model_type == ModelType::mistral,
+            "sliding_window ", f_.sliding_window, " needs model_type mistral (Llama has no window)");
   kernels::validate_rope_options(rope_options());
   TSP_CHECK(f_.head_dim >= 0 && f_.head_dim <= ModelConfigLimits::hidden_size, "head_dim ",
             f_.head_dim, " outside [1, ", ModelConfigLimits::hidden_size, "]");
@@ -145,6 +150,8 @@ json rope_scaling_to_json(const kernels::RopeScaling& r) {
 
 }  // namespace
 
+std::string_view model_type_name(ModelType t) { return t == ModelType::mistral ? "mistral" : "llama"; }
+
 std::string torch_dtype_name(DType t) {
   return t == DType::bf16 ? "bfloat16" : t == DType::f16 ? "float16" : "float32";
 }
@@ -153,7 +160,8 @@ std::string ModelConfig::summary() const {
   std::ostringstream os;
   os << "h=" << f_.hidden_size << " L=" << f_.num_hidden_layers << " H=" << f_.num_attention_heads
      << " H_kv=" << f_.num_key_value_heads << " d=" << head_dim() << " F=" << f_.intermediate_size
-     << " V=" << f_.vocab_size << (f_.tie_word_embeddings ? " tied" : "") << " "
+     << " V=" << f_.vocab_size << (f_.tie_word_embeddings ? " tied" : "")
+     << (f_.sliding_window > 0 ? " window=" + std::to_string(f_.sliding_window) : "") << " "
      << dtype_name(f_.torch_dtype) << " params=" << human_count(total_params()) << " rope "
      << kernels::describe_rope(rope_options());
   return os.str();
@@ -164,6 +172,7 @@ bool operator==(const ModelConfig& a, const ModelConfig& b) {
   return x.hidden_size == y.hidden_size && x.intermediate_size == y.intermediate_size &&
          x.num_hidden_layers == y.num_hidden_layers && x.num_attention_heads == y.num_attention_heads &&
          x.num_key_value_heads == y.num_key_value_heads && a.head_dim() == b.head_dim() &&
+         x.model_type == y.model_type && x.sliding_window == y.sliding_window &&
          x.vocab_size == y.vocab_size &&
          x.rms_norm_eps == y.rms_norm_eps && x.rope_theta == y.rope_theta && x.rope_scaling == y.rope_scaling &&
          x.max_position_embeddings == y.max_position_embeddings &&
@@ -175,8 +184,10 @@ bool operator==(const ModelConfig& a, const ModelConfig& b) {
 std::string config_to_json(const ModelConfig& config) {
   const ModelConfigFields& f = config.fields();
   json j;
-  j["architectures"] = json::array({"LlamaForCausalLM"});
-  j["model_type"] = "llama";
+  const bool mistral = f.model_type == ModelType::mistral;
+  j["architectures"] = json::array({mistral ? "MistralForCausalLM" : "LlamaForCausalLM"});
+  j["model_type"] = model_type_name(f.model_type);
+  if (mistral) j["sliding_window"] = f.sliding_window > 0 ? json(f.sliding_window) : json(nullptr);
   j["hidden_act"] = "silu";
   j["attention_bias"] = false;
   j["mlp_bias"] = false;
@@ -385,8 +396,14 @@ ModelConfig config_from_object(const json& j, std::string_view source) {
   auto unsupported = [&](auto... what) {
     TSP_THROW(InvalidArgument, source, ": ", what..., " is not supported by this engine");
   };
-  if (auto t = in.string("model_type"); t && *t != "llama")
-    unsupported("model_type \"", *t, "\" (only \"llama\")");
+  ModelType model_type = ModelType::llama;
+  if (auto t = in.string("model_type"); t) {
+    if (*t == "mistral") model_type = ModelType::mistral;
+    else if (*t == "qwen2")
+      unsupported("model_type \"qwen2\" (its q/k/v projection biases are not implemented yet; "
+                  "llama and mistral are)");
+    else if (*t != "llama") unsupported("model_type \"", *t, "\" (only \"llama\" and \"mistral\")");
+  }
   if (auto a = in.string("hidden_act"); a && *a != "silu") unsupported("hidden_act \"", *a, "\" (only silu)");
   if (in.boolean_or("attention_bias", false)) unsupported("attention_bias = true");
   if (in.boolean_or("mlp_bias", false)) unsupported("mlp_bias = true");
@@ -396,6 +413,14 @@ ModelConfig config_from_object(const json& j, std::string_view source) {
     unsupported("pretraining_tp = ", in.integer("pretraining_tp"), " (only 1)");
 
   ModelConfigFields f;
+  f.model_type = model_type;
+  // Mistral's window (null or absent: none; Mistral 7B v0.1 has 4096, v0.2 and later null). HF's
+  // Llama has no such field and ignores one, and so does this reader.
+  if (model_type == ModelType::mistral && in.has("sliding_window")) {
+    f.sliding_window = in.integer("sliding_window");
+    if (f.sliding_window <= 0)
+      TSP_THROW(InvalidArgument, source, ": sliding_window must be positive or null, got ", f.sliding_window);
+  }
   f.hidden_size = in.integer("hidden_size");
   f.intermediate_size = in.integer("intermediate_size");
   f.num_hidden_layers = in.integer("num_hidden_layers");

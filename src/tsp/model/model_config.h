@@ -10,9 +10,15 @@
 #include <vector>
 
 #include "tsp/core/dtype.h"
+#include "tsp/kernels/flash_attention.h"
 #include "tsp/kernels/rope.h"
 
 namespace tsp::model {
+
+// The architectures read and written: Llama, and Mistral (Llama plus an optional sliding window).
+enum class ModelType : uint8_t { llama, mistral };
+// "llama" / "mistral", as config.json's model_type.
+std::string_view model_type_name(ModelType t);
 
 // The raw fields, named as in HF's LlamaConfig. Defaults are HF's where HF has one. Build a
 // ModelConfig from this to get validation and derived sizes.
@@ -23,6 +29,9 @@ struct ModelConfigFields {
   int64_t num_attention_heads = 0;       // H
   int64_t num_key_value_heads = 0;       // H_kv, > 0; config.json without it means H (as in HF)
   int64_t head_dim = 0;                  // d; 0 means h / H (HF's default when absent or null)
+  ModelType model_type = ModelType::llama;
+  // Mistral's sliding_window W: a query sees only the keys 0 <= q - k < W. 0 (or null): none.
+  int64_t sliding_window = 0;
   int64_t vocab_size = 0;                // V
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
@@ -74,6 +83,11 @@ class ModelConfig {
   kernels::RopeOptions rope_options() const { return {.theta = f_.rope_theta, .scaling = f_.rope_scaling}; }
   int64_t max_position_embeddings() const { return f_.max_position_embeddings; }
   bool tie_word_embeddings() const { return f_.tie_word_embeddings; }
+  ModelType model_type() const { return f_.model_type; }
+  // The attention window of every layer (0: full causal attention).
+  int64_t sliding_window() const { return f_.sliding_window; }
+  // Causal, with the window: the options of every attention call of every layout.
+  kernels::FlashAttentionOptions attention_options() const { return {.causal = true, .window = f_.sliding_window}; }
   DType torch_dtype() const { return f_.torch_dtype; }
   // The dtype a checkpoint of this config is computed in when nothing else is asked for: its own,
   // except float16 (a storage format only here), which is widened exactly to f32.
@@ -110,8 +124,8 @@ class ModelConfig {
 // The torch_dtype string of config.json: "float32", "bfloat16" or "float16".
 std::string torch_dtype_name(DType t);
 
-// HF config.json text: every field above plus "architectures": ["LlamaForCausalLM"],
-// "model_type": "llama", "hidden_act": "silu", "head_dim", "attention_bias": false,
+// HF config.json text: every field above plus "architectures": ["LlamaForCausalLM"] and
+// "model_type": "llama" (Mistral: "MistralForCausalLM", "mistral", "sliding_window"), "hidden_act": "silu", "head_dim", "attention_bias": false,
 // "mlp_bias": false. Pretty-printed, keys sorted.
 std::string config_to_json(const ModelConfig& config);
 // Parses config.json text. Malformed JSON or wrong field types -> IoError naming `source`;
@@ -119,8 +133,9 @@ std::string config_to_json(const ModelConfig& config);
 // from rope_theta / rope_scaling or from transformers >= 5's rope_parameters (its rope_theta
 // first). Rejects features the engine does not implement, by name (RoPE types other than default,
 // linear, llama3 and yarn, unknown RoPE parameters, partial_rotary_factor != 1, attention/mlp
-// bias, non-silu act, model_type other than "llama"). head_dim may differ from h/H (q and o
-// are then H d wide). Unknown extra fields are ignored.
+// bias, non-silu act, model_type other than "llama" and "mistral"). head_dim may differ from h/H
+// (q and o are then H d wide). A Mistral config's sliding_window masks keys outside the window;
+// a Llama config has none (HF's Llama ignores the field). Unknown extra fields are ignored.
 ModelConfig config_from_json(std::string_view json_text, std::string_view source = "<string>");
 
 // File versions; the writer is atomic (temporary file + fsync + rename).

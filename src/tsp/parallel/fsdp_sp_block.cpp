@@ -202,7 +202,8 @@ void attention_forward(const FsdpSpContext& ctx, const FullLayer& w, const Tenso
         kv.gather(acts.qkv.slice(1, qd, 2 * kvd)).view({ctx.batch(), ctx.seq(), 2 * Hkv, d});
     Tensor o4 = acts.attn.view({ctx.batch(), ctx.local_len(), H, d});
     kernels::flash_attention_forward(q4, kv4.slice(2, 0, Hkv), kv4.slice(2, Hkv, Hkv),
-                                     ctx.local_positions(), ctx.gathered_positions(), o4, acts.lse);
+                                     ctx.local_positions(), ctx.gathered_positions(), o4, acts.lse,
+                                     c.attention_options());
   }
   acts.x_mid = Tensor::empty({T, h}, ctx.dtype(), cat);
   acts.x_mid.copy_from(x_in);
@@ -299,7 +300,7 @@ void attention_backward(const FsdpSpContext& ctx, const FullLayer& w, const Tens
     kernels::flash_attention_backward(heads_of(acts.qkv, ctx, 0, H), kv4.slice(2, 0, Hkv),
                                       kv4.slice(2, Hkv, Hkv), acts.attn.view({B, Sl, H, d}),
                                       dattn.view({B, Sl, H, d}), acts.lse, ctx.local_positions(),
-                                      ctx.gathered_positions(), dq4, dk4, dv4);
+                                      ctx.gathered_positions(), dq4, dk4, dv4, c.attention_options());
     dqkv.slice(1, qd, 2 * kvd).copy_from(kv.reduce_scatter(dkv_full));
   }
   dattn = Tensor();

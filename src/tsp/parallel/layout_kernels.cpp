@@ -136,7 +136,7 @@ void head_group_forward(const HeadGroupGeometry& g, int64_t group, const Tensor&
   const Keys keys = keys_of(g, group, acts, kv);
   Tensor o4 = local_heads(g, acts.attn, group * g.heads, g.heads);
   Tensor lse = acts.lse.slice(1, group * g.heads, g.heads);
-  kernels::flash_attention_forward(q4, keys.k, keys.v, g.q_pos, g.k_pos, o4, lse);
+  kernels::flash_attention_forward(q4, keys.k, keys.v, g.q_pos, g.k_pos, o4, lse, g.attention);
   mm(acts.attn.slice(1, group * g.q_rows(), g.q_rows()), w.o, y, kXWtAcc);
 }
 
@@ -168,7 +168,7 @@ void head_group_backward_data(const HeadGroupGeometry& g, int64_t group, const A
       local_heads(g, acts.qkv, first, g.heads), keys.k, keys.v,
       local_heads(g, acts.attn, group * g.heads, g.heads),
       s.dattn.view({g.batch, g.local_len, g.heads, g.head_dim}),
-      acts.lse.slice(1, group * g.heads, g.heads), g.q_pos, g.k_pos, dq4, dk4, dv4);
+      acts.lse.slice(1, group * g.heads, g.heads), g.q_pos, g.k_pos, dq4, dk4, dv4, g.attention);
   if (kv != nullptr && next_group >= 0) kv->prefetch(local_kv(g, next_group, acts));
   if (kv != nullptr)
     s.dqkv.slice(1, g.q_rows(), 2 * g.kv_rows()).copy_from(kv->reduce_scatter(s.dkv_full));

@@ -93,6 +93,7 @@ struct HeadGroupGeometry {
   const Tensor& q_pos;    // [local_len] i32 global positions of the local tokens
   const Tensor& k_pos;    // [seq] i32 positions of the keys (gathered order)
   const kernels::RopeTable& rope;  // of q_pos
+  kernels::FlashAttentionOptions attention = {};  // causal, and the model's sliding window
 
   int64_t tokens() const { return batch * local_len; }
   int64_t q_rows() const { return heads * head_dim; }

@@ -75,7 +75,8 @@ HeadGroupGeometry TpSpContext::geometry() const {
           .kv_heads = sizes_.kv_heads,
           .q_pos = local_pos_,
           .k_pos = gathered_pos_,
-          .rope = rope_};
+          .rope = rope_,
+          .attention = config_.attention_options()};
 }
 
 void TpSpContext::tp_all_reduce(Tensor& x, comm::ReduceOp op) const {

@@ -24,7 +24,8 @@ HeadGroupGeometry geometry(const TspContext& ctx) {
           .kv_heads = ctx.sizes().kv_heads,
           .q_pos = ctx.local_positions(),
           .k_pos = ctx.gathered_positions(),
-          .rope = ctx.rope()};
+          .rope = ctx.rope(),
+          .attention = ctx.config().attention_options()};
 }
 
 KvExchange kv_exchange(const TspContext& ctx) {

@@ -13,10 +13,25 @@
 
 namespace tsp::plan {
 
+namespace {
+
+// The share of causal attention's (query, key) pairs that a sliding window W keeps: query i sees
+// min(i + 1, W) keys instead of i + 1 (1 without a window or when W >= S): Mistral's attention
+// work is O(S W), and the flash kernel skips the tiles outside the window.
+double window_share(int64_t seq, int64_t window) {
+  if (window <= 0 || window >= seq) return 1.0;
+  const double S = static_cast<double>(seq), W = static_cast<double>(window);
+  const double causal = S * (S + 1) / 2, windowed = W * (W + 1) / 2 + (S - W) * W;
+  return windowed / causal;
+}
+
+}  // namespace
+
 Flops layer_flops(const model::ModelConfig& c, const Workload& w, const Layout& l) {
   const double T = static_cast<double>(w.tokens()), S = static_cast<double>(w.seq);
   const double matmul = 2.0 * static_cast<double>(c.matrix_params_per_layer()) * T;
-  const double attention = 2.0 * static_cast<double>(w.batch) * S * S * static_cast<double>(c.q_dim());
+  const double attention = 2.0 * static_cast<double>(w.batch) * S * S * static_cast<double>(c.q_dim()) *
+                           window_share(w.seq, c.sliding_window());
   const double fwd = (matmul + attention) / static_cast<double>(l.model_parallel());
   return {.forward = fwd, .backward = 2 * fwd,
           .recompute = w.recompute == Recompute::full ? fwd : 0.0};
@@ -24,8 +39,8 @@ Flops layer_flops(const model::ModelConfig& c, const Workload& w, const Layout& 
 
 Flops layer_attention_flops(const model::ModelConfig& c, const Workload& w, const Layout& l) {
   const double S = static_cast<double>(w.seq);
-  const double fwd = 2.0 * static_cast<double>(w.batch) * S * S * static_cast<double>(c.q_dim()) /
-                     static_cast<double>(l.model_parallel());
+  const double fwd = 2.0 * static_cast<double>(w.batch) * S * S * static_cast<double>(c.q_dim()) *
+                     window_share(w.seq, c.sliding_window()) / static_cast<double>(l.model_parallel());
   return {.forward = fwd, .backward = 2 * fwd,
           .recompute = w.recompute == Recompute::full ? fwd : 0.0};
 }

@@ -38,7 +38,8 @@ void probabilities(const ProblemF64& p, int64_t b, int64_t h, std::vector<double
     const double* qi = &p.q[((b * p.Sq + i) * p.H + h) * p.d];
     double mx = -kInf;
     for (int64_t j = 0; j < p.Sk; ++j) {
-      vis[j] = !p.causal || kpos(p, j) <= qpos(p, i);
+      vis[j] = !p.causal || (kpos(p, j) <= qpos(p, i) &&
+                             (p.window <= 0 || int64_t{qpos(p, i)} - kpos(p, j) < p.window));
       if (!vis[j]) continue;
       const double* kj = &p.k[((b * p.Sk + j) * p.Hkv + hk) * p.d];
       double dot = 0;
@@ -87,6 +88,7 @@ ProblemF64 make(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor&
   p.Hkv = k.dim(2);
   p.scale = opt.scale;
   p.causal = opt.causal;
+  p.window = opt.window;
   p.q_pos = positions(q_pos, p.Sq, "q_pos");
   p.k_pos = positions(k_pos, p.Sk, "k_pos");
   p.q = to_doubles(q);

@@ -27,6 +27,7 @@ struct ProblemF64 {
   int64_t B = 1, Sq = 0, Sk = 0, H = 1, Hkv = 1, d = 1;
   double scale = 0;  // 0 means 1/sqrt(d)
   bool causal = true;
+  int64_t window = 0;  // sliding window: key visible iff 0 <= q_pos - k_pos < window; 0 = none
   std::vector<int32_t> q_pos, k_pos;  // empty means 0, 1, ..., S-1
   std::vector<double> q, k, v;
 };

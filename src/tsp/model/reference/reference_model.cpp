@@ -193,15 +193,18 @@ double reference_loss_sum(const ReferenceWeights& w, const Tensor& tokens, const
           const int64_t hk = hq / group;
           Vec score(static_cast<size_t>(s + 1));
           double mx = -INFINITY;
-          for (int64_t j = 0; j <= s; ++j) {  // causal: keys at positions <= s
+          // Causal: keys at positions <= s; Mistral's sliding window keeps the last W of them
+          // (transformers' sliding_window_overlay: key j visible iff j > s - W).
+          const int64_t first = c.sliding_window() > 0 ? std::max<int64_t>(0, s - c.sliding_window() + 1) : 0;
+          for (int64_t j = first; j <= s; ++j) {
             double dot = 0;
             for (int64_t i = 0; i < d; ++i) dot += q[s][hq * d + i] * k[j][hk * d + i];
             score[j] = dot / std::sqrt(static_cast<double>(d));
             mx = std::max(mx, score[j]);
           }
           double z = 0;
-          for (int64_t j = 0; j <= s; ++j) z += std::exp(score[j] - mx);
-          for (int64_t j = 0; j <= s; ++j) {
+          for (int64_t j = first; j <= s; ++j) z += std::exp(score[j] - mx);
+          for (int64_t j = first; j <= s; ++j) {
             const double p = std::exp(score[j] - mx) / z;
             for (int64_t i = 0; i < d; ++i) o[hq * d + i] += p * v[j][hk * d + i];
           }
