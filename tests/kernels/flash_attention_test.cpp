@@ -375,13 +375,11 @@ TEST(FlashAttentionPositions, ZigzagShardsEqualFullAttention) {
   EXPECT_CLOSE(dv_sum, permute_rows(gfull.dv, krows), kRelTol, floor_of(gfull.dv));
 }
 
-TEST(FlashAttentionPositions, LongZigzagShardSkipsTilesAndMatchesReference) {
-  // One rank of D = 2 with chunks of 300 tokens (S = 1200): its queries are chunks 0 and 3, the
-  // keys gathered in rank order (chunks 0, 3, 1, 2). Long enough for several tiles per chunk, so
-  // position-based skipping, unmasked and masked tiles all occur with non-monotonic positions;
-  // checked against the double reference directly.
-  const int64_t D = 2, C = 300, S = 2 * D * C, H = 2, Hkv = 1, d = 64;
-  const Inputs in = make_inputs(1, S, S, H, Hkv, d, 23);
+// Rank 0 of D = 2 with chunks of 300 tokens (S = 1200): queries are chunks 0 and 3, the keys
+// gathered in rank order (chunks 0, 3, 1, 2), with their global positions.
+Inputs zigzag_rank0_inputs(uint64_t seed) {
+  const int64_t C = 300, S = 4 * C, H = 2, Hkv = 1, d = 64;
+  const Inputs in = make_inputs(1, S, S, H, Hkv, d, seed);
   auto chunk_rows = [&](std::vector<int64_t> chunks) {
     std::vector<int32_t> rows;
     for (int64_t c : chunks)
@@ -396,6 +394,15 @@ TEST(FlashAttentionPositions, LongZigzagShardSkipsTilesAndMatchesReference) {
   local.q = permute_rows(in.q, qrows);
   local.d_o = permute_rows(in.d_o, qrows);
   local.q_pos = positions(qrows);
+  return local;
+}
+
+TEST(FlashAttentionPositions, LongZigzagShardSkipsTilesAndMatchesReference) {
+  // One rank of D = 2 with chunks of 300 tokens (S = 1200): its queries are chunks 0 and 3, the
+  // keys gathered in rank order (chunks 0, 3, 1, 2). Long enough for several tiles per chunk, so
+  // position-based skipping, unmasked and masked tiles all occur with non-monotonic positions;
+  // checked against the double reference directly.
+  const Inputs local = zigzag_rank0_inputs(23);
   FlashAttentionStats st;
   const Fwd f = run_fwd(local.q, local.k, local.v, local.q_pos, local.k_pos, {}, false, &st);
   EXPECT_GT(st.skipped, 0);
@@ -921,8 +928,10 @@ TEST(FlashAttentionWindow, MatchesReferenceAndSkipsTilesOutsideTheWindow) {
         if (klo <= qhi && khi >= qlo - window + 1) ++expect;
       }
     EXPECT_EQ(st.computed, expect * H) << "window " << window;
-    if (window <= 64) EXPECT_LE(double(st.computed) / H * st.block_q * st.block_k,
-                                double(S) * (window + st.block_q + 2 * st.block_k)) << window;
+    if (window <= 64) {  // O(S W): the band of width W plus at most a tile on each side
+      EXPECT_LE(double(st.computed) / H * st.block_q * st.block_k,
+                double(S) * (window + st.block_q + 2 * st.block_k)) << window;
+    }
     const Grads g = run_bwd(in, f, opt, false, DType::f32, &st);
     const Grads gr = run_bwd(in, r, opt, true);
     // W = 1: each query sees only itself, so P = 1 and dS = P (dO.v - rowsum(dO * O)) = 0 exactly:
@@ -932,7 +941,9 @@ TEST(FlashAttentionWindow, MatchesReferenceAndSkipsTilesOutsideTheWindow) {
     EXPECT_CLOSE(g.dq, gr.dq, kRelTol, std::max(dqk_floor, floor_of(gr.dq)));
     EXPECT_CLOSE(g.dk, gr.dk, kRelTol, std::max(dqk_floor, floor_of(gr.dk)));
     EXPECT_CLOSE(g.dv, gr.dv, kRelTol, floor_of(gr.dv));
-    if (window <= 64) EXPECT_GT(st.skipped, 0) << window;
+    if (window <= 64) {
+      EXPECT_GT(st.skipped, 0) << window;
+    }
   }
   // A window longer than the sequence is plain causal attention, bit for bit.
   FlashAttentionOptions wide;
@@ -951,23 +962,8 @@ TEST(FlashAttentionWindow, MatchesReferenceAndSkipsTilesOutsideTheWindow) {
 }
 
 TEST(FlashAttentionWindow, ZigzagShardWithWindowMatchesReference) {
-  // One rank of D = 2 (queries chunks 0 and 3 of S = 1200, keys in rank order) with W = 200.
-  const int64_t D = 2, C = 300, S = 2 * D * C, H = 2, Hkv = 1, d = 64;
-  const Inputs in = make_inputs(1, S, S, H, Hkv, d, 29);
-  auto chunk_rows = [&](std::vector<int64_t> chunks) {
-    std::vector<int32_t> rows;
-    for (int64_t c : chunks)
-      for (int64_t t = 0; t < C; ++t) rows.push_back(static_cast<int32_t>(c * C + t));
-    return rows;
-  };
-  const std::vector<int32_t> krows = chunk_rows({0, 3, 1, 2}), qrows = chunk_rows({0, 3});
-  Inputs local;
-  local.k = permute_rows(in.k, krows);
-  local.v = permute_rows(in.v, krows);
-  local.k_pos = positions(krows);
-  local.q = permute_rows(in.q, qrows);
-  local.d_o = permute_rows(in.d_o, qrows);
-  local.q_pos = positions(qrows);
+  // zigzag_rank0_inputs with W = 200.
+  const Inputs local = zigzag_rank0_inputs(29);
   FlashAttentionOptions opt;
   opt.window = 200;
   FlashAttentionStats st;

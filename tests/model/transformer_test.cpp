@@ -187,6 +187,15 @@ void expect_gradients_match(const ModelConfig& c, const std::vector<std::vector<
   std::printf("worst gradient error vs finite differences: %.3g (bound %.3g)\n", overall, tol);
 }
 
+// forward_backward's gradients of grad_problem(k) against its finite differences.
+void check_gradients_against_finite_differences(const Case& k, const TransformerOptions& options) {
+  const GradProblem& p = grad_problem(k);
+  Transformer model(p.config, options);
+  ModelWeights g(p.config, DType::f32, MemCategory::grads);
+  model.forward_backward(p.w, p.batch.tokens, p.batch.targets, g, static_cast<float>(p.scale));
+  expect_gradients_match(p.config, to_vectors(g), p.fd);
+}
+
 // ---------------------------------------------------------------------------------------------
 
 TEST(Transformer, ForwardMatchesReference) {
@@ -225,11 +234,7 @@ TEST(Transformer, ForwardMatchesReferenceOnMultiTileSequences) {
 }
 
 TEST(Transformer, GradientsMatchFiniteDifferencesGqaUntied) {
-  const GradProblem& p = grad_problem(kGqaUntied);
-  Transformer model(p.config, {.vocab_chunk = 16});
-  ModelWeights g(p.config, DType::f32, MemCategory::grads);
-  model.forward_backward(p.w, p.batch.tokens, p.batch.targets, g, static_cast<float>(p.scale));
-  expect_gradients_match(p.config, to_vectors(g), p.fd);
+  check_gradients_against_finite_differences(kGqaUntied, {.vocab_chunk = 16});
 }
 
 // RoPE scaling through the whole model: the kernel tables (kernels/rope) against the reference's
@@ -270,20 +275,12 @@ TEST(Transformer, GradientsMatchFiniteDifferencesYarnRope) {
   const Case yarn{"gqa_untied_yarn", 16, 4, 2, 32, false,
                   {.type = kernels::RopeScalingType::yarn, .factor = 4,
                    .original_max_position_embeddings = 64}};
-  const GradProblem& p = grad_problem(yarn);
-  Transformer model(p.config);
-  ModelWeights g(p.config, DType::f32, MemCategory::grads);
-  model.forward_backward(p.w, p.batch.tokens, p.batch.targets, g, static_cast<float>(p.scale));
-  expect_gradients_match(p.config, to_vectors(g), p.fd);
+  check_gradients_against_finite_differences(yarn, {});
 }
 
 // The sliding window's backward (keys outside the window get no gradient from those queries).
 TEST(Transformer, GradientsMatchFiniteDifferencesSlidingWindow) {
-  const GradProblem& p = grad_problem(kGqaWindow);
-  Transformer model(p.config);
-  ModelWeights g(p.config, DType::f32, MemCategory::grads);
-  model.forward_backward(p.w, p.batch.tokens, p.batch.targets, g, static_cast<float>(p.scale));
-  expect_gradients_match(p.config, to_vectors(g), p.fd);
+  check_gradients_against_finite_differences(kGqaWindow, {});
 }
 
 // A window shorter than the sequence changes the loss (so a dropped window cannot pass), and a
@@ -318,19 +315,11 @@ TEST(Transformer, SlidingWindowChangesTheLossOnlyWhenShorterThanTheSequence) {
 
 // head_dim != h / H: the q/o projections' gradients have H d columns / rows.
 TEST(Transformer, GradientsMatchFiniteDifferencesWideHeads) {
-  const GradProblem& p = grad_problem(kGqaWideHeads);
-  Transformer model(p.config);
-  ModelWeights g(p.config, DType::f32, MemCategory::grads);
-  model.forward_backward(p.w, p.batch.tokens, p.batch.targets, g, static_cast<float>(p.scale));
-  expect_gradients_match(p.config, to_vectors(g), p.fd);
+  check_gradients_against_finite_differences(kGqaWideHeads, {});
 }
 
 TEST(Transformer, GradientsMatchFiniteDifferencesMhaTied) {
-  const GradProblem& p = grad_problem(kMhaTied);
-  Transformer model(p.config);
-  ModelWeights g(p.config, DType::f32, MemCategory::grads);
-  model.forward_backward(p.w, p.batch.tokens, p.batch.targets, g, static_cast<float>(p.scale));
-  expect_gradients_match(p.config, to_vectors(g), p.fd);
+  check_gradients_against_finite_differences(kMhaTied, {});
 }
 
 TEST(Transformer, IgnoredTargetsContributeNothing) {
