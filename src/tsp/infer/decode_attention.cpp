@@ -275,7 +275,10 @@ void decode_attention(const Tensor& q, const Tensor& k, const Tensor& v, const T
   Tensor kpos = k_pos;
   if (!k_pos.is_contiguous()) kpos = Tensor::copy_of(k_pos, DType::i32, MemCategory::workspace);
   const int32_t qp = q_pos.data<int32_t>()[0];
-  if (window > 0) dm.lo = static_cast<int32_t>(std::max<int64_t>(int64_t{qp} - window + 1, INT32_MIN));
+  if (window > 0) {  // clamped as in flash attention: no int64 overflow for any window
+    const int64_t w = std::min<int64_t>(window, int64_t{1} << 32);
+    dm.lo = static_cast<int32_t>(std::max<int64_t>(int64_t{qp} - w + 1, INT32_MIN));
+  }
   const int32_t* kp = dm.Sk > 0 ? kpos.data<int32_t>() : nullptr;
   if (q.dtype() == DType::f32) run<float>(dm, q, k, v, kp, qp, o, lse);
   else run<bf16>(dm, q, k, v, kp, qp, o, lse);

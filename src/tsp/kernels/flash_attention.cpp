@@ -512,7 +512,10 @@ struct Visibility {
   // The oldest visible key position of a query at qp (INT32_MIN without a window).
   int32_t lowest(int32_t qp) const {
     if (window <= 0) return INT32_MIN;
-    return static_cast<int32_t>(std::max<int64_t>(int64_t{qp} - window + 1, INT32_MIN));
+    // A window beyond 2^32 hides nothing any int32 position could tell apart: clamped, so that
+    // qp - W + 1 cannot overflow int64 for any window the API accepts.
+    const int64_t w = std::min<int64_t>(window, int64_t{1} << 32);
+    return static_cast<int32_t>(std::max<int64_t>(int64_t{qp} - w + 1, INT32_MIN));
   }
 };
 

@@ -50,7 +50,7 @@ ModelConfig::ModelConfig(const ModelConfigFields& fields) : f_(fields) {
             "sliding_window ", f_.sliding_window, " needs model_type mistral (Llama has no window)");
   kernels::validate_rope_options(rope_options());
   TSP_CHECK(f_.head_dim >= 0 && f_.head_dim <= ModelConfigLimits::hidden_size, "head_dim ",
-            f_.head_dim, " outside [1, ", ModelConfigLimits::hidden_size, "]");
+            f_.head_dim, " outside [0, ", ModelConfigLimits::hidden_size, "] (0: hidden_size / num_attention_heads)");
   if (f_.head_dim == 0)
     TSP_CHECK(f_.hidden_size % f_.num_attention_heads == 0, "hidden_size ", f_.hidden_size,
               " is not divisible by num_attention_heads ", f_.num_attention_heads,
