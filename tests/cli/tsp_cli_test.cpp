@@ -190,6 +190,39 @@ TEST(TspCli, TrainFromAConfigWithExplicitHeadDimAndFloat16) {
   EXPECT_EQ(saved.config().q_dim(), 128);
 }
 
+// Qwen2 end to end through the CLI: train --config with model_type qwen2, the summary names the
+// biases, the checkpoint holds them under HF's names (and says Qwen2ForCausalLM), and
+// generate reads it back (the decoder adds them).
+TEST(TspCli, TrainsAndGeneratesAQwen2Config) {
+  ScratchDir dir;
+  std::string text;
+  for (int i = 0; i < 60; ++i) text += "Sphinx of black quartz, judge my vow " + std::to_string(i) + ".\n";
+  data::write_token_file(dir / "data.tok", data::ByteTokenizer().encode(text), {.vocab_size = 320});
+  testing::write_bytes(dir / "config.json",
+                       R"({"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 64,
+                           "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+                           "num_key_value_heads": 2, "vocab_size": 320, "tie_word_embeddings": true,
+                           "use_sliding_window": false, "sliding_window": 32768, "max_window_layers": 2,
+                           "rope_theta": 1000000.0, "rms_norm_eps": 1e-06, "torch_dtype": "bfloat16",
+                           "max_position_embeddings": 256})");
+  const std::string cfg = (dir / "config.json").string();
+  const Result t = run_tsp(dir, "train --config '" + cfg + "' --data '" + (dir / "data.tok").string() +
+                                    "' --batch 2 --seq 32 --steps 2 --warmup 1 --eval-batches 1 "
+                                    "--checkpoint-dir '" + (dir / "ck").string() + "'");
+  ASSERT_EQ(t.rc, 0) << t.out << t.err;
+  EXPECT_NE(t.out.find("model: h=64 L=2 H=4 H_kv=2 d=16 F=128 V=320 tied qkv_bias "), std::string::npos) << t.out;
+  EXPECT_NE(t.out.find("step 2/2 | loss"), std::string::npos) << t.out;
+  const model::HfCheckpoint saved(dir / "ck");
+  EXPECT_TRUE(saved.config().qkv_bias());
+  const Tensor kb = saved.read("model.layers.1.self_attn.k_proj.bias", MemCategory::weights);
+  EXPECT_EQ(kb.shape(), Shape{32});
+  EXPECT_NE(testing::read_bytes(dir / "ck" / "config.json").find("Qwen2ForCausalLM"), std::string::npos);
+  const Result g = run_tsp(dir, "generate --checkpoint '" + (dir / "ck").string() +
+                                    "' --prompt 'Sphinx' --max-new-tokens 4 --greedy");
+  ASSERT_EQ(g.rc, 0) << g.out << g.err;
+  EXPECT_NE(g.out.find("prefill: 7 tokens in "), std::string::npos) << g.out;
+}
+
 TEST(TspCli, OneLineMessageDropsCheckLocations) {
   EXPECT_EQ(one_line_message("bad value 3 [x > 0 failed at /a/b.cpp:12]"), "bad value 3");
   EXPECT_EQ(one_line_message("two\nlines"), "two lines");

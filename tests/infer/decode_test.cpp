@@ -23,6 +23,7 @@ using testing::kMhaTied;
 using testing::kGqaYarn;
 using testing::kGqaWideHeads;
 using testing::kGqaWindow;
+using testing::kQwen2Bias;
 using testing::make_config;
 using testing::random_tokens;
 using testing::random_weights;
@@ -92,7 +93,7 @@ TEST_P(DecodeVsForward, SplitCacheAttentionMergedByLseEqualsOneCall) {
     EXPECT_LE(worst_step_error(w, seq, 5, parts), f32_logits_tol(c, 30)) << parts;
 }
 
-INSTANTIATE_TEST_SUITE_P(Configs, DecodeVsForward, ::testing::Values(kGqaUntied, kMhaTied, kGqaYarn, kGqaWideHeads, kGqaWindow),
+INSTANTIATE_TEST_SUITE_P(Configs, DecodeVsForward, ::testing::Values(kGqaUntied, kMhaTied, kGqaYarn, kGqaWideHeads, kGqaWindow, kQwen2Bias),
                          [](const auto& info) { return std::string(info.param.name); });
 
 // The reference logits used above agree with Transformer::forward (itself checked against the

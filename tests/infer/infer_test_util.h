@@ -31,6 +31,7 @@ struct Case {
   kernels::RopeScaling rope = {};
   int64_t head_dim = 0;  // explicit d (0: h / heads)
   int64_t window = 0;    // Mistral sliding window (0: none)
+  bool qkv_bias = false; // Qwen2: q/k/v projection biases
 };
 // GQA with an untied head, and MHA with a tied head (as in tests/model/transformer_test.cpp); GQA
 // with yarn RoPE scaling (d = 4, theta = 1e4: its ramp keeps frequency 0 and interpolates
@@ -44,6 +45,8 @@ inline const Case kGqaYarn{"gqa_yarn", 16, 4, 2, 32, false,
 inline const Case kGqaWideHeads{"gqa_wide_heads", 16, 4, 2, 32, false, {}, 8};
 // Mistral: a sliding window of 5 (prompts and decode steps run past it).
 inline const Case kGqaWindow{"gqa_window5", 16, 4, 2, 32, false, {}, 0, 5};
+// Qwen2: q/k/v biases (added before RoPE at every decode position), tied embeddings.
+inline const Case kQwen2Bias{"qwen2_qkv_bias", 16, 4, 2, 32, true, {}, 0, 0, true};
 inline void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
 inline model::ModelConfig make_config(const Case& k, int64_t layers = 2, int64_t max_pos = 512,
@@ -65,6 +68,7 @@ inline model::ModelConfig make_config(const Case& k, int64_t layers = 2, int64_t
     f.model_type = model::ModelType::mistral;
     f.sliding_window = k.window;
   }
+  if (k.qkv_bias) f.model_type = model::ModelType::qwen2;
   return model::ModelConfig(f);
 }
 

@@ -34,9 +34,11 @@ using Prompts = std::vector<std::vector<int32_t>>;
 // h = 64, H = 8 (d = 8), H_kv = 8 or 4, F = 128, V = 96 (layout_test_util's tiny_config: every
 // size divisible by D = 1, 2, 4), with a chosen position limit.
 model::ModelConfig config_of(bool gqa, bool tied, int64_t max_pos = 256, int64_t kv_heads = 0,
-                             kernels::RopeScaling rope = {}, int64_t head_dim = 0, int64_t window = 0) {
+                             kernels::RopeScaling rope = {}, int64_t head_dim = 0, int64_t window = 0,
+                             bool qkv_bias = false) {
   model::ModelConfigFields f = tsp::testing::tiny_config({.gqa = gqa, .tied = tied, .rope = rope,
-                                                          .head_dim = head_dim, .window = window})
+                                                          .head_dim = head_dim, .window = window,
+                                                          .qkv_bias = qkv_bias})
                                    .fields();
   f.max_position_embeddings = max_pos;
   if (kv_heads > 0) f.num_key_value_heads = kv_heads;
@@ -105,6 +107,7 @@ struct LogitsCase {
   kernels::RopeScaling rope = {};
   int64_t head_dim = 0;  // explicit d (0: h / H)
   int64_t window = 0;    // Mistral sliding window (0: none)
+  bool qkv_bias = false; // Qwen2: q/k/v projection biases
 };
 void PrintTo(const LogitsCase& c, std::ostream* os) { *os << c.name; }
 
@@ -125,7 +128,7 @@ class TspDecodeLogits : public ::testing::TestWithParam<LogitsCase> {};
 TEST_P(TspDecodeLogits, EveryStepEqualsSingleRank) {
   const LogitsCase& k = GetParam();
   comm::Communicator world = comm::Communicator::world();
-  const model::ModelConfig c = config_of(k.gqa, k.tied, 256, 0, k.rope, k.head_dim, k.window);
+  const model::ModelConfig c = config_of(k.gqa, k.tied, 256, 0, k.rope, k.head_dim, k.window, k.qkv_bias);
   const model::ModelWeights full = it::random_weights(c, 11, k.dtype);
   const TspWeights shards = TspWeights::from_full(full, world.size(), world.rank());
   const Prompts prompts{it::random_tokens(k.prompt_len, c.vocab_size(), 3)};
@@ -174,7 +177,10 @@ INSTANTIATE_TEST_SUITE_P(
         LogitsCase{"f32_gqa_yarn_len13", true, false, DType::f32, 13, tsp::testing::test_yarn_scaling()},
         LogitsCase{"f32_mha_llama3_len16", false, true, DType::f32, 16, tsp::testing::test_llama3_scaling()},
         LogitsCase{"f32_gqa_head_dim16_len13", true, false, DType::f32, 13, {}, 16},
-        LogitsCase{"f32_gqa_window6_len13", true, false, DType::f32, 13, {}, 0, 6}),
+        LogitsCase{"f32_gqa_window6_len13", true, false, DType::f32, 13, {}, 0, 6},
+        // Qwen2: each rank's head group adds its own q/k/v bias entries before RoPE.
+        LogitsCase{"f32_gqa_qkv_bias_tied_len13", true, true, DType::f32, 13, {}, 0, 0, true},
+        LogitsCase{"bf16_mha_qkv_bias_len16", false, false, DType::bf16, 16, {}, 0, 0, true}),
     [](const auto& info) { return std::string(info.param.name); });
 
 TEST(TspDecode, BatchOfDifferentLengthsEqualsSingleRank) {

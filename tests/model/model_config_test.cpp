@@ -95,14 +95,48 @@ TEST(ModelConfig, MistralSlidingWindowAndRefusedFamilies) {
     config_from_json("{" + base + R"(, "model_type": "mistral", "sliding_window": 0})", "m.json");
   });
   EXPECT_NE(e.find("m.json: sliding_window must be positive or null, got 0"), std::string::npos) << e;
-  e = message_of<InvalidArgument>([&] { config_from_json("{" + base + R"(, "model_type": "qwen2"})", "q.json"); });
-  EXPECT_NE(e.find("qwen2"), std::string::npos) << e;
-  EXPECT_NE(e.find("biases"), std::string::npos) << e;
+  e = message_of<InvalidArgument>([&] { config_from_json("{" + base + R"(, "model_type": "gemma"})", "g.json"); });
+  EXPECT_NE(e.find("g.json: model_type \"gemma\""), std::string::npos) << e;
   ModelConfigFields f = small_fields();
   f.sliding_window = 8;  // a window on a Llama config is a programming error: refused
   EXPECT_THROW(ModelConfig{f}, InvalidArgument);
   f.model_type = ModelType::mistral;
   EXPECT_EQ(ModelConfig(f).sliding_window(), 8);
+}
+
+// Qwen2: q/k/v biases (H d + 2 H_kv d per layer, counted), its unused sliding_window ignored while
+// use_sliding_window is false, the per-layer window refused by name, written back as Qwen2.
+TEST(ModelConfig, Qwen2BiasesAndItsWindowFields) {
+  const std::string base = R"("hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3,
+      "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 10, "tie_word_embeddings": true)";
+  const ModelConfig q = config_from_json(
+      "{" + base + R"(, "model_type": "qwen2", "use_sliding_window": false, "sliding_window": 32768,
+      "max_window_layers": 21, "use_mrope": false})");
+  EXPECT_EQ(q.model_type(), ModelType::qwen2);
+  EXPECT_TRUE(q.qkv_bias());
+  EXPECT_EQ(q.sliding_window(), 0);
+  EXPECT_EQ(q.bias_params_per_layer(), 64 + 2 * 32);
+  EXPECT_EQ(q.params_per_layer(), q.matrix_params_per_layer() + 128 + 2 * 64);
+  EXPECT_EQ(q.total_params(), 3 * q.params_per_layer() + 64 + 10 * 64);
+  EXPECT_NE(q.summary().find(" qkv_bias"), std::string::npos) << q.summary();
+  const std::string text = config_to_json(q);
+  EXPECT_NE(text.find("\"Qwen2ForCausalLM\""), std::string::npos) << text;
+  EXPECT_NE(text.find("\"use_sliding_window\": false"), std::string::npos) << text;
+  EXPECT_EQ(text.find("attention_bias"), std::string::npos) << text;
+  EXPECT_EQ(config_from_json(text), q);
+  const ModelConfig llama = config_from_json("{" + base + "}");
+  EXPECT_FALSE(llama.qkv_bias());
+  EXPECT_EQ(llama.bias_params_per_layer(), 0);
+  EXPECT_FALSE(llama == q);
+  const std::string e = message_of<InvalidArgument>([&] {
+    config_from_json("{" + base + R"(, "model_type": "qwen2", "use_sliding_window": true, "sliding_window": 4096})",
+                     "q.json");
+  });
+  EXPECT_NE(e.find("q.json: use_sliding_window = true"), std::string::npos) << e;
+  ModelConfigFields f = small_fields();
+  f.model_type = ModelType::qwen2;
+  f.sliding_window = 8;  // only Mistral has a window
+  EXPECT_THROW(ModelConfig{f}, InvalidArgument);
 }
 
 TEST(ModelConfig, InvalidConfigsNameTheValues) {

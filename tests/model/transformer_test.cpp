@@ -35,6 +35,7 @@ struct Case {
   kernels::RopeScaling rope = {};
   int64_t head_dim = 0;  // explicit d (0: h / heads)
   int64_t window = 0;    // Mistral sliding window (0: none)
+  bool qkv_bias = false; // Qwen2: q/k/v projection biases
 };
 // GQA with an untied head, and MHA with a tied head (embedding gets lookup + head gradients).
 const Case kGqaUntied{"gqa_untied", 16, 4, 2, 32, false};
@@ -43,6 +44,8 @@ const Case kMhaTied{"mha_tied", 16, 4, 4, 24, true};
 const Case kGqaWideHeads{"gqa_wide_heads", 16, 4, 2, 32, false, {}, 8};
 // Mistral: a sliding window of 4 over sequences of 11 (grad_problem) and 70.
 const Case kGqaWindow{"gqa_window4", 16, 4, 2, 32, false, {}, 0, 4};
+// Qwen2: q/k/v biases, tied embeddings (as Qwen2.5 0.5B-3B).
+const Case kQwen2Bias{"qwen2_qkv_bias", 16, 4, 2, 32, true, {}, 0, 0, true};
 
 ModelConfig make_config(const Case& k, int64_t layers = 2, int64_t max_pos = 512) {
   ModelConfigFields f;
@@ -62,6 +65,7 @@ ModelConfig make_config(const Case& k, int64_t layers = 2, int64_t max_pos = 512
     f.model_type = ModelType::mistral;
     f.sliding_window = k.window;
   }
+  if (k.qkv_bias) f.model_type = ModelType::qwen2;
   return ModelConfig(f);
 }
 
@@ -199,7 +203,7 @@ void check_gradients_against_finite_differences(const Case& k, const Transformer
 // ---------------------------------------------------------------------------------------------
 
 TEST(Transformer, ForwardMatchesReference) {
-  for (const Case& k : {kGqaUntied, kMhaTied, kGqaWideHeads, kGqaWindow}) {
+  for (const Case& k : {kGqaUntied, kMhaTied, kGqaWideHeads, kGqaWindow, kQwen2Bias}) {
     const ModelConfig c = make_config(k);
     const ModelWeights w = random_weights(c, 3);
     const Batch b = make_batch(c, 2, 11, 9);
@@ -311,6 +315,32 @@ TEST(Transformer, SlidingWindowChangesTheLossOnlyWhenShorterThanTheSequence) {
   const LossSum a = Transformer(ModelConfig(long_f)).forward(wl, b.tokens, b.targets);
   const LossSum z = Transformer(plain).forward(wp, b.tokens, b.targets);
   EXPECT_EQ(a.loss_sum, z.loss_sum);
+}
+
+// Qwen2's q/k/v biases: their gradients (column sums of dq, dk, dv after RoPE's backward) and the
+// projections' under the bias.
+TEST(Transformer, GradientsMatchFiniteDifferencesQkvBias) {
+  check_gradients_against_finite_differences(kQwen2Bias, {});
+}
+
+// The biases take part in the loss (so a dropped bias cannot pass ForwardMatchesReference), and
+// zero biases are exactly the Llama model of the same weights.
+TEST(Transformer, QkvBiasesChangeTheLossAndZeroBiasesAreLlama) {
+  const ModelConfig c = make_config(kQwen2Bias);
+  ModelWeights w = random_weights(c, 9);
+  const Batch b = make_batch(c, 1, 30, 14);
+  const double biased = reference_loss_sum(w, b.tokens, b.targets);
+  for (LayerWeights& l : w.layers())
+    for (Tensor* t : {&l.q_bias, &l.k_bias, &l.v_bias}) t->zero();
+  const double unbiased = reference_loss_sum(w, b.tokens, b.targets);
+  EXPECT_GT(std::fabs(biased - unbiased), 100 * testing::model_chain(c, 30, 30, false).gamma * std::fabs(unbiased));
+  ModelConfigFields llama_f = c.fields();
+  llama_f.model_type = ModelType::llama;
+  const ModelConfig llama(llama_f);
+  ModelWeights wl(llama, DType::f32, MemCategory::weights);
+  for (auto& [name, t] : wl.named()) t.copy_from(w.get(name));
+  EXPECT_EQ(Transformer(c).forward(w, b.tokens, b.targets).loss_sum,
+            Transformer(llama).forward(wl, b.tokens, b.targets).loss_sum);
 }
 
 // head_dim != h / H: the q/o projections' gradients have H d columns / rows.

@@ -55,6 +55,32 @@ TEST(WeightNames, UntiedListHasEveryHfName) {
   EXPECT_EQ(unique.size(), specs.size());
 }
 
+// Qwen2: each layer lists its q, k, v biases after v_proj ([H d], [H_kv d], [H_kv d]), 1-D and
+// neither norm gains nor layer-less; the total is config.total_params().
+TEST(WeightNames, Qwen2ListsTheQkvBiases) {
+  ModelConfigFields f = gqa_config(true).fields();
+  f.model_type = ModelType::qwen2;
+  const ModelConfig c(f);
+  const std::vector<WeightSpec> specs = weight_specs(c);
+  ASSERT_EQ(specs.size(), 1u + 12u * 3u + 1u);
+  const std::vector<std::pair<std::string, Shape>> biases = {
+      {"model.layers.2.self_attn.q_proj.bias", Shape{32}},
+      {"model.layers.2.self_attn.k_proj.bias", Shape{16}},
+      {"model.layers.2.self_attn.v_proj.bias", Shape{16}},
+      {"model.layers.2.self_attn.o_proj.weight", Shape{32, 32}},
+  };
+  for (size_t i = 0; i < biases.size(); ++i) {
+    const WeightSpec& s = specs[1 + 2 * 12 + 4 + i];
+    EXPECT_EQ(s.name, biases[i].first);
+    EXPECT_EQ(s.shape, biases[i].second) << s.name;
+    EXPECT_EQ(s.layer, 2);
+    EXPECT_EQ(is_bias_weight(s.kind), i < 3) << s.name;
+    EXPECT_FALSE(is_norm_weight(s.kind)) << s.name;
+  }
+  EXPECT_EQ(total_weight_elements(specs), c.total_params());
+  EXPECT_EQ(weight_name(WeightKind::k_bias, 7), "model.layers.7.self_attn.k_proj.bias");
+}
+
 TEST(WeightNames, TiedHasNoLmHead) {
   const std::vector<WeightSpec> specs = weight_specs(gqa_config(true));
   ASSERT_EQ(specs.size(), 1u + 9u * 3u + 1u);

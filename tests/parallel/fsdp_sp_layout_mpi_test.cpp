@@ -123,6 +123,13 @@ TEST(FsdpSpModel, GqaSlidingWindowF32) {
 TEST(FsdpSpModel, MhaSlidingWindowBf16) {
   run_case({"mha window 3 bf16", config_of({.window = 3}), DType::bf16});
 }
+// Qwen2's q/k/v biases: row blocks of each bias in the layer piece, added column block by block.
+TEST(FsdpSpModel, GqaQkvBiasF32) {
+  run_case({"gqa qkv bias f32", config_of({.gqa = true, .qkv_bias = true}), DType::f32});
+}
+TEST(FsdpSpModel, MhaQkvBiasTiedBf16) {
+  run_case({"mha qkv bias tied bf16", config_of({.tied = true, .qkv_bias = true}), DType::bf16});
+}
 // head_dim 16 with h 64 (H d = 128 != h): FSDP's row pieces of q and o follow H d.
 TEST(FsdpSpModel, GqaWideHeadsF32) {
   run_case({"gqa head_dim 16 f32", config_of({.gqa = true, .head_dim = 16}), DType::f32});

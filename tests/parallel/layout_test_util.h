@@ -24,6 +24,7 @@ struct TinyModel {
   kernels::RopeScaling rope = {};  // RoPE scaling (none by default)
   int64_t head_dim = 0;            // explicit d (0: h / H = 8); 16 makes q and o 128 wide, h 64
   int64_t window = 0;              // Mistral sliding window (0: none)
+  bool qkv_bias = false;           // Qwen2: q/k/v projection biases
 };
 
 // Scalings whose every regime shows at d = 8, theta = 1e4 (wavelengths 6.3, 63, 628, 6283): llama3
@@ -56,6 +57,7 @@ inline model::ModelConfig tiny_config(const TinyModel& m) {
     f.model_type = model::ModelType::mistral;
     f.sliding_window = m.window;
   }
+  if (m.qkv_bias) f.model_type = model::ModelType::qwen2;
   return model::ModelConfig(f);
 }
 

@@ -139,6 +139,13 @@ TEST(TpSpLayout, GqaSlidingWindowF32) {
 TEST(TpSpLayout, MhaSlidingWindowBf16) {
   run_case({"mha window 3 bf16", {.window = 3}, DType::bf16, false});
 }
+// Qwen2's q/k/v biases, split over tp with their heads.
+TEST(TpSpLayout, GqaQkvBiasF32) {
+  run_case({"gqa qkv bias f32", {.gqa = true, .qkv_bias = true}, DType::f32, false});
+}
+TEST(TpSpLayout, MhaQkvBiasTiedBf16) {
+  run_case({"mha qkv bias tied bf16", {.tied = true, .qkv_bias = true}, DType::bf16, false});
+}
 // head_dim 16 with h 64: the TP head shards are H/tp * d wide (128 / tp), not h / tp.
 TEST(TpSpLayout, GqaWideHeadsF32) {
   run_case({"gqa head_dim 16 f32", {.gqa = true, .head_dim = 16}, DType::f32, false});

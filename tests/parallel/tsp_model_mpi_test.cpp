@@ -114,6 +114,14 @@ TEST(TspModel, GqaSlidingWindowF32) {
 TEST(TspModel, MhaSlidingWindowRecomputeBf16) {
   run_case({"mha window 3 recompute bf16", {.window = 3}, DType::bf16, true});
 }
+// Qwen2's q/k/v biases travel in the packed attention shard of their head group; their gradients
+// are reduced to the owner with the group's weight gradient.
+TEST(TspModel, GqaQkvBiasTiedF32) {
+  run_case({"gqa qkv bias tied f32", {.gqa = true, .tied = true, .qkv_bias = true}, DType::f32, false});
+}
+TEST(TspModel, MhaQkvBiasRecomputeBf16) {
+  run_case({"mha qkv bias recompute bf16", {.qkv_bias = true}, DType::bf16, true});
+}
 TEST(TspModel, GqaYarnRopeBf16) {
   run_case({"gqa yarn rope bf16", {.gqa = true, .rope = testing::test_yarn_scaling()}, DType::bf16, false});
 }

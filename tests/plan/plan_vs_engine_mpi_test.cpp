@@ -59,10 +59,10 @@ void expect_memory_close(const MemoryEstimate& plan, MemCategory c, int64_t meas
       << what << " " << mem_category_name(c) << ": planner " << p << " B, measured peak " << m << " B";
 }
 
-void check_tsp(DType dtype, bool recompute, int64_t head_dim = 0) {
+void check_tsp(DType dtype, bool recompute, const testing::TinyModel& tiny = {.gqa = true, .layers = 2}) {
   comm::Communicator world = comm::Communicator::world();
   const int D = world.size();
-  const model::ModelConfig config = testing::tiny_config({.gqa = true, .layers = 2, .head_dim = head_dim});
+  const model::ModelConfig config = testing::tiny_config(tiny);
   const int64_t B = 2, S = 64;
   const testing::Batch b = testing::random_batch(B, S, config.vocab_size(), 4);
   Workload work;
@@ -121,7 +121,9 @@ TEST(PlanVsEngine, TspF32) { check_tsp(DType::f32, false); }
 TEST(PlanVsEngine, TspBf16) { check_tsp(DType::bf16, false); }
 TEST(PlanVsEngine, TspRecompute) { check_tsp(DType::f32, true); }
 // head_dim 16 with h 64: the planner's weight, K/V and activation sizes follow H d, not h.
-TEST(PlanVsEngine, TspWideHeads) { check_tsp(DType::f32, false, 16); }
+TEST(PlanVsEngine, TspWideHeads) { check_tsp(DType::f32, false, {.gqa = true, .layers = 2, .head_dim = 16}); }
+// Qwen2: the q/k/v biases ride in the broadcast attention shard and its reduced gradient.
+TEST(PlanVsEngine, TspQkvBias) { check_tsp(DType::f32, false, {.gqa = true, .layers = 2, .qkv_bias = true}); }
 
 comm::MeshAxis mesh_axis(Axis a) {
   switch (a) {
@@ -137,11 +139,12 @@ comm::MeshAxis mesh_axis(Axis a) {
 // Any layout through the trainer's factory: one micro-batch forward + backward, the layout's
 // reductions and the dp gradient sum, against the planner's micro-batch traffic plus its
 // gradient synchronisation, per mesh axis and operation; memory per category as above.
-void check_layout(const std::string& name, DType dtype) {
+void check_layout(const std::string& name, DType dtype,
+                  const testing::TinyModel& tiny = {.gqa = true, .layers = 2}) {
   comm::Communicator world = comm::Communicator::world();
   const Layout layout = parse_layout(name);
   if (layout.devices() != world.size()) GTEST_SKIP() << name << " needs " << layout.devices() << " ranks";
-  const model::ModelConfig config = testing::tiny_config({.gqa = true, .layers = 2});
+  const model::ModelConfig config = testing::tiny_config(tiny);
   const int64_t B = 4, S = 64;
   train::RunConfig run;
   run.layout = std::string(layout_kind_name(layout.kind));
@@ -212,6 +215,14 @@ TEST(PlanVsEngine, DataParallel) {
 TEST(PlanVsEngine, FsdpOverSp) {
   comm::Communicator world = comm::Communicator::world();
   check_layout("fsdp-sp" + std::to_string(world.size()), DType::f32);
+}
+TEST(PlanVsEngine, FsdpOverSpQkvBias) {
+  comm::Communicator world = comm::Communicator::world();
+  check_layout("fsdp-sp" + std::to_string(world.size()), DType::f32, {.gqa = true, .layers = 2, .qkv_bias = true});
+}
+TEST(PlanVsEngine, TensorParallelQkvBias) {
+  comm::Communicator world = comm::Communicator::world();
+  check_layout("tp" + std::to_string(world.size()), DType::bf16, {.gqa = true, .layers = 2, .qkv_bias = true});
 }
 TEST(PlanVsEngine, TpTimesSp) { check_layout("tp2xsp2", DType::f32); }
 TEST(PlanVsEngine, DpTimesTsp) { check_layout("dp2xtsp2", DType::bf16); }

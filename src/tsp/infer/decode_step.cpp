@@ -11,6 +11,7 @@
 #include "tsp/infer/cache_attention.h"
 #include "tsp/infer/decode_linear.h"
 #include "tsp/infer/head_logits.h"
+#include "tsp/kernels/bias.h"
 #include "tsp/kernels/embedding.h"
 #include "tsp/kernels/rmsnorm.h"
 #include "tsp/kernels/rope.h"
@@ -76,6 +77,11 @@ Tensor project_qkv(const ModelConfig& c, const model::LayerWeights& lw,
   decode_linear(n, lw.q, q);
   decode_linear(n, lw.k, k);
   decode_linear(n, lw.v, v);
+  if (c.qkv_bias()) {  // Qwen2, before RoPE
+    kernels::bias_add_forward(q, lw.q_bias);
+    kernels::bias_add_forward(k, lw.k_bias);
+    kernels::bias_add_forward(v, lw.v_bias);
+  }
   const Tensor tokens_as_seq = qkv.view({1, B, H + 2 * Hkv, c.head_dim()});
   kernels::rope_forward(tokens_as_seq.slice(2, 0, H), rope);
   kernels::rope_forward(tokens_as_seq.slice(2, H, Hkv), rope);

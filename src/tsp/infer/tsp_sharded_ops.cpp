@@ -5,6 +5,7 @@
 #include "tsp/comm/collectives.h"
 #include "tsp/core/check.h"
 #include "tsp/infer/decode_linear.h"
+#include "tsp/kernels/bias.h"
 #include "tsp/kernels/rmsnorm.h"
 #include "tsp/kernels/swiglu.h"
 #include "tsp/parallel/layout_kernels.h"
@@ -101,7 +102,9 @@ Tensor project_head_group(const TspWeights& w, int64_t layer, const Tensor& x,
   Tensor n = Tensor::empty({B, c.hidden_size()}, x.dtype(), MemCategory::workspace);
   kernels::rmsnorm_forward(x, lw.input_norm, n, Tensor(), norm_options(c));
   Tensor qkv = Tensor::empty({B, s.qkv_rows}, x.dtype(), MemCategory::workspace);
-  decode_linear(n, parallel::attn_views(lw.attn_packed, c, s).qkv, qkv);
+  const parallel::AttnShardViews aw = parallel::attn_views(lw.attn_packed, c, s);
+  decode_linear(n, aw.qkv, qkv);
+  if (aw.qkv_bias.defined()) kernels::bias_add_forward(qkv, aw.qkv_bias);  // Qwen2, before RoPE
   // The B tokens as one "sequence" [1, B, heads, d] whose positions are the table's B rows.
   const Tensor tokens_as_seq = qkv.view({1, B, s.heads + 2 * s.kv_heads, c.head_dim()});
   kernels::rope_forward(tokens_as_seq.slice(2, 0, s.heads), rope);

@@ -3,6 +3,7 @@
 #include "tsp/model/decoder_block.h"
 
 #include "tsp/core/check.h"
+#include "tsp/kernels/bias.h"
 #include "tsp/kernels/flash_attention.h"
 #include "tsp/kernels/gemm.h"
 #include "tsp/kernels/rmsnorm.h"
@@ -88,6 +89,11 @@ void block_forward(const BlockContext& ctx, const LayerWeights& w, const Tensor&
     gemm(n, w.q, q, kXWt);
     gemm(n, w.k, k, kXWt);
     gemm(n, w.v, v, kXWt);
+    if (c.qkv_bias()) {  // Qwen2: before RoPE, as HF adds them inside the projections
+      kernels::bias_add_forward(q, w.q_bias);
+      kernels::bias_add_forward(k, w.k_bias);
+      kernels::bias_add_forward(v, w.v_bias);
+    }
   }
   const Tensor q4 = heads_view(acts.qkv, B, S, d, 0, H);
   const Tensor k4 = heads_view(acts.qkv, B, S, d, H, Hkv);
@@ -177,6 +183,11 @@ void block_backward(const BlockContext& ctx, const LayerWeights& w, const Tensor
     gemm(dq, n, g.q, kDW);
     gemm(dk, n, g.k, kDW);
     gemm(dv, n, g.v, kDW);
+    if (c.qkv_bias()) {
+      kernels::bias_backward(dq, g.q_bias, /*accumulate=*/true);
+      kernels::bias_backward(dk, g.k_bias, /*accumulate=*/true);
+      kernels::bias_backward(dv, g.v_bias, /*accumulate=*/true);
+    }
     gemm(dq, w.q, dn, kDyW);
     gemm(dk, w.k, dn, kDyWAcc);
     gemm(dv, w.v, dn, kDyWAcc);

@@ -89,10 +89,13 @@ int64_t ModelConfig::matrix_params_per_layer() const {
   return add_checked(attention_params_per_layer(), mlp_params_per_layer(), "parameters per layer");
 }
 
+int64_t ModelConfig::bias_params_per_layer() const { return qkv_bias() ? q_dim() + 2 * kv_dim() : 0; }
+
 int64_t ModelConfig::norm_params_per_layer() const { return 2 * f_.hidden_size; }
 
 int64_t ModelConfig::params_per_layer() const {
-  return add_checked(matrix_params_per_layer(), norm_params_per_layer(), "parameters per layer");
+  return add_checked(add_checked(matrix_params_per_layer(), bias_params_per_layer(), "parameters per layer"),
+                     norm_params_per_layer(), "parameters per layer");
 }
 
 int64_t ModelConfig::embedding_params() const {
@@ -150,7 +153,14 @@ json rope_scaling_to_json(const kernels::RopeScaling& r) {
 
 }  // namespace
 
-std::string_view model_type_name(ModelType t) { return t == ModelType::mistral ? "mistral" : "llama"; }
+std::string_view model_type_name(ModelType t) {
+  switch (t) {
+    case ModelType::mistral: return "mistral";
+    case ModelType::qwen2: return "qwen2";
+    case ModelType::llama: break;
+  }
+  return "llama";
+}
 
 std::string torch_dtype_name(DType t) {
   return t == DType::bf16 ? "bfloat16" : t == DType::f16 ? "float16" : "float32";
@@ -161,6 +171,7 @@ std::string ModelConfig::summary() const {
   os << "h=" << f_.hidden_size << " L=" << f_.num_hidden_layers << " H=" << f_.num_attention_heads
      << " H_kv=" << f_.num_key_value_heads << " d=" << head_dim() << " F=" << f_.intermediate_size
      << " V=" << f_.vocab_size << (f_.tie_word_embeddings ? " tied" : "")
+     << (qkv_bias() ? " qkv_bias" : "")
      << (f_.sliding_window > 0 ? " window=" + std::to_string(f_.sliding_window) : "") << " "
      << dtype_name(f_.torch_dtype) << " params=" << human_count(total_params()) << " rope "
      << kernels::describe_rope(rope_options());
@@ -184,12 +195,16 @@ bool operator==(const ModelConfig& a, const ModelConfig& b) {
 std::string config_to_json(const ModelConfig& config) {
   const ModelConfigFields& f = config.fields();
   json j;
-  const bool mistral = f.model_type == ModelType::mistral;
-  j["architectures"] = json::array({mistral ? "MistralForCausalLM" : "LlamaForCausalLM"});
+  const bool mistral = f.model_type == ModelType::mistral, qwen2 = f.model_type == ModelType::qwen2;
+  j["architectures"] = json::array({mistral ? "MistralForCausalLM"
+                                    : qwen2 ? "Qwen2ForCausalLM"
+                                            : "LlamaForCausalLM"});
   j["model_type"] = model_type_name(f.model_type);
   if (mistral) j["sliding_window"] = f.sliding_window > 0 ? json(f.sliding_window) : json(nullptr);
+  if (qwen2) j["use_sliding_window"] = false;
   j["hidden_act"] = "silu";
-  j["attention_bias"] = false;
+  // Qwen2's q/k/v biases come with its type (HF's Qwen2Config has no attention_bias field).
+  if (!qwen2) j["attention_bias"] = false;
   j["mlp_bias"] = false;
   j["rope_scaling"] = rope_scaling_to_json(f.rope_scaling);
   j["hidden_size"] = f.hidden_size;
@@ -399,11 +414,14 @@ ModelConfig config_from_object(const json& j, std::string_view source) {
   ModelType model_type = ModelType::llama;
   if (auto t = in.string("model_type"); t) {
     if (*t == "mistral") model_type = ModelType::mistral;
-    else if (*t == "qwen2")
-      unsupported("model_type \"qwen2\" (its q/k/v projection biases are not implemented yet; "
-                  "llama and mistral are)");
-    else if (*t != "llama") unsupported("model_type \"", *t, "\" (only \"llama\" and \"mistral\")");
+    else if (*t == "qwen2") model_type = ModelType::qwen2;
+    else if (*t != "llama")
+      unsupported("model_type \"", *t, "\" (only \"llama\", \"mistral\" and \"qwen2\")");
   }
+  // Qwen2's window applies only from layer max_window_layers on, and only when use_sliding_window
+  // is set (no released Qwen2/2.5 checkpoint sets it; its sliding_window field is then unused).
+  if (model_type == ModelType::qwen2 && in.boolean_or("use_sliding_window", false))
+    unsupported("use_sliding_window = true (Qwen2's per-layer window)");
   if (auto a = in.string("hidden_act"); a && *a != "silu") unsupported("hidden_act \"", *a, "\" (only silu)");
   if (in.boolean_or("attention_bias", false)) unsupported("attention_bias = true");
   if (in.boolean_or("mlp_bias", false)) unsupported("mlp_bias = true");

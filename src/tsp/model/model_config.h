@@ -15,9 +15,10 @@
 
 namespace tsp::model {
 
-// The architectures read and written: Llama, and Mistral (Llama plus an optional sliding window).
-enum class ModelType : uint8_t { llama, mistral };
-// "llama" / "mistral", as config.json's model_type.
+// The architectures read and written: Llama, Mistral (Llama plus an optional sliding window) and
+// Qwen2 (Llama plus biases on the q, k and v projections).
+enum class ModelType : uint8_t { llama, mistral, qwen2 };
+// "llama" / "mistral" / "qwen2", as config.json's model_type.
 std::string_view model_type_name(ModelType t);
 
 // The raw fields, named as in HF's LlamaConfig. Defaults are HF's where HF has one. Build a
@@ -86,6 +87,9 @@ class ModelConfig {
   ModelType model_type() const { return f_.model_type; }
   // The attention window of every layer (0: full causal attention).
   int64_t sliding_window() const { return f_.sliding_window; }
+  // Qwen2: q_proj, k_proj and v_proj carry biases ([H d], [H_kv d], [H_kv d]), added to the
+  // projections before RoPE; o_proj and the MLP have none.
+  bool qkv_bias() const { return f_.model_type == ModelType::qwen2; }
   // Causal, with the window: the options of every attention call of every layout.
   kernels::FlashAttentionOptions attention_options() const { return {.causal = true, .window = f_.sliding_window}; }
   DType torch_dtype() const { return f_.torch_dtype; }
@@ -105,8 +109,9 @@ class ModelConfig {
   int64_t attention_params_per_layer() const;  // q, k, v, o projections
   int64_t mlp_params_per_layer() const;        // gate, up, down projections
   int64_t matrix_params_per_layer() const;     // attention + MLP: TSP.md §9's "parameters per layer"
+  int64_t bias_params_per_layer() const;       // q, k, v biases: H d + 2 H_kv d (Qwen2), else 0
   int64_t norm_params_per_layer() const;       // input_layernorm + post_attention_layernorm = 2h
-  int64_t params_per_layer() const;            // matrix + norm
+  int64_t params_per_layer() const;            // matrix + bias + norm
   int64_t embedding_params() const;            // V h (model.embed_tokens)
   int64_t lm_head_params() const;              // V h, or 0 when tied
   int64_t non_embedding_params() const;        // L * params_per_layer + h (final norm)
@@ -125,17 +130,20 @@ class ModelConfig {
 std::string torch_dtype_name(DType t);
 
 // HF config.json text: every field above plus "architectures": ["LlamaForCausalLM"] and
-// "model_type": "llama" (Mistral: "MistralForCausalLM", "mistral", "sliding_window"), "hidden_act": "silu", "head_dim", "attention_bias": false,
-// "mlp_bias": false. Pretty-printed, keys sorted.
+// "model_type": "llama" (Mistral: "MistralForCausalLM", "mistral", "sliding_window"; Qwen2:
+// "Qwen2ForCausalLM", "qwen2", "use_sliding_window": false), "hidden_act": "silu", "head_dim",
+// "attention_bias": false (not for Qwen2, whose biases are implied by its type), "mlp_bias": false.
+// Pretty-printed, keys sorted.
 std::string config_to_json(const ModelConfig& config);
 // Parses config.json text. Malformed JSON or wrong field types -> IoError naming `source`;
 // valid JSON with invalid values -> InvalidArgument naming `source` and the values. RoPE comes
 // from rope_theta / rope_scaling or from transformers >= 5's rope_parameters (its rope_theta
 // first). Rejects features the engine does not implement, by name (RoPE types other than default,
 // linear, llama3 and yarn, unknown RoPE parameters, partial_rotary_factor != 1, attention/mlp
-// bias, non-silu act, model_type other than "llama" and "mistral"). head_dim may differ from h/H
-// (q and o are then H d wide). A Mistral config's sliding_window masks keys outside the window;
-// a Llama config has none (HF's Llama ignores the field). Unknown extra fields are ignored.
+// bias, non-silu act, model_type other than "llama", "mistral" and "qwen2", Qwen2's
+// use_sliding_window = true). head_dim may differ from h/H (q and o are then H d wide). A Mistral
+// config's sliding_window masks keys outside the window; Llama and Qwen2 (without
+// use_sliding_window) have none (HF ignores the field there). Unknown extra fields are ignored.
 ModelConfig config_from_json(std::string_view json_text, std::string_view source = "<string>");
 
 // File versions; the writer is atomic (temporary file + fsync + rename).

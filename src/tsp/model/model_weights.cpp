@@ -27,6 +27,9 @@ Tensor* slot(Tensor& embed, Tensor& final_norm, Tensor& lm_head, std::vector<Lay
     case WeightKind::q_proj: return &l.q;
     case WeightKind::k_proj: return &l.k;
     case WeightKind::v_proj: return &l.v;
+    case WeightKind::q_bias: return &l.q_bias;
+    case WeightKind::k_bias: return &l.k_bias;
+    case WeightKind::v_bias: return &l.v_bias;
     case WeightKind::o_proj: return &l.o;
     case WeightKind::post_attention_layernorm: return &l.post_norm;
     case WeightKind::gate_proj: return &l.gate;

@@ -16,6 +16,8 @@ namespace tsp::model {
 struct LayerWeights {
   Tensor input_norm;  // [h]
   Tensor q, k, v;     // [H d, h], [H_kv d, h], [H_kv d, h]
+  // [H d], [H_kv d], [H_kv d] when config.qkv_bias() (Qwen2), else undefined.
+  Tensor q_bias, k_bias, v_bias;
   Tensor o;           // [h, H d]
   Tensor post_norm;   // [h]
   Tensor gate, up;    // [F, h]
@@ -27,7 +29,9 @@ class ModelWeights {
   // Zero-filled tensors of `dtype` under `category` (weights, grads, optimizer) for every spec.
   ModelWeights(const ModelConfig& config, DType dtype, MemCategory category);
 
-  // Deterministic initialisation: matrices N(0, 0.02) (HF initializer_range), norm gains 1.
+  // Deterministic initialisation: matrices N(0, 0.02) (HF initializer_range), norm gains 1,
+  // q/k/v biases N(0, 0.02) too (HF starts them at 0; drawn here so that a fresh model's biases
+  // already take part in every product, and every layout's handling of them shows from step 0).
   // Each tensor draws from Rng(seed, index of its spec), so values do not depend on dtype or on
   // which other tensors exist; bf16 weights are the rounded f32 values.
   static ModelWeights initialize(const ModelConfig& config, DType dtype, uint64_t seed);

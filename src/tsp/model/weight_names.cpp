@@ -14,6 +14,10 @@ bool is_norm_weight(WeightKind kind) {
          kind == WeightKind::final_norm;
 }
 
+bool is_bias_weight(WeightKind kind) {
+  return kind == WeightKind::q_bias || kind == WeightKind::k_bias || kind == WeightKind::v_bias;
+}
+
 namespace {
 const char* layer_suffix(WeightKind kind) {
   switch (kind) {
@@ -21,6 +25,9 @@ const char* layer_suffix(WeightKind kind) {
     case WeightKind::q_proj: return "self_attn.q_proj.weight";
     case WeightKind::k_proj: return "self_attn.k_proj.weight";
     case WeightKind::v_proj: return "self_attn.v_proj.weight";
+    case WeightKind::q_bias: return "self_attn.q_proj.bias";
+    case WeightKind::k_bias: return "self_attn.k_proj.bias";
+    case WeightKind::v_bias: return "self_attn.v_proj.bias";
     case WeightKind::o_proj: return "self_attn.o_proj.weight";
     case WeightKind::post_attention_layernorm: return "post_attention_layernorm.weight";
     case WeightKind::gate_proj: return "mlp.gate_proj.weight";
@@ -58,6 +65,9 @@ Shape weight_shape(const ModelConfig& c, WeightKind kind) {
     case WeightKind::q_proj: return Shape{c.q_dim(), h};
     case WeightKind::k_proj:
     case WeightKind::v_proj: return Shape{c.kv_dim(), h};
+    case WeightKind::q_bias: return Shape{c.q_dim()};
+    case WeightKind::k_bias:
+    case WeightKind::v_bias: return Shape{c.kv_dim()};
     case WeightKind::o_proj: return Shape{h, c.q_dim()};
     case WeightKind::gate_proj:
     case WeightKind::up_proj: return Shape{f, h};
@@ -74,7 +84,11 @@ std::vector<WeightSpec> weight_specs(const ModelConfig& config) {
   add(WeightKind::embed_tokens, -1);
   for (int64_t i = 0; i < config.num_hidden_layers(); ++i) {
     for (WeightKind k : {WeightKind::input_layernorm, WeightKind::q_proj, WeightKind::k_proj,
-                         WeightKind::v_proj, WeightKind::o_proj, WeightKind::post_attention_layernorm,
+                         WeightKind::v_proj})
+      add(k, i);
+    if (config.qkv_bias())
+      for (WeightKind k : {WeightKind::q_bias, WeightKind::k_bias, WeightKind::v_bias}) add(k, i);
+    for (WeightKind k : {WeightKind::o_proj, WeightKind::post_attention_layernorm,
                          WeightKind::gate_proj, WeightKind::up_proj, WeightKind::down_proj})
       add(k, i);
   }

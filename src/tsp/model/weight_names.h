@@ -17,6 +17,9 @@ enum class WeightKind : uint8_t {
   q_proj,                    // model.layers.{i}.self_attn.q_proj.weight [H*d, h]
   k_proj,                    // ...self_attn.k_proj.weight               [H_kv*d, h]
   v_proj,                    // ...self_attn.v_proj.weight               [H_kv*d, h]
+  q_bias,                    // ...self_attn.q_proj.bias                 [H*d]    (Qwen2 only)
+  k_bias,                    // ...self_attn.k_proj.bias                 [H_kv*d] (Qwen2 only)
+  v_bias,                    // ...self_attn.v_proj.bias                 [H_kv*d] (Qwen2 only)
   o_proj,                    // ...self_attn.o_proj.weight               [h, H*d]
   post_attention_layernorm,  // model.layers.{i}.post_attention_layernorm.weight [h]
   gate_proj,                 // ...mlp.gate_proj.weight                  [F_h, h]
@@ -28,10 +31,11 @@ enum class WeightKind : uint8_t {
 
 bool is_layer_weight(WeightKind kind);
 bool is_norm_weight(WeightKind kind);  // the RMSNorm gains (1-D, initialised to 1)
+bool is_bias_weight(WeightKind kind);  // the q/k/v projection biases (1-D)
 
 // Full HF name. `layer` is required (0 <= layer) for per-layer kinds and must be -1 otherwise.
 std::string weight_name(WeightKind kind, int64_t layer = -1);
-// Shape of the weight in HF layout: [out, in] for projections, [h] for norm gains.
+// Shape of the weight in HF layout: [out, in] for projections, [h] for norm gains, [out] for biases.
 Shape weight_shape(const ModelConfig& config, WeightKind kind);
 
 struct WeightSpec {
@@ -42,7 +46,8 @@ struct WeightSpec {
 };
 
 // Every tensor of the model in canonical order: embed_tokens; per layer input_layernorm, q, k, v,
-// o, post_attention_layernorm, gate, up, down; model.norm; lm_head (unless tie_word_embeddings).
+// (q, k, v biases when config.qkv_bias()), o, post_attention_layernorm, gate, up, down;
+// model.norm; lm_head (unless tie_word_embeddings).
 std::vector<WeightSpec> weight_specs(const ModelConfig& config);
 
 // Sum of numel over weight_specs(config); equals config.total_params().

@@ -4,6 +4,7 @@
 #include "tsp/parallel/fsdp_sp_block.h"
 
 #include "tsp/core/check.h"
+#include "tsp/kernels/bias.h"
 #include "tsp/kernels/flash_attention.h"
 #include "tsp/kernels/gemm.h"
 #include "tsp/kernels/rmsnorm.h"
@@ -190,6 +191,11 @@ void attention_forward(const FsdpSpContext& ctx, const FullLayer& w, const Tenso
     mm(n, w.pieces[r].q, cols(acts.qkv, 0, r, s.q_rows), kXWt);
     mm(n, w.pieces[r].k, cols(acts.qkv, qd, r, s.kv_rows), kXWt);
     mm(n, w.pieces[r].v, cols(acts.qkv, qd + kvd, r, s.kv_rows), kXWt);
+    if (c.qkv_bias()) {  // Qwen2: each row block's biases on its own columns, before RoPE
+      kernels::bias_add_forward(cols(acts.qkv, 0, r, s.q_rows), w.pieces[r].q_bias);
+      kernels::bias_add_forward(cols(acts.qkv, qd, r, s.kv_rows), w.pieces[r].k_bias);
+      kernels::bias_add_forward(cols(acts.qkv, qd + kvd, r, s.kv_rows), w.pieces[r].v_bias);
+    }
   }
   const Tensor q4 = heads_of(acts.qkv, ctx, 0, H);
   kernels::rope_forward(q4, ctx.rope());
@@ -316,6 +322,11 @@ void attention_backward(const FsdpSpContext& ctx, const FullLayer& w, const Tens
     mm(dq, n, g.pieces[r].q, kDWAcc);
     mm(dk, n, g.pieces[r].k, kDWAcc);
     mm(dv, n, g.pieces[r].v, kDWAcc);
+    if (c.qkv_bias()) {
+      kernels::bias_backward(dq, g.pieces[r].q_bias, /*accumulate=*/true);
+      kernels::bias_backward(dk, g.pieces[r].k_bias, /*accumulate=*/true);
+      kernels::bias_backward(dv, g.pieces[r].v_bias, /*accumulate=*/true);
+    }
     mm(dq, w.pieces[r].q, dn, r == 0 ? kDyW : kDyWAcc);
     mm(dk, w.pieces[r].k, dn, kDyWAcc);
     mm(dv, w.pieces[r].v, dn, kDyWAcc);

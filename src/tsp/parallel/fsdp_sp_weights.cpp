@@ -58,6 +58,11 @@ FsdpLayerPiece piece_views(const Tensor& packed, const ModelConfig& c, const Fsd
   p.q = take(s.q_rows, h);
   p.k = take(s.kv_rows, h);
   p.v = take(s.kv_rows, h);
+  if (c.qkv_bias()) {
+    p.q_bias = take(s.q_rows, 1);
+    p.k_bias = take(s.kv_rows, 1);
+    p.v_bias = take(s.kv_rows, 1);
+  }
   p.o = take(s.h_rows, c.q_dim());
   p.post_norm = take(s.h_rows, 1);
   p.gate = take(s.ffn_rows, h);
@@ -101,6 +106,15 @@ std::vector<ParamShard> FsdpSpWeights::params() const {
           break;
         case WeightKind::v_proj:
           local = p.v;
+          break;
+        case WeightKind::q_bias:
+          local = p.q_bias;
+          break;
+        case WeightKind::k_bias:
+          local = p.k_bias;
+          break;
+        case WeightKind::v_bias:
+          local = p.v_bias;
           break;
         case WeightKind::o_proj:
           local = p.o;

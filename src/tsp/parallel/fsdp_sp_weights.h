@@ -31,12 +31,14 @@ struct FsdpSpSizes {
 };
 
 // Views of one rank's packed layer piece (its own, or block r of an all-gathered layer), in
-// weight_specs() order: input_norm | q | k | v | o | post_norm | gate | up | down, each the
-// rank's row block in HF [out, in] layout. Gradient pieces (f32) have the same views.
+// weight_specs() order: input_norm | q | k | v | (q, k, v biases) | o | post_norm | gate | up |
+// down, each the rank's row block in HF [out, in] layout. Gradient pieces (f32) have the same views.
 struct FsdpLayerPiece {
   Tensor input_norm;  // [h/D]
   Tensor q;           // [H d / D, h]
   Tensor k, v;        // [H_kv d / D, h]
+  Tensor q_bias;      // [H d / D] (Qwen2), else undefined
+  Tensor k_bias, v_bias;  // [H_kv d / D] (Qwen2), else undefined
   Tensor o;           // [h/D, H d]
   Tensor post_norm;   // [h/D]
   Tensor gate, up;    // [F/D, h]

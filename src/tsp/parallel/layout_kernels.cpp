@@ -4,6 +4,7 @@
 
 #include "tsp/comm/collectives.h"
 #include "tsp/core/check.h"
+#include "tsp/kernels/bias.h"
 #include "tsp/kernels/flash_attention.h"
 #include "tsp/kernels/swiglu.h"
 #include "tsp/model/transformer.h"
@@ -130,6 +131,7 @@ void head_group_forward(const HeadGroupGeometry& g, int64_t group, const Tensor&
                         KvExchange* kv, const Tensor& y) {
   const int64_t G = g.qkv_rows(), first = group * (g.heads + 2 * g.kv_heads);
   mm(n, w.qkv, acts.qkv.slice(1, group * G, G), kXWt);
+  if (w.qkv_bias.defined()) kernels::bias_add_forward(acts.qkv.slice(1, group * G, G), w.qkv_bias);
   const Tensor q4 = local_heads(g, acts.qkv, first, g.heads);
   kernels::rope_forward(q4, g.rope);
   kernels::rope_forward(local_heads(g, acts.qkv, first + g.heads, g.kv_heads), g.rope);
@@ -182,6 +184,7 @@ void head_group_backward_weights(const HeadGroupGeometry& g, int64_t group, cons
                                  const HeadGroupScratch& s, const AttnShardViews& dw,
                                  const GemmOptions& options) {
   mm(s.dqkv, n, dw.qkv, options);
+  if (dw.qkv_bias.defined()) kernels::bias_backward(s.dqkv, dw.qkv_bias, options.beta != 0.f);
   mm(dy, acts.attn.slice(1, group * g.q_rows(), g.q_rows()), dw.o, options);
 }
 

@@ -104,7 +104,8 @@ struct HeadGroupGeometry {
 // Attention of head group `group` on this rank's tokens. acts holds the block's fused buffers with
 // the groups side by side: qkv [T, groups * qkv_rows] (group g = q | k | v), attn [T, groups *
 // q_rows], lse [B, groups * heads, local_len] f32. Writes the group's q, k (after RoPE) and v, its
-// attention output and lse; y [T, h] f32 += attn_g @ w.o^T. kv: the exchange over the sequence
+// attention output and lse; y [T, h] f32 += attn_g @ w.o^T. With w.qkv_bias (Qwen2) the group's
+// q, k, v biases are added to the projection before RoPE. kv: the exchange over the sequence
 // axis, or null when every key is local (then the keys are this rank's own k and v).
 void head_group_forward(const HeadGroupGeometry& g, int64_t group, const Tensor& n,
                         const AttnShardViews& w, const model::BlockActivations& acts,
@@ -126,8 +127,9 @@ void head_group_backward_data(const HeadGroupGeometry& g, int64_t group, const A
                               const model::BlockActivations& acts, const Tensor& dy,
                               KvExchange* kv, const HeadGroupScratch& s, const Tensor& dn,
                               int64_t next_group = -1);
-// Weight gradient (after head_group_backward_data): dw.qkv = dqkv^T n, dw.o = dy^T attn_g, set
-// or accumulated as `options` says (kDWSet / kDWAcc), f32.
+// Weight gradient (after head_group_backward_data): dw.qkv = dqkv^T n, dw.o = dy^T attn_g and,
+// with dw.qkv_bias, the bias gradient = column sums of dqkv; set or accumulated as `options`
+// says (kDWSet / kDWAcc), f32.
 void head_group_backward_weights(const HeadGroupGeometry& g, int64_t group, const Tensor& n,
                                  const Tensor& dy, const model::BlockActivations& acts,
                                  const HeadGroupScratch& s, const AttnShardViews& dw,

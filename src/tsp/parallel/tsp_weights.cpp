@@ -35,7 +35,8 @@ TspShardSizes TspShardSizes::of(const ModelConfig& c, int degree) {
   s.q_rows = s.heads * d;
   s.kv_rows = s.kv_heads * d;
   s.qkv_rows = s.q_rows + 2 * s.kv_rows;
-  s.attn_elements = s.qkv_rows * h + h * s.q_rows;
+  s.qkv_bias = c.qkv_bias() ? s.qkv_rows : 0;
+  s.attn_elements = s.qkv_rows * h + h * s.q_rows + s.qkv_bias;
   s.ffn_rows = c.intermediate_size() / D;
   s.mlp_elements = 3 * s.ffn_rows * h;
   s.vocab_rows = c.vocab_size() / D;
@@ -47,8 +48,10 @@ AttnShardViews attn_views(const Tensor& packed, const ModelConfig& c, const TspS
   TSP_ASSERT(packed.rank() == 1 && packed.numel() == s.attn_elements && packed.is_contiguous(),
              "attn_views: expected a contiguous [", s.attn_elements, "] buffer, got ",
              packed.describe());
-  return {packed.slice(0, 0, s.qkv_rows * h).view({s.qkv_rows, h}),
-          packed.slice(0, s.qkv_rows * h, h * s.q_rows).view({h, s.q_rows})};
+  AttnShardViews v{packed.slice(0, 0, s.qkv_rows * h).view({s.qkv_rows, h}),
+                   packed.slice(0, s.qkv_rows * h, h * s.q_rows).view({h, s.q_rows}), Tensor()};
+  if (s.qkv_bias > 0) v.qkv_bias = packed.slice(0, s.qkv_rows * h + h * s.q_rows, s.qkv_bias);
+  return v;
 }
 
 MlpShardViews mlp_views(const Tensor& packed, const ModelConfig& c, const TspShardSizes& s) {
@@ -119,6 +122,16 @@ std::vector<ParamShard> TspWeights::params() const {
         break;
       case WeightKind::v_proj:
         rows(attn_views(l->attn_packed, config_, s).qkv.slice(0, s.q_rows + s.kv_rows, s.kv_rows),
+             s.kv_rows);
+        break;
+      case WeightKind::q_bias:
+        rows(attn_views(l->attn_packed, config_, s).qkv_bias.slice(0, 0, s.q_rows), s.q_rows);
+        break;
+      case WeightKind::k_bias:
+        rows(attn_views(l->attn_packed, config_, s).qkv_bias.slice(0, s.q_rows, s.kv_rows), s.kv_rows);
+        break;
+      case WeightKind::v_bias:
+        rows(attn_views(l->attn_packed, config_, s).qkv_bias.slice(0, s.q_rows + s.kv_rows, s.kv_rows),
              s.kv_rows);
         break;
       case WeightKind::o_proj: cols(attn_views(l->attn_packed, config_, s).o, s.q_rows); break;

@@ -20,7 +20,8 @@ struct TspShardSizes {
   int64_t heads = 0, kv_heads = 0;   // per head group: H/D, H_kv/D
   int64_t q_rows = 0, kv_rows = 0;   // H/D*d, H_kv/D*d
   int64_t qkv_rows = 0;              // q_rows + 2 kv_rows (the fused projection of one group)
-  int64_t attn_elements = 0;         // packed attention shard: qkv_rows*h + h*q_rows
+  int64_t qkv_bias = 0;              // qkv_rows with Qwen2's q/k/v biases, else 0
+  int64_t attn_elements = 0;         // packed attention shard: qkv_rows*h + h*q_rows + qkv_bias
   int64_t ffn_rows = 0;              // F/D
   int64_t mlp_elements = 0;          // packed MLP shard: 3*F/D*h
   int64_t vocab_rows = 0;            // V/D
@@ -34,7 +35,9 @@ struct TspShardSizes {
 struct TspLayerShard {
   Tensor input_norm;   // [h] replicated
   Tensor post_norm;    // [h] replicated
-  Tensor attn_packed;  // [attn_elements] = q | k | v rows (row-major [qkv_rows, h]) | o cols [h, q_rows]
+  // [attn_elements] = q | k | v rows (row-major [qkv_rows, h]) | o cols [h, q_rows]
+  //                  | q | k | v bias entries [qkv_rows] (Qwen2 only)
+  Tensor attn_packed;
   Tensor mlp_packed;   // [mlp_elements]  = gate | up rows ([2F/D, h]) | down cols [h, F/D]
 };
 
@@ -42,6 +45,7 @@ struct TspLayerShard {
 struct AttnShardViews {
   Tensor qkv;  // [qkv_rows, h]: q rows, then k rows, then v rows of one head group
   Tensor o;    // [h, q_rows]: the o_proj columns of that group (contiguous copy)
+  Tensor qkv_bias;  // [qkv_rows]: the group's q, k, v bias entries (Qwen2), else undefined
 };
 struct MlpShardViews {
   Tensor gate_up;  // [2F/D, h]: gate rows then up rows

@@ -68,7 +68,7 @@ int64_t comm_bytes(const model::ModelConfig& c, const Workload& w, const Layout&
       // ids this rank looks up for others (their expectation, T/D) live through the step.
       const int64_t D = l.tsp, t_loc = T / D, kvw = 2 * kvd / D;
       const int64_t wb = D <= 1 ? 0 : std::min<int64_t>(2, D - 1), gb = D <= 1 ? 0 : 2;
-      const int64_t attn = (2 * c.q_dim() + 2 * kvd) * h / D, mlp = 3 * c.intermediate_size() * h / D;
+      const int64_t attn = ((2 * c.q_dim() + 2 * kvd) * h + c.bias_params_per_layer()) / D, mlp = 3 * c.intermediate_size() * h / D;
       const int64_t vr = s.vocab * h;
       const int64_t kv = t_loc * kvw * e + T * kvw * e;
       const int64_t scratch = D > 1 && T * kvw * 4 >= (int64_t{64} << 10) ? 2 * t_loc * kvw * 4 : 0;

@@ -35,7 +35,8 @@ ParamShare param_share(const model::ModelConfig& c, const Layout& l, int64_t sta
   }
   const int64_t n = l.weight_shards();  // divides every matrix when the layout is valid
   s.layer_norms = c.norm_params_per_layer();
-  s.per_layer = c.matrix_params_per_layer() / n + s.layer_norms;
+  // The q/k/v biases are split with their heads, as the projections' rows are.
+  s.per_layer = (c.matrix_params_per_layer() + c.bias_params_per_layer()) / n + s.layer_norms;
   if (first) s.embedding = Vh / n;
   if (last) {
     s.head = head_matrix / n;

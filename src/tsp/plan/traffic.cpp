@@ -66,6 +66,7 @@ namespace {
 // Sizes of one micro-batch in elements, and the wire sizes.
 struct Dims {
   int64_t h, qd, kvd, F, V, T;  // T = B * S tokens of one micro-batch of one replica
+  int64_t bias;                 // q/k/v bias entries of a layer (Qwen2), else 0
   int64_t e;                    // weight / activation bytes
   int64_t grad;                 // gradient wire bytes (f32)
   int64_t reduce;               // wire bytes of reductions of activations and their gradients
@@ -76,7 +77,7 @@ Dims dims_of(const model::ModelConfig& c, const Workload& w) {
             "the engine stores weights and activations in one dtype; got weight bytes ",
             w.precision.weight_bytes, " and activation bytes ", w.precision.activation_bytes);
   return {.h = c.hidden_size(), .qd = c.q_dim(), .kvd = c.kv_dim(), .F = c.intermediate_size(),
-          .V = c.vocab_size(), .T = w.tokens(), .e = w.precision.activation_bytes,
+          .V = c.vocab_size(), .T = w.tokens(), .bias = c.bias_params_per_layer(), .e = w.precision.activation_bytes,
           .grad = w.precision.grad_bytes, .reduce = w.precision.reduce_bytes};
 }
 
@@ -97,8 +98,10 @@ std::vector<int64_t> balanced_counts(int64_t n, int64_t group) {
 
 // ---- TSP (TSP.md §4-§5), axis tsp of degree D, this rank p ----
 
-// Packed attention shard of one head group: q, k, v rows and o columns.
-int64_t tsp_attention_shard(const Dims& d, int64_t D) { return (2 * d.qd + 2 * d.kvd) * d.h / D; }
+// Packed attention shard of one head group: q, k, v rows and o columns (and q, k, v biases).
+int64_t tsp_attention_shard(const Dims& d, int64_t D) {
+  return ((2 * d.qd + 2 * d.kvd) * d.h + d.bias) / D;
+}
 int64_t tsp_mlp_shard(const Dims& d, int64_t D) { return 3 * d.F * d.h / D; }
 // One rank's K|V block of one head group: its T/D tokens, 2 kvd / D columns.
 int64_t tsp_kv_block(const Dims& d, int64_t D) { return d.T / D * 2 * d.kvd / D; }

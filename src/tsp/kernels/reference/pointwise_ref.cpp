@@ -138,4 +138,18 @@ void adamw_step(Vec& p, Vec& m, Vec& v, const Vec& g, int64_t step, double lr, d
   }
 }
 
+Vec bias_add(const Vec& y, const Vec& b, int64_t rows, int64_t n) {
+  Vec out(y);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < n; ++c) out[static_cast<size_t>(r * n + c)] += b[static_cast<size_t>(c)];
+  return out;
+}
+
+Vec bias_column_sums(const Vec& dy, int64_t rows, int64_t n) {
+  Vec db(static_cast<size_t>(n), 0.0);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < n; ++c) db[static_cast<size_t>(c)] += dy[static_cast<size_t>(r * n + c)];
+  return db;
+}
+
 }  // namespace tsp::kernels::reference

@@ -31,6 +31,10 @@ Vec rope(const Vec& x, int64_t B, int64_t S, int64_t H, int64_t d, const std::ve
 Vec swiglu_forward(const Vec& gate, const Vec& up);
 void swiglu_backward(const Vec& dout, const Vec& gate, const Vec& up, Vec& dgate, Vec& dup);
 
+// y [rows, n] + b [n] on every row; the bias gradient: column sums of dy [rows, n].
+Vec bias_add(const Vec& y, const Vec& b, int64_t rows, int64_t n);
+Vec bias_column_sums(const Vec& dy, int64_t rows, int64_t n);
+
 // out [N, h]: table row ids[i] - row_offset, or zeros if outside [row_offset, row_offset + rows).
 Vec embedding_forward(const std::vector<int64_t>& ids, const Vec& table, int64_t rows, int64_t h,
                       int64_t row_offset);

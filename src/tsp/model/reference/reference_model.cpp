@@ -184,6 +184,13 @@ double reference_loss_sum(const ReferenceWeights& w, const Tensor& tokens, const
         q[s] = matvec(get(WeightKind::q_proj, l), n, H * d);
         k[s] = matvec(get(WeightKind::k_proj, l), n, Hkv * d);
         v[s] = matvec(get(WeightKind::v_proj, l), n, Hkv * d);
+        if (c.qkv_bias()) {  // Qwen2: the projections' biases, before RoPE
+          for (auto [out, kind] : {std::pair{&q[s], WeightKind::q_bias}, std::pair{&k[s], WeightKind::k_bias},
+                                   std::pair{&v[s], WeightKind::v_bias}}) {
+            const Vec& bias = get(kind, l);
+            for (size_t i = 0; i < bias.size(); ++i) (*out)[i] += bias[i];
+          }
+        }
         rope(q[s], H, d, s, rope_freq);
         rope(k[s], Hkv, d, s, rope_freq);
       }
