@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "tsp/core/check.h"
+#include "tsp/kernels/row_lanes.h"
 #include "tsp/kernels/simd.h"
 
 namespace tsp::kernels {
@@ -15,29 +16,9 @@ namespace {
 
 using namespace simd;
 
-inline Vec ld(const char* base, DType t, int64_t c, int64_t n) {
-  if (t == DType::f32) {
-    const float* p = reinterpret_cast<const float*>(base) + c;
-    return n == kLanes ? vload(p) : vload_tail(p, n);
-  }
-  const bf16* p = reinterpret_cast<const bf16*>(base) + c;
-  return n == kLanes ? vload(p) : vload_tail(p, n);
-}
-inline void st(char* base, DType t, int64_t c, int64_t n, Vec v) {
-  if (t == DType::f32) {
-    float* p = reinterpret_cast<float*>(base) + c;
-    if (n == kLanes) vstore(p, v);
-    else vstore_tail(p, v, n);
-  } else {
-    bf16* p = reinterpret_cast<bf16*>(base) + c;
-    if (n == kLanes) vstore(p, v);
-    else vstore_tail(p, v, n);
-  }
-}
-
-char* row(const Tensor& t, int64_t r) {
-  return static_cast<char*>(t.raw()) + r * t.stride(0) * static_cast<int64_t>(t.element_size());
-}
+using row_lanes::load;
+using row_lanes::row;
+using row_lanes::store;
 
 void check_rows(const Tensor& t, const char* name, const char* op) {
   TSP_CHECK_SHAPE(t.defined() && t.rank() == 2, op, ": ", name, " must be [N, n], got ",
@@ -71,7 +52,7 @@ void bias_add_forward(const Tensor& y, const Tensor& bias) {
     char* yr = row(y, r);
     for (int64_t c = 0; c < n; c += kLanes) {
       const int64_t w = std::min<int64_t>(kLanes, n - c);
-      st(yr, ty, c, w, ld(yr, ty, c, w) + ld(b, tb, c, w));
+      store(yr, ty, c, w, load(yr, ty, c, w) + load(b, tb, c, w));
     }
   }
 }
@@ -88,9 +69,9 @@ void bias_backward(const Tensor& dy, const Tensor& dbias, bool accumulate) {
 #pragma omp parallel for schedule(static)
   for (int64_t k = 0; k < chunks; ++k) {
     const int64_t c = k * kLanes, w = std::min<int64_t>(kLanes, n - c);
-    Vec sum = accumulate ? ld(db, DType::f32, c, w) : vset(0.f);
-    for (int64_t r = 0; r < rows; ++r) sum = sum + ld(row(dy, r), td, c, w);
-    st(db, DType::f32, c, w, sum);
+    Vec sum = accumulate ? load(db, DType::f32, c, w) : vset(0.f);
+    for (int64_t r = 0; r < rows; ++r) sum = sum + load(row(dy, r), td, c, w);
+    store(db, DType::f32, c, w, sum);
   }
 }
 

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "tsp/kernels/row_lanes.h"
 #include "tsp/kernels/simd.h"
 
 namespace tsp::kernels {
@@ -16,30 +17,9 @@ namespace {
 
 using namespace simd;
 
-// Columns [c, c + n) of a row, n <= kLanes (lanes >= n load as 0 and are not stored).
-inline Vec ld(const char* base, DType t, int64_t c, int64_t n) {
-  if (t == DType::f32) {
-    const float* p = reinterpret_cast<const float*>(base) + c;
-    return n == kLanes ? vload(p) : vload_tail(p, n);
-  }
-  const bf16* p = reinterpret_cast<const bf16*>(base) + c;
-  return n == kLanes ? vload(p) : vload_tail(p, n);
-}
-inline void st(char* base, DType t, int64_t c, int64_t n, Vec v) {
-  if (t == DType::f32) {
-    float* p = reinterpret_cast<float*>(base) + c;
-    if (n == kLanes) vstore(p, v);
-    else vstore_tail(p, v, n);
-  } else {
-    bf16* p = reinterpret_cast<bf16*>(base) + c;
-    if (n == kLanes) vstore(p, v);
-    else vstore_tail(p, v, n);
-  }
-}
-
-char* row(const Tensor& t, int64_t r) {
-  return static_cast<char*>(t.raw()) + r * t.stride(0) * static_cast<int64_t>(t.element_size());
-}
+using row_lanes::load;
+using row_lanes::row;
+using row_lanes::store;
 
 void check(const Tensor& t, const Tensor& ref, const char* name, const char* op) {
   TSP_CHECK_SHAPE(t.defined() && t.rank() == 2, op, ": ", name, " must be [N, F], got ",
@@ -69,8 +49,8 @@ void swiglu_forward(const Tensor& gate, const Tensor& up, const Tensor& out) {
     const Vec one = vset(1.f);
     for (int64_t c = 0; c < f; c += kLanes) {
       const int64_t w = std::min<int64_t>(kLanes, f - c);
-      const Vec g = ld(gr, tg, c, w), u = ld(ur, tu, c, w);
-      st(orow, to, c, w, g / (one + vexp(vneg(g))) * u);
+      const Vec g = load(gr, tg, c, w), u = load(ur, tu, c, w);
+      store(orow, to, c, w, g / (one + vexp(vneg(g))) * u);
     }
   }
 }
@@ -96,7 +76,7 @@ void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, c
     const Vec one = vset(1.f), zero = vset(0.f);
     for (int64_t c = 0; c < f; c += kLanes) {
       const int64_t w = std::min<int64_t>(kLanes, f - c);
-      const Vec g = ld(gr, tg, c, w), u = ld(ur, tu, c, w), d = ld(dr, td, c, w);
+      const Vec g = load(gr, tg, c, w), u = load(ur, tu, c, w), d = load(dr, td, c, w);
       // silu(g) = g s, silu'(g) = s (1 + g (1 - s)), s = sigmoid(g). For g >= 0, 1 - s is taken
       // as e s (e = exp(-g) <= 1) instead of the cancelling 1 - s, which loses ~g 2^-24 / (1 - s).
       const Vec e = vexp(vneg(g));
@@ -104,8 +84,8 @@ void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, c
       const Vec oms = vselect(vge(g, zero), e * s, one - s);
       const Vec silu = g * s;
       const Vec dsilu = s * vfma(g, oms, one);
-      st(dgr, tdg, c, w, d * u * dsilu);
-      st(dur, tdu, c, w, d * silu);
+      store(dgr, tdg, c, w, d * u * dsilu);
+      store(dur, tdu, c, w, d * silu);
     }
   }
 }
