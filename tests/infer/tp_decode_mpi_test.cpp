@@ -23,8 +23,9 @@ using parallel::TspWeights;
 using Prompts = std::vector<std::vector<int32_t>>;
 
 // h = 64, H = 8 (d = 8), H_kv = 8 or 4, F = 128, V = 96: divisible by T = 1, 2, 4.
-model::ModelConfig config_of(bool gqa, bool tied, int64_t kv_heads = 0) {
-  model::ModelConfigFields f = tsp::testing::tiny_config({.gqa = gqa, .tied = tied}).fields();
+model::ModelConfig config_of(bool gqa, bool tied, int64_t kv_heads = 0, bool qkv_bias = false) {
+  model::ModelConfigFields f =
+      tsp::testing::tiny_config({.gqa = gqa, .tied = tied, .qkv_bias = qkv_bias}).fields();
   if (kv_heads > 0) f.num_key_value_heads = kv_heads;
   return model::ModelConfig(f);
 }
@@ -70,6 +71,7 @@ struct LogitsCase {
   bool gqa, tied;
   DType dtype;
   int64_t prompt_len;
+  bool qkv_bias = false;  // Qwen2: q/k/v projection biases
 };
 void PrintTo(const LogitsCase& c, std::ostream* os) { *os << c.name; }
 
@@ -81,7 +83,7 @@ class TpDecodeLogits : public ::testing::TestWithParam<LogitsCase> {};
 TEST_P(TpDecodeLogits, EveryStepEqualsSingleRank) {
   const LogitsCase& k = GetParam();
   comm::Communicator world = comm::Communicator::world();
-  const model::ModelConfig c = config_of(k.gqa, k.tied);
+  const model::ModelConfig c = config_of(k.gqa, k.tied, 0, k.qkv_bias);
   const model::ModelWeights full = it::random_weights(c, 41, k.dtype);
   const TspWeights shards = TspWeights::from_full(full, world.size(), world.rank());
   const Prompts prompts{it::random_tokens(k.prompt_len, c.vocab_size(), 3)};
@@ -98,7 +100,9 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(LogitsCase{"f32_gqa_untied_len13", true, false, DType::f32, 13},
                       LogitsCase{"f32_mha_tied_len16", false, true, DType::f32, 16},
                       LogitsCase{"f32_gqa_tied_len1", true, true, DType::f32, 1},
-                      LogitsCase{"bf16_gqa_untied_len13", true, false, DType::bf16, 13}),
+                      LogitsCase{"bf16_gqa_untied_len13", true, false, DType::bf16, 13},
+                      // Qwen2: each tp rank adds its heads' q/k/v bias entries.
+                      LogitsCase{"f32_gqa_qkv_bias_tied_len13", true, true, DType::f32, 13, true}),
     [](const auto& info) { return std::string(info.param.name); });
 
 TEST(TpDecode, BatchOfDifferentLengthsEqualsSingleRank) {

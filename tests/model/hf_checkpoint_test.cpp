@@ -57,6 +57,32 @@ TEST(HfCheckpoint, SingleFileRoundTrip) {
   for (const NamedTensor& w : weights) EXPECT_TRUE(same_bytes(ck.read(w.name, MemCategory::weights), w.tensor)) << w.name;
 }
 
+// Qwen2's biases round-trip; a checkpoint holding biases that its config.json has no place for
+// (the model_type lost or changed) is refused naming the tensor, never loaded without them.
+TEST(HfCheckpoint, QkvBiasesRoundTripAndUnexpectedBiasesAreRefused) {
+  ScratchDir dir;
+  ModelConfigFields f = test_config().fields();
+  f.model_type = ModelType::qwen2;
+  const ModelConfig qwen(f);
+  const auto weights = random_weights(qwen, DType::bf16, 7);
+  save_hf_checkpoint(dir.path(), qwen, weights);
+  {
+    const HfCheckpoint ck(dir.path());
+    EXPECT_EQ(ck.config(), qwen);
+    for (const NamedTensor& w : weights) EXPECT_TRUE(same_bytes(ck.read(w.name, MemCategory::weights), w.tensor)) << w.name;
+  }
+  f.model_type = ModelType::llama;
+  testing::write_bytes(dir / "config.json", config_to_json(ModelConfig(f)));
+  try {
+    const HfCheckpoint ck(dir.path());
+    ADD_FAILURE() << "a llama config over Qwen2 tensors was accepted";
+  } catch (const InvalidArgument& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("holds \"model.layers.0.self_attn.k_proj.bias\""), std::string::npos) << m;
+    EXPECT_NE(m.find("model_type llama"), std::string::npos) << m;
+  }
+}
+
 TEST(HfCheckpoint, ShardedRoundTripAndRelayout) {
   ScratchDir dir;
   const ModelConfig c = test_config(/*tied=*/true);

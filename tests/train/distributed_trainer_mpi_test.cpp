@@ -26,8 +26,8 @@
 namespace tsp::train {
 namespace {
 
-model::ModelConfig config_for(DType dtype, bool tied) {
-  model::ModelConfigFields f = testing::tiny_config({.gqa = true, .tied = tied}).fields();
+model::ModelConfig config_for(DType dtype, bool tied, bool qkv_bias = false) {
+  model::ModelConfigFields f = testing::tiny_config({.gqa = true, .tied = tied, .qkv_bias = qkv_bias}).fields();
   f.torch_dtype = dtype;
   return model::ModelConfig(f);
 }
@@ -130,9 +130,9 @@ model::ModelWeights validation_gradient(const Trainer& reference, DType dtype) {
 // last bits can round to the neighbouring bf16 value: one bf16 ulp (2^-8 relative), so 1e-2, plus
 // the AdamWDrift bound of kBf16GradTolerance; losses 1e-3, gradient norms 1e-2, gradients 3e-2
 // (bf16 activations, as in tsp_model_mpi_test).
-void check_steps_match(DType dtype, bool tied) {
+void check_steps_match(DType dtype, bool tied, bool qkv_bias = false) {
   comm::Communicator world = comm::Communicator::world();
-  const model::ModelConfig config = config_for(dtype, tied);
+  const model::ModelConfig config = config_for(dtype, tied, qkv_bias);
   const std::vector<int32_t> tokens = testing::pattern_tokens(6000, 90);
   for (const LayoutSpec& l : layouts(world.size())) {
     SCOPED_TRACE(l.name());
@@ -191,6 +191,8 @@ void check_steps_match(DType dtype, bool tied) {
 TEST(DistributedTrainer, ThreeStepsEqualSingleRankF32) { check_steps_match(DType::f32, false); }
 TEST(DistributedTrainer, ThreeStepsEqualSingleRankTiedF32) { check_steps_match(DType::f32, true); }
 TEST(DistributedTrainer, ThreeStepsEqualSingleRankBf16) { check_steps_match(DType::bf16, false); }
+// Qwen2's q/k/v biases through every layout's optimizer step (1-D: not decayed).
+TEST(DistributedTrainer, ThreeStepsEqualSingleRankQkvBiasTiedF32) { check_steps_match(DType::f32, true, true); }
 
 // A directory name shared by every rank (rank 0 creates it).
 std::filesystem::path shared_dir(comm::Communicator& world, const testing::ScratchDir& mine) {

@@ -112,6 +112,18 @@ HfCheckpoint::HfCheckpoint(fs::path dir) : dir_(std::move(dir)), config_(open_co
       TSP_THROW(IoError, "checkpoint ", dir_.string(), ": weight \"", spec.name, "\" has integer dtype ",
                 ti.dtype, " in ", file_of(spec.name).string());
   }
+  // A bias the config has no place for would be dropped silently (e.g. a Qwen2 checkpoint whose
+  // config.json lost its model_type): refused. Other extra tensors (an old export's
+  // rotary_emb.inv_freq buffers) are derived from the config and ignored.
+  std::set<std::string> expected;
+  for (const WeightSpec& spec : weight_specs(config_)) expected.insert(spec.name);
+  for (const std::string& name : tensor_names()) {
+    if (name.ends_with(".bias") && !expected.contains(name))
+      TSP_THROW(InvalidArgument, "checkpoint ", dir_.string(), " holds \"", name, "\", a bias its ",
+                kConfigFileName, " (model_type ", model_type_name(config_.model_type()),
+                ") has no place for: the model would be computed without it (Qwen2's q/k/v biases "
+                "need model_type \"qwen2\"; other biases are not supported)");
+  }
 }
 
 std::vector<std::string> HfCheckpoint::tensor_names() const {
