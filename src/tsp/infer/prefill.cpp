@@ -59,8 +59,9 @@ void store_kv(const ModelConfig& c, const Tensor& qkv, int64_t batch, int64_t se
   cache.v(layer).slice(1, 0, seq).copy_from(heads.slice(2, H + Hkv, Hkv));
 }
 
-// Positions of the real tokens (padding slots stay kEmptySlot) and the lengths.
-void record_positions(const std::vector<std::vector<int32_t>>& prompts, KvCache& cache) {
+}  // namespace
+
+void record_prompt_positions(const std::vector<std::vector<int32_t>>& prompts, KvCache& cache) {
   int32_t* pos = cache.positions().data<int32_t>();
   for (int64_t b = 0; b < cache.batch(); ++b) {
     const auto n = static_cast<int64_t>(prompts[b].size());
@@ -69,8 +70,7 @@ void record_positions(const std::vector<std::vector<int32_t>>& prompts, KvCache&
   }
 }
 
-// Rows (b, len_b - 1) of x [B * S, h] gathered into [B, h].
-Tensor last_rows(const Tensor& x, const std::vector<std::vector<int32_t>>& prompts, int64_t seq) {
+Tensor last_prompt_rows(const Tensor& x, const std::vector<std::vector<int32_t>>& prompts, int64_t seq) {
   const auto batch = static_cast<int64_t>(prompts.size());
   Tensor out = Tensor::empty({batch, x.dim(1)}, x.dtype(), MemCategory::workspace);
   for (int64_t b = 0; b < batch; ++b) {
@@ -79,8 +79,6 @@ Tensor last_rows(const Tensor& x, const std::vector<std::vector<int32_t>>& promp
   }
   return out;
 }
-
-}  // namespace
 
 Tensor prefill(const model::ModelWeights& w, const std::vector<std::vector<int32_t>>& prompts,
                KvCache& cache) {
@@ -102,8 +100,8 @@ Tensor prefill(const model::ModelWeights& w, const std::vector<std::vector<int32
     store_kv(c, acts.qkv, batch, seq, l, cache);
     x = next;  // the block's input and saved activations are released here
   }
-  record_positions(prompts, cache);
-  return head_logits(w, last_rows(x, prompts, seq));
+  record_prompt_positions(prompts, cache);
+  return head_logits(w, last_prompt_rows(x, prompts, seq));
 }
 
 }  // namespace tsp::infer

@@ -30,4 +30,10 @@ inline constexpr int32_t kPrefillPadId = 0;
 Tensor prefill(const model::ModelWeights& w, const std::vector<std::vector<int32_t>>& prompts,
                KvCache& cache);
 
+// The pieces of a left-aligned prefill that the sharded prefills share:
+// slot s of sequence b := position s for s < len_b, and length(b) := len_b;
+void record_prompt_positions(const std::vector<std::vector<int32_t>>& prompts, KvCache& cache);
+// rows (b, len_b - 1) of x [B * seq, h] (the batch of `prompts`, seq per row) as [B, h].
+Tensor last_prompt_rows(const Tensor& x, const std::vector<std::vector<int32_t>>& prompts, int64_t seq);
+
 }  // namespace tsp::infer

@@ -42,24 +42,6 @@ void store_prompt_kv(const model::ModelConfig& c, const TspShardSizes& s, const 
   }
 }
 
-void record_prompt_positions(const std::vector<std::vector<int32_t>>& prompts, KvCache& cache) {
-  int32_t* pos = cache.positions().data<int32_t>();
-  for (int64_t b = 0; b < cache.batch(); ++b) {
-    const auto n = static_cast<int64_t>(prompts[b].size());
-    for (int64_t i = 0; i < n; ++i) pos[b * cache.capacity() + i] = static_cast<int32_t>(i);
-    cache.set_length(b, n);
-  }
-}
-
-// Rows (b, len_b - 1) of x [B * S, h] (replicated over tp) as [B, h].
-Tensor last_token_rows(const Tensor& x, const std::vector<std::vector<int32_t>>& prompts, int64_t seq) {
-  const auto batch = static_cast<int64_t>(prompts.size());
-  Tensor out = Tensor::empty({batch, x.dim(1)}, x.dtype(), MemCategory::workspace);
-  for (int64_t b = 0; b < batch; ++b)
-    out.slice(0, b, 1).copy_from(x.slice(0, b * seq + static_cast<int64_t>(prompts[b].size()) - 1, 1));
-  return out;
-}
-
 }  // namespace
 
 model::ModelConfig TpDecoder::head_group_config(const model::ModelConfig& config, int degree) {
@@ -109,7 +91,7 @@ Tensor TpDecoder::prefill(const std::vector<std::vector<int32_t>>& prompts) {
     x = next;
   }
   record_prompt_positions(prompts, *cache_);
-  return sharded_head_logits(*comm_, *w_, last_token_rows(x, prompts, seq), &clock_);
+  return sharded_head_logits(*comm_, *w_, last_prompt_rows(x, prompts, seq), &clock_);
 }
 
 Tensor TpDecoder::decode_step(std::span<const int32_t> tokens) {

@@ -127,4 +127,14 @@ void adamw_step(const Tensor& master, const Tensor& exp_avg, const Tensor& exp_a
   }
 }
 
+AdamWOptions adamw_options(const AdamWConfig& config, int64_t logical_rank, double lr) {
+  AdamWOptions o;
+  o.lr = static_cast<float>(lr);
+  o.beta1 = static_cast<float>(config.beta1);
+  o.beta2 = static_cast<float>(config.beta2);
+  o.eps = static_cast<float>(config.eps);
+  o.weight_decay = logical_rank >= 2 ? static_cast<float>(config.weight_decay) : 0.f;
+  return o;
+}
+
 }  // namespace tsp::kernels

@@ -16,6 +16,18 @@ struct AdamWOptions {
   float weight_decay = 1e-2f;  // torch.optim.AdamW's default
 };
 
+// The optimizer's hyperparameters as a run gives them (the single-rank and the sharded AdamW
+// share them), and the per-tensor options of one step: weight decay only on matrices (the
+// logical tensor's rank >= 2; norm gains and biases are not decayed), every value converted to
+// fp32 in one place so that both optimizers agree bit for bit.
+struct AdamWConfig {
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double weight_decay = 0.1;
+};
+AdamWOptions adamw_options(const AdamWConfig& config, int64_t logical_rank, double lr);
+
 // One step t (1-based), per element, in the order of PyTorch's single-tensor AdamW:
 //   p  *= 1 - lr * wd
 //   m   = m + (1 - b1) * (g - m)              (torch: m.lerp_(g, 1 - b1))

@@ -51,20 +51,24 @@ ModelWeights::ModelWeights(const ModelConfig& config, DType dtype, MemCategory c
     *slot(embed_, final_norm_, lm_head_, layers_, s) = Tensor::zeros(s.shape, dtype, category);
 }
 
+Tensor initial_value(const WeightSpec& spec, size_t index, uint64_t seed) {
+  Tensor f = Tensor::empty(spec.shape, DType::f32, MemCategory::workspace);
+  if (is_norm_weight(spec.kind)) {
+    f.fill(1.f);
+  } else {
+    Rng rng(seed, static_cast<uint64_t>(index));
+    fill_normal(f, rng, 0.f, 0.02f);
+  }
+  return f;
+}
+
 ModelWeights ModelWeights::initialize(const ModelConfig& config, DType dtype, uint64_t seed) {
   ModelWeights w(config, dtype, MemCategory::weights);
   const std::vector<WeightSpec> specs = weight_specs(config);
   for (size_t i = 0; i < specs.size(); ++i) {
+    // Drawn in f32 and rounded once, so that bf16 weights are exactly the rounded f32 ones.
     Tensor t = *slot(w.embed_, w.final_norm_, w.lm_head_, w.layers_, specs[i]);
-    if (is_norm_weight(specs[i].kind)) {
-      t.fill(1.f);
-      continue;
-    }
-    // Draw in f32 and round once, so that bf16 weights are exactly the rounded f32 ones.
-    Tensor f = Tensor::empty(specs[i].shape, DType::f32, MemCategory::workspace);
-    Rng rng(seed, static_cast<uint64_t>(i));
-    fill_normal(f, rng, 0.f, 0.02f);
-    t.copy_from(f);
+    t.copy_from(initial_value(specs[i], i, seed));
   }
   return w;
 }

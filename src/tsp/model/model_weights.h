@@ -24,6 +24,12 @@ struct LayerWeights {
   Tensor down;        // [h, F]
 };
 
+// The initial value of weight_specs(config)[index] in f32 (full logical tensor): ones for a norm
+// gain, else N(0, 0.02) from Rng(seed, index), so that a tensor's values depend only on its place
+// in the list. Every initialisation (ModelWeights::initialize and each layout's shards of it)
+// draws from here.
+Tensor initial_value(const WeightSpec& spec, size_t index, uint64_t seed);
+
 class ModelWeights {
  public:
   // Zero-filled tensors of `dtype` under `category` (weights, grads, optimizer) for every spec.

@@ -2,6 +2,8 @@
 #include "tsp/parallel/param_shard.h"
 
 #include "tsp/core/check.h"
+#include "tsp/model/model_weights.h"
+#include "tsp/model/weight_names.h"
 
 namespace tsp::parallel {
 
@@ -43,6 +45,17 @@ int64_t local_elements(const std::vector<ParamShard>& shards) {
   int64_t n = 0;
   for (const ParamShard& s : shards) n += s.local.numel();
   return n;
+}
+
+void initialize_shards(const model::ModelConfig& config, uint64_t seed,
+                       const std::vector<ParamShard>& shards) {
+  const std::vector<model::WeightSpec> specs = model::weight_specs(config);
+  TSP_CHECK_EQ(specs.size(), shards.size(), "initialize_shards: shards of another model");
+  for (size_t i = 0; i < specs.size(); ++i) {
+    TSP_ASSERT(shards[i].name == specs[i].name, "initialize_shards: shard ", i, " is ", shards[i].name,
+               ", expected ", specs[i].name);
+    copy_shard_from_full(shards[i], model::initial_value(specs[i], i, seed));
+  }
 }
 
 }  // namespace tsp::parallel

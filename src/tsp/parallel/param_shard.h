@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "tsp/core/tensor.h"
+#include "tsp/model/model_config.h"
 
 namespace tsp::parallel {
 
@@ -35,6 +36,12 @@ struct ParamShard {
 void copy_shard_from_full(const ParamShard& shard, const Tensor& full);
 // The shard's part of `full` := local.
 void copy_shard_to_full(const ParamShard& shard, const Tensor& full);
+
+// Each shard := its part of model::initial_value of its tensor, the shards listed in
+// model::weight_specs(config) order (every layout's params() order): exactly the shards of
+// ModelWeights::initialize(config, dtype, seed), one logical tensor in memory at a time.
+void initialize_shards(const model::ModelConfig& config, uint64_t seed,
+                       const std::vector<ParamShard>& shards);
 
 // Sum of local numel over the shards.
 int64_t local_elements(const std::vector<ParamShard>& shards);

@@ -56,14 +56,7 @@ void ShardedAdamW::set_steps(int64_t steps) {
 }
 
 kernels::AdamWOptions ShardedAdamW::options_for(const ParamShard& param, double lr) const {
-  // The same conversions as train::AdamW::options_for, so the two agree bit for bit.
-  kernels::AdamWOptions o;
-  o.lr = static_cast<float>(lr);
-  o.beta1 = static_cast<float>(config_.beta1);
-  o.beta2 = static_cast<float>(config_.beta2);
-  o.eps = static_cast<float>(config_.eps);
-  o.weight_decay = param.full_shape.rank() >= 2 ? static_cast<float>(config_.weight_decay) : 0.f;
-  return o;
+  return kernels::adamw_options(config_, param.full_shape.rank(), lr);
 }
 
 void ShardedAdamW::check_layout(const std::vector<ParamShard>& other, const char* what) const {

@@ -12,12 +12,9 @@ namespace tsp::parallel {
 
 // The hyper-parameters of train::AdamWConfig, field for field and with its defaults (parallel/
 // cannot include train/, which sits above it; the trainer copies its config into this one).
-struct ShardedAdamWConfig {
-  double beta1 = 0.9;
-  double beta2 = 0.95;
-  double eps = 1e-8;
-  double weight_decay = 0.1;  // on tensors whose LOGICAL shape has rank >= 2 (not on norm gains)
-};
+// The single-rank optimizer's hyperparameters (weight decay on tensors whose LOGICAL shape has
+// rank >= 2).
+using ShardedAdamWConfig = kernels::AdamWConfig;
 
 class ShardedAdamW {
  public:

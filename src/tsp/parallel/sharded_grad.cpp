@@ -8,6 +8,7 @@
 
 #include "tsp/comm/collectives.h"
 #include "tsp/core/check.h"
+#include "tsp/kernels/sum_of_squares.h"
 
 namespace tsp::parallel {
 namespace {
@@ -69,24 +70,6 @@ void all_reduce_packed(comm::Communicator& comm, const std::vector<Tensor>& tens
   flush();
 }
 
-// Sum of squares of one contiguous f32 tensor in double, in train::global_grad_norm's order:
-// fixed blocks of 2^14 elements (so the result does not depend on the thread count), summed in order.
-double sum_of_squares(const Tensor& t, double sum) {
-  const float* g = t.data<float>();
-  const int64_t n = t.numel();
-  constexpr int64_t kBlock = 1 << 14;
-  const int64_t blocks = (n + kBlock - 1) / kBlock;
-  std::vector<double> partial(static_cast<size_t>(blocks), 0.0);
-#pragma omp parallel for schedule(static)
-  for (int64_t b = 0; b < blocks; ++b) {
-    double s = 0;
-    const int64_t end = std::min(n, (b + 1) * kBlock);
-    for (int64_t i = b * kBlock; i < end; ++i) s += static_cast<double>(g[i]) * static_cast<double>(g[i]);
-    partial[static_cast<size_t>(b)] = s;
-  }
-  for (double s : partial) sum += s;
-  return sum;
-}
 
 }  // namespace
 
@@ -117,7 +100,7 @@ double global_grad_norm(comm::Communicator& group, const std::vector<ParamShard>
   double local = 0;
   for (const ParamShard& g : grads) {
     if (g.kind == ShardKind::replicated && group.rank() != 0) continue;  // counted once, by rank 0
-    local = sum_of_squares(g.local, local);
+    local = kernels::add_sum_of_squares(g.local, local);
   }
   // The doubles travel as their bits (the collectives have no f64); every rank adds the same
   // values in the same (rank) order, so all ranks agree exactly.

@@ -4,7 +4,6 @@
 #include <functional>
 
 #include "tsp/core/check.h"
-#include "tsp/core/random.h"
 #include "tsp/model/weight_names.h"
 
 namespace tsp::parallel {
@@ -159,20 +158,7 @@ TspWeights TspWeights::from_full(const model::ModelWeights& full, int degree, in
 TspWeights TspWeights::initialize(const ModelConfig& config, DType dtype, uint64_t seed,
                                   int degree, int rank) {
   TspWeights w(config, dtype, degree, rank, MemCategory::weights);
-  const std::vector<WeightSpec> specs = model::weight_specs(config);
-  const std::vector<ParamShard> shards = w.params();
-  for (size_t i = 0; i < specs.size(); ++i) {
-    if (model::is_norm_weight(specs[i].kind)) {
-      Tensor gain = shards[i].local;
-      gain.fill(1.f);
-      continue;
-    }
-    // The same draw as ModelWeights::initialize (Rng(seed, spec index), f32, rounded once).
-    Tensor f = Tensor::empty(specs[i].shape, DType::f32, MemCategory::workspace);
-    Rng rng(seed, static_cast<uint64_t>(i));
-    fill_normal(f, rng, 0.f, 0.02f);
-    copy_shard_from_full(shards[i], f);
-  }
+  initialize_shards(config, seed, w.params());
   return w;
 }
 

@@ -178,8 +178,7 @@ DistributedTrainer::DistributedTrainer(comm::Mesh& mesh, const model::ModelConfi
       data_(run_data_for(data, run, config)),
       loader_(loader_for_run(data_, run)),
       layout_(make_layout(mesh, config, run)),
-      optimizer_(layout_->weights(), parallel::ShardedAdamWConfig{.eps = run.adam_eps,
-                                                                  .weight_decay = run.weight_decay}) {
+      optimizer_(layout_->weights(), adamw_config(run)) {
   // The checkpoint destination, on every rank that writes (rank 0 of the primary replica group),
   // before any step: one message on every rank when it cannot work.
   agree_on(mesh.world(), layout_->primary() && layout_->replica_group().rank() == 0,
@@ -304,15 +303,8 @@ bool DistributedTrainer::writes_checkpoint_files() const {
 void DistributedTrainer::load_checkpoint(const std::filesystem::path& given) {
   const std::filesystem::path dir = resolve_checkpoint_dir(given);
   const model::HfCheckpoint ckpt(dir);
-  const std::filesystem::path state_path = dir / kTrainStateFileName;
-  if (!std::filesystem::exists(state_path)) {
-    TSP_THROW(IoError, "cannot resume from ", dir.string(), ": it has no ", kTrainStateFileName,
-              " (a plain Hugging Face checkpoint: start from it with --init instead)");
-  }
-  const TrainStateInfo peek = read_train_state_info(state_path, /*allow_v1=*/false);
-  check_resume_matches(dir, peek, run_, config_, data_.fingerprint);
-  TSP_CHECK(ckpt.config() == config_, "cannot resume from ", dir.string(), ": its config.json (",
-            ckpt.config().summary(), ") differs from this run's model (", config_.summary(), ")");
+  const std::filesystem::path state_path =
+      checked_train_state(dir, ckpt.config(), run_, config_, data_.fingerprint);
   const TrainStateInfo info = load_sharded_train_state(state_path, optimizer_);
   if (optimizer_.has_masters()) {
     optimizer_.sync_weights_from_masters(layout_->weights());

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "tsp/core/check.h"
+#include "tsp/kernels/sum_of_squares.h"
 
 namespace tsp::train {
 
@@ -13,21 +14,7 @@ double global_grad_norm(const model::ModelWeights& grads) {
   for (const auto& [name, t] : grads.named()) {
     TSP_CHECK_DTYPE(t.dtype() == DType::f32 && t.is_contiguous(), "gradient ", name,
                     " must be contiguous f32, got ", t.describe());
-    const float* g = t.data<float>();
-    const int64_t n = t.numel();
-    // Fixed blocks summed in order: the result does not depend on the thread count or timing
-    // (an OpenMP reduction may combine partial sums in any order).
-    constexpr int64_t kBlock = 1 << 14;
-    const int64_t blocks = (n + kBlock - 1) / kBlock;
-    std::vector<double> partial(static_cast<size_t>(blocks), 0.0);
-#pragma omp parallel for schedule(static)
-    for (int64_t b = 0; b < blocks; ++b) {
-      double s = 0;
-      const int64_t end = std::min(n, (b + 1) * kBlock);
-      for (int64_t i = b * kBlock; i < end; ++i) s += static_cast<double>(g[i]) * static_cast<double>(g[i]);
-      partial[static_cast<size_t>(b)] = s;
-    }
-    for (double s : partial) sum += s;
+    sum = kernels::add_sum_of_squares(t, sum);
   }
   return std::sqrt(sum);
 }

@@ -22,13 +22,7 @@ void AdamW::set_steps(int64_t steps) {
 }
 
 kernels::AdamWOptions AdamW::options_for(const Tensor& param, double lr) const {
-  kernels::AdamWOptions o;
-  o.lr = static_cast<float>(lr);
-  o.beta1 = static_cast<float>(config_.beta1);
-  o.beta2 = static_cast<float>(config_.beta2);
-  o.eps = static_cast<float>(config_.eps);
-  o.weight_decay = param.rank() >= 2 ? static_cast<float>(config_.weight_decay) : 0.f;
-  return o;
+  return kernels::adamw_options(config_, param.rank(), lr);
 }
 
 void AdamW::step(model::ModelWeights& weights, const model::ModelWeights& grads, double lr) {

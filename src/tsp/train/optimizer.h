@@ -11,12 +11,8 @@
 
 namespace tsp::train {
 
-struct AdamWConfig {
-  double beta1 = 0.9;
-  double beta2 = 0.95;
-  double eps = 1e-8;
-  double weight_decay = 0.1;  // applied to matrices (rank 2) only; norm gains are not decayed
-};
+// beta1 0.9, beta2 0.95, eps 1e-8, weight_decay 0.1 (matrices only: kernels::adamw_options).
+using AdamWConfig = kernels::AdamWConfig;
 
 class AdamW {
  public:

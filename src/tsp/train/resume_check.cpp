@@ -47,4 +47,19 @@ void check_resume_matches(const std::filesystem::path& dir, const TrainStateInfo
             " (docs/training.md lists what a resume may change)");
 }
 
+std::filesystem::path checked_train_state(const std::filesystem::path& dir,
+                                          const model::ModelConfig& checkpoint_config, const RunConfig& now,
+                                          const model::ModelConfig& config, const std::string& fingerprint) {
+  const std::filesystem::path state_path = dir / kTrainStateFileName;
+  if (!std::filesystem::exists(state_path)) {
+    TSP_THROW(IoError, "cannot resume from ", dir.string(), ": it has no ", kTrainStateFileName,
+              " (a plain Hugging Face checkpoint: start from it with --init instead)");
+  }
+  const TrainStateInfo saved = read_train_state_info(state_path, /*allow_v1=*/false);
+  check_resume_matches(dir, saved, now, config, fingerprint);
+  TSP_CHECK(checkpoint_config == config, "cannot resume from ", dir.string(), ": its config.json (",
+            checkpoint_config.summary(), ") differs from this run's model (", config.summary(), ")");
+  return state_path;
+}
+
 }  // namespace tsp::train

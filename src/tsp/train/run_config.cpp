@@ -157,4 +157,11 @@ std::vector<std::string> data_and_math_differences(const RunConfig& a, const Run
   return diffs;
 }
 
+kernels::AdamWConfig adamw_config(const RunConfig& run) {
+  kernels::AdamWConfig c;
+  c.weight_decay = run.weight_decay;
+  c.eps = run.adam_eps;
+  return c;
+}
+
 }  // namespace tsp::train

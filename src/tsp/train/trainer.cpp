@@ -40,13 +40,6 @@ const RunConfig& preflight(const model::ModelConfig& config, const RunConfig& ru
   return run;
 }
 
-AdamWConfig adamw_config(const RunConfig& run) {
-  AdamWConfig c;
-  c.weight_decay = run.weight_decay;
-  c.eps = run.adam_eps;
-  return c;
-}
-
 }  // namespace
 
 uint64_t checkpoint_bytes(const model::ModelConfig& config, DType dtype) {
@@ -388,15 +381,8 @@ void Trainer::save_checkpoint(const std::filesystem::path& dir) const {
 void Trainer::load_checkpoint(const std::filesystem::path& given) {
   const std::filesystem::path dir = resolve_checkpoint_dir(given);
   const model::HfCheckpoint ckpt(dir);
-  const std::filesystem::path state_path = dir / kTrainStateFileName;
-  if (!std::filesystem::exists(state_path)) {
-    TSP_THROW(IoError, "cannot resume from ", dir.string(), ": it has no ", kTrainStateFileName,
-              " (a plain Hugging Face checkpoint: start from it with --init instead)");
-  }
-  const TrainStateInfo peek = read_train_state_info(state_path, /*allow_v1=*/false);
-  check_resume_matches(dir, peek, run_, config_, data_.fingerprint);
-  TSP_CHECK(ckpt.config() == config_, "cannot resume from ", dir.string(), ": its config.json (",
-            ckpt.config().summary(), ") differs from this run's model (", config_.summary(), ")");
+  const std::filesystem::path state_path =
+      checked_train_state(dir, ckpt.config(), run_, config_, data_.fingerprint);
   const TrainStateInfo info = load_train_state(state_path, optimizer_);
   if (optimizer_.has_masters()) {
     optimizer_.sync_weights_from_masters(weights_);
