@@ -58,6 +58,13 @@ TEST(Cluster, InterNodeProgressIsOptionalAndChecked) {
   const Cluster c = cluster_from_json(in_calls, "lab.json");
   EXPECT_FALSE(c.inter_node_background_progress);
   EXPECT_FALSE(cluster_from_json(cluster_to_json(c), "x").inter_node_background_progress);
+  EXPECT_EQ(c.inter_node_eager_bytes, 65536);  // Open MPI's btl_tcp_eager_limit
+  const Cluster eager = cluster_from_json(replace(in_calls, "\"in_calls\"", "\"in_calls\", \"inter_node_eager_bytes\": 4096"), "x");
+  EXPECT_EQ(eager.inter_node_eager_bytes, 4096);
+  EXPECT_EQ(cluster_from_json(cluster_to_json(eager), "x").inter_node_eager_bytes, 4096);
+  EXPECT_NE(error_of<InvalidArgument>(replace(in_calls, "\"in_calls\"", "\"in_calls\", \"inter_node_eager_bytes\": -1"))
+                .find("inter_node_eager_bytes must be in [0, 2^40]"),
+            std::string::npos);
   const std::string bad = replace(kValid, "\"inter_node_latency_us\": 8",
                                   "\"inter_node_latency_us\": 8, \"inter_node_progress\": \"sometimes\"");
   EXPECT_NE(error_of<InvalidArgument>(bad).find("\"inter_node_progress\" must be \"background\" or \"in_calls\""),

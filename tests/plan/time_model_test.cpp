@@ -126,15 +126,27 @@ TEST(TimeModel, TspOverlapsItsTrafficWithCompute) {
   EXPECT_EQ(fast.dominant, "compute");
 }
 
-TEST(TimeModel, WithoutBackgroundProgressTransfersBetweenNodesDoNotOverlap) {
+TEST(TimeModel, WithoutBackgroundProgressOnlyEagerBytesOverlap) {
   // TSP 2 across two nodes of one device: the forward's 2304 B at 1000 B/s hide behind 8.704 s of
   // compute when the link progresses by itself, and add (8.704 + 2.304) when transfers move only
-  // inside MPI calls (Open MPI over TCP, docs/cluster.md).
+  // inside MPI calls (Open MPI over TCP, docs/cluster.md) and nothing is sent eagerly.
   Cluster c = slow_cluster(1000);
   c.devices_per_node = 1;
   EXPECT_DOUBLE_EQ(step_time(hand_config(), fp32_work(1, 8), tsp_layout(2), c).layer_forward_s, 8.704);
   c.inter_node_background_progress = false;
+  c.inter_node_eager_bytes = 0;
   EXPECT_NEAR(step_time(hand_config(), fp32_work(1, 8), tsp_layout(2), c).layer_forward_s, 11.008, 1e-9);
+  // The eager part of each message still moves when posted. Messages: the 512 B attention shard
+  // (0.512 s for the two broadcasts), the 128 B K|V blocks (0.256 s), the 1536 B MLP ring shard
+  // (1.536 s). Eager 256 B: K|V hidden, half the broadcasts and a sixth of the ring:
+  // 8.704 + 0.256 + 1.28. Eager 512 B: the broadcasts hidden too, a third of the ring: + 1.024.
+  c.inter_node_eager_bytes = 256;
+  EXPECT_NEAR(step_time(hand_config(), fp32_work(1, 8), tsp_layout(2), c).layer_forward_s, 10.24, 1e-9);
+  c.inter_node_eager_bytes = 512;
+  EXPECT_NEAR(step_time(hand_config(), fp32_work(1, 8), tsp_layout(2), c).layer_forward_s, 9.728, 1e-9);
+  // Messages no larger than the eager limit hide as with background progress.
+  c.inter_node_eager_bytes = 1536;
+  EXPECT_DOUBLE_EQ(step_time(hand_config(), fp32_work(1, 8), tsp_layout(2), c).layer_forward_s, 8.704);
   // Inside one node the setting changes nothing: the group never uses the inter-node link.
   c.devices_per_node = 8;
   EXPECT_DOUBLE_EQ(step_time(hand_config(), fp32_work(1, 8), tsp_layout(2), c).layer_forward_s, 8.704);

@@ -49,6 +49,8 @@ void validate(const Cluster& c) {
   TSP_CHECK(c.intra_node_latency_us >= 0 && c.inter_node_latency_us >= 0, "cluster ", n,
             ": latencies must be >= 0, got ", c.intra_node_latency_us, " and ",
             c.inter_node_latency_us);
+  TSP_CHECK(c.inter_node_eager_bytes >= 0 && c.inter_node_eager_bytes <= (int64_t{1} << 40), "cluster ", n,
+            ": inter_node_eager_bytes must be in [0, 2^40], got ", c.inter_node_eager_bytes);
 }
 
 namespace {
@@ -109,6 +111,7 @@ const char* const kFields[] = {"name",
                                "inter_node_bandwidth_gbs",
                                "inter_node_latency_us",
                                "inter_node_progress",
+                               "inter_node_eager_bytes",
                                "attention_tflops_bf16",
                                "attention_tflops_fp32"};
 
@@ -133,6 +136,7 @@ class Fields {
     if (!v.is_number_integer()) type_error(key, v, "an integer");
     return v.get<int64_t>();
   }
+  bool has(const char* key) const { return j_.contains(key); }
   double number_or(const char* key, double fallback) const {
     if (!j_.contains(key)) return fallback;
     return number(key);
@@ -151,7 +155,8 @@ class Fields {
                   "description, devices_per_node, memory_per_device_gib, matmul_tflops_bf16, "
                   "matmul_tflops_fp32, intra_node_topology, intra_node_bandwidth_gbs, "
                   "intra_node_latency_us, inter_node_bandwidth_gbs, inter_node_latency_us, "
-                  "inter_node_progress, attention_tflops_bf16, attention_tflops_fp32");
+                  "inter_node_progress, inter_node_eager_bytes, attention_tflops_bf16, "
+                  "attention_tflops_fp32");
       }
     }
   }
@@ -214,6 +219,7 @@ Cluster cluster_from_json(std::string_view text, std::string_view source) {
   c.inter_node_bandwidth_gbs = in.number("inter_node_bandwidth_gbs");
   c.inter_node_latency_us = in.number("inter_node_latency_us");
   c.inter_node_background_progress = parse_progress(in.string_or("inter_node_progress", "background"), source);
+  if (in.has("inter_node_eager_bytes")) c.inter_node_eager_bytes = in.integer("inter_node_eager_bytes");
   try {
     validate(c);
   } catch (const InvalidArgument& e) {
@@ -238,6 +244,7 @@ std::string cluster_to_json(const Cluster& c) {
   j["inter_node_bandwidth_gbs"] = c.inter_node_bandwidth_gbs;
   j["inter_node_latency_us"] = c.inter_node_latency_us;
   j["inter_node_progress"] = c.inter_node_background_progress ? "background" : "in_calls";
+  if (!c.inter_node_background_progress) j["inter_node_eager_bytes"] = c.inter_node_eager_bytes;
   return j.dump(2) + "\n";
 }
 

@@ -39,6 +39,12 @@ struct Cluster {
   // eager limit waits for the receiver's next MPI call): overlappable collectives between nodes
   // then add to the step like the others (docs/cluster.md measures it).
   bool inter_node_background_progress = true;
+  // Without background progress: the bytes of each message between nodes that still move when it
+  // is posted, before any MPI call waits for it. Open MPI's TCP transport sends a message up to its
+  // eager limit (btl_tcp_eager_limit, 64 KiB) whole, and a larger one's first fragment of that
+  // size with the rendezvous header; the rest needs the receiver's answer, i.e. MPI calls. So a
+  // message of m bytes overlaps compute by min(m, eager) / m of its time.
+  int64_t inter_node_eager_bytes = 65536;
 
   int64_t memory_bytes() const;                 // memory_per_device_gib * 2^30
   double matmul_flops(bool bf16_math) const;    // FLOP/s
@@ -53,7 +59,9 @@ Cluster cluster_preset(std::string_view name);
 std::vector<std::string> cluster_preset_names();
 
 // JSON object with the fields above ("intra_node_topology": "switch" or "full_mesh", optional,
-// default "switch"; "name" and "description" optional). Malformed JSON, a missing field, a field
+// default "switch"; "inter_node_progress": "background" (default) or "in_calls";
+// "inter_node_eager_bytes" optional, default 65536, written with "in_calls"; "name" and
+// "description" optional). Malformed JSON, a missing field, a field
 // of the wrong type or an unknown field -> IoError naming `source` and the field; values out of
 // range -> InvalidArgument naming `source` and the field.
 Cluster cluster_from_json(std::string_view json_text, std::string_view source = "<string>");
