@@ -132,8 +132,8 @@ shape() {
     local burst=$((bps / 8 / 500))
     [ "$burst" -ge 65536 ] || burst=65536
     # Peak rate 5% above the rate (a second bucket of one 64 KiB segment): a real NIC sends at
-    # its line rate and never faster, but the bucket alone lets a burst that refilled during
-    # compute cross at memory speed (measured: TP 2 moved 4.5 MiB per step at 0.21 GB/s over
+    # its line rate, but the bucket alone lets a burst that refilled during compute cross at
+    # memory speed (measured: TP 2 moved 4.5 MiB per step at 0.21 GB/s over
     # "1 Gbit/s", and every row of docs/cluster.md below S = 4096 came out 22-82% slow).
     "$@" tc qdisc add dev "$dev" root handle 1: tbf rate "$rate" burst "$burst" latency 100ms \
         peakrate "$((bps / 100 * 105))bit" mtu 65536
@@ -159,6 +159,7 @@ netem_works() {
 rate_bits() {
   local r=${1,,}
   case "$r" in
+    *ibit | *bps) die "--rate '$1': decimal bit units only (bit, kbit, mbit, gbit), like 1gbit" ;;
     *gbit) awk -v x="${r%gbit}" 'BEGIN { printf "%.0f", x * 1e9 }' ;;
     *mbit) awk -v x="${r%mbit}" 'BEGIN { printf "%.0f", x * 1e6 }' ;;
     *kbit) awk -v x="${r%kbit}" 'BEGIN { printf "%.0f", x * 1e3 }' ;;

@@ -106,6 +106,35 @@ TEST(Traffic, SpAndTpSpByHand) {
   EXPECT_EQ(totals(tpsp.forward, Axis::sp).bytes_received, 128);
 }
 
+// The size of one message per peer and call, for the eager share of docs/planner.md §5: a TSP 4
+// layer's ring shift, broadcasts and K|V gather (real ledgers at D = 4), and rooted operations.
+TEST(Traffic, MessageBytesPerPeerAndCall) {
+  auto entry = [](CollectiveOp op, int64_t group, int64_t calls, Bytes b) {
+    return CollectiveTraffic{.what = "x", .axis = Axis::tsp, .op = op, .group = group, .calls = calls,
+                             .bytes_sent = b.sent, .bytes_received = b.received};
+  };
+  // Ring: 3 shifts of a 1000 B shard, each to one neighbour.
+  Bytes ring;
+  for (int k = 0; k < 3; ++k) ring += ledger_sendrecv(1000, 4);
+  EXPECT_DOUBLE_EQ(message_bytes(entry(CollectiveOp::sendrecv, 4, 3, ring)), 1000);
+  // Broadcasts of a 1000 B shard from each of 4 roots: this rank is root once.
+  Bytes bcast;
+  for (int r = 0; r < 4; ++r) bcast += ledger_broadcast(1000, 4, r == 1);
+  EXPECT_DOUBLE_EQ(message_bytes(entry(CollectiveOp::broadcast, 4, 4, bcast)), 1000);
+  // All-gather of 250 B per rank over 4: one 250 B block per peer.
+  EXPECT_DOUBLE_EQ(message_bytes(entry(CollectiveOp::all_gather, 4, 1, ledger_all_gather(250, 1, 4))), 250);
+  // Reduce of a 1000-element f32 buffer onto each of 4 roots in turn: the whole 4000 B buffer.
+  Bytes reduce;
+  for (int r = 0; r < 4; ++r) reduce += ledger_reduce(1000, 4, 4, 2);
+  EXPECT_DOUBLE_EQ(message_bytes(entry(CollectiveOp::reduce, 4, 4, reduce)), 4000);
+  // Groups of 2: every kind is the whole buffer.
+  EXPECT_DOUBLE_EQ(message_bytes(entry(CollectiveOp::reduce, 2, 1, ledger_reduce(1000, 4, 2, 0))), 4000);
+  Bytes pair = ledger_broadcast(1000, 2, true);
+  pair += ledger_broadcast(1000, 2, false);
+  EXPECT_DOUBLE_EQ(message_bytes(entry(CollectiveOp::broadcast, 2, 2, pair)), 1000);
+  EXPECT_EQ(message_bytes(entry(CollectiveOp::sendrecv, 4, 0, {})), 0);
+}
+
 TEST(Traffic, FsdpGathersWholeLayersByHand) {
   // Layer unit 1024 + 16 = 1040 elements, 520 per rank: gather receives 520 * 4 = 2080 B.
   const LayerTraffic t = layer_traffic(hand_config(), fp32_work(1, 8), fsdp_sp_layout(2));

@@ -62,6 +62,8 @@ void store_kv(const ModelConfig& c, const Tensor& qkv, int64_t batch, int64_t se
 }  // namespace
 
 void record_prompt_positions(const std::vector<std::vector<int32_t>>& prompts, KvCache& cache) {
+  TSP_ASSERT(static_cast<int64_t>(prompts.size()) == cache.batch(), "record_prompt_positions: ",
+             prompts.size(), " prompts for a cache of batch ", cache.batch());
   int32_t* pos = cache.positions().data<int32_t>();
   for (int64_t b = 0; b < cache.batch(); ++b) {
     const auto n = static_cast<int64_t>(prompts[b].size());

@@ -10,8 +10,9 @@
 namespace tsp::kernels {
 
 double add_sum_of_squares(const Tensor& t, double sum) {
-  TSP_CHECK_DTYPE(t.dtype() == DType::f32 && t.is_contiguous(), "add_sum_of_squares: expected a contiguous f32 tensor, got ",
-                  t.describe());
+  TSP_CHECK_DTYPE(t.dtype() == DType::f32, "add_sum_of_squares: expected an f32 tensor, got ", t.describe());
+  TSP_CHECK_T(LayoutError, t.is_contiguous(), "add_sum_of_squares: expected a contiguous tensor, got ",
+              t.describe());
   const float* g = t.data<float>();
   const int64_t n = t.numel();
   constexpr int64_t kBlock = 1 << 14;

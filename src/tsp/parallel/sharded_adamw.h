@@ -10,10 +10,8 @@
 
 namespace tsp::parallel {
 
-// The hyper-parameters of train::AdamWConfig, field for field and with its defaults (parallel/
-// cannot include train/, which sits above it; the trainer copies its config into this one).
-// The single-rank optimizer's hyperparameters (weight decay on tensors whose LOGICAL shape has
-// rank >= 2).
+// The single-rank optimizer's hyperparameters, the same type (kernels::AdamWConfig; weight decay
+// on tensors whose LOGICAL shape has rank >= 2).
 using ShardedAdamWConfig = kernels::AdamWConfig;
 
 class ShardedAdamW {

@@ -70,7 +70,6 @@ void all_reduce_packed(comm::Communicator& comm, const std::vector<Tensor>& tens
   flush();
 }
 
-
 }  // namespace
 
 void sum_replicated_grads(comm::Communicator& group, const std::vector<ParamShard>& grads) {

@@ -37,7 +37,7 @@ struct Cluster {
   // library progresses posted operations by itself (RDMA, a progress thread). false: they move
   // only inside MPI calls, as Open MPI's TCP transport does (a posted message larger than the
   // eager limit waits for the receiver's next MPI call): overlappable collectives between nodes
-  // then add to the step like the others (docs/cluster.md measures it).
+  // then hide only their eager part (below) and add the rest (docs/cluster.md measures it).
   bool inter_node_background_progress = true;
   // Without background progress: the bytes of each message between nodes that still move when it
   // is posted, before any MPI call waits for it. Open MPI's TCP transport sends a message up to its

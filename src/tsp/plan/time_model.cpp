@@ -1,6 +1,7 @@
 // The step-time model: per phase, overlappable collectives cost max(compute, their sum), the others
-// add (as do overlappable ones between nodes whose transfers progress only inside MPI calls);
-// gradient sync overlaps the backward but for the last layer; pipelines pay a bubble.
+// add (and so does all but the eager part of each message between nodes whose transfers progress
+// only inside MPI calls); gradient sync overlaps the backward but for the last layer; pipelines
+// pay a bubble.
 #include "tsp/plan/time_model.h"
 
 #include <algorithm>
@@ -82,18 +83,6 @@ struct Ledger {
   }
 };
 
-// Bytes of one message of a collective, per peer and call (exact for the groups of 2 the cluster
-// benchmark measures): a rooted operation (broadcast, reduce) sends in the calls where this rank
-// is the root and receives in the others, so both directions count; the others send and receive
-// in every call, so the larger direction does.
-double message_bytes(const CollectiveTraffic& t) {
-  if (t.calls <= 0) return 0;
-  const bool rooted = t.op == CollectiveOp::broadcast || t.op == CollectiveOp::reduce;
-  const int64_t bytes = rooted ? t.bytes_sent + t.bytes_received : std::max(t.bytes_sent, t.bytes_received);
-  return static_cast<double>(bytes) / static_cast<double>(t.calls) /
-         static_cast<double>(std::max<int64_t>(1, t.group - 1));
-}
-
 // One phase: compute plus its collectives under the overlap rule.
 Ledger phase(double compute_s, const PhaseTraffic& traffic, const Cluster& c, const Layout& l) {
   Ledger out;
@@ -158,6 +147,9 @@ StageTime stage_time(const model::ModelConfig& cfg, const Workload& w, const Lay
   s.micro.add_scaled(phase(0, st.pipeline, c, l), 1);
   s.backward_s = L * (s.layer_bwd.total() + s.layer_rc.total());
   s.sync = phase(0, st.gradient_sync, c, l);
+  // The sync's all-reduces take several rounds, each needing MPI progress between them: over a
+  // link without background progress at most a first round's eager part would move early, so the
+  // whole sync is taken as exposed.
   for (const CollectiveTraffic& t : st.gradient_sync)
     if (!c.inter_node_background_progress && collective_link(c, l, t.axis, t.op).inter_node) s.sync_hideable = false;
   return s;

@@ -2,6 +2,8 @@
 // parallel), their product, FSDP over SP and DP. Formulas and derivations: docs/planner.md.
 #include "tsp/plan/traffic.h"
 
+#include <algorithm>
+
 #include "tsp/core/check.h"
 #include "tsp/plan/param_share.h"
 
@@ -59,6 +61,20 @@ TrafficTotals micro_batch_totals(const LayerTraffic& layer, const StepTraffic& s
     for (const CollectiveTraffic& t : *p) s += t;
   }
   return s;
+}
+
+double message_bytes(const CollectiveTraffic& t) {
+  if (t.calls <= 0) return 0;
+  const double calls = static_cast<double>(t.calls), g = static_cast<double>(std::max<int64_t>(2, t.group));
+  const double sent = static_cast<double>(t.bytes_sent), received = static_cast<double>(t.bytes_received);
+  switch (t.op) {
+    case CollectiveOp::send:
+    case CollectiveOp::recv:
+    case CollectiveOp::sendrecv: return std::max(sent, received) / calls;
+    case CollectiveOp::broadcast: return (sent / (g - 1) + received) / calls;
+    case CollectiveOp::reduce: return (sent + received) / calls * g / (2 * (g - 1));
+    default: return std::max(sent, received) / calls / (g - 1);
+  }
 }
 
 namespace {

@@ -25,6 +25,13 @@ struct CollectiveTraffic {
   int64_t bytes_received = 0;
   bool overlaps_compute = false;  // the schedule hides it behind the phase's compute
 };
+// Bytes of one message of a collective, per peer and call: what a transport's eager limit
+// applies to. send, recv, sendrecv: one neighbour per call; broadcast: the whole buffer to or from a parent
+// (this rank sends (g - 1) copies in the calls where it is the root and receives one in the
+// others); reduce: the whole buffer (a tree passes it whole; the ledger counts the reduce-scatter +
+// gather algorithm's blocks, 2 (g - 1) / g buffers per call); all-gather, reduce-scatter,
+// all-to-all and all-reduce: the larger direction split over the g - 1 peers.
+double message_bytes(const CollectiveTraffic& t);
 using PhaseTraffic = std::vector<CollectiveTraffic>;
 
 // Per decoder layer and micro-batch. recompute is empty without recomputation.

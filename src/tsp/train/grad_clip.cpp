@@ -1,8 +1,7 @@
+// Global gradient norm (the blocked double sum of kernels/sum_of_squares.h) and clipping by it.
 #include "tsp/train/grad_clip.h"
 
-#include <algorithm>
 #include <cmath>
-#include <vector>
 
 #include "tsp/core/check.h"
 #include "tsp/kernels/sum_of_squares.h"

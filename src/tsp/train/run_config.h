@@ -92,11 +92,11 @@ struct FlagRange {
 };
 FlagRange run_flag_range(std::string_view flag);
 
-// JSON object text with one key per field (the member name), sorted keys.
 // The optimizer of the run: --adam-eps and --weight-decay over AdamWConfig's defaults (the one
 // conversion the single-rank and the distributed trainer both use).
 kernels::AdamWConfig adamw_config(const RunConfig& run);
 
+// JSON object text with one key per field (the member name), sorted keys.
 std::string run_config_to_json(const RunConfig& config);
 // Inverse; unknown keys -> InvalidArgument; missing keys keep their defaults (older states).
 RunConfig run_config_from_json(std::string_view json_text);
