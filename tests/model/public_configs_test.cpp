@@ -82,7 +82,8 @@ struct Published {
 void PrintTo(const Published& p, std::ostream* os) { *os << p.file; }
 
 const std::vector<Published>& published() {
-  static const std::vector<Published> table = {
+  static const std::vector<Published> table = [] {
+    std::vector<Published> rows = {
       {.file = "TinyLlama--TinyLlama-1.1B-Chat-v1.0.json", .family = ModelType::llama,
        .hidden = 2048, .intermediate = 5632, .layers = 22, .heads = 32, .kv_heads = 4, .head_dim = 64,
        .vocab = 32000, .max_positions = 2048, .rope_theta = 10000.0, .rms_norm_eps = 1e-5,
@@ -98,11 +99,6 @@ const std::vector<Published>& published() {
        .vocab = 49152, .max_positions = 8192, .rope_theta = 100000.0, .rms_norm_eps = 1e-5,
        .scaling = no_scaling(), .window = 0, .dtype = DType::bf16, .tied = true, .bos = 0, .eos = 0,
        .params = 134'515'008, .twin = nullptr},
-      {.file = "HuggingFaceTB--SmolLM2-135M--tf5.json", .family = ModelType::llama,
-       .hidden = 576, .intermediate = 1536, .layers = 30, .heads = 9, .kv_heads = 3, .head_dim = 64,
-       .vocab = 49152, .max_positions = 8192, .rope_theta = 100000.0, .rms_norm_eps = 1e-5,
-       .scaling = no_scaling(), .window = 0, .dtype = DType::bf16, .tied = true, .bos = 0, .eos = 0,
-       .params = 134'515'008, .twin = "HuggingFaceTB--SmolLM2-135M.json"},
       // No rope_theta in the file: HF's default 10000. float16, pretraining_tp 1.
       {.file = "meta-llama--Llama-2-7b-hf.json", .family = ModelType::llama,
        .hidden = 4096, .intermediate = 11008, .layers = 32, .heads = 32, .kv_heads = 32, .head_dim = 128,
@@ -125,11 +121,6 @@ const std::vector<Published>& published() {
        .vocab = 128256, .max_positions = 131072, .rope_theta = 500000.0, .rms_norm_eps = 1e-5,
        .scaling = llama3(32.0), .window = 0, .dtype = DType::bf16, .tied = true, .bos = 128000, .eos = 128001,
        .params = 1'235'814'400, .twin = nullptr},
-      {.file = "meta-llama--Llama-3.2-1B--tf5.json", .family = ModelType::llama,
-       .hidden = 2048, .intermediate = 8192, .layers = 16, .heads = 32, .kv_heads = 8, .head_dim = 64,
-       .vocab = 128256, .max_positions = 131072, .rope_theta = 500000.0, .rms_norm_eps = 1e-5,
-       .scaling = llama3(32.0), .window = 0, .dtype = DType::bf16, .tied = true, .bos = 128000, .eos = 128001,
-       .params = 1'235'814'400, .twin = "meta-llama--Llama-3.2-1B.json"},
       // Qwen2: q/k/v biases; sliding_window 32768 but use_sliding_window false, so no window.
       {.file = "Qwen--Qwen2.5-0.5B.json", .family = ModelType::qwen2,
        .hidden = 896, .intermediate = 4864, .layers = 24, .heads = 14, .kv_heads = 2, .head_dim = 64,
@@ -158,7 +149,18 @@ const std::vector<Published>& published() {
        .vocab = 32768, .max_positions = 32768, .rope_theta = 1000000.0, .rms_norm_eps = 1e-5,
        .scaling = no_scaling(), .window = 0, .dtype = DType::bf16, .tied = false, .bos = 1, .eos = 2,
        .params = 7'248'023'552, .twin = nullptr},
-  };
+    };
+    // The transformers >= 5 files ("dtype", "rope_parameters") of two of them: the same model.
+    for (const auto& [v4, v5] : {std::pair{"HuggingFaceTB--SmolLM2-135M.json", "HuggingFaceTB--SmolLM2-135M--tf5.json"},
+                                 std::pair{"meta-llama--Llama-3.2-1B.json", "meta-llama--Llama-3.2-1B--tf5.json"}}) {
+      const auto it = std::find_if(rows.begin(), rows.end(), [&](const Published& p) { return std::string(p.file) == v4; });
+      Published twin = *it;
+      twin.file = v5;
+      twin.twin = v4;
+      rows.push_back(twin);
+    }
+    return rows;
+  }();
   return table;
 }
 

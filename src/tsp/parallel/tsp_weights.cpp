@@ -114,25 +114,19 @@ std::vector<ParamShard> TspWeights::params() const {
       case WeightKind::input_layernorm: replicated(l->input_norm); break;
       case WeightKind::post_attention_layernorm: replicated(l->post_norm); break;
       case WeightKind::q_proj:
-        rows(attn_views(l->attn_packed, config_, s).qkv.slice(0, 0, s.q_rows), s.q_rows);
-        break;
       case WeightKind::k_proj:
-        rows(attn_views(l->attn_packed, config_, s).qkv.slice(0, s.q_rows, s.kv_rows), s.kv_rows);
-        break;
       case WeightKind::v_proj:
-        rows(attn_views(l->attn_packed, config_, s).qkv.slice(0, s.q_rows + s.kv_rows, s.kv_rows),
-             s.kv_rows);
-        break;
       case WeightKind::q_bias:
-        rows(attn_views(l->attn_packed, config_, s).qkv_bias.slice(0, 0, s.q_rows), s.q_rows);
-        break;
       case WeightKind::k_bias:
-        rows(attn_views(l->attn_packed, config_, s).qkv_bias.slice(0, s.q_rows, s.kv_rows), s.kv_rows);
+      case WeightKind::v_bias: {
+        // Rows [first, first + n) of the group's fused q | k | v projection (or of its biases).
+        const bool q = spec.kind == WeightKind::q_proj || spec.kind == WeightKind::q_bias;
+        const bool v = spec.kind == WeightKind::v_proj || spec.kind == WeightKind::v_bias;
+        const int64_t first = q ? 0 : v ? s.q_rows + s.kv_rows : s.q_rows, n = q ? s.q_rows : s.kv_rows;
+        const AttnShardViews views = attn_views(l->attn_packed, config_, s);
+        rows((model::is_bias_weight(spec.kind) ? views.qkv_bias : views.qkv).slice(0, first, n), n);
         break;
-      case WeightKind::v_bias:
-        rows(attn_views(l->attn_packed, config_, s).qkv_bias.slice(0, s.q_rows + s.kv_rows, s.kv_rows),
-             s.kv_rows);
-        break;
+      }
       case WeightKind::o_proj: cols(attn_views(l->attn_packed, config_, s).o, s.q_rows); break;
       case WeightKind::gate_proj:
         rows(mlp_views(l->mlp_packed, config_, s).gate_up.slice(0, 0, s.ffn_rows), s.ffn_rows);
