@@ -23,11 +23,11 @@
 #include "tsp/comm/mpi_environment.h"
 #include "tsp/core/check.h"
 #include "tsp/core/random.h"
-#include "tsp/infer/decode_bench.h"
+#include "tsp/cli/decode_bench.h"
 #include "tsp/infer/kv_cache.h"
-#include "tsp/infer/prefill.h"
-#include "tsp/infer/tp_decode.h"
-#include "tsp/infer/tsp_decode.h"
+#include "tsp/infer/single/prefill.h"
+#include "tsp/infer/tp/tp_decode.h"
+#include "tsp/infer/tsp/tsp_decode.h"
 #include "tsp/model/model_weights.h"
 
 namespace {
@@ -85,7 +85,7 @@ model::ModelConfig config_of(const Args& a) {
 int run(int argc, char** argv) {
   const Args a = parse(argc, argv);
   comm::Communicator world = comm::Communicator::world();
-  infer::run_decode_bench(world, config_of(a),
+  cli::run_decode_bench(world, config_of(a),
                           {.prompt = a.prompt, .fresh = a.fresh, .rounds = a.rounds, .layouts = a.layouts},
                           std::cout);
   return 0;

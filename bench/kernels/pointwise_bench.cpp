@@ -5,7 +5,7 @@
 
 #include "bench_util.h"
 #include "tsp/core/random.h"
-#include "tsp/infer/decode_attention.h"
+#include "tsp/kernels/decode_attention.h"
 #include "tsp/kernels/adamw.h"
 #include "tsp/kernels/cross_entropy.h"
 #include "tsp/kernels/gemm.h"
@@ -193,7 +193,7 @@ void BM_DecodeAttention(benchmark::State& state) {
   Tensor o = Tensor::empty({1, 1, h, d}, dt, MemCategory::workspace);
   Tensor lse = Tensor::empty({1, h, 1}, DType::f32, MemCategory::workspace);
   for (auto _ : state) {
-    infer::decode_attention(q, k, v, q_pos, k_pos, o, lse);
+    kernels::decode_attention(q, k, v, q_pos, k_pos, o, lse);
     benchmark::DoNotOptimize(o.raw());
   }
   set_bytes(state, static_cast<double>(k.nbytes() + v.nbytes()));

@@ -185,9 +185,9 @@ Timing tsp_round(const Args& a, comm::Communicator& world, const model::ModelCon
   reset_process_peak_rss();
   Timing tsp{1e30, 0, {}};
   {
-    const parallel::TspWeights w =
-        parallel::TspWeights::initialize(config, config.torch_dtype(), 1, D, rank);
-    parallel::TspWeights grads(config, DType::f32, D, rank, MemCategory::grads);
+    const parallel::TpWeights w =
+        parallel::TpWeights::initialize(config, config.torch_dtype(), 1, D, rank);
+    parallel::TpWeights grads(config, DType::f32, D, rank, MemCategory::grads);
     parallel::TspTransformer model(world, config, options);
     const parallel::Zigzag z(a.seq, D, rank);
     const Tensor tok = z.take_local(tokens, MemCategory::workspace);

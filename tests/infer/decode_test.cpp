@@ -8,9 +8,9 @@
 #include <vector>
 
 #include "infer_test_util.h"
-#include "tsp/infer/decode_step.h"
+#include "tsp/infer/single/decode_step.h"
 #include "tsp/infer/kv_cache.h"
-#include "tsp/infer/prefill.h"
+#include "tsp/infer/single/prefill.h"
 #include "tsp/infer/sampler.h"
 #include "tsp/model/transformer.h"
 

@@ -16,11 +16,11 @@
 #include "scratch_dir.h"
 #include "tsp/core/error.h"
 #include "tsp/core/memory.h"
-#include "tsp/infer/decode_step.h"
+#include "tsp/infer/single/decode_step.h"
 #include "tsp/infer/decoder.h"
 #include "tsp/infer/kv_cache.h"
 #include "tsp/infer/load_model.h"
-#include "tsp/infer/prefill.h"
+#include "tsp/infer/single/prefill.h"
 #include "tsp/model/hf_checkpoint.h"
 
 namespace tsp::infer {

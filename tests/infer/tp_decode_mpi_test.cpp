@@ -11,15 +11,15 @@
 #include "tsp/comm/collectives.h"
 #include "tsp/core/memory.h"
 #include "tsp/infer/generate.h"
-#include "tsp/infer/prefill.h"
-#include "tsp/infer/tp_decode.h"
-#include "tsp/infer/sharded_generate.h"
+#include "tsp/infer/single/prefill.h"
+#include "tsp/infer/tp/tp_decode.h"
+#include "tsp/infer/sharded/sharded_generate.h"
 
 namespace tsp::infer {
 namespace {
 
 namespace it = tsp::infer::testing;
-using parallel::TspWeights;
+using parallel::TpWeights;
 using Prompts = std::vector<std::vector<int32_t>>;
 
 // h = 64, H = 8 (d = 8), H_kv = 8 or 4, F = 128, V = 96: divisible by T = 1, 2, 4.
@@ -40,7 +40,7 @@ std::vector<Tensor> single_rank_logits(const model::ModelWeights& w, const Promp
   return out;
 }
 
-std::vector<Tensor> tp_logits(comm::Communicator& world, const TspWeights& w, const Prompts& prompts,
+std::vector<Tensor> tp_logits(comm::Communicator& world, const TpWeights& w, const Prompts& prompts,
                               const Prompts& forced, int64_t capacity) {
   TpDecoder dec(world, w, static_cast<int64_t>(prompts.size()), capacity);
   std::vector<Tensor> out{dec.prefill(prompts)};
@@ -85,7 +85,7 @@ TEST_P(TpDecodeLogits, EveryStepEqualsSingleRank) {
   comm::Communicator world = comm::Communicator::world();
   const model::ModelConfig c = config_of(k.gqa, k.tied, 0, k.qkv_bias);
   const model::ModelWeights full = it::random_weights(c, 41, k.dtype);
-  const TspWeights shards = TspWeights::from_full(full, world.size(), world.rank());
+  const TpWeights shards = TpWeights::from_full(full, world.size(), world.rank());
   const Prompts prompts{it::random_tokens(k.prompt_len, c.vocab_size(), 3)};
   const Prompts forced = forced_tokens(12, 1, c.vocab_size(), 100);
   const int64_t capacity = k.prompt_len + 12;
@@ -109,7 +109,7 @@ TEST(TpDecode, BatchOfDifferentLengthsEqualsSingleRank) {
   comm::Communicator world = comm::Communicator::world();
   const model::ModelConfig c = config_of(true, false);
   const model::ModelWeights full = it::random_weights(c, 42);
-  const TspWeights shards = TspWeights::from_full(full, world.size(), world.rank());
+  const TpWeights shards = TpWeights::from_full(full, world.size(), world.rank());
   const Prompts prompts{it::random_tokens(5, c.vocab_size(), 1), it::random_tokens(12, c.vocab_size(), 2),
                         it::random_tokens(1, c.vocab_size(), 3)};
   const Prompts forced = forced_tokens(10, 3, c.vocab_size(), 200);
@@ -121,7 +121,7 @@ TEST(TpDecode, GreedyAndSampledGenerationEqualSingleRank) {
   comm::Communicator world = comm::Communicator::world();
   const model::ModelConfig c = config_of(false, true);
   const model::ModelWeights full = it::random_weights(c, 43);
-  const TspWeights shards = TspWeights::from_full(full, world.size(), world.rank());
+  const TpWeights shards = TpWeights::from_full(full, world.size(), world.rank());
   const std::vector<Prompts> batches{
       {it::random_tokens(13, c.vocab_size(), 4)},
       {it::random_tokens(5, c.vocab_size(), 5), it::random_tokens(12, c.vocab_size(), 6),
@@ -147,7 +147,7 @@ TEST(TpDecode, KvCacheIsExactlyOneTthOfSingleRank) {
   for (const DType dt : {DType::f32, DType::bf16}) {
     const model::ModelConfig c = config_of(true, false);
     const model::ModelWeights full = it::random_weights(c, 44, dt);
-    const TspWeights shards = TspWeights::from_full(full, T, world.rank());
+    const TpWeights shards = TpWeights::from_full(full, T, world.rank());
     const int64_t live0 = kv_live_bytes();
     TpDecoder dec(world, shards, 2, 30);
     dec.prefill({it::random_tokens(13, c.vocab_size(), 1), it::random_tokens(4, c.vocab_size(), 2)});
@@ -165,7 +165,7 @@ TEST(TpDecode, TrafficPerDecodedTokenIsTwoAllReducesOfBhPerLayer) {
     for (const int64_t B : {1, 3}) {
       const model::ModelConfig c = config_of(true, false);
       const model::ModelWeights full = it::random_weights(c, 45, dt);
-      const TspWeights shards = TspWeights::from_full(full, T, world.rank());
+      const TpWeights shards = TpWeights::from_full(full, T, world.rank());
       Prompts prompts;
       for (int64_t b = 0; b < B; ++b) prompts.push_back(it::random_tokens(9 + 4 * b, c.vocab_size(), 20 + b));
       TpDecoder dec(world, shards, B, 40);
@@ -188,7 +188,7 @@ TEST(TpDecode, ErrorsAreClearOnEveryRankBeforeAllocating) {
   const int T = world.size();
   const model::ModelConfig c = config_of(true, false);
   const model::ModelWeights full = it::random_weights(c, 46);
-  const TspWeights shards = TspWeights::from_full(full, T, world.rank());
+  const TpWeights shards = TpWeights::from_full(full, T, world.rank());
   GenerateOptions o;
   o.sampling.greedy = true;
   o.max_new_tokens = 10;

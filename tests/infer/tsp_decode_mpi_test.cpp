@@ -19,16 +19,16 @@
 #include "tsp/core/memory.h"
 #include "tsp/data/byte_tokenizer.h"
 #include "tsp/infer/generate.h"
-#include "tsp/infer/prefill.h"
-#include "tsp/infer/tsp_decode.h"
-#include "tsp/infer/sharded_generate.h"
+#include "tsp/infer/single/prefill.h"
+#include "tsp/infer/tsp/tsp_decode.h"
+#include "tsp/infer/sharded/sharded_generate.h"
 #include "tsp/model/hf_checkpoint.h"
 
 namespace tsp::infer {
 namespace {
 
 namespace it = tsp::infer::testing;
-using parallel::TspWeights;
+using parallel::TpWeights;
 using Prompts = std::vector<std::vector<int32_t>>;
 
 // h = 64, H = 8 (d = 8), H_kv = 8 or 4, F = 128, V = 96 (layout_test_util's tiny_config: every
@@ -58,7 +58,7 @@ std::vector<Tensor> single_rank_logits(const model::ModelWeights& w, const Promp
   return out;
 }
 
-std::vector<Tensor> tsp_logits(comm::Communicator& world, const TspWeights& w, const Prompts& prompts,
+std::vector<Tensor> tsp_logits(comm::Communicator& world, const TpWeights& w, const Prompts& prompts,
                                const Prompts& forced, int64_t capacity) {
   TspDecoder dec(world, w, static_cast<int64_t>(prompts.size()), capacity);
   std::vector<Tensor> out{dec.prefill(prompts)};
@@ -130,7 +130,7 @@ TEST_P(TspDecodeLogits, EveryStepEqualsSingleRank) {
   comm::Communicator world = comm::Communicator::world();
   const model::ModelConfig c = config_of(k.gqa, k.tied, 256, 0, k.rope, k.head_dim, k.window, k.qkv_bias);
   const model::ModelWeights full = it::random_weights(c, 11, k.dtype);
-  const TspWeights shards = TspWeights::from_full(full, world.size(), world.rank());
+  const TpWeights shards = TpWeights::from_full(full, world.size(), world.rank());
   const Prompts prompts{it::random_tokens(k.prompt_len, c.vocab_size(), 3)};
   const Prompts forced = forced_tokens(12, 1, c.vocab_size(), 100);
   const int64_t capacity = k.prompt_len + 12;
@@ -187,7 +187,7 @@ TEST(TspDecode, BatchOfDifferentLengthsEqualsSingleRank) {
   comm::Communicator world = comm::Communicator::world();
   const model::ModelConfig c = config_of(true, false);
   const model::ModelWeights full = it::random_weights(c, 12);
-  const TspWeights shards = TspWeights::from_full(full, world.size(), world.rank());
+  const TpWeights shards = TpWeights::from_full(full, world.size(), world.rank());
   const Prompts prompts{it::random_tokens(5, c.vocab_size(), 1), it::random_tokens(12, c.vocab_size(), 2),
                         it::random_tokens(1, c.vocab_size(), 3)};
   const Prompts forced = forced_tokens(10, 3, c.vocab_size(), 200);
@@ -205,7 +205,7 @@ TEST(TspDecode, GreedyAndSampledTokensEqualSingleRank) {
   comm::Communicator world = comm::Communicator::world();
   const model::ModelConfig c = config_of(true, true);
   const model::ModelWeights full = it::random_weights(c, 13);
-  const TspWeights shards = TspWeights::from_full(full, world.size(), world.rank());
+  const TpWeights shards = TpWeights::from_full(full, world.size(), world.rank());
   const std::vector<Prompts> batches{
       {it::random_tokens(13, c.vocab_size(), 4)},
       {it::random_tokens(5, c.vocab_size(), 5), it::random_tokens(12, c.vocab_size(), 6),
@@ -257,7 +257,7 @@ TEST(TspDecode, KvCacheIsOneDthOfSingleRankWithinOneTokenAndBalanced) {
   for (const DType dt : {DType::f32, DType::bf16}) {
     const model::ModelConfig c = config_of(true, false);
     const model::ModelWeights full = it::random_weights(c, 14, dt);
-    const TspWeights shards = TspWeights::from_full(full, D, world.rank());
+    const TpWeights shards = TpWeights::from_full(full, D, world.rank());
     // (prompts, new tokens): capacity = longest + new, new >= 2D - 1 (see local_capacity).
     const std::vector<std::pair<Prompts, int64_t>> cases{
         {{it::random_tokens(13, c.vocab_size(), 1)}, 11},
@@ -321,7 +321,7 @@ TEST(TspDecode, TrafficPerDecodedTokenPerLayerIsTheOhFormula) {
     for (const int64_t B : {1, 3}) {
       const model::ModelConfig c = config_of(true, false);
       const model::ModelWeights full = it::random_weights(c, 15, dt);
-      const TspWeights shards = TspWeights::from_full(full, D, me);
+      const TpWeights shards = TpWeights::from_full(full, D, me);
       Prompts prompts;
       for (int64_t b = 0; b < B; ++b) prompts.push_back(it::random_tokens(9 + 4 * b, c.vocab_size(), 20 + b));
       TspDecoder dec(world, shards, B, 40);
@@ -368,7 +368,7 @@ TEST(TspDecode, ErrorsAreClearOnEveryRankBeforeAllocating) {
   const int D = world.size();
   const model::ModelConfig c = config_of(true, false);
   const model::ModelWeights full = it::random_weights(c, 16);
-  const TspWeights shards = TspWeights::from_full(full, D, world.rank());
+  const TpWeights shards = TpWeights::from_full(full, D, world.rank());
   GenerateOptions o;
   o.sampling.greedy = true;
   o.max_new_tokens = 10;
@@ -390,7 +390,7 @@ TEST(TspDecode, ErrorsAreClearOnEveryRankBeforeAllocating) {
     // 29 + 1 positions fit a limit of 30, but the zigzag pads the prompt to 32 (2D = 4, 8).
     const model::ModelConfig c30 = config_of(true, false, 30);
     const model::ModelWeights f30 = it::random_weights(c30, 17);
-    const TspWeights s30 = TspWeights::from_full(f30, D, world.rank());
+    const TpWeights s30 = TpWeights::from_full(f30, D, world.rank());
     GenerateOptions one = o;
     one.max_new_tokens = 1;
     EXPECT_THROW(
@@ -407,7 +407,7 @@ TEST(TspDecode, ErrorsAreClearOnEveryRankBeforeAllocating) {
     const model::ModelConfig c1 = config_of(true, false, 256, /*kv_heads=*/1);
     const model::ModelWeights f1 = it::random_weights(c1, 18);
     try {
-      TspWeights::from_full(f1, D, world.rank());
+      TpWeights::from_full(f1, D, world.rank());
       ADD_FAILURE() << "H_kv = 1 at D = " << D << " must be refused";
     } catch (const InvalidArgument& e) {
       EXPECT_NE(std::string(e.what()).find("num_key_value_heads H_kv=1 is not divisible by the tsp degree"),
@@ -460,8 +460,8 @@ TEST(TspDecode, EachRankLoadsOnlyItsShardsAndBadCheckpointsAreClearErrors) {
   const model::ModelConfig c = config_of(true, false);
   const model::ModelWeights full = it::random_weights(c, 19);
   write_checkpoint(world, full, dir / "ck");
-  const TspWeights loaded = load_weight_shards(dir / "ck", D, world.rank());
-  const TspWeights expected = TspWeights::from_full(full, D, world.rank());
+  const TpWeights loaded = load_weight_shards(dir / "ck", D, world.rank());
+  const TpWeights expected = TpWeights::from_full(full, D, world.rank());
   EXPECT_EQ(loaded.bytes(), expected.bytes());
   const auto a = loaded.params(), b = expected.params();
   ASSERT_EQ(a.size(), b.size());

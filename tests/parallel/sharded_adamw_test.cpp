@@ -9,7 +9,7 @@
 
 #include "tsp/core/error.h"
 #include "tsp/model/model_weights.h"
-#include "tsp/parallel/tsp_weights.h"
+#include "tsp/parallel/tp_weights.h"
 #include "tsp/train/optimizer.h"
 
 namespace tsp::parallel {
@@ -95,9 +95,9 @@ TEST(ShardedAdamW, TspShardsMatchSingleRankBitwise) {
     for (DType dtype : {DType::f32, DType::bf16}) {
       for (int D : {1, 2, 4}) {
         SCOPED_TRACE(::testing::Message() << "D=" << D << " tied=" << tied << " " << dtype_name(dtype));
-        // Each simulated rank keeps its TspWeights alive through the returned views.
+        // Each simulated rank keeps its TpWeights alive through the returned views.
         auto split = [D](const model::ModelWeights& full, int r) {
-          return TspWeights::from_full(full, D, r).params();
+          return TpWeights::from_full(full, D, r).params();
         };
         run_and_compare(config, dtype, split, D);
       }
@@ -139,7 +139,7 @@ TEST(ShardedAdamW, UnevenRowAndColumnPiecesMatchSingleRankBitwise) {
 
 TEST(ShardedAdamW, StateHasTheWeightsLayoutAndOptimizerMemory) {
   const model::ModelConfig config = small_config(false);
-  const TspWeights w = TspWeights::from_full(model::ModelWeights::initialize(config, DType::bf16, 1), 2, 1);
+  const TpWeights w = TpWeights::from_full(model::ModelWeights::initialize(config, DType::bf16, 1), 2, 1);
   const std::vector<ParamShard> params = w.params();
   const int64_t before = MemoryLedger::process().stats(MemCategory::optimizer).live_bytes;
   ShardedAdamW opt(params, kShardedConfig);
@@ -161,13 +161,13 @@ TEST(ShardedAdamW, StateHasTheWeightsLayoutAndOptimizerMemory) {
     EXPECT_EQ(opt.options_for(params[i], 1e-3).weight_decay, params[i].full_shape.rank() >= 2 ? 0.1f : 0.f);
   }
   // f32 weights are their own masters.
-  const TspWeights w32 = TspWeights::from_full(model::ModelWeights::initialize(config, DType::f32, 1), 2, 0);
+  const TpWeights w32 = TpWeights::from_full(model::ModelWeights::initialize(config, DType::f32, 1), 2, 0);
   EXPECT_FALSE(ShardedAdamW(w32.params(), kShardedConfig).has_masters());
 }
 
 TEST(ShardedAdamW, RejectsMismatchedGradientsBeforeStepping) {
   const model::ModelConfig config = small_config(false);
-  const TspWeights w = TspWeights::from_full(model::ModelWeights::initialize(config, DType::f32, 1), 2, 0);
+  const TpWeights w = TpWeights::from_full(model::ModelWeights::initialize(config, DType::f32, 1), 2, 0);
   const std::vector<ParamShard> params = w.params();
   ShardedAdamW opt(params, kShardedConfig);
   std::vector<ParamShard> bf16_grads = zeros_like_shards(params, DType::bf16, MemCategory::grads);

@@ -15,7 +15,7 @@
 #include "tsp/model/hf_checkpoint.h"
 #include "tsp/model/model_weights.h"
 #include "tsp/parallel/sharded_adamw.h"
-#include "tsp/parallel/tsp_weights.h"
+#include "tsp/parallel/tp_weights.h"
 #include "tsp/train/optimizer.h"
 #include "tsp/train/sharded_train_state.h"
 #include "tsp/train/train_state.h"
@@ -119,7 +119,7 @@ TEST(ShardedCheckpoint, SaveIsByteIdenticalToSingleRank) {
       const std::map<std::string, std::string> extra = {{"notes.txt", "hello"}};
       for (uint64_t seed : {1, 2}) {  // the second save replaces the first checkpoint
         const model::ModelWeights full = model::ModelWeights::initialize(config, dtype, seed);
-        const TspWeights mine = TspWeights::from_full(full, world.size(), world.rank());
+        const TpWeights mine = TpWeights::from_full(full, world.size(), world.rank());
         save_sharded_hf_checkpoint(world, config, mine.params(), dir / "sharded", extra);
         if (world.rank() == 0) {
           model::save_hf_checkpoint(dir / "single", config, named(full), {.extra_files = extra});
@@ -139,7 +139,7 @@ TEST(ShardedCheckpoint, RankZeroHoldsOneTensorAtATime) {
   SharedScratch dir(world);
   const model::ModelConfig config = small_config(DType::f32, false, 128, 512);  // gate/up/down: 256 KiB
   const model::ModelWeights full = model::ModelWeights::initialize(config, DType::f32, 4);
-  const TspWeights mine = TspWeights::from_full(full, world.size(), world.rank());
+  const TpWeights mine = TpWeights::from_full(full, world.size(), world.rank());
   int64_t largest = 0;
   for (const auto& [n, t] : full.named()) largest = std::max<int64_t>(largest, static_cast<int64_t>(t.nbytes()));
   int64_t largest_piece = 0;
@@ -166,7 +166,7 @@ TEST(ShardedCheckpoint, LoadsAtAnyDegree) {
     SharedScratch dir(world);
     const model::ModelConfig config = small_config(saved);
     const model::ModelWeights full = model::ModelWeights::initialize(config, saved, 7);
-    const TspWeights mine = TspWeights::from_full(full, world.size(), world.rank());
+    const TpWeights mine = TpWeights::from_full(full, world.size(), world.rank());
     save_sharded_hf_checkpoint(world, config, mine.params(), dir / "ckpt");
     if (world.rank() == 0) {  // a single-rank checkpoint split over shard files loads the same way
       model::save_hf_checkpoint(dir / "multi", config, named(full), {.max_shard_bytes = 10000});
@@ -180,7 +180,7 @@ TEST(ShardedCheckpoint, LoadsAtAnyDegree) {
           for (const char* which : {"ckpt", "multi"}) {
             SCOPED_TRACE(::testing::Message() << "saved " << dtype_name(saved) << " as " << dtype_name(dtype)
                                               << " D=" << D << " r=" << r << " " << which);
-            TspWeights w(config, dtype, D, r, MemCategory::weights);
+            TpWeights w(config, dtype, D, r, MemCategory::weights);
             load_shards_from_hf(dir / which, w.params());
             expect_pieces_equal(w.params(), want, "loaded");
           }
@@ -195,17 +195,17 @@ TEST(ShardedCheckpoint, MissingCorruptOrForeignCheckpointsThrowOnEveryRank) {
   SharedScratch dir(world);
   const model::ModelConfig config = small_config(DType::f32);
   const model::ModelWeights full = model::ModelWeights::initialize(config, DType::f32, 7);
-  const TspWeights mine = TspWeights::from_full(full, world.size(), world.rank());
+  const TpWeights mine = TpWeights::from_full(full, world.size(), world.rank());
   const std::vector<ParamShard> params = mine.params();
   expect_throw_everywhere<IoError>([&] { load_shards_from_hf(dir / "absent", params); }, "missing directory");
 
   save_sharded_hf_checkpoint(world, config, params, dir / "ckpt");
   // Another model: tied embeddings (no lm_head) and another hidden size.
-  TspWeights tied(small_config(DType::f32, true), DType::f32, world.size(), world.rank(), MemCategory::weights);
+  TpWeights tied(small_config(DType::f32, true), DType::f32, world.size(), world.rank(), MemCategory::weights);
   save_sharded_hf_checkpoint(world, tied.config(), tied.params(), dir / "tied");
   expect_throw_everywhere<InvalidArgument>([&] { load_shards_from_hf(dir / "tied", params); }, "tied checkpoint",
                                            "lm_head.weight");
-  TspWeights wide(small_config(DType::f32, false, 64), DType::f32, world.size(), world.rank(), MemCategory::weights);
+  TpWeights wide(small_config(DType::f32, false, 64), DType::f32, world.size(), world.rank(), MemCategory::weights);
   expect_throw_everywhere<InvalidArgument>([&] { load_shards_from_hf(dir / "ckpt", wide.params()); }, "wider model",
                                            "another model");
 
@@ -227,7 +227,7 @@ TEST(ShardedCheckpoint, UnwritableTargetsThrowOnEveryRank) {
   SharedScratch dir(world);
   const model::ModelConfig config = small_config(DType::f32);
   const model::ModelWeights full = model::ModelWeights::initialize(config, DType::f32, 7);
-  const TspWeights mine = TspWeights::from_full(full, world.size(), world.rank());
+  const TpWeights mine = TpWeights::from_full(full, world.size(), world.rank());
   if (world.rank() == 0) {
     testing::write_bytes(dir / "a_file", "x");  // not a directory: nothing can be created below it
     fs::create_directories(dir / "precious");
@@ -261,8 +261,8 @@ TEST(ShardedCheckpoint, ForeignFilesSurviveAndOwnTemporariesAreCleaned) {
   const model::ModelConfig config = small_config(DType::f32);
   const model::ModelWeights a = model::ModelWeights::initialize(config, DType::f32, 8);
   const model::ModelWeights b = model::ModelWeights::initialize(config, DType::f32, 9);
-  const TspWeights mine_a = TspWeights::from_full(a, world.size(), world.rank());
-  const TspWeights mine_b = TspWeights::from_full(b, world.size(), world.rank());
+  const TpWeights mine_a = TpWeights::from_full(a, world.size(), world.rank());
+  const TpWeights mine_b = TpWeights::from_full(b, world.size(), world.rank());
   if (world.rank() == 0) {
     fs::create_directories(dir / "home" / "sub");
     model::save_config(config, dir / "home" / "config.json");
@@ -278,7 +278,7 @@ TEST(ShardedCheckpoint, ForeignFilesSurviveAndOwnTemporariesAreCleaned) {
   save_sharded_hf_checkpoint(world, config, mine_a.params(), dir / "ck");
   save_sharded_hf_checkpoint(world, config, mine_b.params(), dir / "ck");
   {
-    TspWeights loaded = TspWeights::from_full(a, world.size(), world.rank());
+    TpWeights loaded = TpWeights::from_full(a, world.size(), world.rank());
     load_shards_from_hf(dir / "ck", loaded.params());
     expect_pieces_equal(loaded.params(), b, "replaced");
   }
@@ -299,7 +299,7 @@ TEST(ShardedCheckpoint, ForeignFilesSurviveAndOwnTemporariesAreCleaned) {
   }
   world.barrier();
   save_sharded_hf_checkpoint(world, config, mine_a.params(), dir / "ck");
-  TspWeights back = TspWeights::from_full(b, world.size(), world.rank());
+  TpWeights back = TpWeights::from_full(b, world.size(), world.rank());
   load_shards_from_hf(dir / "ck", back.params());
   expect_pieces_equal(back.params(), a, "resaved");
   if (world.rank() == 0) {
@@ -317,10 +317,10 @@ TEST(ShardedCheckpoint, FailedStreamKeepsTheOldCheckpoint) {
   comm::Communicator world = comm::Communicator::world();
   SharedScratch dir(world);
   const model::ModelConfig config = small_config(DType::f32);
-  const TspWeights old_w =
-      TspWeights::from_full(model::ModelWeights::initialize(config, DType::f32, 1), world.size(), world.rank());
-  const TspWeights new_w =
-      TspWeights::from_full(model::ModelWeights::initialize(config, DType::f32, 2), world.size(), world.rank());
+  const TpWeights old_w =
+      TpWeights::from_full(model::ModelWeights::initialize(config, DType::f32, 1), world.size(), world.rank());
+  const TpWeights new_w =
+      TpWeights::from_full(model::ModelWeights::initialize(config, DType::f32, 2), world.size(), world.rank());
   save_sharded_hf_checkpoint(world, config, old_w.params(), dir / "ckpt");
   const std::string old_bytes = world.rank() == 0 ? read_bytes(dir / "ckpt" / "model.safetensors") : "";
   std::optional<testing::FileSizeLimit> limit;
@@ -344,7 +344,7 @@ TEST(ShardedCheckpoint, InconsistentShardsThrowOnEveryRankBeforeAnythingMoves) {
   comm::Communicator world = comm::Communicator::world();
   SharedScratch dir(world);
   const model::ModelConfig config = small_config(DType::f32);
-  const TspWeights w = TspWeights::from_full(model::ModelWeights::initialize(config, DType::f32, 1), world.size(),
+  const TpWeights w = TpWeights::from_full(model::ModelWeights::initialize(config, DType::f32, 1), world.size(),
                                              world.rank());
   std::vector<ParamShard> bad = w.params();
   if (world.rank() == world.size() - 1) bad[2].offset = 0;  // q_proj: overlaps rank 0's rows (D > 1) ...
@@ -384,7 +384,7 @@ struct StateFixture {
   model::ModelConfig config;
   model::ModelWeights ref_w;
   train::AdamW ref;
-  TspWeights mine;
+  TpWeights mine;
   ShardedAdamW opt;
   train::TrainStateInfo info;
 
@@ -392,7 +392,7 @@ struct StateFixture {
       : config(small_config(dtype)),
         ref_w(model::ModelWeights::initialize(config, dtype, 3)),
         ref(ref_w, {}),
-        mine(TspWeights::from_full(ref_w, world.size(), world.rank())),
+        mine(TpWeights::from_full(ref_w, world.size(), world.rank())),
         opt(mine.params(), {}) {
     for (int step = 0; step < 2; ++step) {
       const model::ModelWeights g = model::ModelWeights::initialize(config, DType::f32, 50 + step);
@@ -443,7 +443,7 @@ TEST(ShardedTrainState, BytesEqualSingleRankAndLoadAtAnyDegree) {
       for (int D : {1, 2, 4}) {
         for (int r = 0; r < D; ++r) {
           const std::string what = std::string(file) + " D=" + std::to_string(D) + " r=" + std::to_string(r);
-          TspWeights w(f.config, dtype, D, r, MemCategory::weights);
+          TpWeights w(f.config, dtype, D, r, MemCategory::weights);
           ShardedAdamW opt(w.params(), {});
           const train::TrainStateInfo got = train::load_sharded_train_state(dir / file, opt);
           EXPECT_EQ(got.step, 2) << what;
@@ -497,7 +497,7 @@ TEST(ShardedTrainState, CorruptMissingOrForeignStatesThrowOnEveryRank) {
                                    "truncated", "corrupt or incompatible training state");
   expect_state_equals(f.opt, f.ref, "untouched after the failed loads");
   // A bf16 run's optimizer refuses an f32 state.
-  TspWeights w(f.config, DType::bf16, world.size(), world.rank(), MemCategory::weights);
+  TpWeights w(f.config, DType::bf16, world.size(), world.rank(), MemCategory::weights);
   ShardedAdamW bf(w.params(), {});
   expect_throw_everywhere<IoError>([&] { train::load_sharded_train_state(path, bf); }, "other dtype",
                                    "belongs to a f32 model");

@@ -13,7 +13,7 @@
 #include "tsp/core/error.h"
 #include "tsp/model/model_weights.h"
 #include "tsp/parallel/sharded_adamw.h"
-#include "tsp/parallel/tsp_weights.h"
+#include "tsp/parallel/tp_weights.h"
 #include "tsp/train/grad_clip.h"
 
 namespace tsp::parallel {
@@ -42,7 +42,7 @@ bool same_bytes(const Tensor& a, const Tensor& b) {
 
 // This rank's TSP gradient pieces of `full` (f32, category grads).
 std::vector<ParamShard> grad_pieces(const model::ModelWeights& full, int D, int rank) {
-  return TspWeights::from_full(full, D, rank, MemCategory::grads).params();
+  return TpWeights::from_full(full, D, rank, MemCategory::grads).params();
 }
 
 // A gradient with magnitudes spread over several decades, so that clipping has work to do.

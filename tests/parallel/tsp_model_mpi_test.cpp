@@ -18,7 +18,7 @@ using testing::Batch;
 using testing::TinyModel;
 
 // Sums the replicated (norm gain) gradients over the group, as the trainer does once per step.
-void sum_norm_grads(comm::Communicator& group, const TspWeights& grads) {
+void sum_norm_grads(comm::Communicator& group, const TpWeights& grads) {
   for (const ParamShard& p : grads.params())
     if (p.kind == ShardKind::replicated) {
       Tensor t = p.local;
@@ -28,15 +28,15 @@ void sum_norm_grads(comm::Communicator& group, const TspWeights& grads) {
 
 struct TspRun {
   model::LossSum loss;  // summed over the group
-  TspWeights grads;
+  TpWeights grads;
 };
 
 TspRun tsp_step(comm::Communicator& group, const model::ModelConfig& config, DType dtype,
                 const model::TransformerOptions& options, const Batch& b, int64_t n_valid_global,
                 uint64_t seed) {
   const int D = group.size();
-  const TspWeights w = TspWeights::initialize(config, dtype, seed, D, group.rank());
-  TspWeights grads(config, DType::f32, D, group.rank(), MemCategory::grads);
+  const TpWeights w = TpWeights::initialize(config, dtype, seed, D, group.rank());
+  TpWeights grads(config, DType::f32, D, group.rank(), MemCategory::grads);
   const Zigzag z(b.tokens.dim(1), D, group.rank());
   TspTransformer model(group, config, options);
   const model::LossSum mine =
@@ -133,7 +133,7 @@ TEST(TspModel, ForwardLossEqualsForwardBackwardLoss) {
   const model::ModelWeights full = model::ModelWeights::initialize(config, DType::f32, 3);
   model::Transformer single(config);
   const model::LossSum ref = single.forward(full, b.tokens, b.targets);
-  const TspWeights w = TspWeights::initialize(config, DType::f32, 3, world.size(), world.rank());
+  const TpWeights w = TpWeights::initialize(config, DType::f32, 3, world.size(), world.rank());
   const Zigzag z(16, world.size(), world.rank());
   TspTransformer model(world, config);
   const model::LossSum mine = model.forward(w, z.take_local(b.tokens, MemCategory::workspace),

@@ -42,7 +42,7 @@ int64_t routed(const testing::Batch& b, int D, int r, int owner, int64_t vocab_r
 // The analytic count of one forward_backward on this rank (docs/tsp.md, "Traffic").
 Expected analytic(const model::ModelConfig& c, DType dt, const testing::Batch& b, int D, int p,
                   bool recompute) {
-  const TspShardSizes s = TspShardSizes::of(c, D);
+  const TpShardSizes s = TpShardSizes::of(c, D);
   const int64_t e = static_cast<int64_t>(dtype_size(dt)), L = c.num_hidden_layers();
   const int64_t h = c.hidden_size(), T = b.tokens.numel() / D, kv = 2 * s.kv_rows;
   const int64_t passes = recompute ? 3 : 2;  // forward, backward, (recomputed forward)
@@ -83,8 +83,8 @@ void check_traffic(const testing::TinyModel& m, DType dt, bool recompute) {
   const int D = world.size();
   const model::ModelConfig config = testing::tiny_config(m);
   const testing::Batch b = testing::random_batch(2, 24, config.vocab_size(), 17);
-  const TspWeights w = TspWeights::initialize(config, dt, 4, D, world.rank());
-  TspWeights grads(config, DType::f32, D, world.rank(), MemCategory::grads);
+  const TpWeights w = TpWeights::initialize(config, dt, 4, D, world.rank());
+  TpWeights grads(config, DType::f32, D, world.rank(), MemCategory::grads);
   const Zigzag z(24, D, world.rank());
   TspTransformer model(world, config, {.dtype = dt, .recompute = recompute, .vocab_chunk = 40});
   world.ledger().reset();
@@ -122,16 +122,16 @@ TEST(TspMemory, ShardsAreOneOverDAndActivationsFollowTheFormula) {
   const int64_t norms = (2 * config.num_hidden_layers() + 1) * config.hidden_size();
   const int64_t matrices = config.total_params() - norms;
   const int64_t w0 = ledger.stats(MemCategory::weights).live_bytes;
-  const TspWeights w = TspWeights::initialize(config, DType::f32, 1, D, world.rank());
+  const TpWeights w = TpWeights::initialize(config, DType::f32, 1, D, world.rank());
   EXPECT_EQ(ledger.stats(MemCategory::weights).live_bytes - w0, 4 * (matrices / D + norms));
   const int64_t g0 = ledger.stats(MemCategory::grads).live_bytes;
-  TspWeights grads(config, DType::f32, D, world.rank(), MemCategory::grads);
+  TpWeights grads(config, DType::f32, D, world.rank(), MemCategory::grads);
   EXPECT_EQ(ledger.stats(MemCategory::grads).live_bytes - g0, 4 * (matrices / D + norms));
   // Optimizer: two fp32 moments of the same split (bf16 weights add fp32 masters of it too).
   const int64_t o0 = ledger.stats(MemCategory::optimizer).live_bytes;
   const ShardedAdamW adam(w.params(), {});
   EXPECT_EQ(ledger.stats(MemCategory::optimizer).live_bytes - o0, 2 * 4 * (matrices / D + norms));
-  const TspWeights w16 = TspWeights::initialize(config, DType::bf16, 1, D, world.rank());
+  const TpWeights w16 = TpWeights::initialize(config, DType::bf16, 1, D, world.rank());
   const int64_t m0 = ledger.stats(MemCategory::optimizer).live_bytes;
   const ShardedAdamW adam16(w16.params(), {});
   EXPECT_EQ(ledger.stats(MemCategory::optimizer).live_bytes - m0, 3 * 4 * (matrices / D + norms));
@@ -153,7 +153,7 @@ TEST(TspMemory, ShardsAreOneOverDAndActivationsFollowTheFormula) {
   // Comm buffers: one head group's gathered K|V (and its f32 dK|dV share), the in-flight weight
   // shards (double-buffered) and f32 gradient accumulators, the embedding exchange, and the ring
   // reduce-scatter's scratch. The stated bound: the largest phase, the attention backward.
-  const TspShardSizes s = TspShardSizes::of(config, D);
+  const TpShardSizes s = TpShardSizes::of(config, D);
   const int64_t T = B * S / D, kv = 2 * s.kv_rows;
   const int64_t attn_bwd = weight_buffers(D) * s.attn_elements * 4 + T * kv * 4 /*send*/ +
                            D * T * kv * 4 /*gathered*/ + s.attn_elements * 4 /*wgrad*/ +

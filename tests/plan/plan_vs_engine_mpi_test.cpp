@@ -83,8 +83,8 @@ void check_tsp(DType dtype, bool recompute, const testing::TinyModel& tiny = {.g
   const int64_t base_o = ledger.stats(MemCategory::optimizer).live_bytes;
   const int64_t base_a = ledger.stats(MemCategory::activations).live_bytes;
   const int64_t base_c = ledger.stats(MemCategory::comm).live_bytes;
-  const parallel::TspWeights w = parallel::TspWeights::initialize(config, dtype, 2, D, world.rank());
-  parallel::TspWeights grads(config, DType::f32, D, world.rank(), MemCategory::grads);
+  const parallel::TpWeights w = parallel::TpWeights::initialize(config, dtype, 2, D, world.rank());
+  parallel::TpWeights grads(config, DType::f32, D, world.rank(), MemCategory::grads);
   const parallel::ShardedAdamW adam(w.params(), {});
   const parallel::Zigzag z(S, D, world.rank());
   const Tensor tok = z.take_local(b.tokens, MemCategory::workspace);

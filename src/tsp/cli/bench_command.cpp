@@ -23,7 +23,7 @@
 #include "tsp/core/check.h"
 #include "tsp/core/output_file.h"
 #include "tsp/core/memory.h"
-#include "tsp/infer/decode_bench.h"
+#include "tsp/cli/decode_bench.h"
 #include "tsp/plan/layout.h"
 #include "tsp/plan/memory_model.h"
 #include "tsp/plan/traffic.h"
@@ -392,10 +392,10 @@ int bench_body(const BenchArgs& a, std::ostream& out) {
   const model::ModelConfig config(fields);
   if (a.infer) {
     // Decode: the prompt is --seq tokens, then --steps rounds of --new-tokens decode steps.
-    const infer::DecodeBenchOptions o{.prompt = a.seq, .fresh = a.new_tokens, .rounds = a.steps};
+    const DecodeBenchOptions o{.prompt = a.seq, .fresh = a.new_tokens, .rounds = a.steps};
     model::ModelConfigFields f = config.fields();
-    f.max_position_embeddings = std::max(f.max_position_embeddings, infer::decode_bench_capacity(o));
-    infer::run_decode_bench(world, model::ModelConfig(f), o, out);
+    f.max_position_embeddings = std::max(f.max_position_embeddings, decode_bench_capacity(o));
+    run_decode_bench(world, model::ModelConfig(f), o, out);
     return 0;
   }
   const std::vector<int32_t> tokens = train::load_token_data("fortunes", config.vocab_size()).tokens;

@@ -24,7 +24,7 @@
 #include "tsp/data/tokenizer/stream_decoder.h"
 #include "tsp/infer/generate.h"
 #include "tsp/infer/load_model.h"
-#include "tsp/infer/sharded_generate.h"
+#include "tsp/infer/sharded/sharded_generate.h"
 
 namespace tsp::cli {
 
@@ -234,7 +234,7 @@ int run_generate_sharded(comm::Communicator& world, const GenerateArgs& a, std::
   const int degree = static_cast<int>(layout.devices());
   TSP_CHECK(degree == world.size(), "--", layout_kind_name(layout.kind), " ", degree, " needs ", degree,
             " ranks (mpirun -np ", degree, "), but the world has ", world.size());
-  const parallel::TspWeights weights =
+  const parallel::TpWeights weights =
       infer::load_weight_shards(resolve_checkpoint_dir(a.checkpoint), degree, world.rank(), layout.kind);
   const model::ModelConfig& config = weights.config();
   const std::filesystem::path dir = resolve_checkpoint_dir(a.checkpoint);

@@ -5,7 +5,7 @@
 #include <algorithm>
 
 #include "tsp/core/check.h"
-#include "tsp/infer/decode_attention.h"
+#include "tsp/kernels/decode_attention.h"
 #include "tsp/kernels/softmax_merge.h"
 
 namespace tsp::infer {
@@ -34,7 +34,7 @@ void attend_range(const Tensor& q_b, const Tensor& q_pos_b, const KvCache& cache
   const Tensor k = cache.k_filled(layer, b).slice(1, first, count);
   const Tensor v = cache.v_filled(layer, b).slice(1, first, count);
   const Tensor k_pos = cache.positions_filled(b).slice(0, first, count);
-  decode_attention(q_b, k, v, q_pos_b, k_pos, o_b, lse_b, cache.config().sliding_window());
+  kernels::decode_attention(q_b, k, v, q_pos_b, k_pos, o_b, lse_b, cache.config().sliding_window());
 }
 
 }  // namespace

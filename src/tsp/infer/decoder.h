@@ -13,6 +13,13 @@
 
 namespace tsp::infer {
 
+// Options of every decoder's decode step.
+struct DecodeOptions {
+  // Split each sequence's cached slots into this many ranges whose attention partials are merged
+  // by log-sum-exp (cache_attention.h); 1 = one attention call per sequence and layer.
+  int64_t kv_parts = 1;
+};
+
 // One placement of the model plus its KV cache. generate() (generate.h) is the only loop over it;
 // SingleDecoder (single_decoder.h), TspDecoder (tsp_decode.h) and TpDecoder (tp_decode.h)
 // implement it. On a sharded decoder both calls are collective over its group, and every rank

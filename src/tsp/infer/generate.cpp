@@ -9,7 +9,7 @@
 #include <string>
 
 #include "tsp/core/check.h"
-#include "tsp/infer/single_decoder.h"
+#include "tsp/infer/single/single_decoder.h"
 
 namespace tsp::infer {
 

@@ -2,7 +2,7 @@
 #include "tsp/infer/head_logits.h"
 
 #include "tsp/core/check.h"
-#include "tsp/infer/decode_linear.h"
+#include "tsp/kernels/decode_linear.h"
 #include "tsp/kernels/rmsnorm.h"
 
 namespace tsp::infer {
@@ -18,7 +18,7 @@ Tensor head_logits(const model::ModelWeights& w, const Tensor& x) {
   kernels::rmsnorm_forward(x, w.final_norm(), normed, Tensor(),
                            {.eps = static_cast<float>(c.rms_norm_eps())});
   Tensor logits = Tensor::empty({n, c.vocab_size()}, DType::f32, MemCategory::activations);
-  decode_linear(normed, w.lm_head(), logits);
+  kernels::decode_linear(normed, w.lm_head(), logits);
   return logits;
 }
 

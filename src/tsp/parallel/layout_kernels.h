@@ -17,7 +17,7 @@
 #include "tsp/model/decoder_block.h"
 #include "tsp/model/model_config.h"
 #include "tsp/parallel/comm_clock.h"
-#include "tsp/parallel/tsp_weights.h"
+#include "tsp/parallel/tp_weights.h"
 
 namespace tsp::parallel::layout_kernels {
 

@@ -38,9 +38,9 @@ void validate_tp_sp(const model::ModelConfig& c, int tp, int sp, int64_t seq) {
 
 namespace {
 
-TspShardSizes checked_sizes(const model::ModelConfig& c, int tp, int sp, int64_t seq) {
+TpShardSizes checked_sizes(const model::ModelConfig& c, int tp, int sp, int64_t seq) {
   validate_tp_sp(c, tp, sp, seq);
-  return TspShardSizes::of(c, tp);
+  return TpShardSizes::of(c, tp);
 }
 
 }  // namespace
@@ -98,7 +98,7 @@ void TpSpContext::finish_tp(comm::Request& request) const {
 
 int64_t tp_sp_block_activation_bytes(const model::ModelConfig& c, DType dtype, int tp, int sp,
                                      int64_t batch, int64_t seq) {
-  const TspShardSizes s = checked_sizes(c, tp, sp, seq);
+  const TpShardSizes s = checked_sizes(c, tp, sp, seq);
   const int64_t local = seq / sp, T = batch * local, e = static_cast<int64_t>(dtype_size(dtype));
   return T * (c.hidden_size() + s.qkv_rows + s.q_rows + 2 * s.ffn_rows) * e +
          4 * batch * s.heads * local;
@@ -122,10 +122,10 @@ std::optional<KvExchange> sp_exchange(const TpSpContext& ctx) {
 
 KvExchange* ptr(std::optional<KvExchange>& kv) { return kv ? &*kv : nullptr; }
 
-void attention_forward(const TpSpContext& ctx, const TspLayerShard& w, const Tensor& x_in,
+void attention_forward(const TpSpContext& ctx, const TpLayerShard& w, const Tensor& x_in,
                        TpSpBlockActivations& acts, MemCategory cat) {
   const model::ModelConfig& c = ctx.config();
-  const TspShardSizes& s = ctx.sizes();
+  const TpShardSizes& s = ctx.sizes();
   const int64_t T = ctx.tokens(), h = c.hidden_size();
   Tensor n = Tensor::empty({T, h}, ctx.dtype(), MemCategory::workspace);
   kernels::rmsnorm_forward(x_in, w.input_norm, n, Tensor(), norm_options(c));
@@ -141,10 +141,10 @@ void attention_forward(const TpSpContext& ctx, const TspLayerShard& w, const Ten
   if (y.dtype() != acts.x_mid.dtype()) acts.x_mid.copy_from(y);
 }
 
-void mlp_forward(const TpSpContext& ctx, const TspLayerShard& w, const Tensor& x_out,
+void mlp_forward(const TpSpContext& ctx, const TpLayerShard& w, const Tensor& x_out,
                  TpSpBlockActivations& acts, MemCategory cat) {
   const model::ModelConfig& c = ctx.config();
-  const TspShardSizes& s = ctx.sizes();
+  const TpShardSizes& s = ctx.sizes();
   const int64_t T = ctx.tokens(), h = c.hidden_size();
   Tensor n = Tensor::empty({T, h}, ctx.dtype(), MemCategory::workspace);
   kernels::rmsnorm_forward(acts.x_mid, w.post_norm, n, Tensor(), norm_options(c));
@@ -164,10 +164,10 @@ void mlp_forward(const TpSpContext& ctx, const TspLayerShard& w, const Tensor& x
   }
 }
 
-void mlp_backward(const TpSpContext& ctx, const TspLayerShard& w, const TpSpBlockActivations& acts,
-                  const Tensor& dx, const TspLayerShard& g) {
+void mlp_backward(const TpSpContext& ctx, const TpLayerShard& w, const TpSpBlockActivations& acts,
+                  const Tensor& dx, const TpLayerShard& g) {
   const model::ModelConfig& c = ctx.config();
-  const TspShardSizes& s = ctx.sizes();
+  const TpShardSizes& s = ctx.sizes();
   const DType dt = ctx.dtype();
   const int64_t T = ctx.tokens(), h = c.hidden_size();
   Tensor n = Tensor::empty({T, h}, dt, MemCategory::workspace);
@@ -187,10 +187,10 @@ void mlp_backward(const TpSpContext& ctx, const TspLayerShard& w, const TpSpBloc
   add_f32(dx, dn);
 }
 
-void attention_backward(const TpSpContext& ctx, const TspLayerShard& w, const Tensor& x_in,
-                        const TpSpBlockActivations& acts, const Tensor& dx, const TspLayerShard& g) {
+void attention_backward(const TpSpContext& ctx, const TpLayerShard& w, const Tensor& x_in,
+                        const TpSpBlockActivations& acts, const Tensor& dx, const TpLayerShard& g) {
   const model::ModelConfig& c = ctx.config();
-  const TspShardSizes& s = ctx.sizes();
+  const TpShardSizes& s = ctx.sizes();
   const DType dt = ctx.dtype();
   const int64_t T = ctx.tokens(), h = c.hidden_size();
   Tensor n = Tensor::empty({T, h}, dt, MemCategory::workspace);
@@ -211,15 +211,15 @@ void attention_backward(const TpSpContext& ctx, const TspLayerShard& w, const Te
 
 }  // namespace
 
-void tp_sp_block_forward(const TpSpContext& ctx, const TspLayerShard& w, const Tensor& x_in,
+void tp_sp_block_forward(const TpSpContext& ctx, const TpLayerShard& w, const Tensor& x_in,
                          const Tensor& x_out, TpSpBlockActivations& acts, MemCategory cat) {
   attention_forward(ctx, w, x_in, acts, cat);
   mlp_forward(ctx, w, x_out, acts, cat);
 }
 
-void tp_sp_block_backward(const TpSpContext& ctx, const TspLayerShard& w, const Tensor& x_in,
+void tp_sp_block_backward(const TpSpContext& ctx, const TpLayerShard& w, const Tensor& x_in,
                           const TpSpBlockActivations& acts, const Tensor& dx,
-                          const TspLayerShard& grads) {
+                          const TpLayerShard& grads) {
   TSP_ASSERT(dx.dtype() == DType::f32 && dx.is_contiguous() && dx.dim(0) == ctx.tokens(),
              "tp_sp_block_backward: dx must be contiguous f32 [T, h], got ", dx.describe());
   mlp_backward(ctx, w, acts, dx, grads);

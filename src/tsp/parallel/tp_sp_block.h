@@ -17,7 +17,7 @@
 #include "tsp/model/model_config.h"
 #include "tsp/parallel/comm_clock.h"
 #include "tsp/parallel/layout_kernels.h"
-#include "tsp/parallel/tsp_weights.h"
+#include "tsp/parallel/tp_weights.h"
 #include "tsp/parallel/zigzag.h"
 
 namespace tsp::parallel {
@@ -41,7 +41,7 @@ class TpSpContext {
   CommClock* clock() const { return clock_; }
   const model::ModelConfig& config() const { return config_; }
   DType dtype() const { return dtype_; }
-  const TspShardSizes& sizes() const { return sizes_; }  // per tp rank
+  const TpShardSizes& sizes() const { return sizes_; }  // per tp rank
   const Zigzag& zigzag() const { return zigzag_; }       // over sp
   int64_t batch() const { return batch_; }
   int64_t seq() const { return zigzag_.seq(); }
@@ -64,7 +64,7 @@ class TpSpContext {
   CommClock* clock_;
   model::ModelConfig config_;
   DType dtype_;
-  TspShardSizes sizes_;
+  TpShardSizes sizes_;
   Zigzag zigzag_;
   int64_t batch_;
   Tensor local_pos_, gathered_pos_;
@@ -82,7 +82,7 @@ int64_t tp_sp_block_activation_bytes(const model::ModelConfig& config, DType dty
 
 // x_in [T, h] (replicated over tp). x_out [T, h] receives the block output (replicated over tp);
 // if undefined the MLP stops after gate/up (recomputation), without its all-reduce.
-void tp_sp_block_forward(const TpSpContext& ctx, const TspLayerShard& w, const Tensor& x_in,
+void tp_sp_block_forward(const TpSpContext& ctx, const TpLayerShard& w, const Tensor& x_in,
                          const Tensor& x_out, TpSpBlockActivations& acts,
                          MemCategory acts_category = MemCategory::activations);
 
@@ -90,9 +90,9 @@ void tp_sp_block_forward(const TpSpContext& ctx, const TspLayerShard& w, const T
 // ACCUMULATED into `grads`: this tp rank's shards of this sp rank's tokens' contribution (sum
 // them over sp once per step); the norm gains' gradients are identical on every tp rank. acts is
 // consumed.
-void tp_sp_block_backward(const TpSpContext& ctx, const TspLayerShard& w, const Tensor& x_in,
+void tp_sp_block_backward(const TpSpContext& ctx, const TpLayerShard& w, const Tensor& x_in,
                           const TpSpBlockActivations& acts, const Tensor& dx,
-                          const TspLayerShard& grads);
+                          const TpLayerShard& grads);
 
 // Vocabulary-parallel embedding: out [T, h] := rows of ids [T] (each tp rank looks up the ids of
 // its vocabulary rows, zeros elsewhere; then summed over tp). Backward: dtable [V/T, h] f32 +=

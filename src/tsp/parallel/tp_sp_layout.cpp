@@ -43,18 +43,18 @@ void validate_layout(const comm::Mesh& mesh, const model::ModelConfig& config,
   validate_tp_sp(config, mesh.degree(MeshAxis::tp), mesh.degree(MeshAxis::sp), 0);
 }
 
-TspWeights initial_weights(const comm::Mesh& mesh, const model::ModelConfig& config,
+TpWeights initial_weights(const comm::Mesh& mesh, const model::ModelConfig& config,
                            const model::TransformerOptions& options, uint64_t seed) {
   validate_layout(mesh, config, options);
-  return TspWeights::initialize(config, options.dtype, seed, mesh.degree(MeshAxis::tp),
+  return TpWeights::initialize(config, options.dtype, seed, mesh.degree(MeshAxis::tp),
                                 mesh.coord(MeshAxis::tp));
 }
 
-TspWeights checkpoint_weights(const comm::Mesh& mesh, const model::ModelConfig& config,
+TpWeights checkpoint_weights(const comm::Mesh& mesh, const model::ModelConfig& config,
                               const model::TransformerOptions& options,
                               const std::filesystem::path& dir) {
   validate_layout(mesh, config, options);
-  TspWeights w(config, options.dtype, mesh.degree(MeshAxis::tp), mesh.coord(MeshAxis::tp),
+  TpWeights w(config, options.dtype, mesh.degree(MeshAxis::tp), mesh.coord(MeshAxis::tp),
                MemCategory::weights);
   load_shards_from_hf(dir, w.params());
   return w;
@@ -69,7 +69,7 @@ kernels::CrossEntropyOptions ce_options(const model::TransformerOptions& o) {
 class TpSpStep final : public model::StepStrategy {
  public:
   TpSpStep(comm::Communicator& tp, comm::Communicator& sp, const model::TransformerOptions& options,
-           const TspWeights& w, const Tensor& tokens, const Tensor& targets, TspWeights* grads,
+           const TpWeights& w, const Tensor& tokens, const Tensor& targets, TpWeights* grads,
            CommClock* clock)
       : w_(w), grads_(grads),
         ctx_(tp, sp, w.config(), options.dtype, tokens.dim(0), tokens.dim(1), clock),
@@ -114,8 +114,8 @@ class TpSpStep final : public model::StepStrategy {
   Tensor final_norm_grad() override { return grads_->final_norm(); }
 
  private:
-  const TspWeights& w_;
-  TspWeights* grads_;  // null for a forward-only step
+  const TpWeights& w_;
+  TpWeights* grads_;  // null for a forward-only step
   const TpSpContext ctx_;
   const Tensor ids_, targets_;  // [T_local] i32, this rank's sp zigzag columns
   kernels::CrossEntropyOptions ce_;
@@ -132,7 +132,7 @@ TpSpLayout::TpSpLayout(comm::Mesh& mesh, const model::ModelConfig& config,
                        const model::TransformerOptions& options, const std::filesystem::path& hf_dir)
     : TpSpLayout(mesh, options, checkpoint_weights(mesh, config, options, hf_dir)) {}
 
-TpSpLayout::TpSpLayout(comm::Mesh& mesh, const model::TransformerOptions& options, TspWeights weights)
+TpSpLayout::TpSpLayout(comm::Mesh& mesh, const model::TransformerOptions& options, TpWeights weights)
     : tp_(&mesh.axis(MeshAxis::tp)),
       sp_(&mesh.axis(MeshAxis::sp)),
       primary_(mesh.coord(MeshAxis::dp) == 0 && mesh.coord(MeshAxis::sp) == 0),

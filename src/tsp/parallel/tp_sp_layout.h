@@ -12,7 +12,7 @@
 #include "tsp/comm/mesh.h"
 #include "tsp/parallel/layout.h"
 #include "tsp/parallel/tp_sp_block.h"
-#include "tsp/parallel/tsp_weights.h"
+#include "tsp/parallel/tp_weights.h"
 
 namespace tsp::parallel {
 
@@ -29,7 +29,7 @@ class TpSpLayout final : public Layout {
   // mesh: degrees dp x sp x tp (pp = tsp = 1); this rank's coordinates pick its tp shard and its
   // sp tokens. The model's sizes are validated for the tp degree (validate_tp_sp) on every rank
   // before anything is allocated. Weights: exactly model::ModelWeights::initialize(config,
-  // options.dtype, seed), generated one tensor at a time (TspWeights::initialize at degree tp).
+  // options.dtype, seed), generated one tensor at a time (TpWeights::initialize at degree tp).
   TpSpLayout(comm::Mesh& mesh, const model::ModelConfig& config,
              const model::TransformerOptions& options, uint64_t seed);
   // The same, weights read from a Hugging Face checkpoint directory (each rank reads its pieces:
@@ -60,10 +60,10 @@ class TpSpLayout final : public Layout {
 
   int tp_degree() const { return tp_->size(); }
   int sp_degree() const { return sp_->size(); }
-  const TspWeights& shard_weights() const { return weights_; }  // TSP's partition at degree tp
+  const TpWeights& shard_weights() const { return weights_; }  // TSP's partition at degree tp
 
  private:
-  TpSpLayout(comm::Mesh& mesh, const model::TransformerOptions& options, TspWeights weights);
+  TpSpLayout(comm::Mesh& mesh, const model::TransformerOptions& options, TpWeights weights);
 
   model::LossSum share(const model::LossSum& totals) const;
 
@@ -71,7 +71,7 @@ class TpSpLayout final : public Layout {
   comm::Communicator* sp_;
   bool primary_;
   model::TransformerOptions options_;
-  TspWeights weights_, grads_;
+  TpWeights weights_, grads_;
   std::vector<ParamShard> weight_shards_, grad_shards_;
   CommClock clock_;
 };

@@ -33,10 +33,10 @@ KvExchange kv_exchange(const TspContext& ctx) {
                     2 * ctx.sizes().kv_rows);
 }
 
-void attention_forward(const TspContext& ctx, const TspLayerShard& w, const Tensor& x_in,
+void attention_forward(const TspContext& ctx, const TpLayerShard& w, const Tensor& x_in,
                        TspBlockActivations& acts, MemCategory cat) {
   const model::ModelConfig& c = ctx.config();
-  const TspShardSizes& s = ctx.sizes();
+  const TpShardSizes& s = ctx.sizes();
   const int64_t T = ctx.tokens(), h = c.hidden_size(), G = s.qkv_rows, D = ctx.degree();
   Tensor n = Tensor::empty({T, h}, ctx.dtype(), MemCategory::workspace);
   kernels::rmsnorm_forward(x_in, w.input_norm, n, Tensor(), norm_options(c));
@@ -55,10 +55,10 @@ void attention_forward(const TspContext& ctx, const TspLayerShard& w, const Tens
   if (y.dtype() != acts.x_mid.dtype()) acts.x_mid.copy_from(y);
 }
 
-void mlp_forward(const TspContext& ctx, const TspLayerShard& w, const Tensor& x_out,
+void mlp_forward(const TspContext& ctx, const TpLayerShard& w, const Tensor& x_out,
                  TspBlockActivations& acts, MemCategory cat) {
   const model::ModelConfig& c = ctx.config();
-  const TspShardSizes& s = ctx.sizes();
+  const TpShardSizes& s = ctx.sizes();
   const int64_t T = ctx.tokens(), h = c.hidden_size(), f = s.ffn_rows;
   Tensor n = Tensor::empty({T, h}, ctx.dtype(), MemCategory::workspace);
   kernels::rmsnorm_forward(acts.x_mid, w.post_norm, n, Tensor(), norm_options(c));
@@ -80,10 +80,10 @@ void mlp_forward(const TspContext& ctx, const TspLayerShard& w, const Tensor& x_
   }
 }
 
-void mlp_backward(const TspContext& ctx, const TspLayerShard& w, const TspBlockActivations& acts,
-                  const Tensor& dx, const TspLayerShard& g) {
+void mlp_backward(const TspContext& ctx, const TpLayerShard& w, const TspBlockActivations& acts,
+                  const Tensor& dx, const TpLayerShard& g) {
   const model::ModelConfig& c = ctx.config();
-  const TspShardSizes& s = ctx.sizes();
+  const TpShardSizes& s = ctx.sizes();
   const DType dt = ctx.dtype();
   const int64_t T = ctx.tokens(), h = c.hidden_size(), f = s.ffn_rows;
   Tensor n = Tensor::empty({T, h}, dt, MemCategory::workspace);
@@ -110,10 +110,10 @@ void mlp_backward(const TspContext& ctx, const TspLayerShard& w, const TspBlockA
   add_f32(dx, dn);
 }
 
-void attention_backward(const TspContext& ctx, const TspLayerShard& w, const Tensor& x_in,
-                        const TspBlockActivations& acts, const Tensor& dx, const TspLayerShard& g) {
+void attention_backward(const TspContext& ctx, const TpLayerShard& w, const Tensor& x_in,
+                        const TspBlockActivations& acts, const Tensor& dx, const TpLayerShard& g) {
   const model::ModelConfig& c = ctx.config();
-  const TspShardSizes& s = ctx.sizes();
+  const TpShardSizes& s = ctx.sizes();
   const DType dt = ctx.dtype();
   const int64_t T = ctx.tokens(), h = c.hidden_size(), D = ctx.degree();
   Tensor n = Tensor::empty({T, h}, dt, MemCategory::workspace);
@@ -162,7 +162,7 @@ TspContext::TspContext(comm::Communicator& comm, const model::ModelConfig& confi
       clock_(clock),
       config_(config),
       dtype_(dtype),
-      sizes_(TspShardSizes::of(config, comm.size())),
+      sizes_(TpShardSizes::of(config, comm.size())),
       zigzag_(seq, comm.size(), comm.rank()),
       batch_(batch),
       local_pos_(zigzag_.local_positions()),
@@ -175,14 +175,14 @@ TspContext::TspContext(comm::Communicator& comm, const model::ModelConfig& confi
             " exceeds max_position_embeddings ", config.max_position_embeddings());
 }
 
-void tsp_block_forward(const TspContext& ctx, const TspLayerShard& w, const Tensor& x_in,
+void tsp_block_forward(const TspContext& ctx, const TpLayerShard& w, const Tensor& x_in,
                        const Tensor& x_out, TspBlockActivations& acts, MemCategory cat) {
   attention_forward(ctx, w, x_in, acts, cat);
   mlp_forward(ctx, w, x_out, acts, cat);
 }
 
-void tsp_block_backward(const TspContext& ctx, const TspLayerShard& w, const Tensor& x_in,
-                        const TspBlockActivations& acts, const Tensor& dx, const TspLayerShard& g) {
+void tsp_block_backward(const TspContext& ctx, const TpLayerShard& w, const Tensor& x_in,
+                        const TspBlockActivations& acts, const Tensor& dx, const TpLayerShard& g) {
   TSP_ASSERT(dx.dtype() == DType::f32 && dx.is_contiguous() && dx.dim(0) == ctx.tokens(),
              "tsp_block_backward: dx must be contiguous f32 [T, h], got ", dx.describe());
   mlp_backward(ctx, w, acts, dx, g);

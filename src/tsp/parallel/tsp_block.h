@@ -13,7 +13,7 @@
 #include "tsp/model/decoder_block.h"
 #include "tsp/model/model_config.h"
 #include "tsp/parallel/comm_clock.h"
-#include "tsp/parallel/tsp_weights.h"
+#include "tsp/parallel/tp_weights.h"
 #include "tsp/parallel/zigzag.h"
 
 namespace tsp::parallel {
@@ -31,7 +31,7 @@ class TspContext {
   CommClock* clock() const { return clock_; }
   const model::ModelConfig& config() const { return config_; }
   DType dtype() const { return dtype_; }
-  const TspShardSizes& sizes() const { return sizes_; }
+  const TpShardSizes& sizes() const { return sizes_; }
   const Zigzag& zigzag() const { return zigzag_; }
   int degree() const { return sizes_.degree; }
   int rank() const { return zigzag_.rank(); }
@@ -48,7 +48,7 @@ class TspContext {
   CommClock* clock_;
   model::ModelConfig config_;
   DType dtype_;
-  TspShardSizes sizes_;
+  TpShardSizes sizes_;
   Zigzag zigzag_;
   int64_t batch_;
   Tensor local_pos_, gathered_pos_;
@@ -67,14 +67,14 @@ using TspBlockActivations = model::BlockActivations;
 
 // x_in [T, h]. Fills acts (category acts_category). x_out [T, h] receives the block output; if
 // undefined the MLP stops after gate/up (recomputation), still circulating every shard.
-void tsp_block_forward(const TspContext& ctx, const TspLayerShard& w, const Tensor& x_in,
+void tsp_block_forward(const TspContext& ctx, const TpLayerShard& w, const Tensor& x_in,
                        const Tensor& x_out, TspBlockActivations& acts,
                        MemCategory acts_category = MemCategory::activations);
 
 // dx [T, h] f32: dL/dx_out on entry, dL/dx_in on exit. Gradients (f32, this rank's shards) are
 // ACCUMULATED into `grads`; replicated norm gains receive this rank's partial sums only (sum them
 // over the group once per step). acts is consumed.
-void tsp_block_backward(const TspContext& ctx, const TspLayerShard& w, const Tensor& x_in,
-                        const TspBlockActivations& acts, const Tensor& dx, const TspLayerShard& grads);
+void tsp_block_backward(const TspContext& ctx, const TpLayerShard& w, const Tensor& x_in,
+                        const TspBlockActivations& acts, const Tensor& dx, const TpLayerShard& grads);
 
 }  // namespace tsp::parallel

@@ -8,7 +8,7 @@
 namespace tsp::parallel {
 
 TspLayout::TspLayout(comm::Communicator& tsp, const model::TransformerOptions& options,
-                     TspWeights weights, bool primary)
+                     TpWeights weights, bool primary)
     : comm_(&tsp),
       primary_(primary),
       weights_(std::move(weights)),

@@ -1,4 +1,4 @@
-// The TSP layout (TSP.md §3-§5) behind the Layout interface: this rank's TspWeights and f32
+// The TSP layout (TSP.md §3-§5) behind the Layout interface: this rank's TpWeights and f32
 // gradient shards, TspTransformer on the rank's zigzag columns of the replica's rows.
 #pragma once
 
@@ -6,7 +6,7 @@
 
 #include "tsp/parallel/layout.h"
 #include "tsp/parallel/tsp_model.h"
-#include "tsp/parallel/tsp_weights.h"
+#include "tsp/parallel/tp_weights.h"
 
 namespace tsp::parallel {
 
@@ -14,7 +14,7 @@ class TspLayout final : public Layout {
  public:
   // tsp: the tsp axis communicator (degree = its size). weights: this rank's shards (moved in).
   // primary: this rank's TSP group writes checkpoints (dp coordinate 0).
-  TspLayout(comm::Communicator& tsp, const model::TransformerOptions& options, TspWeights weights,
+  TspLayout(comm::Communicator& tsp, const model::TransformerOptions& options, TpWeights weights,
             bool primary = true);
 
   std::string describe() const override;
@@ -30,12 +30,10 @@ class TspLayout final : public Layout {
   int64_t predicted_activation_peak_bytes(int64_t batch, int64_t seq) const override;
   const CommClock& comm_wait() const override { return model_.comm_wait(); }
 
-  const TspWeights& tsp_weights() const { return weights_; }
-
  private:
   comm::Communicator* comm_;
   bool primary_;
-  TspWeights weights_, grads_;
+  TpWeights weights_, grads_;
   std::vector<ParamShard> weight_shards_, grad_shards_;
   TspTransformer model_;
 };

@@ -20,8 +20,8 @@ namespace {
 // embedding by vocabulary exchange, the blocks by tsp_block.h, the head by the vocabulary ring.
 class TspStep final : public model::StepStrategy {
  public:
-  TspStep(comm::Communicator& comm, const model::TransformerOptions& options, const TspWeights& w,
-          const Tensor& tokens, const Tensor& targets, int64_t seq, TspWeights* grads,
+  TspStep(comm::Communicator& comm, const model::TransformerOptions& options, const TpWeights& w,
+          const Tensor& tokens, const Tensor& targets, int64_t seq, TpWeights* grads,
           CommClock* clock)
       : comm_(comm), clock_(clock), w_(w), grads_(grads),
         ctx_(comm, w.config(), options.dtype, tokens.dim(0), seq, clock),
@@ -65,8 +65,8 @@ class TspStep final : public model::StepStrategy {
  private:
   comm::Communicator& comm_;
   CommClock* clock_;
-  const TspWeights& w_;
-  TspWeights* grads_;  // null for a forward-only step
+  const TpWeights& w_;
+  TpWeights* grads_;  // null for a forward-only step
   TspContext ctx_;
   Tensor ids_, targets_;  // [T_local] i32, this rank's zigzag columns
   kernels::CrossEntropyOptions ce_;
@@ -81,7 +81,7 @@ void validate_tsp(const model::ModelConfig& config, int degree, int64_t seq) {
   Zigzag::validate(seq, degree);
   TSP_CHECK(seq <= config.max_position_embeddings(), "tsp: sequence length ", seq,
             " exceeds max_position_embeddings ", config.max_position_embeddings());
-  (void)TspShardSizes::of(config, degree);
+  (void)TpShardSizes::of(config, degree);
 }
 
 int64_t tsp_predicted_activation_peak_bytes(const model::ModelConfig& config,
@@ -98,11 +98,11 @@ TspTransformer::TspTransformer(comm::Communicator& comm, const model::ModelConfi
                   "TspTransformer: dtype must be f32 or bf16, got ", options.dtype);
   TSP_CHECK(options.vocab_chunk > 0, "TspTransformer: vocab_chunk must be positive, got ",
             options.vocab_chunk);
-  (void)TspShardSizes::of(config, comm.size());
+  (void)TpShardSizes::of(config, comm.size());
 }
 
-void TspTransformer::validate(const TspWeights& w, const Tensor& tokens, const Tensor& targets,
-                              int64_t seq, const TspWeights* grads) const {
+void TspTransformer::validate(const TpWeights& w, const Tensor& tokens, const Tensor& targets,
+                              int64_t seq, const TpWeights* grads) const {
   validate_tsp(config_, degree(), seq);
   TSP_CHECK(w.config() == config_ && w.degree() == degree() && w.rank() == comm_->rank(),
             "TspTransformer: weights are shards of ", w.config().summary(), " for rank ", w.rank(),
@@ -136,16 +136,16 @@ void TspTransformer::validate(const TspWeights& w, const Tensor& tokens, const T
   }
 }
 
-model::LossSum TspTransformer::forward(const TspWeights& w, const Tensor& tokens,
+model::LossSum TspTransformer::forward(const TpWeights& w, const Tensor& tokens,
                                        const Tensor& targets, int64_t seq) {
   validate(w, tokens, targets, seq, nullptr);
   TspStep step(*comm_, options_, w, tokens, targets, seq, nullptr, &clock_);
   return model::run_forward(step);
 }
 
-model::LossSum TspTransformer::forward_backward(const TspWeights& w, const Tensor& tokens,
+model::LossSum TspTransformer::forward_backward(const TpWeights& w, const Tensor& tokens,
                                                 const Tensor& targets, int64_t seq,
-                                                TspWeights& grads, float grad_scale) {
+                                                TpWeights& grads, float grad_scale) {
   validate(w, tokens, targets, seq, &grads);
   TSP_CHECK(std::isfinite(grad_scale), "TspTransformer: grad_scale must be finite, got ", grad_scale);
   TspStep step(*comm_, options_, w, tokens, targets, seq, &grads, &clock_);

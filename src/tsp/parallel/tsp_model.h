@@ -9,7 +9,7 @@
 #include "tsp/core/tensor.h"
 #include "tsp/model/transformer.h"
 #include "tsp/parallel/comm_clock.h"
-#include "tsp/parallel/tsp_weights.h"
+#include "tsp/parallel/tp_weights.h"
 
 namespace tsp::parallel {
 
@@ -40,19 +40,19 @@ class TspTransformer {
   // tokens_local, targets_local: [B, S/D] i32, this rank's zigzag columns (Zigzag::take_local) of
   // the global [B, seq] batch. Returns THIS RANK's loss sum and valid count (sum over the group,
   // and over dp, for the batch's total). Collective over the tsp group.
-  model::LossSum forward(const TspWeights& w, const Tensor& tokens_local,
+  model::LossSum forward(const TpWeights& w, const Tensor& tokens_local,
                          const Tensor& targets_local, int64_t seq);
 
   // Forward + backward; gradients of grad_scale * (the group's loss sum) are ACCUMULATED into
   // this rank's shards `grads` (f32). The replicated norm gains get this rank's partial sums:
   // sum them over the group once per step (sum_replicated_grads) before the optimizer.
-  model::LossSum forward_backward(const TspWeights& w, const Tensor& tokens_local,
-                                  const Tensor& targets_local, int64_t seq, TspWeights& grads,
+  model::LossSum forward_backward(const TpWeights& w, const Tensor& tokens_local,
+                                  const Tensor& targets_local, int64_t seq, TpWeights& grads,
                                   float grad_scale);
 
  private:
-  void validate(const TspWeights& w, const Tensor& tokens, const Tensor& targets, int64_t seq,
-                const TspWeights* grads) const;
+  void validate(const TpWeights& w, const Tensor& tokens, const Tensor& targets, int64_t seq,
+                const TpWeights* grads) const;
 
   comm::Communicator* comm_;
   model::ModelConfig config_;

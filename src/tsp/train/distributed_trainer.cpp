@@ -156,10 +156,10 @@ std::unique_ptr<parallel::Layout> make_layout(comm::Mesh& mesh, const model::Mod
   const bool primary = mesh.coord(MeshAxis::dp) == 0;
   if (!from_hf) {
     return std::make_unique<parallel::TspLayout>(
-        tsp, options, parallel::TspWeights::initialize(config, dtype, seed, tsp.size(), tsp.rank()),
+        tsp, options, parallel::TpWeights::initialize(config, dtype, seed, tsp.size(), tsp.rank()),
         primary);
   }
-  parallel::TspWeights w(config, dtype, tsp.size(), tsp.rank(), MemCategory::weights);
+  parallel::TpWeights w(config, dtype, tsp.size(), tsp.rank(), MemCategory::weights);
   parallel::load_shards_from_hf(init, w.params());
   return std::make_unique<parallel::TspLayout>(tsp, options, std::move(w), primary);
 }

@@ -1,12 +1,12 @@
 // sharded_generate: the sharded decoders plugged into generate()'s loop, and the per-rank
 // checkpoint loader.
-#include "tsp/infer/sharded_generate.h"
+#include "tsp/infer/sharded/sharded_generate.h"
 
 #include <memory>
 
 #include "tsp/core/check.h"
-#include "tsp/infer/tp_decode.h"
-#include "tsp/infer/tsp_decode.h"
+#include "tsp/infer/tp/tp_decode.h"
+#include "tsp/infer/tsp/tsp_decode.h"
 #include "tsp/model/hf_checkpoint.h"
 #include "tsp/parallel/sharded_checkpoint.h"
 #include "tsp/parallel/tp_sp_block.h"
@@ -14,7 +14,7 @@
 namespace tsp::infer {
 
 Generation sharded_generate(LayoutKind layout, comm::Communicator& comm,
-                            const parallel::TspWeights& w,
+                            const parallel::TpWeights& w,
                             const std::vector<std::vector<int32_t>>& prompts,
                             const GenerateOptions& options, const TokenCallback& on_token) {
   TSP_CHECK(layout == LayoutKind::tsp || layout == LayoutKind::tp, "sharded_generate: layout ",
@@ -27,7 +27,7 @@ Generation sharded_generate(LayoutKind layout, comm::Communicator& comm,
   return generate(w.config(), make, prompts, options, on_token);
 }
 
-parallel::TspWeights load_weight_shards(const std::filesystem::path& dir, int degree, int rank,
+parallel::TpWeights load_weight_shards(const std::filesystem::path& dir, int degree, int rank,
                                         LayoutKind layout) {
   if (!std::filesystem::is_directory(dir)) {
     TSP_THROW(IoError, "checkpoint directory ", dir.string(), " does not exist");
@@ -36,7 +36,7 @@ parallel::TspWeights load_weight_shards(const std::filesystem::path& dir, int de
   TSP_CHECK(layout == LayoutKind::tsp || layout == LayoutKind::tp, "load_weight_shards: layout ",
             layout_kind_name(layout), " does not decode from weight shards (tsp or tp)");
   if (layout == LayoutKind::tp) parallel::validate_tp_sp(config, degree, 1, 0);
-  parallel::TspWeights w(config, config.compute_dtype(), degree, rank, MemCategory::weights);
+  parallel::TpWeights w(config, config.compute_dtype(), degree, rank, MemCategory::weights);
   parallel::load_shards_from_hf(dir, w.params());
   return w;
 }

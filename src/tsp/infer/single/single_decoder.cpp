@@ -1,7 +1,7 @@
 // SingleDecoder: forwards to the single-rank prefill and decode step over its own cache.
-#include "tsp/infer/single_decoder.h"
+#include "tsp/infer/single/single_decoder.h"
 
-#include "tsp/infer/prefill.h"
+#include "tsp/infer/single/prefill.h"
 
 namespace tsp::infer {
 

@@ -6,7 +6,7 @@
 #include <span>
 #include <vector>
 
-#include "tsp/infer/decode_step.h"
+#include "tsp/infer/single/decode_step.h"
 #include "tsp/infer/decoder.h"
 #include "tsp/infer/kv_cache.h"
 #include "tsp/model/model_weights.h"

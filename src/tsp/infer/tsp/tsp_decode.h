@@ -9,17 +9,17 @@
 
 #include "tsp/comm/communicator.h"
 #include "tsp/core/tensor.h"
-#include "tsp/infer/decode_step.h"
+#include "tsp/infer/single/decode_step.h"
 #include "tsp/infer/decoder.h"
 #include "tsp/infer/kv_cache.h"
 #include "tsp/kernels/rope.h"
-#include "tsp/infer/tsp_kv_placement.h"
+#include "tsp/infer/tsp/tsp_kv_placement.h"
 #include "tsp/parallel/comm_clock.h"
-#include "tsp/parallel/tsp_weights.h"
+#include "tsp/parallel/tp_weights.h"
 
 namespace tsp::infer {
 
-// Rank r of D (comm) holds the TSP partition of the weights (parallel::TspWeights: head group r,
+// Rank r of D (comm) holds the TSP partition of the weights (parallel::TpWeights: head group r,
 // MLP slice r, vocabulary rows r; norm gains replicated) and a KvCache with ALL H_kv heads of the
 // tokens it owns (positions recorded per slot, TspKvPlacement says which). Weights never move.
 //
@@ -47,7 +47,7 @@ class TspDecoder final : public Decoder {
   // `batch` sequences of at most `capacity` positions each (prompt + generated tokens, <=
   // max_position_embeddings). Validated; the cache is allocated by prefill(), when the prompt
   // lengths (hence the zigzag shares) are known. comm and w must outlive the decoder.
-  TspDecoder(comm::Communicator& comm, const parallel::TspWeights& w, int64_t batch,
+  TspDecoder(comm::Communicator& comm, const parallel::TpWeights& w, int64_t batch,
              int64_t capacity, const DecodeOptions& options = {});
 
   // Collective. prompts: B non-empty lists of ids in [0, V), each at most capacity tokens. They
@@ -88,7 +88,7 @@ class TspDecoder final : public Decoder {
   Tensor merge_head_group(const Tensor& o, const Tensor& lse);
 
   comm::Communicator* comm_;
-  const parallel::TspWeights* w_;
+  const parallel::TpWeights* w_;
   int64_t batch_, capacity_;
   DecodeOptions options_;
   parallel::CommClock clock_;

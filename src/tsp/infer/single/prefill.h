@@ -7,13 +7,10 @@
 
 #include "tsp/core/tensor.h"
 #include "tsp/infer/kv_cache.h"
+#include "tsp/infer/prompt_batch.h"
 #include "tsp/model/model_weights.h"
 
 namespace tsp::infer {
-
-// Token id written into the padding slots of shorter prompts (any valid id would do: padding
-// positions come after every real token, so the causal mask hides them; see below).
-inline constexpr int32_t kPrefillPadId = 0;
 
 // prompts: B token lists (B == cache.batch()), each non-empty, ids in [0, V), each at most
 // cache.capacity() tokens. cache: empty (every length 0), of the weights' config and dtype.
@@ -29,11 +26,5 @@ inline constexpr int32_t kPrefillPadId = 0;
 // anything is allocated (InvalidArgument naming the prompt and the numbers).
 Tensor prefill(const model::ModelWeights& w, const std::vector<std::vector<int32_t>>& prompts,
                KvCache& cache);
-
-// The pieces of a left-aligned prefill that the sharded prefills share:
-// slot s of sequence b := position s for s < len_b, and length(b) := len_b;
-void record_prompt_positions(const std::vector<std::vector<int32_t>>& prompts, KvCache& cache);
-// rows (b, len_b - 1) of x [B * seq, h] (the batch of `prompts`, seq per row) as [B, h].
-Tensor last_prompt_rows(const Tensor& x, const std::vector<std::vector<int32_t>>& prompts, int64_t seq);
 
 }  // namespace tsp::infer

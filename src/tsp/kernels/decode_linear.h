@@ -4,7 +4,7 @@
 
 #include "tsp/core/tensor.h"
 
-namespace tsp::infer {
+namespace tsp::kernels {
 
 // x: [M, K], w: [N, K] (HF [out, in]), y: [M, N]; unit inner strides, other strides free; x and w
 // both f32 or both bf16, y f32 or (with bf16 inputs) bf16; beta 0 (overwrite) or 1 (accumulate);
@@ -16,4 +16,4 @@ namespace tsp::infer {
 // bound decode needs. Otherwise it calls kernels::gemm.
 void decode_linear(const Tensor& x, const Tensor& w, Tensor& y, float beta = 0.f);
 
-}  // namespace tsp::infer
+}  // namespace tsp::kernels

@@ -6,16 +6,11 @@
 #include <span>
 
 #include "tsp/core/tensor.h"
+#include "tsp/infer/decoder.h"
 #include "tsp/infer/kv_cache.h"
 #include "tsp/model/model_weights.h"
 
 namespace tsp::infer {
-
-struct DecodeOptions {
-  // Split each sequence's cached slots into this many ranges whose attention partials are merged
-  // by log-sum-exp (cache_attention.h); 1 = one attention call per sequence and layer.
-  int64_t kv_parts = 1;
-};
 
 // tokens: one id per sequence (size cache.batch()), ids in [0, V). The token of sequence b takes
 // position p_b = cache.length(b) and slot p_b (single rank: slot == position); every sequence must

@@ -1,7 +1,9 @@
-// The TSP partition of a model's weights on one rank (TSP.md §3): attention by head group, MLP by
-// inner dimension, embedding and LM head by vocabulary, norm gains replicated. Each layer's
-// attention shard (q, k, v rows and o columns of head group p) and MLP shard (gate, up rows and
-// down columns) live in ONE packed buffer, so a broadcast or a ring step moves it as one message.
+// Megatron's tensor-parallel partition of a model's weights on one rank (TSP.md §3): attention by
+// head group, MLP by inner dimension, embedding and LM head by vocabulary, norm gains replicated.
+// TSP holds it over its tsp axis, TP and TP+SP over tp, the TP decoder over its group. Each
+// layer's attention shard (q, k, v rows and o columns of head group p) and MLP shard (gate, up
+// rows and down columns) live in ONE packed buffer, so a broadcast or a ring step moves it as one
+// message.
 #pragma once
 
 #include <cstdint>
@@ -15,7 +17,7 @@
 namespace tsp::parallel {
 
 // Sizes of one rank's shards, validated for a degree. Pure arithmetic, no allocation.
-struct TspShardSizes {
+struct TpShardSizes {
   int degree = 1;
   int64_t heads = 0, kv_heads = 0;   // per head group: H/D, H_kv/D
   int64_t q_rows = 0, kv_rows = 0;   // H/D*d, H_kv/D*d
@@ -28,11 +30,11 @@ struct TspShardSizes {
 
   // Throws InvalidArgument naming the size and D when H, H_kv, F or V is not divisible by D
   // (H_kv < D is not supported: every head group needs its own KV heads).
-  static TspShardSizes of(const model::ModelConfig& config, int degree);
+  static TpShardSizes of(const model::ModelConfig& config, int degree);
 };
 
 // Views into one layer's packed shards.
-struct TspLayerShard {
+struct TpLayerShard {
   Tensor input_norm;   // [h] replicated
   Tensor post_norm;    // [h] replicated
   // [attn_elements] = q | k | v rows (row-major [qkv_rows, h]) | o cols [h, q_rows]
@@ -51,29 +53,29 @@ struct MlpShardViews {
   Tensor gate_up;  // [2F/D, h]: gate rows then up rows
   Tensor down;     // [h, F/D]
 };
-AttnShardViews attn_views(const Tensor& packed, const model::ModelConfig& c, const TspShardSizes& s);
-MlpShardViews mlp_views(const Tensor& packed, const model::ModelConfig& c, const TspShardSizes& s);
+AttnShardViews attn_views(const Tensor& packed, const model::ModelConfig& c, const TpShardSizes& s);
+MlpShardViews mlp_views(const Tensor& packed, const model::ModelConfig& c, const TpShardSizes& s);
 
-class TspWeights {
+class TpWeights {
  public:
   // Zero-filled shards of rank `rank` in a TSP group of `degree` (validated first).
-  TspWeights(const model::ModelConfig& config, DType dtype, int degree, int rank,
+  TpWeights(const model::ModelConfig& config, DType dtype, int degree, int rank,
              MemCategory category);
   // This rank's shards of full weights (tests, and loading a checkpoint tensor by tensor).
-  static TspWeights from_full(const model::ModelWeights& full, int degree, int rank,
+  static TpWeights from_full(const model::ModelWeights& full, int degree, int rank,
                               MemCategory category = MemCategory::weights);
   // Exactly the shards of ModelWeights::initialize(config, dtype, seed), generated one tensor at a
   // time so that no rank ever holds the full model.
-  static TspWeights initialize(const model::ModelConfig& config, DType dtype, uint64_t seed,
+  static TpWeights initialize(const model::ModelConfig& config, DType dtype, uint64_t seed,
                                int degree, int rank);
 
   const model::ModelConfig& config() const { return config_; }
   DType dtype() const { return dtype_; }
   int degree() const { return sizes_.degree; }
   int rank() const { return rank_; }
-  const TspShardSizes& sizes() const { return sizes_; }
+  const TpShardSizes& sizes() const { return sizes_; }
 
-  const std::vector<TspLayerShard>& layers() const { return layers_; }
+  const std::vector<TpLayerShard>& layers() const { return layers_; }
   const Tensor& embed() const { return embed_; }       // [V/D, h] rows [rank V/D, ...)
   const Tensor& lm_head() const { return config_.tie_word_embeddings() ? embed_ : lm_head_; }
   const Tensor& final_norm() const { return final_norm_; }
@@ -83,7 +85,7 @@ class TspWeights {
   std::vector<ParamShard> params() const;
 
   void zero();
-  void copy_from(const TspWeights& other);  // same config, degree and rank; converts dtype
+  void copy_from(const TpWeights& other);  // same config, degree and rank; converts dtype
   // Sum of local bytes of every shard (replicated gains included once).
   int64_t bytes() const;
 
@@ -91,8 +93,8 @@ class TspWeights {
   model::ModelConfig config_;
   DType dtype_;
   int rank_;
-  TspShardSizes sizes_;
-  std::vector<TspLayerShard> layers_;
+  TpShardSizes sizes_;
+  std::vector<TpLayerShard> layers_;
   Tensor embed_, lm_head_, final_norm_;
 };
 

@@ -1,6 +1,6 @@
 // TspKvPlacement: zigzag shares of a padded prompt and the fewest-slots rule for new positions,
 // pure arithmetic evaluated identically on every rank.
-#include "tsp/infer/tsp_kv_placement.h"
+#include "tsp/infer/tsp/tsp_kv_placement.h"
 
 #include <algorithm>
 

@@ -3,13 +3,13 @@
 // of B positions, so each gets its own position), append to the cache, cache_attention, then o_proj
 // and the MLP accumulated (beta = 1) into the residual. The same rounding points as block_forward,
 // so bf16 decode matches the bf16 forward.
-#include "tsp/infer/decode_step.h"
+#include "tsp/infer/single/decode_step.h"
 
 #include <algorithm>
 
 #include "tsp/core/check.h"
 #include "tsp/infer/cache_attention.h"
-#include "tsp/infer/decode_linear.h"
+#include "tsp/kernels/decode_linear.h"
 #include "tsp/infer/head_logits.h"
 #include "tsp/kernels/bias.h"
 #include "tsp/kernels/embedding.h"
@@ -74,9 +74,9 @@ Tensor project_qkv(const ModelConfig& c, const model::LayerWeights& lw,
   kernels::rmsnorm_forward(x, lw.input_norm, n, Tensor(), {.eps = static_cast<float>(c.rms_norm_eps())});
   Tensor qkv = Tensor::empty({B, qd + 2 * kvd}, x.dtype(), MemCategory::workspace);
   Tensor q = qkv.slice(1, 0, qd), k = qkv.slice(1, qd, kvd), v = qkv.slice(1, qd + kvd, kvd);
-  decode_linear(n, lw.q, q);
-  decode_linear(n, lw.k, k);
-  decode_linear(n, lw.v, v);
+  kernels::decode_linear(n, lw.q, q);
+  kernels::decode_linear(n, lw.k, k);
+  kernels::decode_linear(n, lw.v, v);
   if (c.qkv_bias()) {  // Qwen2, before RoPE
     kernels::bias_add_forward(q, lw.q_bias);
     kernels::bias_add_forward(k, lw.k_bias);
@@ -102,7 +102,7 @@ void attention(const model::LayerWeights& lw, const kernels::RopeTable& rope, co
   Tensor lse = Tensor::empty({B, H, 1}, DType::f32, MemCategory::workspace);
   cache_attention(heads.slice(2, 0, H), pos, cache, layer, attn4, lse, options.kv_parts);
   Tensor residual = x;
-  decode_linear(attn, lw.o, residual, 1.f);
+  kernels::decode_linear(attn, lw.o, residual, 1.f);
 }
 
 // x [B, h] += gated MLP of one layer.
@@ -113,12 +113,12 @@ void mlp(const ModelConfig& c, const model::LayerWeights& lw, const Tensor& x) {
   kernels::rmsnorm_forward(x, lw.post_norm, n, Tensor(), {.eps = static_cast<float>(c.rms_norm_eps())});
   Tensor gate_up = Tensor::empty({B, 2 * F}, dt, MemCategory::workspace);
   Tensor gate = gate_up.slice(1, 0, F), up = gate_up.slice(1, F, F);
-  decode_linear(n, lw.gate, gate);
-  decode_linear(n, lw.up, up);
+  kernels::decode_linear(n, lw.gate, gate);
+  kernels::decode_linear(n, lw.up, up);
   Tensor act = Tensor::empty({B, F}, dt, MemCategory::workspace);
   kernels::swiglu_forward(gate, up, act);
   Tensor residual = x;
-  decode_linear(act, lw.down, residual, 1.f);
+  kernels::decode_linear(act, lw.down, residual, 1.f);
 }
 
 }  // namespace

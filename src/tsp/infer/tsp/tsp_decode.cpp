@@ -1,15 +1,15 @@
 // TspDecoder: the TSP prefill (tsp_block_forward per layer, this rank's real K/V copied into its
 // cache) and the weight-stationary decode step (q/k/v exchange, partial attention, merge, MLP).
-#include "tsp/infer/tsp_decode.h"
+#include "tsp/infer/tsp/tsp_decode.h"
 
 #include <algorithm>
 
 #include "tsp/comm/collectives.h"
 #include "tsp/core/check.h"
 #include "tsp/infer/cache_attention.h"
-#include "tsp/infer/decode_linear.h"
-#include "tsp/infer/prefill.h"
-#include "tsp/infer/tsp_sharded_ops.h"
+#include "tsp/kernels/decode_linear.h"
+#include "tsp/infer/single/prefill.h"
+#include "tsp/infer/sharded/decode_ops.h"
 #include "tsp/kernels/softmax_merge.h"
 #include "tsp/parallel/tsp_block.h"
 #include "tsp/parallel/vocab_parallel.h"
@@ -20,7 +20,7 @@ namespace tsp::infer {
 namespace {
 
 using parallel::ScopedCommWait;
-using parallel::TspShardSizes;
+using parallel::TpShardSizes;
 
 std::vector<int64_t> lengths_of(const std::vector<std::vector<int32_t>>& prompts) {
   std::vector<int64_t> n;
@@ -59,7 +59,7 @@ std::vector<RealRun> real_runs(const parallel::Zigzag& z, int64_t len) {
 // block's qkv buffer [T, D * (q_rows + 2 kv_rows)] into slots [0, share) of `cache`, compacted.
 void store_prompt_kv(const parallel::TspContext& ctx, const Tensor& qkv,
                      std::span<const int64_t> lengths, int64_t layer, KvCache& cache) {
-  const TspShardSizes& s = ctx.sizes();
+  const TpShardSizes& s = ctx.sizes();
   const int64_t D = ctx.degree(), group_heads = s.heads + 2 * s.kv_heads;
   const Tensor heads = qkv.view({ctx.batch(), ctx.local_len(), D * group_heads, ctx.config().head_dim()});
   for (int64_t b = 0; b < ctx.batch(); ++b) {
@@ -112,7 +112,7 @@ Tensor last_token_rows(comm::Communicator& comm, const parallel::Zigzag& z, cons
 
 }  // namespace
 
-TspDecoder::TspDecoder(comm::Communicator& comm, const parallel::TspWeights& w, int64_t batch,
+TspDecoder::TspDecoder(comm::Communicator& comm, const parallel::TpWeights& w, int64_t batch,
                        int64_t capacity, const DecodeOptions& options)
     : comm_(&comm), w_(&w), batch_(batch), capacity_(capacity), options_(options),
       placement_(comm.size(), std::max<int64_t>(batch, 1)) {
@@ -201,7 +201,7 @@ Tensor TspDecoder::decode_step(std::span<const int32_t> tokens) {
 // sequence b only to owners[b]. Returns what arrived, rank by rank: [q_i (B q_rows) | k|v_i of
 // the sequences this rank owns, in order (2 kv_rows each)].
 Tensor TspDecoder::exchange_qkv(const Tensor& qkv, std::span<const int> owners) {
-  const TspShardSizes& s = w_->sizes();
+  const TpShardSizes& s = w_->sizes();
   const int D = comm_->size(), me = comm_->rank();
   const int64_t B = batch_, kv = 2 * s.kv_rows;
   std::vector<int64_t> owned(static_cast<size_t>(D), 0);
@@ -235,7 +235,7 @@ Tensor TspDecoder::exchange_qkv(const Tensor& qkv, std::span<const int> owners) 
 // f32) and lse go to rank g in one all_to_all; rank g folds them in rank order with
 // kernels::merge_partials (the engine's online-softmax merge), in fp32.
 Tensor TspDecoder::merge_head_group(const Tensor& o, const Tensor& lse) {
-  const TspShardSizes& s = w_->sizes();
+  const TpShardSizes& s = w_->sizes();
   const int D = comm_->size();
   const int64_t B = batch_, Hg = s.heads, d = w_->config().head_dim();
   const int64_t o_elems = B * Hg * d, block = o_elems + B * Hg;
@@ -266,7 +266,7 @@ void TspDecoder::attention(int64_t layer, const Tensor& x, const Tensor& pos,
                            const kernels::RopeTable& rope, std::span<const int> owners,
                            std::span<const int64_t> slots) {
   const model::ModelConfig& c = w_->config();
-  const TspShardSizes& s = w_->sizes();
+  const TpShardSizes& s = w_->sizes();
   const int D = comm_->size();
   const int64_t B = batch_, d = c.head_dim(), H = c.num_attention_heads();
   const Tensor recv = exchange_qkv(project_head_group(*w_, layer, x, rope), owners);
@@ -295,8 +295,8 @@ void TspDecoder::attention(int64_t layer, const Tensor& x, const Tensor& pos,
   cache_attention(q_all.view({B, 1, H, d}), pos, *cache_, layer, o, lse, options_.kv_parts);
   const Tensor a = merge_head_group(o, lse);
   Tensor y = Tensor::empty({B, c.hidden_size()}, DType::f32, MemCategory::workspace);
-  const parallel::TspLayerShard& lw = w_->layers()[static_cast<size_t>(layer)];
-  decode_linear(a, parallel::attn_views(lw.attn_packed, c, s).o, y);
+  const parallel::TpLayerShard& lw = w_->layers()[static_cast<size_t>(layer)];
+  kernels::decode_linear(a, parallel::attn_views(lw.attn_packed, c, s).o, y);
   reduce_into_residual(*comm_, y, x, &clock_);
 }
 

@@ -1,7 +1,7 @@
 // decode_linear: dispatch to kernels::gemm, or the in-place bf16 row kernel: x rows widened once
 // to fp32 scratch, each weight row streamed once per group of 4 x rows, two FMA chains per dot
 // (simd.h Vec: 16 lanes on AVX-512, else 8).
-#include "tsp/infer/decode_linear.h"
+#include "tsp/kernels/decode_linear.h"
 
 #include <omp.h>
 
@@ -11,7 +11,7 @@
 #include "tsp/kernels/gemm.h"
 #include "tsp/kernels/simd.h"
 
-namespace tsp::infer {
+namespace tsp::kernels {
 
 namespace {
 
@@ -107,4 +107,4 @@ void decode_linear(const Tensor& x, const Tensor& w, Tensor& y, float beta) {
   bf16_rows(x, w, y, beta);
 }
 
-}  // namespace tsp::infer
+}  // namespace tsp::kernels

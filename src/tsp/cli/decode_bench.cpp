@@ -1,7 +1,7 @@
 // Inference benchmark shared by `tsp bench --infer` and bench/infer: one model and prompt,
 // single-rank on rank 0 (the other ranks wait) and then TSP and TP decode over all ranks: prefill
 // and decode tokens/s side by side, decode ratio, KV bytes per rank, bytes sent per token.
-#include "tsp/infer/decode_bench.h"
+#include "tsp/cli/decode_bench.h"
 
 #include <algorithm>
 #include <chrono>
@@ -12,14 +12,14 @@
 #include "tsp/comm/collectives.h"
 #include "tsp/core/check.h"
 #include "tsp/core/random.h"
-#include "tsp/infer/decode_step.h"
+#include "tsp/infer/single/decode_step.h"
 #include "tsp/infer/kv_cache.h"
-#include "tsp/infer/prefill.h"
-#include "tsp/infer/tp_decode.h"
-#include "tsp/infer/tsp_decode.h"
+#include "tsp/infer/single/prefill.h"
+#include "tsp/infer/tp/tp_decode.h"
+#include "tsp/infer/tsp/tsp_decode.h"
 #include "tsp/model/model_weights.h"
 
-namespace tsp::infer {
+namespace tsp::cli {
 
 namespace {
 
@@ -145,7 +145,7 @@ void run_decode_bench(comm::Communicator& world, const model::ModelConfig& confi
         << " ranks\n";
 
   // Single rank: the whole model on rank 0. TSP and TP: the same weights
-  // (TspWeights::initialize = the shards of ModelWeights::initialize) on every rank.
+  // (TpWeights::initialize = the shards of ModelWeights::initialize) on every rank.
   const bool want_single = listed(a.layouts, "single"), want_tsp = listed(a.layouts, "tsp"),
              want_tp = listed(a.layouts, "tp");
   std::optional<model::ModelWeights> full;
@@ -154,8 +154,8 @@ void run_decode_bench(comm::Communicator& world, const model::ModelConfig& confi
     full.emplace(model::ModelWeights::initialize(c, c.torch_dtype(), 1));
     single_cache.emplace(c, full->dtype(), 1, decode_bench_capacity(a));
   }
-  std::optional<parallel::TspWeights> shards;
-  if (want_tsp || want_tp) shards.emplace(parallel::TspWeights::initialize(c, c.torch_dtype(), 1, D, world.rank()));
+  std::optional<parallel::TpWeights> shards;
+  if (want_tsp || want_tp) shards.emplace(parallel::TpWeights::initialize(c, c.torch_dtype(), 1, D, world.rank()));
   std::optional<infer::TspDecoder> tsp;
   std::optional<infer::TpDecoder> tp;
   std::vector<Layout> layouts;
@@ -189,4 +189,4 @@ void run_decode_bench(comm::Communicator& world, const model::ModelConfig& confi
 }
 
 
-}  // namespace tsp::infer
+}  // namespace tsp::cli

@@ -1,21 +1,21 @@
 // TpDecoder: the tensor-parallel prefill (tp_sp_block_forward with sp = 1, this rank's heads'
 // K/V kept) and decode step (own heads against own cache, two all-reduces of [B, h] per layer).
-#include "tsp/infer/tp_decode.h"
+#include "tsp/infer/tp/tp_decode.h"
 
 #include <algorithm>
 
 #include "tsp/core/check.h"
 #include "tsp/infer/cache_attention.h"
-#include "tsp/infer/decode_linear.h"
-#include "tsp/infer/prefill.h"
-#include "tsp/infer/tsp_sharded_ops.h"
+#include "tsp/kernels/decode_linear.h"
+#include "tsp/infer/single/prefill.h"
+#include "tsp/infer/sharded/decode_ops.h"
 #include "tsp/parallel/tp_sp_block.h"
 
 namespace tsp::infer {
 
 namespace {
 
-using parallel::TspShardSizes;
+using parallel::TpShardSizes;
 
 // [B * S] i32: the prompts left-aligned, padded at the end with kPrefillPadId.
 Tensor padded_ids(const std::vector<std::vector<int32_t>>& prompts, int64_t seq) {
@@ -29,7 +29,7 @@ Tensor padded_ids(const std::vector<std::vector<int32_t>>& prompts, int64_t seq)
 
 // K (after RoPE) and V of this rank's heads for the real tokens of every prompt, from the block's
 // qkv [B S, q_rows + 2 kv_rows], into slots [0, len_b); their positions are 0..len_b-1.
-void store_prompt_kv(const model::ModelConfig& c, const TspShardSizes& s, const Tensor& qkv,
+void store_prompt_kv(const model::ModelConfig& c, const TpShardSizes& s, const Tensor& qkv,
                      const std::vector<std::vector<int32_t>>& prompts, int64_t seq, int64_t layer,
                      KvCache& cache) {
   const auto batch = static_cast<int64_t>(prompts.size());
@@ -53,7 +53,7 @@ model::ModelConfig TpDecoder::head_group_config(const model::ModelConfig& config
   return model::ModelConfig(f);
 }
 
-TpDecoder::TpDecoder(comm::Communicator& comm, const parallel::TspWeights& w, int64_t batch,
+TpDecoder::TpDecoder(comm::Communicator& comm, const parallel::TpWeights& w, int64_t batch,
                      int64_t capacity, const DecodeOptions& options)
     : comm_(&comm), w_(&w), batch_(batch), capacity_(capacity), options_(options) {
   check_decoder(comm, w, batch, capacity, "TpDecoder");
@@ -120,7 +120,7 @@ Tensor TpDecoder::decode_step(std::span<const int32_t> tokens) {
 void TpDecoder::attention(int64_t layer, const Tensor& x, const Tensor& pos,
                           const kernels::RopeTable& rope) {
   const model::ModelConfig& c = w_->config();
-  const TspShardSizes& s = w_->sizes();
+  const TpShardSizes& s = w_->sizes();
   const int64_t B = batch_, d = c.head_dim();
   const Tensor qkv = project_head_group(*w_, layer, x, rope);
   const Tensor heads = qkv.view({B, 1, s.heads + 2 * s.kv_heads, d});
@@ -135,8 +135,8 @@ void TpDecoder::attention(int64_t layer, const Tensor& x, const Tensor& pos,
   Tensor lse = Tensor::empty({B, s.heads, 1}, DType::f32, MemCategory::workspace);
   cache_attention(heads.slice(2, 0, s.heads), pos, *cache_, layer, a4, lse, options_.kv_parts);
   Tensor y = Tensor::empty({B, c.hidden_size()}, DType::f32, MemCategory::workspace);
-  const parallel::TspLayerShard& lw = w_->layers()[static_cast<size_t>(layer)];
-  decode_linear(a, parallel::attn_views(lw.attn_packed, c, s).o, y);
+  const parallel::TpLayerShard& lw = w_->layers()[static_cast<size_t>(layer)];
+  kernels::decode_linear(a, parallel::attn_views(lw.attn_packed, c, s).o, y);
   reduce_into_residual(*comm_, y, x, &clock_);
 }
 

@@ -4,7 +4,7 @@
 // update per head and block, then P V with the accumulators in registers. Chunk partials are
 // combined with kernels::merge_lse. Vec vectors of kernels/simd.h (16 lanes on AVX-512, else 8);
 // the last d % kLanes lanes use masked tail loads.
-#include "tsp/infer/decode_attention.h"
+#include "tsp/kernels/decode_attention.h"
 
 #include <omp.h>
 
@@ -16,7 +16,7 @@
 #include "tsp/kernels/simd.h"
 #include "tsp/kernels/softmax_merge.h"
 
-namespace tsp::infer {
+namespace tsp::kernels {
 
 namespace {
 
@@ -284,4 +284,4 @@ void decode_attention(const Tensor& q, const Tensor& k, const Tensor& v, const T
   else run<bf16>(dm, q, k, v, kp, qp, o, lse);
 }
 
-}  // namespace tsp::infer
+}  // namespace tsp::kernels

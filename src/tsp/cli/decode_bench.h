@@ -9,7 +9,7 @@
 #include "tsp/comm/communicator.h"
 #include "tsp/model/model_config.h"
 
-namespace tsp::infer {
+namespace tsp::cli {
 
 struct DecodeBenchOptions {
   int64_t prompt = 8192;   // prompt tokens (batch 1)
@@ -27,4 +27,4 @@ inline int64_t decode_bench_capacity(const DecodeBenchOptions& o) { return o.pro
 void run_decode_bench(comm::Communicator& world, const model::ModelConfig& config,
                       const DecodeBenchOptions& options, std::ostream& out);
 
-}  // namespace tsp::infer
+}  // namespace tsp::cli

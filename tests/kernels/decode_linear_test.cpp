@@ -1,6 +1,6 @@
 // decode_linear against kernels::gemm (x @ W^T, beta 0 and 1) for f32 and bf16 operands, f32 and
 // bf16 outputs, 1 to 6 rows (row groups of 4 plus a remainder), K with a tail, strided views.
-#include "tsp/infer/decode_linear.h"
+#include "tsp/kernels/decode_linear.h"
 
 #include <gtest/gtest.h>
 
@@ -11,7 +11,7 @@
 #include "tsp/kernels/gemm.h"
 #include "tsp/kernels/simd.h"
 
-namespace tsp::infer {
+namespace tsp::kernels {
 namespace {
 
 using tsp::testing::random_tensor;
@@ -76,4 +76,4 @@ TEST(DecodeLinear, RefusesMismatchedShapes) {
 }
 
 }  // namespace
-}  // namespace tsp::infer
+}  // namespace tsp::kernels

@@ -9,16 +9,16 @@
 
 #include "tsp/comm/communicator.h"
 #include "tsp/core/tensor.h"
-#include "tsp/infer/decode_step.h"
+#include "tsp/infer/single/decode_step.h"
 #include "tsp/infer/decoder.h"
 #include "tsp/infer/kv_cache.h"
 #include "tsp/kernels/rope.h"
 #include "tsp/parallel/comm_clock.h"
-#include "tsp/parallel/tsp_weights.h"
+#include "tsp/parallel/tp_weights.h"
 
 namespace tsp::infer {
 
-// Rank r of T (comm) holds the same weight partition as TSP at degree T (parallel::TspWeights:
+// Rank r of T (comm) holds the same weight partition as TSP at degree T (parallel::TpWeights:
 // head group r, MLP slice r, vocabulary rows r) and a KvCache of head group r only: H/T query and
 // H_kv/T key/value heads of every position, exactly 1/T of the single-rank cache.
 //
@@ -32,7 +32,7 @@ class TpDecoder final : public Decoder {
   // comm: the tp group; w: this rank's shards (degree comm.size(), rank comm.rank()). Room for
   // `batch` sequences of at most `capacity` positions each (<= max_position_embeddings). Collective
   // (it splits an sp communicator of one rank off comm); comm and w must outlive the decoder.
-  TpDecoder(comm::Communicator& comm, const parallel::TspWeights& w, int64_t batch,
+  TpDecoder(comm::Communicator& comm, const parallel::TpWeights& w, int64_t batch,
             int64_t capacity, const DecodeOptions& options = {});
 
   // Collective. The tensor-parallel forward (parallel::tp_sp_block_forward over an sp axis of one
@@ -60,7 +60,7 @@ class TpDecoder final : public Decoder {
 
   comm::Communicator* comm_;
   comm::Communicator self_;  // an sp axis of one rank for TpSpContext
-  const parallel::TspWeights* w_;
+  const parallel::TpWeights* w_;
   int64_t batch_, capacity_;
   DecodeOptions options_;
   parallel::CommClock clock_;

@@ -4,7 +4,7 @@
 
 #include "tsp/core/tensor.h"
 
-namespace tsp::infer {
+namespace tsp::kernels {
 
 // Same contract as kernels::flash_attention_forward (kernels/flash_attention.h) with causal
 // masking and one query row:
@@ -24,4 +24,4 @@ namespace tsp::infer {
 void decode_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& q_pos,
                       const Tensor& k_pos, Tensor& o, Tensor& lse, int64_t window = 0);
 
-}  // namespace tsp::infer
+}  // namespace tsp::kernels

@@ -1,6 +1,6 @@
 // Prefill on the single-rank model pieces: embedding, block_forward per layer (its saved q|k|v
 // buffer holds K after RoPE and V, which are copied into the cache), head on the last positions.
-#include "tsp/infer/prefill.h"
+#include "tsp/infer/single/prefill.h"
 
 #include <algorithm>
 
@@ -60,27 +60,6 @@ void store_kv(const ModelConfig& c, const Tensor& qkv, int64_t batch, int64_t se
 }
 
 }  // namespace
-
-void record_prompt_positions(const std::vector<std::vector<int32_t>>& prompts, KvCache& cache) {
-  TSP_ASSERT(static_cast<int64_t>(prompts.size()) == cache.batch(), "record_prompt_positions: ",
-             prompts.size(), " prompts for a cache of batch ", cache.batch());
-  int32_t* pos = cache.positions().data<int32_t>();
-  for (int64_t b = 0; b < cache.batch(); ++b) {
-    const auto n = static_cast<int64_t>(prompts[b].size());
-    for (int64_t s = 0; s < n; ++s) pos[b * cache.capacity() + s] = static_cast<int32_t>(s);
-    cache.set_length(b, n);
-  }
-}
-
-Tensor last_prompt_rows(const Tensor& x, const std::vector<std::vector<int32_t>>& prompts, int64_t seq) {
-  const auto batch = static_cast<int64_t>(prompts.size());
-  Tensor out = Tensor::empty({batch, x.dim(1)}, x.dtype(), MemCategory::workspace);
-  for (int64_t b = 0; b < batch; ++b) {
-    const auto last = b * seq + static_cast<int64_t>(prompts[b].size()) - 1;
-    out.slice(0, b, 1).copy_from(x.slice(0, last, 1));
-  }
-  return out;
-}
 
 Tensor prefill(const model::ModelWeights& w, const std::vector<std::vector<int32_t>>& prompts,
                KvCache& cache) {

@@ -1,5 +1,6 @@
-// TSP shard sizes, packed per-layer buffers and the mapping of every shard onto its HF tensor.
-#include "tsp/parallel/tsp_weights.h"
+// The tensor-parallel partition (tp_weights.h): shard sizes, packed per-layer buffers and the
+// mapping of every shard onto its HF tensor.
+#include "tsp/parallel/tp_weights.h"
 
 #include <functional>
 
@@ -12,7 +13,7 @@ using model::ModelConfig;
 using model::WeightKind;
 using model::WeightSpec;
 
-TspShardSizes TspShardSizes::of(const ModelConfig& c, int degree) {
+TpShardSizes TpShardSizes::of(const ModelConfig& c, int degree) {
   TSP_CHECK(degree >= 1, "tsp: the degree must be >= 1, got ", degree);
   const int64_t D = degree;
   TSP_CHECK(c.num_attention_heads() % D == 0, "tsp: num_attention_heads H=",
@@ -26,7 +27,7 @@ TspShardSizes TspShardSizes::of(const ModelConfig& c, int degree) {
   TSP_CHECK(c.vocab_size() % D == 0, "tsp: vocab_size V=", c.vocab_size(),
             " is not divisible by the tsp degree D=", D,
             " (each rank owns V/D vocabulary rows; pad the vocabulary to a multiple of D)");
-  TspShardSizes s;
+  TpShardSizes s;
   s.degree = degree;
   const int64_t h = c.hidden_size(), d = c.head_dim();
   s.heads = c.num_attention_heads() / D;
@@ -42,7 +43,7 @@ TspShardSizes TspShardSizes::of(const ModelConfig& c, int degree) {
   return s;
 }
 
-AttnShardViews attn_views(const Tensor& packed, const ModelConfig& c, const TspShardSizes& s) {
+AttnShardViews attn_views(const Tensor& packed, const ModelConfig& c, const TpShardSizes& s) {
   const int64_t h = c.hidden_size();
   TSP_ASSERT(packed.rank() == 1 && packed.numel() == s.attn_elements && packed.is_contiguous(),
              "attn_views: expected a contiguous [", s.attn_elements, "] buffer, got ",
@@ -53,7 +54,7 @@ AttnShardViews attn_views(const Tensor& packed, const ModelConfig& c, const TspS
   return v;
 }
 
-MlpShardViews mlp_views(const Tensor& packed, const ModelConfig& c, const TspShardSizes& s) {
+MlpShardViews mlp_views(const Tensor& packed, const ModelConfig& c, const TpShardSizes& s) {
   const int64_t h = c.hidden_size(), f = s.ffn_rows;
   TSP_ASSERT(packed.rank() == 1 && packed.numel() == s.mlp_elements && packed.is_contiguous(),
              "mlp_views: expected a contiguous [", s.mlp_elements, "] buffer, got ",
@@ -62,15 +63,15 @@ MlpShardViews mlp_views(const Tensor& packed, const ModelConfig& c, const TspSha
           packed.slice(0, 2 * f * h, h * f).view({h, f})};
 }
 
-TspWeights::TspWeights(const ModelConfig& config, DType dtype, int degree, int rank,
+TpWeights::TpWeights(const ModelConfig& config, DType dtype, int degree, int rank,
                        MemCategory category)
-    : config_(config), dtype_(dtype), rank_(rank), sizes_(TspShardSizes::of(config, degree)) {
+    : config_(config), dtype_(dtype), rank_(rank), sizes_(TpShardSizes::of(config, degree)) {
   TSP_CHECK_DTYPE(dtype == DType::f32 || dtype == DType::bf16,
-                  "TspWeights: dtype must be f32 or bf16, got ", dtype);
-  TSP_CHECK(rank >= 0 && rank < degree, "TspWeights: rank ", rank, " outside [0, ", degree, ")");
+                  "TpWeights: dtype must be f32 or bf16, got ", dtype);
+  TSP_CHECK(rank >= 0 && rank < degree, "TpWeights: rank ", rank, " outside [0, ", degree, ")");
   const int64_t h = config.hidden_size();
   layers_.resize(static_cast<size_t>(config.num_hidden_layers()));
-  for (TspLayerShard& l : layers_) {
+  for (TpLayerShard& l : layers_) {
     l.input_norm = Tensor::zeros({h}, dtype, category);
     l.post_norm = Tensor::zeros({h}, dtype, category);
     l.attn_packed = Tensor::zeros({sizes_.attn_elements}, dtype, category);
@@ -81,8 +82,8 @@ TspWeights::TspWeights(const ModelConfig& config, DType dtype, int degree, int r
   final_norm_ = Tensor::zeros({h}, dtype, category);
 }
 
-std::vector<ParamShard> TspWeights::params() const {
-  const TspShardSizes& s = sizes_;
+std::vector<ParamShard> TpWeights::params() const {
+  const TpShardSizes& s = sizes_;
   std::vector<ParamShard> out;
   for (const WeightSpec& spec : model::weight_specs(config_)) {
     ParamShard p;
@@ -106,7 +107,7 @@ std::vector<ParamShard> TspWeights::params() const {
       p.extent = spec.shape[0];
       p.local = local;
     };
-    const TspLayerShard* l = spec.layer >= 0 ? &layers_[static_cast<size_t>(spec.layer)] : nullptr;
+    const TpLayerShard* l = spec.layer >= 0 ? &layers_[static_cast<size_t>(spec.layer)] : nullptr;
     switch (spec.kind) {
       case WeightKind::embed_tokens: rows(embed_, s.vocab_rows); break;
       case WeightKind::lm_head: rows(lm_head_, s.vocab_rows); break;
@@ -142,22 +143,22 @@ std::vector<ParamShard> TspWeights::params() const {
   return out;
 }
 
-TspWeights TspWeights::from_full(const model::ModelWeights& full, int degree, int rank,
+TpWeights TpWeights::from_full(const model::ModelWeights& full, int degree, int rank,
                                  MemCategory category) {
-  TspWeights w(full.config(), full.dtype(), degree, rank, category);
+  TpWeights w(full.config(), full.dtype(), degree, rank, category);
   for (const ParamShard& p : w.params()) copy_shard_from_full(p, full.get(p.name));
   return w;
 }
 
-TspWeights TspWeights::initialize(const ModelConfig& config, DType dtype, uint64_t seed,
+TpWeights TpWeights::initialize(const ModelConfig& config, DType dtype, uint64_t seed,
                                   int degree, int rank) {
-  TspWeights w(config, dtype, degree, rank, MemCategory::weights);
+  TpWeights w(config, dtype, degree, rank, MemCategory::weights);
   initialize_shards(config, seed, w.params());
   return w;
 }
 
-void TspWeights::zero() {
-  for (TspLayerShard& l : layers_) {
+void TpWeights::zero() {
+  for (TpLayerShard& l : layers_) {
     l.input_norm.zero();
     l.post_norm.zero();
     l.attn_packed.zero();
@@ -168,9 +169,9 @@ void TspWeights::zero() {
   final_norm_.zero();
 }
 
-void TspWeights::copy_from(const TspWeights& other) {
+void TpWeights::copy_from(const TpWeights& other) {
   TSP_CHECK(config_ == other.config_ && degree() == other.degree() && rank_ == other.rank_,
-            "TspWeights::copy_from: different model, degree or rank");
+            "TpWeights::copy_from: different model, degree or rank");
   for (size_t i = 0; i < layers_.size(); ++i) {
     layers_[i].input_norm.copy_from(other.layers_[i].input_norm);
     layers_[i].post_norm.copy_from(other.layers_[i].post_norm);
@@ -182,9 +183,9 @@ void TspWeights::copy_from(const TspWeights& other) {
   final_norm_.copy_from(other.final_norm_);
 }
 
-int64_t TspWeights::bytes() const {
+int64_t TpWeights::bytes() const {
   int64_t n = 0;
-  for (const TspLayerShard& l : layers_)
+  for (const TpLayerShard& l : layers_)
     n += static_cast<int64_t>(l.input_norm.nbytes() + l.post_norm.nbytes() +
                               l.attn_packed.nbytes() + l.mlp_packed.nbytes());
   n += static_cast<int64_t>(embed_.nbytes() + final_norm_.nbytes());

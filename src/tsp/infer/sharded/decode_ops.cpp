@@ -1,10 +1,10 @@
 // Replicated-residual decode pieces: decode_linear on this rank's weight slice, then one
 // all_reduce (embedding, o_proj, MLP) or all_gather (head logits) over the group.
-#include "tsp/infer/tsp_sharded_ops.h"
+#include "tsp/infer/sharded/decode_ops.h"
 
 #include "tsp/comm/collectives.h"
 #include "tsp/core/check.h"
-#include "tsp/infer/decode_linear.h"
+#include "tsp/kernels/decode_linear.h"
 #include "tsp/kernels/bias.h"
 #include "tsp/kernels/rmsnorm.h"
 #include "tsp/kernels/swiglu.h"
@@ -14,7 +14,7 @@ namespace tsp::infer {
 
 using parallel::CommClock;
 using parallel::ScopedCommWait;
-using parallel::TspWeights;
+using parallel::TpWeights;
 using parallel::layout_kernels::norm_options;
 
 void check_prompts(const model::ModelConfig& c, const std::vector<std::vector<int32_t>>& prompts,
@@ -43,7 +43,7 @@ void check_tokens(const model::ModelConfig& c, std::span<const int32_t> tokens, 
               " of sequence ", b, " is outside the vocabulary [0, ", c.vocab_size(), ")");
 }
 
-void check_decoder(const comm::Communicator& comm, const TspWeights& w, int64_t batch,
+void check_decoder(const comm::Communicator& comm, const TpWeights& w, int64_t batch,
                    int64_t capacity, const char* who) {
   TSP_CHECK(w.degree() == comm.size() && w.rank() == comm.rank(), who,
             ": the weights are the shards of rank ", w.rank(), " of ", w.degree(),
@@ -79,7 +79,7 @@ void reduce_into_residual(comm::Communicator& comm, Tensor& y_f32, const Tensor&
   add_f32_into(x, y_f32);
 }
 
-Tensor sharded_embedding(comm::Communicator& comm, const TspWeights& w,
+Tensor sharded_embedding(comm::Communicator& comm, const TpWeights& w,
                          std::span<const int32_t> tokens, CommClock* clock) {
   const int64_t B = static_cast<int64_t>(tokens.size()), rows = w.sizes().vocab_rows;
   const int64_t first = comm.rank() * rows;
@@ -93,17 +93,17 @@ Tensor sharded_embedding(comm::Communicator& comm, const TspWeights& w,
   return x;
 }
 
-Tensor project_head_group(const TspWeights& w, int64_t layer, const Tensor& x,
+Tensor project_head_group(const TpWeights& w, int64_t layer, const Tensor& x,
                           const kernels::RopeTable& rope) {
   const model::ModelConfig& c = w.config();
-  const parallel::TspShardSizes& s = w.sizes();
-  const parallel::TspLayerShard& lw = w.layers()[static_cast<size_t>(layer)];
+  const parallel::TpShardSizes& s = w.sizes();
+  const parallel::TpLayerShard& lw = w.layers()[static_cast<size_t>(layer)];
   const int64_t B = x.dim(0);
   Tensor n = Tensor::empty({B, c.hidden_size()}, x.dtype(), MemCategory::workspace);
   kernels::rmsnorm_forward(x, lw.input_norm, n, Tensor(), norm_options(c));
   Tensor qkv = Tensor::empty({B, s.qkv_rows}, x.dtype(), MemCategory::workspace);
   const parallel::AttnShardViews aw = parallel::attn_views(lw.attn_packed, c, s);
-  decode_linear(n, aw.qkv, qkv);
+  kernels::decode_linear(n, aw.qkv, qkv);
   if (aw.qkv_bias.defined()) kernels::bias_add_forward(qkv, aw.qkv_bias);  // Qwen2, before RoPE
   // The B tokens as one "sequence" [1, B, heads, d] whose positions are the table's B rows.
   const Tensor tokens_as_seq = qkv.view({1, B, s.heads + 2 * s.kv_heads, c.head_dim()});
@@ -112,32 +112,32 @@ Tensor project_head_group(const TspWeights& w, int64_t layer, const Tensor& x,
   return qkv;
 }
 
-void sharded_mlp(comm::Communicator& comm, const TspWeights& w, int64_t layer, const Tensor& x,
+void sharded_mlp(comm::Communicator& comm, const TpWeights& w, int64_t layer, const Tensor& x,
                  CommClock* clock) {
   const model::ModelConfig& c = w.config();
-  const parallel::TspLayerShard& lw = w.layers()[static_cast<size_t>(layer)];
+  const parallel::TpLayerShard& lw = w.layers()[static_cast<size_t>(layer)];
   const parallel::MlpShardViews mw = parallel::mlp_views(lw.mlp_packed, c, w.sizes());
   const int64_t B = x.dim(0), f = w.sizes().ffn_rows;
   const DType dt = x.dtype();
   Tensor n = Tensor::empty({B, c.hidden_size()}, dt, MemCategory::workspace);
   kernels::rmsnorm_forward(x, lw.post_norm, n, Tensor(), norm_options(c));
   Tensor gate_up = Tensor::empty({B, 2 * f}, dt, MemCategory::workspace);
-  decode_linear(n, mw.gate_up, gate_up);
+  kernels::decode_linear(n, mw.gate_up, gate_up);
   Tensor act = Tensor::empty({B, f}, dt, MemCategory::workspace);
   kernels::swiglu_forward(gate_up.slice(1, 0, f), gate_up.slice(1, f, f), act);
   Tensor y = Tensor::empty({B, c.hidden_size()}, DType::f32, MemCategory::workspace);
-  decode_linear(act, mw.down, y);
+  kernels::decode_linear(act, mw.down, y);
   reduce_into_residual(comm, y, x, clock);
 }
 
-Tensor sharded_head_logits(comm::Communicator& comm, const TspWeights& w, const Tensor& x,
+Tensor sharded_head_logits(comm::Communicator& comm, const TpWeights& w, const Tensor& x,
                            CommClock* clock) {
   const model::ModelConfig& c = w.config();
   const int64_t B = x.dim(0), D = comm.size(), rows = w.sizes().vocab_rows;
   Tensor n = Tensor::empty({B, c.hidden_size()}, x.dtype(), MemCategory::workspace);
   kernels::rmsnorm_forward(x, w.final_norm(), n, Tensor(), norm_options(c));
   Tensor local = Tensor::empty({B, rows}, DType::f32, MemCategory::workspace);
-  decode_linear(n, w.lm_head(), local);
+  kernels::decode_linear(n, w.lm_head(), local);
   Tensor gathered = Tensor::empty({D, B, rows}, DType::f32, MemCategory::workspace);
   {
     ScopedCommWait wait(clock);

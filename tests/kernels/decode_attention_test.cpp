@@ -1,25 +1,28 @@
 // decode_attention against flash_attention_forward (the oracle) with one query row: GQA and MHA,
 // head dims with a tail (d % 8 != 0), several key blocks, positions in any order with invisible
 // and empty (kEmptySlot) keys, strided cache views, bf16, no visible key, and the thread count.
-#include "tsp/infer/decode_attention.h"
+#include "tsp/kernels/decode_attention.h"
 
 #include <gtest/gtest.h>
 #include <omp.h>
 
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "fp_bounds.h"
 #include "test_util.h"
 #include "tsp/core/error.h"
-#include "tsp/infer/kv_cache.h"
 #include "tsp/kernels/flash_attention.h"
 #include "tsp/kernels/simd.h"
 
-namespace tsp::infer {
+namespace tsp::kernels {
 namespace {
 
 using tsp::testing::random_tensor;
+
+// The KV cache's empty slot (infer/kv_cache.h): a position no query reaches.
+constexpr int32_t kEmptySlot = std::numeric_limits<int32_t>::max();
 
 struct Shape4 {
   int64_t B, Sk, H, Hkv, d;
@@ -177,4 +180,4 @@ TEST(DecodeAttention, RefusesBadShapes) {
 }
 
 }  // namespace
-}  // namespace tsp::infer
+}  // namespace tsp::kernels

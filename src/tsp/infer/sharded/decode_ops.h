@@ -10,12 +10,12 @@
 #include "tsp/core/tensor.h"
 #include "tsp/kernels/rope.h"
 #include "tsp/parallel/comm_clock.h"
-#include "tsp/parallel/tsp_weights.h"
+#include "tsp/parallel/tp_weights.h"
 
 namespace tsp::infer {
 
 // Both decoders keep x [B, h] identical on every rank of `comm` and hold the TSP partition of the
-// weights (parallel::TspWeights of degree comm.size() and rank comm.rank(): head group, MLP slice
+// weights (parallel::TpWeights of degree comm.size() and rank comm.rank(): head group, MLP slice
 // and vocabulary rows of that rank). Weights never move: every function below computes with this
 // rank's slice and ends with one collective of B h (or B V / D) values. Waits are timed into
 // `clock` when given.
@@ -29,7 +29,7 @@ void check_tokens(const model::ModelConfig& config, std::span<const int32_t> tok
                   const char* who);
 // Checks that w is rank comm.rank() of a partition of degree comm.size(), batch >= 1 and
 // 1 <= capacity <= max_position_embeddings.
-void check_decoder(const comm::Communicator& comm, const parallel::TspWeights& w, int64_t batch,
+void check_decoder(const comm::Communicator& comm, const parallel::TpWeights& w, int64_t batch,
                    int64_t capacity, const char* who);
 
 // x [B, h] (f32 or bf16, contiguous) += y [B, h] f32, rounded once into x's dtype: the rounding
@@ -44,24 +44,24 @@ void reduce_into_residual(comm::Communicator& comm, Tensor& y_f32, const Tensor&
 // x [B, h] in the weights' dtype := embed_tokens rows of `tokens` (ids in [0, V), one per
 // sequence): the owner of each id's vocabulary row (id / (V/D)) writes it, the others zeros, then an
 // all_reduce (sum; bf16 travels as f32). The table never moves.
-Tensor sharded_embedding(comm::Communicator& comm, const parallel::TspWeights& w,
+Tensor sharded_embedding(comm::Communicator& comm, const parallel::TpWeights& w,
                          std::span<const int32_t> tokens, parallel::CommClock* clock);
 
 // [B, qkv_rows] = q | k | v of this rank's head group for the B rows of x (rmsnorm with the
 // layer's input gain, one decode_linear with the group's fused rows), q and k rotated by `rope`
 // (a table of B positions, one per row). Rounding points as in decode_step.
-Tensor project_head_group(const parallel::TspWeights& w, int64_t layer, const Tensor& x,
+Tensor project_head_group(const parallel::TpWeights& w, int64_t layer, const Tensor& x,
                           const kernels::RopeTable& rope);
 
 // x += down(silu(gate(n)) * up(n)) with n = rmsnorm(x): this rank's F/D slice gives a [B, h] f32
 // partial sum, reduced over comm (reduce_into_residual).
-void sharded_mlp(comm::Communicator& comm, const parallel::TspWeights& w, int64_t layer,
+void sharded_mlp(comm::Communicator& comm, const parallel::TpWeights& w, int64_t layer,
                  const Tensor& x, parallel::CommClock* clock);
 
 // Logits [B, V] f32, identical on every rank: final rmsnorm of x (replicated), this rank's V/D
 // rows of the LM head, all_gather ((D-1) B V/D f32 received per rank), reordered to [B, V].
 // Every rank then samples the same token from the same logits and seed.
-Tensor sharded_head_logits(comm::Communicator& comm, const parallel::TspWeights& w, const Tensor& x,
+Tensor sharded_head_logits(comm::Communicator& comm, const parallel::TpWeights& w, const Tensor& x,
                            parallel::CommClock* clock);
 
 }  // namespace tsp::infer
