@@ -6,58 +6,27 @@
 #include "tsp/core/check.h"
 #include "tsp/kernels/bias.h"
 #include "tsp/kernels/flash_attention.h"
-#include "tsp/kernels/gemm.h"
 #include "tsp/kernels/rmsnorm.h"
 #include "tsp/kernels/swiglu.h"
+#include "tsp/parallel/layout_kernels.h"
 #include "tsp/parallel/shard_exchange.h"
 
 namespace tsp::parallel {
 
 namespace {
 
-using kernels::GemmOptions;
+using namespace layout_kernels;
 using model::BlockActivations;
-
-void mm(const Tensor& a, const Tensor& b, Tensor c, const GemmOptions& options) {
-  kernels::gemm(a, b, c, options);
-}
-
-constexpr GemmOptions kXWt{.trans_b = true};                  // y = x @ W^T
-constexpr GemmOptions kXWtAcc{.trans_b = true, .beta = 1.f};  // y += x @ W^T
-constexpr GemmOptions kDyW{};                                 // dx = dy @ W
-constexpr GemmOptions kDyWAcc{.beta = 1.f};                   // dx += dy @ W
-constexpr GemmOptions kDWAcc{.trans_a = true, .beta = 1.f};   // dW += dy^T @ x
-
-kernels::RmsNormOptions norm_options(const model::ModelConfig& c) {
-  return {.eps = static_cast<float>(c.rms_norm_eps())};
-}
 
 // Column block r of width w of a [T, N] buffer (starting at column `first`).
 Tensor cols(const Tensor& t, int64_t first, int64_t r, int64_t w) {
   return t.slice(1, first + r * w, w);
 }
 
-// The f32 upstream gradient in the GEMM input dtype (bf16 GEMMs need both operands bf16).
-Tensor as_gemm_input(const Tensor& dx_f32, DType dtype) {
-  return dtype == DType::f32 ? dx_f32 : Tensor::copy_of(dx_f32, dtype, MemCategory::workspace);
-}
-
-// out itself when f32, else an f32 workspace of its shape: a sum over the D row blocks of a weight
-// is accumulated in f32 and rounded once, as the single-rank GEMM rounds its output once.
-Tensor f32_accumulator(const Tensor& out) {
-  return out.dtype() == DType::f32 ? out
-                                   : Tensor::empty(out.shape(), DType::f32, MemCategory::workspace);
-}
-void finish_accumulator(const Tensor& acc, const Tensor& out) {
-  if (acc.dtype() == out.dtype()) return;
-  Tensor o = out;
-  o.copy_from(acc);
-}
-
 // [B, S/D, heads, d] view of heads [first, first + count) of a fused [T, width] buffer.
 Tensor heads_of(const Tensor& fused, const FsdpSpContext& ctx, int64_t first, int64_t count) {
-  const int64_t d = ctx.config().head_dim();
-  return fused.view({ctx.batch(), ctx.local_len(), fused.dim(1) / d, d}).slice(2, first, count);
+  return layout_kernels::heads_of(fused, ctx.batch(), ctx.local_len(), ctx.config().head_dim(),
+                                  first, count);
 }
 
 // The D pieces of an all-gathered layer, with contiguous [h] copies of the two norm gains (the
@@ -116,67 +85,11 @@ struct FullGrad {
   }
 };
 
-// K|V of every head for the whole sequence: this rank's [T, 2 kv_dim] is all-gathered (blocks in
-// rank order) and, for B > 1, reordered to [B, S, 2 kv_dim] so that the attention kernel sees one
-// strided key axis whose positions are ctx.gathered_positions(). The backward's dK|dV go the
-// reverse way and are reduce-scattered (f32) to the owners of the tokens.
-class KvGather {
- public:
-  explicit KvGather(const FsdpSpContext& ctx) : ctx_(ctx), width_(2 * ctx.config().kv_dim()) {
-    send_ = Tensor::empty({ctx.tokens(), width_}, ctx.dtype(), MemCategory::comm);
-    all_ = Tensor::empty({ctx.degree() * ctx.tokens(), width_}, ctx.dtype(), MemCategory::comm);
-  }
-
-  // kv_local: [T, 2 kv_dim] view (k after RoPE | v). Returns [B, S, 2 kv_dim].
-  Tensor gather(const Tensor& kv_local) {
-    send_.copy_from(kv_local);
-    {
-      ScopedCommWait w(ctx_.clock(), CommSite::kv_gather);
-      comm::all_gather(ctx_.comm(), send_, all_);
-    }
-    if (!needs_reorder()) return all_.view({ctx_.batch(), ctx_.seq(), width_});
-    Tensor ordered =
-        Tensor::empty({ctx_.batch(), ctx_.seq(), width_}, ctx_.dtype(), MemCategory::workspace);
-    reorder(all_, ordered, /*to_sequence=*/true);
-    return ordered;
-  }
-
-  // dkv_full: [B, S, 2 kv_dim] f32 partial sums in gathered order -> [T, 2 kv_dim] f32 sums of
-  // this rank's tokens (MemCategory::comm).
-  Tensor reduce_scatter(const Tensor& dkv_full) {
-    Tensor in = dkv_full;
-    if (needs_reorder()) {
-      in = Tensor::empty({ctx_.degree() * ctx_.tokens(), width_}, DType::f32,
-                         MemCategory::workspace);
-      reorder(dkv_full, in, /*to_sequence=*/false);
-    }
-    Tensor out = Tensor::empty({ctx_.tokens(), width_}, DType::f32, MemCategory::comm);
-    ScopedCommWait w(ctx_.clock(), CommSite::kv_reduce_scatter);
-    comm::reduce_scatter(ctx_.comm(), in, out);
-    return out;
-  }
-
- private:
-  bool needs_reorder() const { return ctx_.batch() > 1 && ctx_.degree() > 1; }
-
-  // rank-major [D, B, S/D, w] <-> batch-major [B, S, w] (rank blocks of S/D rows along S).
-  void reorder(const Tensor& src, const Tensor& dst, bool to_sequence) const {
-    const int64_t B = ctx_.batch(), Sl = ctx_.local_len();
-    const Tensor rank_major = (to_sequence ? src : dst).view({ctx_.degree(), B, Sl, width_});
-    const Tensor batch_major = (to_sequence ? dst : src).view({B, ctx_.seq(), width_});
-    for (int r = 0; r < ctx_.degree(); ++r)
-      for (int64_t b = 0; b < B; ++b) {
-        Tensor rm = rank_major.select(0, r).select(0, b);
-        Tensor bm = batch_major.select(0, b).slice(0, r * Sl, Sl);
-        Tensor& dst = to_sequence ? bm : rm;
-        dst.copy_from(to_sequence ? rm : bm);
-      }
-  }
-
-  const FsdpSpContext& ctx_;
-  int64_t width_;
-  Tensor send_, all_;
-};
+// K|V of every head for the whole sequence (one group of all heads, layout_kernels.h).
+KvExchange kv_exchange(const FsdpSpContext& ctx) {
+  return KvExchange(ctx.comm(), ctx.clock(), ctx.dtype(), ctx.batch(), ctx.seq(),
+                    2 * ctx.config().kv_dim());
+}
 
 void attention_forward(const FsdpSpContext& ctx, const FullLayer& w, const Tensor& x_in,
                        BlockActivations& acts, MemCategory cat) {
@@ -203,7 +116,7 @@ void attention_forward(const FsdpSpContext& ctx, const FullLayer& w, const Tenso
   acts.attn = Tensor::empty({T, qd}, ctx.dtype(), cat);
   acts.lse = Tensor::empty({ctx.batch(), H, ctx.local_len()}, DType::f32, cat);
   {
-    KvGather kv(ctx);
+    KvExchange kv = kv_exchange(ctx);
     const Tensor kv4 =
         kv.gather(acts.qkv.slice(1, qd, 2 * kvd)).view({ctx.batch(), ctx.seq(), 2 * Hkv, d});
     Tensor o4 = acts.attn.view({ctx.batch(), ctx.local_len(), H, d});
@@ -298,7 +211,7 @@ void attention_backward(const FsdpSpContext& ctx, const FullLayer& w, const Tens
   Tensor dqkv = Tensor::empty({T, qd + 2 * kvd}, dt, MemCategory::workspace);
   Tensor dq4 = heads_of(dqkv, ctx, 0, H);
   {
-    KvGather kv(ctx);
+    KvExchange kv = kv_exchange(ctx);
     const Tensor kv4 = kv.gather(acts.qkv.slice(1, qd, 2 * kvd)).view({B, ctx.seq(), 2 * Hkv, d});
     Tensor dkv_full = Tensor::empty({B, ctx.seq(), 2 * kvd}, DType::f32, MemCategory::workspace);
     const Tensor dkv4 = dkv_full.view({B, ctx.seq(), 2 * Hkv, d});

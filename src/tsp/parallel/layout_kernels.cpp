@@ -27,6 +27,12 @@ Tensor f32_accumulator(const Tensor& out) {
   return out.dtype() == DType::f32 ? out : Tensor::empty(out.shape(), DType::f32, MemCategory::workspace);
 }
 
+void finish_accumulator(const Tensor& acc, const Tensor& out) {
+  if (acc.dtype() == out.dtype()) return;
+  Tensor o = out;
+  o.copy_from(acc);
+}
+
 Tensor heads_of(const Tensor& fused, int64_t batch, int64_t len, int64_t head_dim, int64_t first,
                 int64_t count) {
   return fused.view({batch, len, fused.dim(1) / head_dim, head_dim}).slice(2, first, count);

@@ -41,6 +41,8 @@ Tensor as_gemm_input(const Tensor& dx_f32, DType dtype);
 // out itself when f32, else an f32 workspace of its shape (sums of several GEMMs into a bf16
 // output would round after every term).
 Tensor f32_accumulator(const Tensor& out);
+// out := acc, rounded once, when f32_accumulator(out) gave a separate f32 workspace.
+void finish_accumulator(const Tensor& acc, const Tensor& out);
 
 // [batch, len, count, d] view of heads [first, first + count) of a contiguous fused buffer
 // [batch * len, width] (width a multiple of d).

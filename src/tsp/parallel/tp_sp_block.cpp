@@ -138,7 +138,7 @@ void attention_forward(const TpSpContext& ctx, const TpLayerShard& w, const Tens
   std::optional<KvExchange> kv = sp_exchange(ctx);
   head_group_forward(ctx.geometry(), 0, n, attn_views(w.attn_packed, c, s), acts, ptr(kv), y);
   ctx.tp_all_reduce(y);  // Megatron g: the row-parallel o_proj's partial outputs
-  if (y.dtype() != acts.x_mid.dtype()) acts.x_mid.copy_from(y);
+  finish_accumulator(y, acts.x_mid);
 }
 
 void mlp_forward(const TpSpContext& ctx, const TpLayerShard& w, const Tensor& x_out,
@@ -158,10 +158,7 @@ void mlp_forward(const TpSpContext& ctx, const TpLayerShard& w, const Tensor& x_
   mlp_shard_forward(n, mlp_views(w.mlp_packed, c, s), acts.gate_up, act, y);
   if (!x_out.defined()) return;
   ctx.tp_all_reduce(y);  // Megatron g: the row-parallel down_proj's partial outputs
-  if (y.dtype() != x_out.dtype()) {
-    Tensor out = x_out;
-    out.copy_from(y);
-  }
+  finish_accumulator(y, x_out);
 }
 
 void mlp_backward(const TpSpContext& ctx, const TpLayerShard& w, const TpSpBlockActivations& acts,

@@ -52,7 +52,7 @@ void attention_forward(const TspContext& ctx, const TpLayerShard& w, const Tenso
   const HeadGroupGeometry g = geometry(ctx);
   for (int r = 0; r < D; ++r)
     head_group_forward(g, r, n, attn_views(weights.acquire(r), c, s), acts, &kv, y);
-  if (y.dtype() != acts.x_mid.dtype()) acts.x_mid.copy_from(y);
+  finish_accumulator(y, acts.x_mid);
 }
 
 void mlp_forward(const TspContext& ctx, const TpLayerShard& w, const Tensor& x_out,
@@ -74,10 +74,7 @@ void mlp_forward(const TspContext& ctx, const TpLayerShard& w, const Tensor& x_o
     const MlpShardViews ws = mlp_views(ring.acquire(t), c, s);
     mlp_shard_forward(n, ws, acts.gate_up.slice(1, ring.owner(t) * 2 * f, 2 * f), act, y);
   }
-  if (x_out.defined() && y.dtype() != x_out.dtype()) {
-    Tensor out = x_out;
-    out.copy_from(y);
-  }
+  if (x_out.defined()) finish_accumulator(y, x_out);
 }
 
 void mlp_backward(const TspContext& ctx, const TpLayerShard& w, const TspBlockActivations& acts,
