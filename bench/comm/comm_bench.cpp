@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "tsp/comm/collectives.h"
+#include "tsp/comm/mpi/mpi_backend.h"
 #include "tsp/comm/mpi_environment.h"
 
 namespace {
@@ -50,22 +51,22 @@ std::vector<double> time_interleaved(Communicator& comm, const std::vector<std::
   std::vector<int> iters(k);
   for (size_t j = 0; j < k; ++j) {  // warm up and size the batch from one call
     fns[j]();
-    MPI_Barrier(comm.handle());
+    MPI_Barrier(mpi::handle_of(comm));
     double t0 = MPI_Wtime();
     fns[j]();
     double dt = MPI_Wtime() - t0, dt_max = 0;
-    MPI_Allreduce(&dt, &dt_max, 1, MPI_DOUBLE, MPI_MAX, comm.handle());
+    MPI_Allreduce(&dt, &dt_max, 1, MPI_DOUBLE, MPI_MAX, mpi::handle_of(comm));
     iters[j] = std::clamp(static_cast<int>(opt.batch_s / std::max(dt_max, 1e-7)), 2, 20000);
   }
   std::vector<double> best(k, 1e30);
   for (int r = 0; r < opt.rounds; ++r)
     for (size_t j0 = 0; j0 < k; ++j0) {
       const size_t j = (j0 + r) % k;  // rotate the order every round
-      MPI_Barrier(comm.handle());
+      MPI_Barrier(mpi::handle_of(comm));
       const double t0 = MPI_Wtime();
       for (int i = 0; i < iters[j]; ++i) fns[j]();
       double dt = (MPI_Wtime() - t0) / iters[j], dt_max = 0;
-      MPI_Allreduce(&dt, &dt_max, 1, MPI_DOUBLE, MPI_MAX, comm.handle());
+      MPI_Allreduce(&dt, &dt_max, 1, MPI_DOUBLE, MPI_MAX, mpi::handle_of(comm));
       best[j] = std::min(best[j], dt_max);
     }
   return best;
@@ -96,7 +97,7 @@ int run(MpiEnvironment& env, const Options& opt) {
     Tensor full = Tensor::zeros({n}, DType::f32, MemCategory::comm);
     Tensor full2 = Tensor::zeros({n}, DType::f32, MemCategory::comm);
     Tensor part = Tensor::zeros({n / D}, DType::f32, MemCategory::comm);
-    MPI_Comm c = comm.handle();
+    MPI_Comm c = mpi::handle_of(comm);
     const std::vector<int> counts(D, cb);
     const int next = comm.next_rank(), prev = comm.prev_rank();
 

@@ -5,7 +5,6 @@
 // One prefill of --prompt tokens per layout, then --rounds rounds of --new decode steps on the
 // growing caches (batch 1), interleaved over the layouts: the best round gives the decode speed
 // (the machine is shared and noisy).
-#include <mpi.h>
 
 #include <iostream>
 

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "tsp/comm/collectives.h"
+#include "tsp/comm/mpi/mpi_backend.h"
 #include "tsp/comm/mpi_environment.h"
 #include "tsp/core/memory.h"
 #include "tsp/core/random.h"
@@ -105,7 +106,7 @@ double seconds(Clock::time_point t0) { return std::chrono::duration<double>(Cloc
 // in between, so a rank waiting here leaves its core (and any SMT sibling) idle.
 void sleeping_barrier(comm::Communicator& world) {
   MPI_Request req;
-  if (MPI_Ibarrier(world.handle(), &req) != MPI_SUCCESS) comm::abort_job("MPI_Ibarrier failed");
+  if (MPI_Ibarrier(comm::mpi::handle_of(world), &req) != MPI_SUCCESS) comm::abort_job("MPI_Ibarrier failed");
   for (int done = 0;;) {
     if (MPI_Test(&req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) comm::abort_job("MPI_Test failed");
     if (done) return;

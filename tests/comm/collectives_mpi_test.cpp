@@ -7,11 +7,12 @@
 
 #include <cmath>
 #include <numeric>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "fp_bounds.h"
 #include "mpi_test_util.h"
-#include "tsp/comm/region_ops.h"
 #include "tsp/core/memory.h"
 
 namespace tsp::comm {
@@ -562,9 +563,9 @@ TEST_F(CollectivesTest, RandomDataAgainstSerialReference) {
 // ---------------------------------------------------------------------------------------------
 // Adjoint identities: sum_r <f(x)_r, y_r> == sum_r <x_r, f*(y)_r> with random x, y.
 
-// A replicated tensor (identical on every rank, e.g. the input of CopyToRegion or the output of
-// ReduceFromRegion) is one variable, so its inner product is counted once, not summed over ranks:
-// that is the space on which the Megatron pairs are adjoint.
+// A replicated tensor (identical on every rank, e.g. the input of a tensor-parallel region or the
+// all-reduced output leaving it) is one variable, so its inner product is counted once, not summed
+// over ranks: that is the space on which the Megatron pairs are adjoint.
 enum class Space : uint8_t { per_rank, replicated };
 
 class AdjointTest : public CollectivesTest {
@@ -621,38 +622,92 @@ class AdjointTest : public CollectivesTest {
     fill_normal(t, rng);
     return t;
   }
+
+  // The pairs' two sides as new tensors; blocks are along dim 0 (m rows of a [D*m, ...] tensor).
+  static Shape with_dim0(Shape s, int64_t d0) {
+    s[0] = d0;
+    return s;
+  }
+  Tensor all_reduced(const Tensor& x) {
+    Tensor out = Tensor::copy_of(x, x.dtype(), MemCategory::workspace);
+    all_reduce(comm, out);
+    return out;
+  }
+  Tensor own_block(const Tensor& x) {
+    const int64_t m = x.dim(0) / D;
+    return Tensor::copy_of(x.slice(0, me * m, m), x.dtype(), MemCategory::workspace);
+  }
+  Tensor gathered_rows(const Tensor& x) {
+    Tensor out = Tensor::empty(with_dim0(x.shape(), x.dim(0) * D), x.dtype(), MemCategory::workspace);
+    all_gather(comm, x, out);
+    return out;
+  }
+  Tensor reduce_scattered_rows(const Tensor& x) {
+    Tensor out = Tensor::empty(with_dim0(x.shape(), x.dim(0) / D), x.dtype(), MemCategory::workspace);
+    reduce_scatter(comm, x, out);
+    return out;
+  }
+  Tensor broadcast_from(const Tensor& x, int root) {
+    Tensor out = Tensor::copy_of(x, x.dtype(), MemCategory::workspace);
+    broadcast(comm, out, root);
+    return out;
+  }
+  // The adjoint of a broadcast: reduce(sum) to root, zero on the other ranks (their x did not
+  // influence the output, so their gradient is zero).
+  Tensor reduced_to(const Tensor& dy, int root) {
+    Tensor out = Tensor::copy_of(dy, dy.dtype(), MemCategory::workspace);
+    reduce(comm, out, root);
+    if (me != root) out.zero();
+    return out;
+  }
+  Tensor exchanged_rows(const Tensor& x, std::span<const int64_t> send_rows,
+                        std::span<const int64_t> recv_rows) {
+    const int64_t row_elems = x.dim(1);  // x is [rows, k]
+    std::vector<int64_t> send_elems, recv_elems;
+    int64_t recv_total = 0;
+    for (int64_t r : send_rows) send_elems.push_back(r * row_elems);
+    for (int64_t r : recv_rows) {
+      recv_elems.push_back(r * row_elems);
+      recv_total += r;
+    }
+    Tensor out = Tensor::empty(with_dim0(x.shape(), recv_total), x.dtype(), MemCategory::workspace);
+    all_to_all_v(comm, x, send_elems, out, recv_elems);
+    return out;
+  }
+  Tensor shifted(const Tensor& x, int offset) {
+    Tensor out = Tensor::empty(x.shape(), x.dtype(), MemCategory::workspace);
+    ring_shift(comm, x, out, offset);
+    return out;
+  }
 };
 
-TEST_F(AdjointTest, CopyAndReduceRegions) {
+TEST_F(AdjointTest, CopyAndAllReduce) {
   const Tensor x_rep = rnd_replicated({7, 3}, 1), y = rnd({7, 3}, 2);
-  expect_adjoint(x_rep, CopyToRegion::forward(comm, x_rep), y, CopyToRegion::backward(comm, y),
-                 Space::replicated, Space::per_rank, "copy/all-reduce");
+  expect_adjoint(x_rep, x_rep, y, all_reduced(y), Space::replicated, Space::per_rank,
+                 "copy/all-reduce");
   const Tensor x = rnd({7, 3}, 3), y_rep = rnd_replicated({7, 3}, 4);
-  expect_adjoint(x, ReduceFromRegion::forward(comm, x), y_rep, ReduceFromRegion::backward(comm, y_rep),
-                 Space::per_rank, Space::replicated, "all-reduce/identity");
+  expect_adjoint(x, all_reduced(x), y_rep, y_rep, Space::per_rank, Space::replicated,
+                 "all-reduce/identity");
 }
 
-TEST_F(AdjointTest, ScatterGatherRegions) {
+TEST_F(AdjointTest, SplitAndGatherRows) {
   const Tensor full_rep = rnd_replicated({3 * D, 5}, 3), part = rnd({3, 5}, 4);
-  expect_adjoint(full_rep, ScatterToRegion::forward(comm, full_rep), part,
-                 ScatterToRegion::backward(comm, part), Space::replicated, Space::per_rank,
-                 "split/all-gather");
-  expect_adjoint(part, GatherFromRegion::forward(comm, part), full_rep,
-                 GatherFromRegion::backward(comm, full_rep), Space::per_rank, Space::replicated,
-                 "all-gather/split");
+  expect_adjoint(full_rep, own_block(full_rep), part, gathered_rows(part), Space::replicated,
+                 Space::per_rank, "split/all-gather");
+  expect_adjoint(part, gathered_rows(part), full_rep, own_block(full_rep), Space::per_rank,
+                 Space::replicated, "all-gather/split");
   // Sequence parallel: every rank's gathered copy is its own variable (per-rank spaces).
   const Tensor full = rnd({3 * D, 5}, 5);
-  expect_adjoint(part, GatherFromSequenceRegion::forward(comm, part), full,
-                 GatherFromSequenceRegion::backward(comm, full), "all-gather/reduce-scatter");
-  expect_adjoint(full, ReduceScatterToSequenceRegion::forward(comm, full), part,
-                 ReduceScatterToSequenceRegion::backward(comm, part), "reduce-scatter/all-gather");
+  expect_adjoint(part, gathered_rows(part), full, reduce_scattered_rows(full),
+                 "all-gather/reduce-scatter");
+  expect_adjoint(full, reduce_scattered_rows(full), part, gathered_rows(part),
+                 "reduce-scatter/all-gather");
 }
 
 TEST_F(AdjointTest, BroadcastReduce) {
   for (int root = 0; root < D; ++root) {
     const Tensor x = rnd({9}, 5 + root), y = rnd({9}, 50 + root);
-    expect_adjoint(x, BroadcastFromRoot::forward(comm, x, root), y,
-                   BroadcastFromRoot::backward(comm, y, root), "broadcast/reduce");
+    expect_adjoint(x, broadcast_from(x, root), y, reduced_to(y, root), "broadcast/reduce");
   }
 }
 
@@ -665,15 +720,14 @@ TEST_F(AdjointTest, AllToAllWithTransposedCounts) {
   }
   const Tensor x = rnd({std::accumulate(send_rows.begin(), send_rows.end(), int64_t{0}), 2}, 6);
   const Tensor y = rnd({std::accumulate(recv_rows.begin(), recv_rows.end(), int64_t{0}), 2}, 7);
-  expect_adjoint(x, AllToAllRegion::forward(comm, x, send_rows, recv_rows), y,
-                 AllToAllRegion::backward(comm, y, send_rows, recv_rows), "all-to-all");
+  expect_adjoint(x, exchanged_rows(x, send_rows, recv_rows), y,
+                 exchanged_rows(y, recv_rows, send_rows), "all-to-all");
 }
 
 TEST_F(AdjointTest, RingShiftForwardAndBack) {
   for (int offset : {1, 2, -1}) {
     const Tensor x = rnd({6}, 8), y = rnd({6}, 9);
-    expect_adjoint(x, RingShiftRegion::forward(comm, x, offset), y,
-                   RingShiftRegion::backward(comm, y, offset), "ring shift");
+    expect_adjoint(x, shifted(x, offset), y, shifted(y, -offset), "ring shift");
   }
 }
 

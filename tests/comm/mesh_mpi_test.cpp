@@ -147,11 +147,11 @@ TEST_F(MeshTest, RankHostMapOnOneMachineHasNoWarnings) {
 TEST_F(MeshTest, CommunicatorIsMoveOnlyAndSplits) {
   static_assert(!std::is_copy_constructible_v<Communicator>);
   Communicator a = Communicator::world();
-  const MPI_Comm h = a.handle();
+  const MPI_Comm h = mpi::handle_of(a);
   Communicator b = std::move(a);
   EXPECT_FALSE(a.valid());
-  EXPECT_EQ(b.handle(), h);
-  EXPECT_NE(b.handle(), MPI_COMM_WORLD);  // the library dups world
+  EXPECT_EQ(mpi::handle_of(b), h);
+  EXPECT_NE(mpi::handle_of(b), MPI_COMM_WORLD);  // the library dups world
   Communicator halves = b.split(me % 2, me, "parity");
   EXPECT_EQ(halves.size(), (D + 1 - me % 2) / 2);
   EXPECT_EQ(halves.rank(), me / 2);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "tsp/comm/communicator.h"
+#include "tsp/comm/mpi/mpi_backend.h"
 #include "tsp/core/random.h"
 #include "tsp/core/tensor.h"
 
@@ -80,13 +81,13 @@ inline double local_dot(const Tensor& a, const Tensor& b) {
 
 inline double sum_over_ranks(comm::Communicator& comm, double v) {
   double out = 0;
-  MPI_Allreduce(&v, &out, 1, MPI_DOUBLE, MPI_SUM, comm.handle());
+  MPI_Allreduce(&v, &out, 1, MPI_DOUBLE, MPI_SUM, comm::mpi::handle_of(comm));
   return out;
 }
 
 inline int64_t sum_over_ranks(comm::Communicator& comm, int64_t v) {
   int64_t out = 0;
-  MPI_Allreduce(&v, &out, 1, MPI_INT64_T, MPI_SUM, comm.handle());
+  MPI_Allreduce(&v, &out, 1, MPI_INT64_T, MPI_SUM, comm::mpi::handle_of(comm));
   return out;
 }
 

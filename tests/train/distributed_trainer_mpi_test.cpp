@@ -20,6 +20,7 @@
 #include "tsp/model/safetensors.h"
 #include "tsp/comm/collectives.h"
 #include "tsp/comm/mesh.h"
+#include "tsp/comm/mpi/mpi_backend.h"
 #include "tsp/train/distributed_trainer.h"
 #include "tsp/train/trainer.h"
 
@@ -198,9 +199,9 @@ TEST(DistributedTrainer, ThreeStepsEqualSingleRankQkvBiasTiedF32) { check_steps_
 std::filesystem::path shared_dir(comm::Communicator& world, const testing::ScratchDir& mine) {
   std::string name = mine.path().string();
   int len = static_cast<int>(name.size());
-  MPI_Bcast(&len, 1, MPI_INT, 0, world.handle());
+  MPI_Bcast(&len, 1, MPI_INT, 0, comm::mpi::handle_of(world));
   name.resize(static_cast<size_t>(len));
-  MPI_Bcast(name.data(), len, MPI_CHAR, 0, world.handle());
+  MPI_Bcast(name.data(), len, MPI_CHAR, 0, comm::mpi::handle_of(world));
   return name;
 }
 

@@ -1,7 +1,9 @@
-// Tensor collectives over MPI, their nonblocking variants, and the ring reduce-scatter.
-// Cost notes: the f32/integer paths call MPI directly on the tensor's memory (no copies), so the
-// wrapper costs only argument checks and a ledger update; bf16 reductions pay two conversions
-// (bf16 -> f32 comm buffer -> bf16) and put 4 bytes per element on the wire.
+// Tensor collectives over the communicator's Backend, their nonblocking variants, and the ring
+// reduce-scatter: checks, bf16 through f32, the ledger and the watchdog, written once for every
+// transport. Cost notes: the f32/integer paths hand the tensor's memory to the backend (no
+// copies), so the wrapper costs only argument checks, one virtual call and a ledger update; bf16
+// reductions pay two conversions (bf16 -> f32 comm buffer -> bf16) and put 4 bytes per element
+// on the wire.
 #include "tsp/comm/collectives.h"
 
 #include <algorithm>
@@ -10,32 +12,11 @@
 #include <exception>
 #include <string>
 
-#include "tsp/comm/mpi_environment.h"
 #include "tsp/comm/watchdog.h"
 #include "tsp/core/check.h"
 
 namespace tsp::comm {
 namespace {
-
-MPI_Datatype mpi_type(DType t) {
-  switch (t) {
-    case DType::f32: return MPI_FLOAT;
-    case DType::bf16: return MPI_UINT16_T;  // moved as raw bits; never reduced as bf16
-    case DType::i32: return MPI_INT32_T;
-    case DType::i64: return MPI_INT64_T;
-    case DType::f16: return MPI_UINT16_T;  // storage only: moved as raw bits, never reduced
-  }
-  return MPI_DATATYPE_NULL;
-}
-
-MPI_Op mpi_op(ReduceOp op) {
-  switch (op) {
-    case ReduceOp::sum: return MPI_SUM;
-    case ReduceOp::max: return MPI_MAX;
-    case ReduceOp::min: return MPI_MIN;
-  }
-  return MPI_OP_NULL;
-}
 
 void check_buffer(const Tensor& t, const char* op, const char* name) {
   TSP_CHECK_T(LayoutError, t.defined(), op, ": ", name, " is an undefined tensor");
@@ -103,15 +84,22 @@ void combine(T* acc, const T* x, int64_t n, ReduceOp op) {
   }
 }
 
-// Throws CommError unless exactly `expected` elements arrived in the message of `status`.
-void check_received(const Communicator& comm, const MPI_Status& status, MPI_Datatype type,
-                    int expected, const char* op, int source) {
-  int got = 0;
-  check_mpi(MPI_Get_count(&status, type, &got), "MPI_Get_count");
-  if (got != expected)
-    TSP_THROW(CommError, op, " on '", comm.name(), "' from rank ", source, ": expected ", expected,
-              " elements, got ", got == MPI_UNDEFINED ? std::string("a partial element count")
-                                                       : std::to_string(got));
+// "irecv on 'world' from rank 1": names a receive in its count error.
+std::string recv_what(const Communicator& comm, const char* op, int source) {
+  return std::string(op) + " on '" + comm.name() + "' from rank " + std::to_string(source);
+}
+
+[[noreturn]] void throw_count_mismatch(int got, int expected, const std::string& what) {
+  TSP_THROW(CommError, what, ": expected ", expected, " elements, got ",
+            got == kPartialElementCount ? std::string("a partial element count")
+                                        : std::to_string(got));
+}
+
+// Throws CommError unless exactly `expected` elements arrived (`got`, as a Backend's receive
+// reports it) in `op`'s receive from `source`; the message is built only on failure.
+void check_received(int got, int expected, const Communicator& comm, const char* op,
+                    int source) {
+  if (got != expected) throw_count_mismatch(got, expected, recv_what(comm, op, source));
 }
 
 // Ring reduce-scatter, D-1 steps. At step s rank r sends to r+1 the partial of block (r-1-s) and
@@ -122,7 +110,7 @@ void check_received(const Communicator& comm, const MPI_Status& status, MPI_Data
 // allocates nothing.
 template <class T>
 void ring_reduce_scatter(Communicator& comm, const T* in, T* out, const CountsAndDispls& c,
-                         ReduceOp op, MPI_Datatype type) {
+                         ReduceOp op, DType type) {
   const int D = comm.size(), r = comm.rank();
   const int next = comm.next_rank(), prev = comm.prev_rank();
   const int max_count = *std::max_element(c.counts.begin(), c.counts.end());
@@ -134,11 +122,9 @@ void ring_reduce_scatter(Communicator& comm, const T* in, T* out, const CountsAn
   for (int s = 0; s <= D - 2; ++s) {
     const int b = ((r - 2 - s) % D + D) % D;
     T* rbuf = (s == D - 2) ? out : bufs[s % 2];
-    MPI_Status status;
-    check_mpi(MPI_Sendrecv(sbuf, scount, type, next, kRingReduceScatterTag, rbuf, c.counts[b], type,
-                           prev, kRingReduceScatterTag, comm.handle(), &status),
-              "MPI_Sendrecv(ring reduce_scatter)");
-    check_received(comm, status, type, c.counts[b], "ring reduce_scatter", prev);
+    const int got = comm.backend().sendrecv(sbuf, scount, next, rbuf, c.counts[b], prev, type,
+                                            kRingReduceScatterTag);
+    check_received(got, c.counts[b], comm, "ring reduce_scatter", prev);
     combine(rbuf, in + c.displs[b], c.counts[b], op);
     sbuf = rbuf;
     scount = c.counts[b];
@@ -154,11 +140,9 @@ void reduce_scatter_native(Communicator& comm, const Tensor& in, Tensor& out,
   }
   const bool ring = resolve_reduce_scatter_algo(algo, static_cast<int64_t>(in.nbytes())) ==
                     ReduceScatterAlgo::ring;
-  const MPI_Datatype type = mpi_type(in.dtype());
+  const DType type = in.dtype();
   if (!ring) {
-    check_mpi(MPI_Reduce_scatter(in.raw(), out.raw(), c.counts.data(), type, mpi_op(op),
-                                 comm.handle()),
-              "MPI_Reduce_scatter");
+    comm.backend().reduce_scatter(in.raw(), out.raw(), c.counts.data(), type, op);
     return;
   }
   switch (in.dtype()) {
@@ -170,10 +154,30 @@ void reduce_scatter_native(Communicator& comm, const Tensor& in, Tensor& out,
   }
 }
 
+}  // namespace
+
+// A posted operation: the backend's PendingOp and everything it reads or writes until it has
+// finished (tensor handles, comm buffers, count arrays), plus what completion still checks and
+// does.
+struct RequestState {
+  // The operation as the watchdog names it while wait() blocks (comm outlives the request).
+  const Communicator* comm = nullptr;
+  const char* op = "";
+  int64_t bytes = 0;
+  std::unique_ptr<PendingOp> pending;
+  std::vector<Tensor> keep_alive;
+  std::vector<int> counts;            // count arrays the backend reads until completion
+  int expected_recv = -1;             // elements the receive must deliver (-1: no receive)
+  std::string recv_what;              // "irecv on 'world' from rank 1", for the error message
+  std::function<void()> on_complete;  // runs once after the operation completed and was checked
+};
+
+namespace {
+
 // `op`, `comm` and `bytes` describe the operation to the watchdog while wait() blocks.
-std::unique_ptr<Request::State> new_state(const Communicator& comm, const char* op, int64_t bytes,
-                                          std::initializer_list<Tensor> keep_alive) {
-  auto st = std::make_unique<Request::State>();
+std::unique_ptr<RequestState> new_state(const Communicator& comm, const char* op, int64_t bytes,
+                                        std::initializer_list<Tensor> keep_alive) {
+  auto st = std::make_unique<RequestState>();
   st->comm = &comm;
   st->op = op;
   st->bytes = bytes;
@@ -183,8 +187,8 @@ std::unique_ptr<Request::State> new_state(const Communicator& comm, const char* 
 
 // ---------------------------------------------------------------------------------------------
 // Validation: one prepare_<op> per operation, called by both its blocking and its nonblocking
-// variant. Each checks every argument and computes every MPI count before anything is posted,
-// so an invalid call throws (on every rank, since the arguments are collective) before any MPI
+// variant. Each checks every argument and computes every count before anything is posted, so an
+// invalid call throws (on every rank, since the arguments are collective) before any transport
 // call, and the two variants cannot drift apart.
 
 void check_user_tag(int tag, const char* op) {
@@ -243,7 +247,7 @@ CountsAndDispls prepare_all_gather_v(const Communicator& comm, const Tensor& in,
 
 struct ReduceScatterPlan {
   std::vector<int64_t> counts;  // elements of each rank's block
-  CountsAndDispls c;            // the same as MPI ints, with displacements
+  CountsAndDispls c;            // the same as the backend's int counts, with displacements
 };
 
 // reduce_scatter_v (and, through prepare_reduce_scatter, reduce_scatter / ireduce_scatter).
@@ -323,7 +327,7 @@ int prepare_point_to_point(const Communicator& comm, const Tensor& x, int peer, 
 struct SendRecvPlan {
   int send_count;
   int recv_count;
-  MPI_Datatype type;
+  DType type;
 };
 
 // sendrecv (user tag, checked by the caller) and, through prepare_ring_shift, the ring shifts.
@@ -334,8 +338,7 @@ SendRecvPlan prepare_sendrecv(const Communicator& comm, const Tensor& send_buf, 
   check_buffer(send_buf, op, "send_buf");
   check_buffer(recv_buf, op, "recv_buf");
   check_same_dtype(send_buf, recv_buf, op);
-  return {to_count(send_buf.numel(), op), to_count(recv_buf.numel(), op),
-          mpi_type(send_buf.dtype())};
+  return {to_count(send_buf.numel(), op), to_count(recv_buf.numel(), op), send_buf.dtype()};
 }
 
 
@@ -369,12 +372,13 @@ ShiftPlan prepare_ring_shift(const Communicator& comm, const Tensor& send_buf,
 // Blocking sendrecv after validation: checks the received count, records the traffic.
 void sendrecv_prepared(Communicator& comm, const Tensor& send_buf, int dest, Tensor& recv_buf,
                        int source, int tag, const SendRecvPlan& sr, const char* op) {
-  MPI_Status status;
-  const InFlight watch(comm, op, bytes_of(send_buf) + bytes_of(recv_buf));
-  check_mpi(MPI_Sendrecv(send_buf.raw(), sr.send_count, sr.type, dest, tag, recv_buf.raw(),
-                         sr.recv_count, sr.type, source, tag, comm.handle(), &status),
-            "MPI_Sendrecv");
-  check_received(comm, status, sr.type, sr.recv_count, op, source);
+  int got = 0;
+  {
+    const InFlight watch(comm, op, bytes_of(send_buf) + bytes_of(recv_buf));
+    got = comm.backend().sendrecv(send_buf.raw(), sr.send_count, dest, recv_buf.raw(),
+                                  sr.recv_count, source, sr.type, tag);
+  }
+  check_received(got, sr.recv_count, comm, op, source);
   comm.ledger().record(CommOp::sendrecv, {static_cast<int64_t>(send_buf.nbytes()),
                                           static_cast<int64_t>(recv_buf.nbytes())});
 }
@@ -388,68 +392,33 @@ void ring_shift_local(Communicator& comm, const Tensor& send_buf, Tensor& recv_b
 // ---------------------------------------------------------------------------------------------
 // Request completion
 
-// The watchdog's guard over a blocking wait of `st` (a State built without new_state has no
-// communicator: named by its operation only).
-InFlight watch_wait(const Request::State& st) {
-  static const std::string unknown = "?";
-  if (st.comm == nullptr) return InFlight(st.op, unknown, nullptr, st.bytes);
-  return InFlight(*st.comm, st.op, st.bytes);
-}
+// The watchdog's guard over a blocking wait of `st`.
+InFlight watch_wait(const RequestState& st) { return InFlight(*st.comm, st.op, st.bytes); }
 
-// Completes the requests one by one, MPI_Wait (block) or MPI_Test, skipping those already
-// finished; returns true once every request has finished. Requests are deliberately not completed
-// with MPI_Waitall/MPI_Testall: Open MPI 4.1 (MPI_THREAD_MULTIPLE) can spin forever in
-// MPI_Waitall when one request has completed in error (a truncated receive) beside a pending one.
-// A request whose completion returned an error counts as finished; for a truncation that is
-// certain (the message was consumed), for any other error MPI may still own the buffers.
-bool progress(Request::State& st, bool block) {
-  const size_t n = st.requests.size();
-  st.statuses.resize(n);
-  st.finished.resize(n, 0);
-  bool all = true;
-  for (size_t i = 0; i < n; ++i) {
-    if (st.finished[i]) continue;
-    int flag = 1;
-    const int rc = block ? MPI_Wait(&st.requests[i], &st.statuses[i])
-                         : MPI_Test(&st.requests[i], &flag, &st.statuses[i]);
-    if (rc != MPI_SUCCESS) {
-      int cls = rc;
-      MPI_Error_class(rc, &cls);
-      if (st.error == MPI_SUCCESS) st.error = rc;
-      if (cls != MPI_ERR_TRUNCATE) st.error_may_leave_pending = true;
-      st.finished[i] = 1;
-    } else if (flag) {
-      st.finished[i] = 1;
-    } else {
-      all = false;
-    }
-  }
-  return all;
-}
-
-// Finishes a state whose requests have all finished: raises the first MPI error, then any
+// Finishes a state whose operation has finished: raises its transport failure, then a
 // receive-count mismatch, as CommError, then runs on_complete. `state` is empty afterwards, its
-// buffers released, or leaked when MPI may still own them.
-void finish(std::unique_ptr<Request::State>& state, const char* what) {
-  if (state->error != MPI_SUCCESS) {
-    const int error = state->error;
-    if (state->error_may_leave_pending) {
-      (void)state.release();  // deliberate leak: MPI may still write these buffers
-    } else {
-      state.reset();
-    }
-    check_mpi(error, what);
+// buffers released, or leaked when the transport may still own them.
+void finish(std::unique_ptr<RequestState>& state) {
+  if (state->pending->failed()) {
+    std::unique_ptr<RequestState> failed = std::move(state);
+    const PendingOp& pending = *failed->pending;
+    if (pending.may_still_use_buffers())
+      (void)failed.release();  // deliberate leak: the transport may still write these buffers
+    pending.throw_failure();
   }
-  const std::unique_ptr<Request::State> done = std::move(state);
-  for (const Request::RecvCheck& chk : done->recv_checks) {
-    int got = 0;
-    check_mpi(MPI_Get_count(&done->statuses[chk.request], chk.type, &got), "MPI_Get_count");
-    if (got != chk.expected)
-      TSP_THROW(CommError, chk.what, ": expected ", chk.expected, " elements, got ",
-                got == MPI_UNDEFINED ? std::string("a partial element count")
-                                     : std::to_string(got));
+  const std::unique_ptr<RequestState> done = std::move(state);
+  if (done->expected_recv >= 0) {
+    const int got = done->pending->received_count();
+    if (got != done->expected_recv) throw_count_mismatch(got, done->expected_recv, done->recv_what);
   }
   if (done->on_complete) done->on_complete();
+}
+
+// Hands a freshly posted state to a Request; an operation posted only in part (the backend
+// reports it failed at once) throws here instead, its buffers leaked.
+Request posted(std::unique_ptr<RequestState> state) {
+  if (state->pending->failed()) finish(state);
+  return Request(std::move(state));
 }
 
 }  // namespace
@@ -464,6 +433,12 @@ ReduceScatterAlgo resolve_reduce_scatter_algo(ReduceScatterAlgo requested,
 // ---------------------------------------------------------------------------------------------
 // Request
 
+Request::Request(std::unique_ptr<RequestState> state) : state_(std::move(state)) {}
+
+Request::Request() noexcept = default;
+
+Request::Request(Request&& other) noexcept = default;
+
 Request& Request::operator=(Request&& other) noexcept {
   if (this != &other) {
     this->~Request();
@@ -474,16 +449,16 @@ Request& Request::operator=(Request&& other) noexcept {
 
 Request::~Request() {
   if (!state_) return;
-  if (std::uncaught_exceptions() > 0 || MpiEnvironment::is_finalized()) {
-    (void)state_.release();  // deliberate leak: MPI may still own these buffers
+  if (std::uncaught_exceptions() > 0 || !state_->pending->transport_alive()) {
+    (void)state_.release();  // deliberate leak: the transport may still own these buffers
     return;
   }
   try {
     {
       const InFlight watch = watch_wait(*state_);
-      progress(*state_, /*block=*/true);
+      state_->pending->progress(/*block=*/true);
     }
-    finish(state_, "MPI_Wait");
+    finish(state_);
   } catch (...) {
   }
 }
@@ -492,15 +467,15 @@ void Request::wait() {
   if (!state_) return;
   {
     const InFlight watch = watch_wait(*state_);
-    progress(*state_, /*block=*/true);
+    state_->pending->progress(/*block=*/true);
   }
-  finish(state_, "MPI_Wait");
+  finish(state_);
 }
 
 bool Request::test() {
   if (!state_) return true;
-  if (!progress(*state_, /*block=*/false)) return false;
-  finish(state_, "MPI_Test");
+  if (!state_->pending->progress(/*block=*/false)) return false;
+  finish(state_);
   return true;
 }
 
@@ -522,7 +497,7 @@ void wait_all(std::span<Request> requests) {
 void broadcast(Communicator& comm, Tensor& x, int root) {
   const int n = prepare_broadcast(comm, x, root, "broadcast");
   const InFlight watch(comm, "broadcast", bytes_of(x));
-  check_mpi(MPI_Bcast(x.raw(), n, mpi_type(x.dtype()), root, comm.handle()), "MPI_Bcast");
+  comm.backend().broadcast(x.raw(), n, x.dtype(), root);
   comm.ledger().record(CommOp::broadcast, traffic::broadcast(n, wire_bytes(x.dtype(), false),
                                                              comm.size(), comm.rank(), root));
 }
@@ -532,11 +507,8 @@ void reduce(Communicator& comm, Tensor& x, int root, ReduceOp op) {
   if (comm.size() > 1) {
     const bool is_root = comm.rank() == root;
     Tensor buf = x.dtype() == DType::bf16 ? f32_comm_copy(x) : x;
-    const MPI_Datatype type = mpi_type(buf.dtype());
     const InFlight watch(comm, "reduce", bytes_of(buf));
-    check_mpi(MPI_Reduce(is_root ? MPI_IN_PLACE : buf.raw(), is_root ? buf.raw() : nullptr, n,
-                         type, mpi_op(op), root, comm.handle()),
-              "MPI_Reduce");
+    comm.backend().reduce(buf.raw(), n, buf.dtype(), op, root);
     if (is_root && x.dtype() == DType::bf16) x.copy_from(buf);
   }
   comm.ledger().record(CommOp::reduce,
@@ -552,13 +524,10 @@ void all_reduce(Communicator& comm, Tensor& x, ReduceOp op) {
     const InFlight watch(comm, "all_reduce", n * wire_bytes(x.dtype(), true));
     if (x.dtype() == DType::bf16) {
       Tensor buf = f32_comm_copy(x);
-      check_mpi(MPI_Allreduce(MPI_IN_PLACE, buf.raw(), n, MPI_FLOAT, mpi_op(op), comm.handle()),
-                "MPI_Allreduce");
+      comm.backend().all_reduce(buf.raw(), n, DType::f32, op);
       x.copy_from(buf);
     } else {
-      check_mpi(MPI_Allreduce(MPI_IN_PLACE, x.raw(), n, mpi_type(x.dtype()), mpi_op(op),
-                              comm.handle()),
-                "MPI_Allreduce");
+      comm.backend().all_reduce(x.raw(), n, x.dtype(), op);
     }
   }
   comm.ledger().record(CommOp::all_reduce, traffic::all_reduce(n, wire_bytes(x.dtype(), true),
@@ -570,9 +539,8 @@ void all_reduce(Communicator& comm, Tensor& x, ReduceOp op) {
 
 void all_gather(Communicator& comm, const Tensor& in, Tensor& out) {
   const int n = prepare_all_gather(comm, in, out, "all_gather");
-  const MPI_Datatype type = mpi_type(in.dtype());
   const InFlight watch(comm, "all_gather", bytes_of(out));
-  check_mpi(MPI_Allgather(in.raw(), n, type, out.raw(), n, type, comm.handle()), "MPI_Allgather");
+  comm.backend().all_gather(in.raw(), n, out.raw(), in.dtype());
   const std::vector<int64_t> counts = equal_counts(n, comm.size());
   comm.ledger().record(CommOp::all_gather,
                        traffic::all_gather(counts, wire_bytes(in.dtype(), false), comm.rank()));
@@ -606,11 +574,8 @@ void reduce_scatter(Communicator& comm, const Tensor& in, Tensor& out, ReduceOp 
 
 void all_gather_v(Communicator& comm, const Tensor& in, Tensor& out, std::span<const int64_t> counts) {
   const CountsAndDispls c = prepare_all_gather_v(comm, in, out, counts, "all_gather_v");
-  const MPI_Datatype type = mpi_type(in.dtype());
   const InFlight watch(comm, "all_gather_v", bytes_of(out));
-  check_mpi(MPI_Allgatherv(in.raw(), c.counts[comm.rank()], type, out.raw(), c.counts.data(),
-                           c.displs.data(), type, comm.handle()),
-            "MPI_Allgatherv");
+  comm.backend().all_gather_v(in.raw(), out.raw(), c.counts.data(), c.displs.data(), in.dtype());
   comm.ledger().record(CommOp::all_gather,
                        traffic::all_gather(counts, wire_bytes(in.dtype(), false), comm.rank()));
 }
@@ -626,9 +591,8 @@ void reduce_scatter_v(Communicator& comm, const Tensor& in, Tensor& out,
 
 void all_to_all(Communicator& comm, const Tensor& in, Tensor& out) {
   const int n = prepare_all_to_all(comm, in, out, "all_to_all");
-  const MPI_Datatype type = mpi_type(in.dtype());
   const InFlight watch(comm, "all_to_all", bytes_of(in));
-  check_mpi(MPI_Alltoall(in.raw(), n, type, out.raw(), n, type, comm.handle()), "MPI_Alltoall");
+  comm.backend().all_to_all(in.raw(), n, out.raw(), in.dtype());
   const std::vector<int64_t> counts = equal_counts(n, comm.size());
   comm.ledger().record(CommOp::all_to_all, traffic::all_to_all(counts, counts,
                                                                wire_bytes(in.dtype(), false),
@@ -639,11 +603,9 @@ void all_to_all_v(Communicator& comm, const Tensor& in, std::span<const int64_t>
                   Tensor& out, std::span<const int64_t> recv_counts) {
   const AllToAllVPlan p =
       prepare_all_to_all_v(comm, in, send_counts, out, recv_counts, "all_to_all_v");
-  const MPI_Datatype type = mpi_type(in.dtype());
   const InFlight watch(comm, "all_to_all_v", bytes_of(in) + bytes_of(out));
-  check_mpi(MPI_Alltoallv(in.raw(), p.send.counts.data(), p.send.displs.data(), type, out.raw(),
-                          p.recv.counts.data(), p.recv.displs.data(), type, comm.handle()),
-            "MPI_Alltoallv");
+  comm.backend().all_to_all_v(in.raw(), p.send.counts.data(), p.send.displs.data(), out.raw(),
+                              p.recv.counts.data(), p.recv.displs.data(), in.dtype());
   comm.ledger().record(CommOp::all_to_all,
                        traffic::all_to_all(send_counts, recv_counts, wire_bytes(in.dtype(), false),
                                            comm.rank()));
@@ -655,17 +617,15 @@ void all_to_all_v(Communicator& comm, const Tensor& in, std::span<const int64_t>
 void send(Communicator& comm, const Tensor& x, int dest, int tag) {
   const int n = prepare_point_to_point(comm, x, dest, tag, "send", "dest");
   const InFlight watch(comm, "send", bytes_of(x));
-  check_mpi(MPI_Send(x.raw(), n, mpi_type(x.dtype()), dest, tag, comm.handle()), "MPI_Send");
+  comm.backend().send(x.raw(), n, x.dtype(), dest, tag);
   comm.ledger().record(CommOp::send, {static_cast<int64_t>(x.nbytes()), 0});
 }
 
 void recv(Communicator& comm, Tensor& x, int source, int tag) {
   const int n = prepare_point_to_point(comm, x, source, tag, "recv", "source");
-  const MPI_Datatype type = mpi_type(x.dtype());
-  MPI_Status status;
   const InFlight watch(comm, "recv", bytes_of(x));
-  check_mpi(MPI_Recv(x.raw(), n, type, source, tag, comm.handle(), &status), "MPI_Recv");
-  check_received(comm, status, type, n, "recv", source);
+  const int got = comm.backend().recv(x.raw(), n, x.dtype(), source, tag);
+  check_received(got, n, comm, "recv", source);
   comm.ledger().record(CommOp::recv, {0, static_cast<int64_t>(x.nbytes())});
 }
 
@@ -687,17 +647,16 @@ void ring_shift(Communicator& comm, const Tensor& send_buf, Tensor& recv_buf, in
 }
 
 // ---------------------------------------------------------------------------------------------
-// Nonblocking variants
+// Nonblocking variants. Each builds its state (everything that can throw) before posting, posts
+// through the backend (which throws only when nothing was posted), then records the traffic.
 
 Request ibroadcast(Communicator& comm, Tensor& x, int root) {
   const int n = prepare_broadcast(comm, x, root, "ibroadcast");
   auto st = new_state(comm, "ibroadcast", bytes_of(x), {x});
-  st->requests.resize(1, MPI_REQUEST_NULL);
-  check_mpi(MPI_Ibcast(x.raw(), n, mpi_type(x.dtype()), root, comm.handle(), &st->requests[0]),
-            "MPI_Ibcast");
+  st->pending = comm.backend().ibroadcast(x.raw(), n, x.dtype(), root);
   comm.ledger().record(CommOp::broadcast, traffic::broadcast(n, wire_bytes(x.dtype(), false),
                                                              comm.size(), comm.rank(), root));
-  return Request(std::move(st));
+  return posted(std::move(st));
 }
 
 Request ireduce(Communicator& comm, Tensor& x, int root, ReduceOp op) {
@@ -710,14 +669,11 @@ Request ireduce(Communicator& comm, Tensor& x, int root, ReduceOp op) {
   const bool is_root = comm.rank() == root, is_bf16 = x.dtype() == DType::bf16;
   Tensor buf = is_bf16 ? f32_comm_copy(x) : x;
   auto st = new_state(comm, "ireduce", bytes_of(buf), {x, buf});
-  st->requests.resize(1, MPI_REQUEST_NULL);
-  check_mpi(MPI_Ireduce(is_root ? MPI_IN_PLACE : buf.raw(), is_root ? buf.raw() : nullptr, n,
-                        mpi_type(buf.dtype()), mpi_op(op), root, comm.handle(), &st->requests[0]),
-            "MPI_Ireduce");
   if (is_root && is_bf16) st->on_complete = [x, buf]() mutable { x.copy_from(buf); };
+  st->pending = comm.backend().ireduce(buf.raw(), n, buf.dtype(), op, root);
   comm.ledger().record(CommOp::reduce,
                        traffic::reduce(n, wire_bytes(x.dtype(), true), comm.size(), comm.rank()));
-  return Request(std::move(st));
+  return posted(std::move(st));
 }
 
 Request iall_reduce(Communicator& comm, Tensor& x, ReduceOp op) {
@@ -725,89 +681,68 @@ Request iall_reduce(Communicator& comm, Tensor& x, ReduceOp op) {
   const bool is_bf16 = x.dtype() == DType::bf16;
   Tensor buf = is_bf16 ? f32_comm_copy(x) : x;
   auto st = new_state(comm, "iall_reduce", bytes_of(buf), {x, buf});
-  st->requests.resize(1, MPI_REQUEST_NULL);
-  check_mpi(MPI_Iallreduce(MPI_IN_PLACE, buf.raw(), n, mpi_type(buf.dtype()), mpi_op(op),
-                           comm.handle(), &st->requests[0]),
-            "MPI_Iallreduce");
   if (is_bf16) st->on_complete = [x, buf]() mutable { x.copy_from(buf); };
+  st->pending = comm.backend().iall_reduce(buf.raw(), n, buf.dtype(), op);
   comm.ledger().record(CommOp::all_reduce, traffic::all_reduce(n, wire_bytes(x.dtype(), true),
                                                                comm.size(), comm.rank()));
-  return Request(std::move(st));
+  return posted(std::move(st));
 }
 
 Request iall_gather(Communicator& comm, const Tensor& in, Tensor& out) {
   const int n = prepare_all_gather(comm, in, out, "iall_gather");
   auto st = new_state(comm, "iall_gather", bytes_of(out), {in, out});
-  st->requests.resize(1, MPI_REQUEST_NULL);
-  const MPI_Datatype type = mpi_type(in.dtype());
-  check_mpi(MPI_Iallgather(in.raw(), n, type, out.raw(), n, type, comm.handle(), &st->requests[0]),
-            "MPI_Iallgather");
+  st->pending = comm.backend().iall_gather(in.raw(), n, out.raw(), in.dtype());
   const std::vector<int64_t> counts = equal_counts(n, comm.size());
   comm.ledger().record(CommOp::all_gather,
                        traffic::all_gather(counts, wire_bytes(in.dtype(), false), comm.rank()));
-  return Request(std::move(st));
+  return posted(std::move(st));
 }
 
-// Always MPI_Ireduce_scatter: see collectives.h for why the hand ring has no nonblocking form.
+// Always the backend's nonblocking reduce-scatter: see collectives.h for why the hand ring has no
+// nonblocking form.
 Request ireduce_scatter(Communicator& comm, const Tensor& in, Tensor& out, ReduceOp op) {
   const ReduceScatterPlan plan = prepare_reduce_scatter(comm, in, out, "ireduce_scatter");
   const bool is_bf16 = in.dtype() == DType::bf16;
   const Tensor in_buf = is_bf16 ? f32_comm_copy(in) : in;
   Tensor out_buf = is_bf16 ? Tensor::empty(out.shape(), DType::f32, MemCategory::comm) : out;
   auto st = new_state(comm, "ireduce_scatter", bytes_of(in_buf), {in, out, in_buf, out_buf});
-  st->requests.resize(1, MPI_REQUEST_NULL);
-  st->mpi_counts = plan.c.counts;  // MPI reads the counts until completion
-  check_mpi(MPI_Ireduce_scatter(in_buf.raw(), out_buf.raw(), st->mpi_counts.data(),
-                                mpi_type(in_buf.dtype()), mpi_op(op), comm.handle(),
-                                &st->requests[0]),
-            "MPI_Ireduce_scatter");
+  st->counts = plan.c.counts;  // the backend reads the counts until completion
   if (is_bf16) st->on_complete = [out, out_buf]() mutable { out.copy_from(out_buf); };
+  st->pending = comm.backend().ireduce_scatter(in_buf.raw(), out_buf.raw(), st->counts.data(),
+                                               in_buf.dtype(), op);
   comm.ledger().record(CommOp::reduce_scatter, traffic::reduce_scatter(
                                                    plan.counts, wire_bytes(in.dtype(), true),
                                                    comm.rank()));
-  return Request(std::move(st));
+  return posted(std::move(st));
 }
 
 Request iall_to_all(Communicator& comm, const Tensor& in, Tensor& out) {
   const int n = prepare_all_to_all(comm, in, out, "iall_to_all");
   auto st = new_state(comm, "iall_to_all", bytes_of(in), {in, out});
-  st->requests.resize(1, MPI_REQUEST_NULL);
-  const MPI_Datatype type = mpi_type(in.dtype());
-  check_mpi(MPI_Ialltoall(in.raw(), n, type, out.raw(), n, type, comm.handle(), &st->requests[0]),
-            "MPI_Ialltoall");
+  st->pending = comm.backend().iall_to_all(in.raw(), n, out.raw(), in.dtype());
   const std::vector<int64_t> counts = equal_counts(n, comm.size());
   comm.ledger().record(CommOp::all_to_all, traffic::all_to_all(counts, counts,
                                                                wire_bytes(in.dtype(), false),
                                                                comm.rank()));
-  return Request(std::move(st));
+  return posted(std::move(st));
 }
 
 Request isend(Communicator& comm, const Tensor& x, int dest, int tag) {
   const int n = prepare_point_to_point(comm, x, dest, tag, "isend", "dest");
   auto st = new_state(comm, "isend", bytes_of(x), {x});
-  st->requests.resize(1, MPI_REQUEST_NULL);
-  check_mpi(MPI_Isend(x.raw(), n, mpi_type(x.dtype()), dest, tag, comm.handle(), &st->requests[0]),
-            "MPI_Isend");
+  st->pending = comm.backend().isend(x.raw(), n, x.dtype(), dest, tag);
   comm.ledger().record(CommOp::send, {static_cast<int64_t>(x.nbytes()), 0});
-  return Request(std::move(st));
+  return posted(std::move(st));
 }
-
-namespace {
-std::string recv_what(const Communicator& comm, const char* op, int source) {
-  return std::string(op) + " on '" + comm.name() + "' from rank " + std::to_string(source);
-}
-}  // namespace
 
 Request irecv(Communicator& comm, Tensor& x, int source, int tag) {
   const int n = prepare_point_to_point(comm, x, source, tag, "irecv", "source");
-  const MPI_Datatype type = mpi_type(x.dtype());
   auto st = new_state(comm, "irecv", bytes_of(x), {x});
-  st->requests.resize(1, MPI_REQUEST_NULL);
-  st->recv_checks.push_back({0, type, n, recv_what(comm, "irecv", source)});
-  check_mpi(MPI_Irecv(x.raw(), n, type, source, tag, comm.handle(), &st->requests[0]),
-            "MPI_Irecv");
+  st->expected_recv = n;
+  st->recv_what = recv_what(comm, "irecv", source);
+  st->pending = comm.backend().irecv(x.raw(), n, x.dtype(), source, tag);
   comm.ledger().record(CommOp::recv, {0, static_cast<int64_t>(x.nbytes())});
-  return Request(std::move(st));
+  return posted(std::move(st));
 }
 
 Request iring_shift(Communicator& comm, const Tensor& send_buf, Tensor& recv_buf, int offset) {
@@ -818,19 +753,17 @@ Request iring_shift(Communicator& comm, const Tensor& send_buf, Tensor& recv_buf
   }
   // Everything that can throw is done before the receive is posted.
   auto st = new_state(comm, "iring_shift", bytes_of(send_buf) + bytes_of(recv_buf), {send_buf, recv_buf});
-  st->requests.resize(2, MPI_REQUEST_NULL);
-  st->recv_checks.push_back({0, p.sr.type, p.sr.recv_count,
-                             recv_what(comm, "iring_shift", p.peers.source)});
-  check_mpi(MPI_Irecv(recv_buf.raw(), p.sr.recv_count, p.sr.type, p.peers.source, kRingShiftTag,
-                      comm.handle(), &st->requests[0]),
-            "MPI_Irecv");
-  const int rc = MPI_Isend(send_buf.raw(), p.sr.send_count, p.sr.type, p.peers.dest,
-                           kRingShiftTag, comm.handle(), &st->requests[1]);
-  if (rc != MPI_SUCCESS) (void)st.release();  // the receive is posted: keep its buffer alive
-  check_mpi(rc, "MPI_Isend");
+  st->expected_recv = p.sr.recv_count;
+  st->recv_what = recv_what(comm, "iring_shift", p.peers.source);
+  // The receive is posted first; a send that then fails comes back as a failed operation, which
+  // posted() throws with its buffers leaked (the receive may still write recv_buf).
+  st->pending = comm.backend().isendrecv(send_buf.raw(), p.sr.send_count, p.peers.dest,
+                                         recv_buf.raw(), p.sr.recv_count, p.peers.source,
+                                         p.sr.type, kRingShiftTag);
+  if (st->pending->failed()) return posted(std::move(st));  // throws: not counted, as before
   comm.ledger().record(CommOp::sendrecv, {static_cast<int64_t>(send_buf.nbytes()),
                                           static_cast<int64_t>(recv_buf.nbytes())});
-  return Request(std::move(st));
+  return posted(std::move(st));
 }
 
 }  // namespace tsp::comm

@@ -1,16 +1,17 @@
-// Communicator: a move-only owner of one MPI_Comm (never MPI_COMM_WORLD itself: the library dups
-// it), with its rank and size cached, MPI_ERRORS_RETURN set, a name for logs ("world", "tsp", ...)
-// and the TrafficLedger of everything sent and received through it.
+// Communicator: a move-only owner of one group's transport (a comm::Backend: an MPI communicator
+// today, never MPI's world communicator itself: the library dups it), with its rank and size
+// cached, a name for logs ("world", "tsp", ...) and the TrafficLedger of everything sent and
+// received through it.
 // It also owns a grow-only scratch buffer for the comm layer's internal algorithms (see scratch()).
 // Its members' world ranks are computed once at creation (the watchdog's messages name them).
 #pragma once
 
-#include <mpi.h>
-
 #include <cstddef>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "tsp/comm/backend.h"
 #include "tsp/comm/traffic_ledger.h"
 #include "tsp/core/tensor.h"
 
@@ -19,11 +20,14 @@ namespace tsp::comm {
 class Communicator {
  public:
   Communicator() = default;  // null communicator: valid() is false
-  // An owned duplicate of `comm` (e.g. MPI_COMM_WORLD) named `name`.
-  static Communicator dup(MPI_Comm comm, std::string name);
-  static Communicator world() { return dup(MPI_COMM_WORLD, "world"); }
+  // Owns `backend` (a transport over its group, e.g. comm/mpi's) under the name `name`.
+  Communicator(std::unique_ptr<Backend> backend, std::string name);
+  // An owned duplicate of MPI's world communicator named "world" (in comm/mpi/mpi_backend.cpp).
+  static Communicator world();
+  // Collective: an owned duplicate of this communicator (same group, own transport) named `name`.
+  Communicator dup(std::string name) const;
 
-  ~Communicator();  // frees the handle unless MPI is already finalised; never throws
+  ~Communicator();  // releases the transport (silently if it is already shut down); never throws
   Communicator(Communicator&& other) noexcept;
   Communicator& operator=(Communicator&& other) noexcept;
   Communicator(const Communicator&) = delete;
@@ -35,12 +39,11 @@ class Communicator {
   // Explicit free for callers who want the error; afterwards valid() is false.
   void free();
 
-  bool valid() const { return comm_ != MPI_COMM_NULL; }
+  bool valid() const { return backend_ != nullptr; }
   int rank() const { return rank_; }
   int size() const { return size_; }
-  MPI_Comm handle() const { return comm_; }
   const std::string& name() const { return name_; }
-  // MPI_COMM_WORLD rank of each member, indexed by this communicator's rank.
+  // World rank of each member, indexed by this communicator's rank.
   const std::vector<int>& world_ranks() const { return world_ranks_; }
   // Ring neighbours in this communicator: (rank + 1) % size and (rank - 1 + size) % size.
   int next_rank() const { return (rank_ + 1) % size_; }
@@ -58,11 +61,13 @@ class Communicator {
   void* scratch(size_t bytes);
   size_t scratch_capacity() const { return scratch_.defined() ? scratch_.nbytes() : 0; }
 
- private:
-  Communicator(MPI_Comm owned, std::string name);
-  void release() noexcept;
+  // Internal to the comm layer (collectives.cpp, the backends' own helpers): the transport.
+  // Engine code communicates through collectives.h, which keeps the ledger and the checks.
+  Backend& backend() { return *backend_; }
+  const Backend& backend() const { return *backend_; }
 
-  MPI_Comm comm_ = MPI_COMM_NULL;
+ private:
+  std::unique_ptr<Backend> backend_;
   int rank_ = 0;
   int size_ = 0;
   std::string name_;

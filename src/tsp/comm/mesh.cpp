@@ -8,6 +8,7 @@
 #include <sstream>
 #include <string>
 
+#include "tsp/comm/mpi/mpi_backend.h"
 #include "tsp/comm/mpi_environment.h"
 #include "tsp/comm/watchdog.h"
 #include "tsp/core/check.h"
@@ -144,7 +145,7 @@ std::vector<HostSpan> groups_spanning_hosts(const MeshDegrees& degrees, MeshAxis
 Mesh::Mesh(const Communicator& world, const MeshDegrees& degrees) : degrees_(degrees) {
   TSP_CHECK(world.valid(), "Mesh needs a valid world communicator");
   validate_mesh_degrees(degrees, world.size());
-  world_ = Communicator::dup(world.handle(), "world");
+  world_ = world.dup("world");
   coords_ = mesh_coords_of(degrees, world_.rank());
   for (int i = 0; i < kNumMeshAxes; ++i) {
     // Color: the rank with this axis' coordinate zeroed identifies the group; key: the coordinate.
@@ -186,7 +187,7 @@ std::vector<std::string> gather_host_names(Communicator& world) {
   const InFlight watch(world, "all_gather(host names)",
                        static_cast<int64_t>(all.size()));
   check_mpi(MPI_Allgather(name, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, all.data(), MPI_MAX_PROCESSOR_NAME,
-                          MPI_CHAR, world.handle()),
+                          MPI_CHAR, mpi::handle_of(world)),
             "MPI_Allgather(host names)");
   std::vector<std::string> hosts;
   for (int r = 0; r < world.size(); ++r) {

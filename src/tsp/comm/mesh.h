@@ -105,7 +105,7 @@ class Mesh {
   std::array<Communicator, kNumMeshAxes> axes_;
 };
 
-// Collective over `world`: host names (MPI_Get_processor_name) of all ranks, indexed by world rank,
+// Collective over `world`: host names (MPI's processor names) of all ranks, indexed by world rank,
 // on every rank.
 std::vector<std::string> gather_host_names(Communicator& world);
 // Collective over the mesh's world: gathers host names and, on world rank 0, writes the rank ->

@@ -1,7 +1,6 @@
 // The in-flight slot, the watchdog thread, the liveness pings and the timeout message.
 #include "tsp/comm/watchdog.h"
 
-#include <mpi.h>
 #include <signal.h>
 
 #include <algorithm>
@@ -14,6 +13,7 @@
 
 #include <time.h>
 
+#include "tsp/comm/mpi/mpi_backend.h"
 #include "tsp/comm/mpi_environment.h"
 #include "tsp/core/check.h"
 
@@ -162,7 +162,7 @@ CommWatchdog::CommWatchdog(const Communicator& world, double timeout_s) : timeou
   int level = 0;
   check_mpi(MPI_Query_thread(&level), "MPI_Query_thread");
   can_ping_ = level == MPI_THREAD_MULTIPLE;
-  ping_ = Communicator::dup(world.handle(), "watchdog");
+  ping_ = world.dup("watchdog");
   g_watching.store(true);
   thread_ = std::thread([this] { run(); });
 }
@@ -172,7 +172,7 @@ CommWatchdog::~CommWatchdog() {
   if (std::uncaught_exceptions() == 0 && !MpiEnvironment::is_finalized()) {
     const InFlight watch("barrier at exit (before MPI_Finalize)", ping_.name(),
                          &ping_.world_ranks(), 0);
-    MPI_Barrier(ping_.handle());  // an error here changes nothing at exit: ignored
+    MPI_Barrier(mpi::handle_of(ping_));  // an error here changes nothing at exit: ignored
   }
   {
     std::lock_guard lock(stop_mu_);
@@ -208,11 +208,12 @@ void CommWatchdog::run() {
 // a concurrent receive on another thread can never take the message between probe and receive.
 void CommWatchdog::answer_pings() {
   std::lock_guard lock(answer_mu_);
+  const MPI_Comm ping = mpi::handle_of(ping_);
   for (;;) {
     int flag = 0;
     MPI_Message msg = MPI_MESSAGE_NULL;
     MPI_Status status;
-    const int rc = MPI_Improbe(MPI_ANY_SOURCE, kPingTag, ping_.handle(), &flag, &msg, &status);
+    const int rc = MPI_Improbe(MPI_ANY_SOURCE, kPingTag, ping, &flag, &msg, &status);
     if (rc != MPI_SUCCESS || !flag) return;
     int seq = 0;
     if (MPI_Mrecv(&seq, 1, MPI_INT, &msg, MPI_STATUS_IGNORE) != MPI_SUCCESS) return;
@@ -223,7 +224,7 @@ void CommWatchdog::answer_pings() {
                                        : std::string("not in a communication call");
     std::snprintf(a.state, sizeof a.state, "%s", state.c_str());
     // A few bytes: sent eagerly, so this returns at once (the pinging rank has its receive posted).
-    MPI_Send(&a, sizeof a, MPI_BYTE, status.MPI_SOURCE, kAnswerTag, ping_.handle());
+    MPI_Send(&a, sizeof a, MPI_BYTE, status.MPI_SOURCE, kAnswerTag, ping);
   }
 }
 
@@ -236,14 +237,15 @@ std::vector<PeerReply> CommWatchdog::probe_peers(double grace_s) {
   std::vector<PeerReply> replies;
   std::vector<Answer> answers(static_cast<size_t>(n));
   std::vector<MPI_Request> recvs(static_cast<size_t>(n), MPI_REQUEST_NULL);
+  const MPI_Comm ping = mpi::handle_of(ping_);
   for (int r = 0; r < n; ++r) {
     if (r == me) continue;
     replies.push_back(
         {.world_rank = ping_.world_ranks()[static_cast<size_t>(r)], .heard = false, .state = {}});
     MPI_Irecv(&answers[static_cast<size_t>(r)], sizeof(Answer), MPI_BYTE, r, kAnswerTag,
-              ping_.handle(), &recvs[static_cast<size_t>(r)]);
+              ping, &recvs[static_cast<size_t>(r)]);
     MPI_Request send = MPI_REQUEST_NULL;
-    MPI_Isend(&ping_payload_, 1, MPI_INT, r, kPingTag, ping_.handle(), &send);
+    MPI_Isend(&ping_payload_, 1, MPI_INT, r, kPingTag, ping, &send);
     MPI_Request_free(&send);  // completes on its own (eager); a dead peer's never matters
   }
   const Clock::time_point until =
@@ -260,7 +262,7 @@ std::vector<PeerReply> CommWatchdog::probe_peers(double grace_s) {
       const Answer& a = answers[static_cast<size_t>(r)];
       if (a.seq != seq) {  // a late answer to an earlier round: wait for this round's
         MPI_Irecv(&answers[static_cast<size_t>(r)], sizeof(Answer), MPI_BYTE, r, kAnswerTag,
-                  ping_.handle(), &req);
+                  ping, &req);
         continue;
       }
       PeerReply& p = replies[static_cast<size_t>(r < me ? r : r - 1)];

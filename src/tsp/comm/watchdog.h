@@ -11,7 +11,7 @@
 // >= 7 us for the smallest all-reduce; the thread wakes at most 20 times a second.
 // Chosen over nonblocking collectives polled with a deadline because the blocking calls stay
 // MPI's own (same algorithms, no polling loop of ours beside MPI's) and one thread, written once,
-// owns the timeout and the message. Calling MPI from that thread needs MPI_THREAD_MULTIPLE,
+// owns the timeout and the message. Calling MPI from that thread needs MPI's THREAD_MULTIPLE,
 // which MpiEnvironment requests (Open MPI 4.1 provides it); with less, the thread does not ping
 // and the message says the peers were not probed.
 //
@@ -20,8 +20,8 @@
 // every live rank sends, with what that rank is doing. A stopped or dead process cannot answer:
 // those ranks are "not heard from". If the operation completed meanwhile nothing happens;
 // otherwise the thread prints one line (operation, axis, bytes, group, elapsed, timeout, ranks
-// not heard from, the live peers' state, what to do) and calls MPI_Abort(MPI_COMM_WORLD,
-// kCommTimeoutExitCode). docs/running.md, "A stuck or dead peer".
+// not heard from, the live peers' state, what to do) and aborts the job with
+// kCommTimeoutExitCode (abort_job). docs/running.md, "A stuck or dead peer".
 //
 // Process-wide on purpose (like MemoryLedger::process()): the process has one thread that drives
 // MPI, and every collective in every layer must be watched without a handle through each call.
@@ -79,7 +79,8 @@ class CommWatchdog {
   // >= 0, and CommError if another watchdog is running in this process.
   CommWatchdog(const Communicator& world, double timeout_s);
   // Unless unwinding an exception: a watched barrier of all ranks (so a peer that stops at the
-  // very end is reported instead of hanging MPI_Finalize), then stops the thread. Never throws.
+  // very end is reported instead of hanging MPI's finalisation), then stops the thread. Never
+  // throws.
   ~CommWatchdog();
   CommWatchdog(const CommWatchdog&) = delete;
   CommWatchdog& operator=(const CommWatchdog&) = delete;
@@ -103,7 +104,7 @@ class CommWatchdog {
   double timeout_s_ = 0;
   std::chrono::duration<double> tick_{1.0};
   std::chrono::duration<double> grace_{2.0};
-  bool can_ping_ = false;  // MPI_THREAD_MULTIPLE provided
+  bool can_ping_ = false;  // MPI provides THREAD_MULTIPLE
   Communicator ping_;      // dup of the world: pings and answers, the barrier at exit
   int seq_ = 0;            // probe round, echoed by the answers (a late answer is not taken)
   int ping_payload_ = 0;   // read by MPI until each ping completes
