@@ -37,6 +37,13 @@ class LayoutError : public InvalidArgument {
   using InvalidArgument::InvalidArgument;
 };
 
+// A tensor on a device the operation cannot reach: host access to device memory, operands on
+// different devices, or a device without an allocator or kernel backend (core/device.h).
+class DeviceError : public InvalidArgument {
+ public:
+  using InvalidArgument::InvalidArgument;
+};
+
 // Missing, unreadable, truncated or corrupt files.
 class IoError : public Error {
  public:

@@ -1,4 +1,5 @@
-// Tensor views, allocation through the ledger, and dtype-converting copies.
+// Tensor views, allocation through the device's allocator (the ledger on the CPU), and
+// dtype-converting host copies.
 #include "tsp/core/tensor.h"
 
 #include <algorithm>
@@ -7,10 +8,14 @@
 
 namespace tsp {
 
-Storage::Storage(size_t bytes, MemCategory category)
-    : data_(MemoryLedger::process().allocate(bytes, category)), bytes_(bytes), category_(category) {}
+Storage::Storage(size_t bytes, MemCategory category, Device device)
+    : allocator_(&allocator_for(device)),
+      data_(allocator_->allocate(bytes, category)),
+      bytes_(bytes),
+      category_(category),
+      device_(device) {}
 
-Storage::~Storage() { MemoryLedger::process().deallocate(data_, bytes_, category_); }
+Storage::~Storage() { allocator_->deallocate(data_, bytes_, category_); }
 
 namespace {
 
@@ -84,7 +89,7 @@ void convert_run(const void* src, DType sd, void* dst, DType dd, int64_t n) {
 
 }  // namespace
 
-Tensor Tensor::empty(const Shape& shape, DType dtype, MemCategory category) {
+Tensor Tensor::empty(const Shape& shape, DType dtype, MemCategory category, Device device) {
   for (int64_t d : shape) TSP_CHECK_SHAPE(d >= 0, "negative extent in shape ", shape);
   int64_t bytes = 0;
   TSP_CHECK_T(OutOfMemory, !__builtin_mul_overflow(shape.numel(), static_cast<int64_t>(dtype_size(dtype)), &bytes),
@@ -93,13 +98,17 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, MemCategory category) {
   t.shape_ = shape;
   t.strides_ = shape.contiguous_strides();
   t.dtype_ = dtype;
-  t.storage_ = std::make_shared<Storage>(t.nbytes(), category);
+  t.storage_ = std::make_shared<Storage>(t.nbytes(), category, device);
   return t;
 }
 
-Tensor Tensor::zeros(const Shape& shape, DType dtype, MemCategory category) {
-  Tensor t = empty(shape, dtype, category);
-  std::memset(t.raw(), 0, t.nbytes());
+Tensor Tensor::zeros(const Shape& shape, DType dtype, MemCategory category, Device device) {
+  Tensor t = empty(shape, dtype, category, device);
+  if (device == Device::cpu) {
+    std::memset(t.raw(), 0, t.nbytes());
+  } else {
+    allocator_for(device).fill_zero(t.device_ptr(), t.nbytes());
+  }
   return t;
 }
 
@@ -115,6 +124,13 @@ MemCategory Tensor::category() const {
 }
 
 void* Tensor::raw() const {
+  TSP_CHECK(defined(), "data access to an undefined tensor");
+  TSP_CHECK_T(DeviceError, storage_->device() == Device::cpu, "host access to ", describe(), " on ",
+              device_name(storage_->device()), ": only cpu tensors can be read or written here");
+  return static_cast<char*>(storage_->data()) + offset_ * static_cast<int64_t>(element_size());
+}
+
+void* Tensor::device_ptr() const {
   TSP_CHECK(defined(), "data access to an undefined tensor");
   return static_cast<char*>(storage_->data()) + offset_ * static_cast<int64_t>(element_size());
 }
@@ -175,6 +191,9 @@ Tensor Tensor::transpose(int a, int b) const {
 
 void Tensor::copy_from(const Tensor& src) {
   check_same_shape(*this, src, "copy_from");
+  TSP_CHECK_T(DeviceError, device() == Device::cpu && src.device() == Device::cpu, "copy_from ",
+              device_name(src.device()), " to ", device_name(device()),
+              ": only copies between cpu tensors are implemented");
   TSP_CHECK_DTYPE(is_integer_dtype(dtype_) == is_integer_dtype(src.dtype_), "copy_from between ", src.dtype_,
                   " and ", dtype_, " is not supported");
   if (dtype_ == src.dtype_ && is_contiguous() && src.is_contiguous()) {

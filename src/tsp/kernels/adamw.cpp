@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "tsp/kernels/cpu_backend.h"
 #include "tsp/kernels/simd.h"
 
 namespace tsp::kernels {
@@ -82,8 +83,9 @@ void check_f32(const Tensor& t, const Tensor& ref, const char* name) {
 
 }  // namespace
 
-void adamw_step(const Tensor& master, const Tensor& exp_avg, const Tensor& exp_avg_sq,
-                const Tensor& grad, int64_t step, const AdamWOptions& o, const Tensor& weight_out) {
+void CpuBackend::adamw_step(const Tensor& master, const Tensor& exp_avg, const Tensor& exp_avg_sq,
+                            const Tensor& grad, int64_t step, const AdamWOptions& o,
+                            const Tensor& weight_out) {
   TSP_CHECK(master.defined(), "adamw_step: master is undefined");
   check_f32(master, master, "master");
   check_f32(exp_avg, master, "exp_avg");

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "tsp/core/check.h"
+#include "tsp/kernels/cpu_backend.h"
 #include "tsp/kernels/row_lanes.h"
 #include "tsp/kernels/simd.h"
 
@@ -38,7 +39,7 @@ void check_bias(const Tensor& b, int64_t n, const char* name, const char* op) {
 
 }  // namespace
 
-void bias_add_forward(const Tensor& y, const Tensor& bias) {
+void CpuBackend::bias_add_forward(const Tensor& y, const Tensor& bias) {
   const char* op = "bias_add_forward";
   check_rows(y, "y", op);
   check_bias(bias, y.dim(1), "bias", op);
@@ -57,7 +58,7 @@ void bias_add_forward(const Tensor& y, const Tensor& bias) {
   }
 }
 
-void bias_backward(const Tensor& dy, const Tensor& dbias, bool accumulate) {
+void CpuBackend::bias_backward(const Tensor& dy, const Tensor& dbias, bool accumulate) {
   const char* op = "bias_backward";
   check_rows(dy, "dy", op);
   check_bias(dbias, dy.dim(1), "dbias", op);

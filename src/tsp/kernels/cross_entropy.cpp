@@ -8,6 +8,7 @@
 #include <cmath>
 #include <limits>
 
+#include "tsp/kernels/cpu_backend.h"
 #include "tsp/kernels/gemm.h"
 #include "tsp/kernels/simd.h"
 #include "tsp/kernels/softmax_merge.h"
@@ -138,9 +139,9 @@ void CrossEntropyState::reset() {
   target_.fill(std::numeric_limits<float>::quiet_NaN());
 }
 
-void cross_entropy_chunk_forward(const Tensor& x, const Tensor& w_chunk, int64_t vocab_offset,
-                                 const Tensor& targets, CrossEntropyState& state,
-                                 const CrossEntropyOptions& options) {
+void CpuBackend::cross_entropy_chunk_forward(const Tensor& x, const Tensor& w_chunk, int64_t vocab_offset,
+                                             const Tensor& targets, CrossEntropyState& state,
+                                             const CrossEntropyOptions& options) {
   const char* op = "cross_entropy_chunk_forward";
   check_inputs(x, w_chunk, targets, op);
   TSP_CHECK_SHAPE(state.size() == x.dim(0), op, ": state holds ", state.size(),
@@ -175,9 +176,9 @@ void cross_entropy_chunk_forward(const Tensor& x, const Tensor& w_chunk, int64_t
   }
 }
 
-CrossEntropyTotals cross_entropy_finalize(const CrossEntropyState& state, const Tensor& targets,
-                                          const Tensor& lse, const Tensor& loss,
-                                          const CrossEntropyOptions& options) {
+CrossEntropyTotals CpuBackend::cross_entropy_finalize(const CrossEntropyState& state, const Tensor& targets,
+                                                      const Tensor& lse, const Tensor& loss,
+                                                      const CrossEntropyOptions& options) {
   const char* op = "cross_entropy_finalize";
   const int64_t n = state.size();
   TSP_CHECK_SHAPE(targets.defined() && targets.rank() == 1 && targets.dim(0) == n, op,
@@ -210,10 +211,10 @@ CrossEntropyTotals cross_entropy_finalize(const CrossEntropyState& state, const 
   return totals;
 }
 
-void cross_entropy_chunk_backward(const Tensor& x, const Tensor& w_chunk, int64_t vocab_offset,
-                                  const Tensor& targets, const Tensor& lse, float scale,
-                                  const Tensor& dx, const Tensor& dw_chunk,
-                                  const CrossEntropyOptions& options) {
+void CpuBackend::cross_entropy_chunk_backward(const Tensor& x, const Tensor& w_chunk, int64_t vocab_offset,
+                                              const Tensor& targets, const Tensor& lse, float scale,
+                                              const Tensor& dx, const Tensor& dw_chunk,
+                                              const CrossEntropyOptions& options) {
   const char* op = "cross_entropy_chunk_backward";
   check_inputs(x, w_chunk, targets, op);
   check_vec_f32(lse, x.dim(0), "lse", op);
@@ -264,9 +265,9 @@ void cross_entropy_chunk_backward(const Tensor& x, const Tensor& w_chunk, int64_
   }
 }
 
-CrossEntropyTotals cross_entropy_forward(const Tensor& x, const Tensor& w, const Tensor& targets,
-                                         const Tensor& lse, const Tensor& loss,
-                                         const CrossEntropyOptions& options) {
+CrossEntropyTotals CpuBackend::cross_entropy_forward(const Tensor& x, const Tensor& w, const Tensor& targets,
+                                                     const Tensor& lse, const Tensor& loss,
+                                                     const CrossEntropyOptions& options) {
   const char* op = "cross_entropy_forward";
   check_inputs(x, w, targets, op);
   check_targets_in_vocab(targets, w.dim(0), options, op);
@@ -275,9 +276,9 @@ CrossEntropyTotals cross_entropy_forward(const Tensor& x, const Tensor& w, const
   return cross_entropy_finalize(state, targets, lse, loss, options);
 }
 
-void cross_entropy_backward(const Tensor& x, const Tensor& w, const Tensor& targets,
-                            const Tensor& lse, float scale, const Tensor& dx, const Tensor& dw,
-                            const CrossEntropyOptions& options) {
+void CpuBackend::cross_entropy_backward(const Tensor& x, const Tensor& w, const Tensor& targets,
+                                        const Tensor& lse, float scale, const Tensor& dx, const Tensor& dw,
+                                        const CrossEntropyOptions& options) {
   const char* op = "cross_entropy_backward";
   check_inputs(x, w, targets, op);
   check_targets_in_vocab(targets, w.dim(0), options, op);

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "tsp/kernels/cpu_backend.h"
+
 namespace tsp::kernels {
 namespace {
 
@@ -52,8 +54,8 @@ const char* row(const Tensor& t, int64_t r) {
 
 }  // namespace
 
-void embedding_forward(const Tensor& ids, const Tensor& table, const Tensor& out,
-                       const EmbeddingOptions& options) {
+void CpuBackend::embedding_forward(const Tensor& ids, const Tensor& table, const Tensor& out,
+                                   const EmbeddingOptions& options) {
   const char* op = "embedding_forward";
   check_ids(ids, op);
   check_rows(table, "table", op, false);
@@ -89,8 +91,8 @@ void embedding_forward(const Tensor& ids, const Tensor& table, const Tensor& out
   }
 }
 
-void embedding_backward(const Tensor& ids, const Tensor& dout, const Tensor& dtable,
-                        const EmbeddingOptions& options) {
+void CpuBackend::embedding_backward(const Tensor& ids, const Tensor& dout, const Tensor& dtable,
+                                    const EmbeddingOptions& options) {
   const char* op = "embedding_backward";
   check_ids(ids, op);
   check_rows(dout, "dout", op, false);

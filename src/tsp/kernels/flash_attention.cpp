@@ -40,6 +40,7 @@
 
 #include "tsp/core/check.h"
 #include "tsp/kernels/bf16_math.h"
+#include "tsp/kernels/cpu_backend.h"
 #include "tsp/kernels/simd.h"
 
 namespace tsp::kernels {
@@ -828,9 +829,9 @@ void forward_tiles(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
 
 }  // namespace
 
-void flash_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
-                             const Tensor& q_pos, const Tensor& k_pos, Tensor& o, Tensor& lse,
-                             const FlashAttentionOptions& options, FlashAttentionStats* stats) {
+void CpuBackend::flash_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
+                                         const Tensor& q_pos, const Tensor& k_pos, Tensor& o, Tensor& lse,
+                                         const FlashAttentionOptions& options, FlashAttentionStats* stats) {
 #if TSP_SIMD_AVX512_BF16
   if (use_native_bf16(q))
     return forward_tiles<true>(q, k, v, q_pos, k_pos, o, lse, options, stats);
@@ -1073,10 +1074,10 @@ void backward_tiles(const Tensor& q, const Tensor& k, const Tensor& v, const Ten
 
 }  // namespace
 
-void flash_attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
-                              const Tensor& d_o, const Tensor& lse, const Tensor& q_pos,
-                              const Tensor& k_pos, Tensor& dq, Tensor& dk, Tensor& dv,
-                              const FlashAttentionOptions& options, FlashAttentionStats* stats) {
+void CpuBackend::flash_attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
+                                          const Tensor& d_o, const Tensor& lse, const Tensor& q_pos,
+                                          const Tensor& k_pos, Tensor& dq, Tensor& dk, Tensor& dv,
+                                          const FlashAttentionOptions& options, FlashAttentionStats* stats) {
 #if TSP_SIMD_AVX512_BF16
   if (use_native_bf16(q) && d_o.defined() && d_o.dtype() == DType::bf16)
     return backward_tiles<true>(q, k, v, o, d_o, lse, q_pos, k_pos, dq, dk, dv, options, stats);

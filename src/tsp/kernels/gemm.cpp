@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include "tsp/kernels/bf16_math.h"
+#include "tsp/kernels/cpu_backend.h"
 
 namespace tsp::kernels {
 namespace {
@@ -166,7 +167,7 @@ bool gemm_onednn_has_amx() {
   return (isa & amx) == amx;
 }
 
-void gemm(const Tensor& a, const Tensor& b, Tensor& c, const GemmOptions& options) {
+void CpuBackend::gemm(const Tensor& a, const Tensor& b, Tensor& c, const GemmOptions& options) {
   check_operand(a, "A");
   check_operand(b, "B");
   check_operand(c, "C");

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "tsp/kernels/cpu_backend.h"
 #include "tsp/kernels/simd.h"
 
 namespace tsp::kernels {
@@ -149,8 +150,8 @@ void with_type(DType t, F&& f) {
 
 }  // namespace
 
-void rmsnorm_forward(const Tensor& x, const Tensor& gain, const Tensor& y, const Tensor& rstd,
-                     const RmsNormOptions& options) {
+void CpuBackend::rmsnorm_forward(const Tensor& x, const Tensor& gain, const Tensor& y, const Tensor& rstd,
+                                 const RmsNormOptions& options) {
   const char* op = "rmsnorm_forward";
   check_rows(x, "x", op);
   check_rows(y, "y", op);
@@ -170,8 +171,8 @@ void rmsnorm_forward(const Tensor& x, const Tensor& gain, const Tensor& y, const
   });
 }
 
-void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gain, const Tensor& rstd,
-                      const Tensor& dx, const Tensor& dgain) {
+void CpuBackend::rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gain, const Tensor& rstd,
+                                  const Tensor& dx, const Tensor& dgain) {
   const char* op = "rmsnorm_backward";
   check_rows(dy, "dy", op);
   check_rows(x, "x", op);

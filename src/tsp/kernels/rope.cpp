@@ -9,6 +9,7 @@
 #include <numbers>
 #include <sstream>
 
+#include "tsp/kernels/cpu_backend.h"
 #include "tsp/kernels/simd.h"
 
 namespace tsp::kernels {
@@ -238,8 +239,10 @@ RopeTable::RopeTable(const Tensor& positions, int64_t head_dim, const RopeOption
   }
 }
 
-void rope_forward(const Tensor& x, const RopeTable& table) { apply(x, table, 1.f, "rope_forward"); }
-void rope_backward(const Tensor& dx, const RopeTable& table) {
+void CpuBackend::rope_forward(const Tensor& x, const RopeTable& table) {
+  apply(x, table, 1.f, "rope_forward");
+}
+void CpuBackend::rope_backward(const Tensor& dx, const RopeTable& table) {
   apply(dx, table, -1.f, "rope_backward");
 }
 

@@ -4,6 +4,7 @@
 #include <initializer_list>
 
 #include "tsp/core/check.h"
+#include "tsp/kernels/cpu_backend.h"
 
 namespace tsp::kernels {
 
@@ -20,8 +21,8 @@ inline void store(void* base, DType t, int64_t off, float v) {
 
 }  // namespace
 
-void merge_partials(const Tensor& o_a, const Tensor& lse_a, const Tensor& o_b, const Tensor& lse_b,
-                    Tensor& o, Tensor& lse) {
+void CpuBackend::merge_partials(const Tensor& o_a, const Tensor& lse_a, const Tensor& o_b,
+                                const Tensor& lse_b, Tensor& o, Tensor& lse) {
   const auto shapes = [&] {
     return tsp::detail::concat(" (o_a ", o_a.describe(), ", lse_a ", lse_a.describe(), ", o_b ",
                           o_b.describe(), ", lse_b ", lse_b.describe(), ", o ", o.describe(),

@@ -6,10 +6,11 @@
 #include <vector>
 
 #include "tsp/core/check.h"
+#include "tsp/kernels/cpu_backend.h"
 
 namespace tsp::kernels {
 
-double add_sum_of_squares(const Tensor& t, double sum) {
+double CpuBackend::add_sum_of_squares(const Tensor& t, double sum) {
   TSP_CHECK_DTYPE(t.dtype() == DType::f32, "add_sum_of_squares: expected an f32 tensor, got ", t.describe());
   TSP_CHECK_T(LayoutError, t.is_contiguous(), "add_sum_of_squares: expected a contiguous tensor, got ",
               t.describe());

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "tsp/kernels/cpu_backend.h"
 #include "tsp/kernels/row_lanes.h"
 #include "tsp/kernels/simd.h"
 
@@ -34,7 +35,7 @@ void check(const Tensor& t, const Tensor& ref, const char* name, const char* op)
 
 }  // namespace
 
-void swiglu_forward(const Tensor& gate, const Tensor& up, const Tensor& out) {
+void CpuBackend::swiglu_forward(const Tensor& gate, const Tensor& up, const Tensor& out) {
   const char* op = "swiglu_forward";
   check(gate, gate, "gate", op);
   check(up, gate, "up", op);
@@ -55,8 +56,8 @@ void swiglu_forward(const Tensor& gate, const Tensor& up, const Tensor& out) {
   }
 }
 
-void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, const Tensor& dgate,
-                     const Tensor& dup) {
+void CpuBackend::swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up,
+                                 const Tensor& dgate, const Tensor& dup) {
   const char* op = "swiglu_backward";
   check(gate, gate, "gate", op);
   check(dout, gate, "dout", op);
