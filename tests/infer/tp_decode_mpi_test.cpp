@@ -11,6 +11,7 @@
 #include "tsp/comm/collectives.h"
 #include "tsp/core/memory.h"
 #include "tsp/infer/generate.h"
+#include "tsp/infer/single/decode_step.h"
 #include "tsp/infer/single/prefill.h"
 #include "tsp/infer/tp/tp_decode.h"
 #include "tsp/infer/sharded/sharded_generate.h"

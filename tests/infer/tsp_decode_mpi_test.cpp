@@ -19,6 +19,7 @@
 #include "tsp/core/memory.h"
 #include "tsp/data/byte_tokenizer.h"
 #include "tsp/infer/generate.h"
+#include "tsp/infer/single/decode_step.h"
 #include "tsp/infer/single/prefill.h"
 #include "tsp/infer/tsp/tsp_decode.h"
 #include "tsp/infer/sharded/sharded_generate.h"

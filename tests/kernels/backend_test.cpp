@@ -1,6 +1,8 @@
 // The kernel backend seam: the public kernel functions route by the operands' device to the
 // registered backend, refuse mixed devices and devices without kernels, and the CPU is the default.
 #include "tsp/kernels/backend.h"
+#include "tsp/kernels/decode_attention.h"
+#include "tsp/kernels/decode_linear.h"
 
 #include <gtest/gtest.h>
 
@@ -108,6 +110,11 @@ class RecordingBackend final : public KernelBackend {
     record("add_sum_of_squares");
     return {};
   }
+  void decode_attention(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                        Tensor&, Tensor&, int64_t) override {
+    record("decode_attention");
+  }
+  void decode_linear(const Tensor&, const Tensor&, Tensor&, float) override { record("decode_linear"); }
 
  private:
   void record(const char* name) { calls.emplace_back(name); }
@@ -175,8 +182,13 @@ TEST_F(BackendTest, DeviceTensorsRouteToTheirBackend) {
   adamw_step(m, v, v, grad, 1, AdamWOptions{});
   Tensor ids = on_device({2}, DType::i32), table = on_device({10, 8});
   embedding_forward(ids, table, x);
+  decode_linear(x, table, x);
+  Tensor q = on_device({1, 1, 2, 4}), kv = on_device({1, 3, 2, 4}), pos = on_device({3}, DType::i32);
+  Tensor lse = on_device({1, 2, 1});
+  decode_attention(q, kv, kv, pos, pos, q, lse);
   EXPECT_EQ(recording.calls, (std::vector<std::string>{"gemm", "rmsnorm_forward", "swiglu_forward",
-                                                       "adamw_step", "embedding_forward"}));
+                                                       "adamw_step", "embedding_forward",
+                                                       "decode_linear", "decode_attention"}));
 }
 
 TEST_F(BackendTest, DeviceWithoutKernelsIsAClearError) {

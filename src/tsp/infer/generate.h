@@ -6,7 +6,6 @@
 #include <functional>
 #include <vector>
 
-#include "tsp/infer/single/decode_step.h"
 #include "tsp/infer/decoder.h"
 #include "tsp/infer/sampler.h"
 #include "tsp/model/model_weights.h"

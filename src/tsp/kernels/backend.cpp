@@ -165,4 +165,14 @@ double add_sum_of_squares(const Tensor& t, double sum) {
   return backend_for(operand_device("add_sum_of_squares", t)).add_sum_of_squares(t, sum);
 }
 
+void decode_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& q_pos,
+                      const Tensor& k_pos, Tensor& o, Tensor& lse, int64_t window) {
+  backend_for(operand_device("decode_attention", q, k, v, q_pos, k_pos, o, lse))
+      .decode_attention(q, k, v, q_pos, k_pos, o, lse, window);
+}
+
+void decode_linear(const Tensor& x, const Tensor& w, Tensor& y, float beta) {
+  backend_for(operand_device("decode_linear", x, w, y)).decode_linear(x, w, y, beta);
+}
+
 }  // namespace tsp::kernels

@@ -9,6 +9,8 @@
 #include "tsp/kernels/adamw.h"
 #include "tsp/kernels/bias.h"
 #include "tsp/kernels/cross_entropy.h"
+#include "tsp/kernels/decode_attention.h"
+#include "tsp/kernels/decode_linear.h"
 #include "tsp/kernels/embedding.h"
 #include "tsp/kernels/flash_attention.h"
 #include "tsp/kernels/gemm.h"
@@ -84,6 +86,10 @@ class KernelBackend {
                           const Tensor& grad, int64_t step, const AdamWOptions& options,
                           const Tensor& weight_out) = 0;
   virtual double add_sum_of_squares(const Tensor& t, double sum) = 0;
+  virtual void decode_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                const Tensor& q_pos, const Tensor& k_pos, Tensor& o, Tensor& lse,
+                                int64_t window) = 0;
+  virtual void decode_linear(const Tensor& x, const Tensor& w, Tensor& y, float beta) = 0;
 
  protected:
   ~KernelBackend() = default;  // registered objects live until exit; never deleted through this

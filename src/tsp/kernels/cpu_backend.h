@@ -66,6 +66,9 @@ class CpuBackend final : public KernelBackend {
                   const Tensor& grad, int64_t step, const AdamWOptions& options,
                   const Tensor& weight_out) override;
   double add_sum_of_squares(const Tensor& t, double sum) override;
+  void decode_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& q_pos,
+                        const Tensor& k_pos, Tensor& o, Tensor& lse, int64_t window) override;
+  void decode_linear(const Tensor& x, const Tensor& w, Tensor& y, float beta) override;
 };
 
 }  // namespace tsp::kernels

@@ -5,6 +5,7 @@
 // combined with kernels::merge_lse. Vec vectors of kernels/simd.h (16 lanes on AVX-512, else 8);
 // the last d % kLanes lanes use masked tail loads.
 #include "tsp/kernels/decode_attention.h"
+#include "tsp/kernels/cpu_backend.h"
 
 #include <omp.h>
 
@@ -266,8 +267,9 @@ void run(const Dims& dm, const Tensor& q, const Tensor& k, const Tensor& v, cons
 
 }  // namespace
 
-void decode_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& q_pos,
-                      const Tensor& k_pos, Tensor& o, Tensor& lse, int64_t window) {
+void CpuBackend::decode_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                  const Tensor& q_pos, const Tensor& k_pos, Tensor& o, Tensor& lse,
+                                  int64_t window) {
   TSP_CHECK(window >= 0, "decode_attention: window must be >= 0 (0 = none), got ", window);
   Dims dm = check_inputs(q, k, v, q_pos, k_pos, o, lse);
   if (dm.B == 0 || dm.H == 0) return;

@@ -2,6 +2,7 @@
 // to fp32 scratch, each weight row streamed once per group of 4 x rows, two FMA chains per dot
 // (simd.h Vec: 16 lanes on AVX-512, else 8).
 #include "tsp/kernels/decode_linear.h"
+#include "tsp/kernels/cpu_backend.h"
 
 #include <omp.h>
 
@@ -88,7 +89,7 @@ void bf16_rows(const Tensor& x, const Tensor& w, const Tensor& y, float beta) {
 
 }  // namespace
 
-void decode_linear(const Tensor& x, const Tensor& w, Tensor& y, float beta) {
+void CpuBackend::decode_linear(const Tensor& x, const Tensor& w, Tensor& y, float beta) {
   TSP_CHECK(beta == 0.f || beta == 1.f, "decode_linear: beta must be 0 or 1, got ", beta);
   const bool rows_kernel = x.dtype() == DType::bf16 && w.dtype() == DType::bf16 && !kernels::gemm_native_bf16();
   if (!rows_kernel) {

@@ -40,16 +40,6 @@ void validate(const model::ModelWeights& w, const std::vector<std::vector<int32_
   }
 }
 
-// [B * S] i32: the prompts left-aligned, padded with kPrefillPadId.
-Tensor padded_tokens(const std::vector<std::vector<int32_t>>& prompts, int64_t seq) {
-  const auto batch = static_cast<int64_t>(prompts.size());
-  Tensor t = Tensor::empty({batch * seq}, DType::i32, MemCategory::workspace);
-  int32_t* p = t.data<int32_t>();
-  std::fill(p, p + batch * seq, kPrefillPadId);
-  for (int64_t b = 0; b < batch; ++b) std::copy(prompts[b].begin(), prompts[b].end(), p + b * seq);
-  return t;
-}
-
 // Copies K (after RoPE) and V of all B * S tokens from the block's q|k|v buffer into slots [0, S).
 void store_kv(const ModelConfig& c, const Tensor& qkv, int64_t batch, int64_t seq, int64_t layer,
               KvCache& cache) {
@@ -73,7 +63,7 @@ Tensor prefill(const model::ModelWeights& w, const std::vector<std::vector<int32
 
   const model::BlockContext ctx(c, dt, batch, seq);  // positions 0..S-1 shared by the batch
   Tensor x = Tensor::empty({tokens, c.hidden_size()}, dt, MemCategory::activations);
-  kernels::embedding_forward(padded_tokens(prompts, seq), w.embed(), x);
+  kernels::embedding_forward(padded_prompts(prompts, seq).view({tokens}), w.embed(), x);
   for (int64_t l = 0; l < c.num_hidden_layers(); ++l) {
     Tensor next = Tensor::empty({tokens, c.hidden_size()}, dt, MemCategory::activations);
     model::BlockActivations acts;

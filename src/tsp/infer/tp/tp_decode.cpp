@@ -7,7 +7,7 @@
 #include "tsp/core/check.h"
 #include "tsp/infer/cache_attention.h"
 #include "tsp/kernels/decode_linear.h"
-#include "tsp/infer/single/prefill.h"
+#include "tsp/infer/prompt_batch.h"
 #include "tsp/infer/sharded/decode_ops.h"
 #include "tsp/parallel/tp_sp_block.h"
 
@@ -16,16 +16,6 @@ namespace tsp::infer {
 namespace {
 
 using parallel::TpShardSizes;
-
-// [B * S] i32: the prompts left-aligned, padded at the end with kPrefillPadId.
-Tensor padded_ids(const std::vector<std::vector<int32_t>>& prompts, int64_t seq) {
-  const auto batch = static_cast<int64_t>(prompts.size());
-  Tensor t = Tensor::empty({batch * seq}, DType::i32, MemCategory::workspace);
-  int32_t* p = t.data<int32_t>();
-  std::fill(p, p + batch * seq, kPrefillPadId);
-  for (int64_t b = 0; b < batch; ++b) std::copy(prompts[b].begin(), prompts[b].end(), p + b * seq);
-  return t;
-}
 
 // K (after RoPE) and V of this rank's heads for the real tokens of every prompt, from the block's
 // qkv [B S, q_rows + 2 kv_rows], into slots [0, len_b); their positions are 0..len_b-1.
@@ -82,7 +72,8 @@ Tensor TpDecoder::prefill(const std::vector<std::vector<int32_t>>& prompts) {
   const parallel::TpSpContext ctx(*comm_, self_, c, w_->dtype(), batch_, seq, &clock_);
   const int64_t T = ctx.tokens(), h = c.hidden_size();
   Tensor x = Tensor::empty({T, h}, w_->dtype(), MemCategory::activations);
-  parallel::vocab_parallel_embedding_forward(ctx, padded_ids(prompts, seq), w_->embed(), x);
+  parallel::vocab_parallel_embedding_forward(ctx, padded_prompts(prompts, seq).view({T}),
+                                             w_->embed(), x);
   for (int64_t l = 0; l < c.num_hidden_layers(); ++l) {
     Tensor next = Tensor::empty({T, h}, w_->dtype(), MemCategory::activations);
     parallel::TpSpBlockActivations acts;

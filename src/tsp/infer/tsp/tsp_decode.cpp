@@ -8,7 +8,7 @@
 #include "tsp/core/check.h"
 #include "tsp/infer/cache_attention.h"
 #include "tsp/kernels/decode_linear.h"
-#include "tsp/infer/single/prefill.h"
+#include "tsp/infer/prompt_batch.h"
 #include "tsp/infer/sharded/decode_ops.h"
 #include "tsp/kernels/softmax_merge.h"
 #include "tsp/parallel/tsp_block.h"
@@ -26,16 +26,6 @@ std::vector<int64_t> lengths_of(const std::vector<std::vector<int32_t>>& prompts
   std::vector<int64_t> n;
   for (const auto& p : prompts) n.push_back(static_cast<int64_t>(p.size()));
   return n;
-}
-
-// [B, S] i32: the prompts left-aligned, padded at the end with kPrefillPadId.
-Tensor padded_batch(const std::vector<std::vector<int32_t>>& prompts, int64_t seq) {
-  const auto batch = static_cast<int64_t>(prompts.size());
-  Tensor t = Tensor::empty({batch, seq}, DType::i32, MemCategory::workspace);
-  int32_t* p = t.data<int32_t>();
-  std::fill(p, p + batch * seq, kPrefillPadId);
-  for (int64_t b = 0; b < batch; ++b) std::copy(prompts[b].begin(), prompts[b].end(), p + b * seq);
-  return t;
 }
 
 // The real (non-padding) rows of one of this rank's two zigzag chunks of one sequence.
@@ -155,7 +145,7 @@ Tensor TspDecoder::prefill(const std::vector<std::vector<int32_t>>& prompts) {
 
   const parallel::TspContext ctx(*comm_, c, w_->dtype(), batch_, seq, &clock_);
   const int64_t T = ctx.tokens(), h = c.hidden_size();
-  const Tensor ids = ctx.zigzag().take_local(padded_batch(prompts, seq), MemCategory::workspace);
+  const Tensor ids = ctx.zigzag().take_local(padded_prompts(prompts, seq), MemCategory::workspace);
   Tensor x = Tensor::empty({T, h}, w_->dtype(), MemCategory::activations);
   parallel::VocabExchange(*comm_, ids.view({T}), ctx.sizes().vocab_rows, &clock_).lookup(w_->embed(), x);
   for (int64_t l = 0; l < c.num_hidden_layers(); ++l) {

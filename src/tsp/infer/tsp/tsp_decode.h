@@ -9,7 +9,6 @@
 
 #include "tsp/comm/communicator.h"
 #include "tsp/core/tensor.h"
-#include "tsp/infer/single/decode_step.h"
 #include "tsp/infer/decoder.h"
 #include "tsp/infer/kv_cache.h"
 #include "tsp/kernels/rope.h"
