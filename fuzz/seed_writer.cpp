@@ -12,8 +12,10 @@
 #include "tsp/model/model_config.h"
 #include "tsp/model/model_weights.h"
 #include "tsp/model/safetensors.h"
-#include "tsp/train/optimizer.h"
-#include "tsp/train/train_state.h"
+#include "tsp/comm/self/self_backend.h"
+#include "tsp/parallel/sharded_adamw.h"
+#include "tsp/parallel/single_layout.h"
+#include "tsp/train/sharded_train_state.h"
 
 namespace fs = std::filesystem;
 using namespace tsp;
@@ -72,9 +74,10 @@ void token_file_seeds(const fs::path& dir) {
 void train_state_seeds(const fs::path& dir) {
   for (const DType dt : {DType::f32, DType::bf16}) {
     model::ModelWeights w = model::ModelWeights::initialize(fuzz::tiny_fuzz_config(dt), dt, 1);
-    train::AdamW opt(w, {});
+    const std::vector<parallel::ParamShard> shards = parallel::whole_shards(w);
+    parallel::ShardedAdamW opt(shards, {});
     const model::ModelWeights g = model::ModelWeights::initialize(fuzz::tiny_fuzz_config(), DType::f32, 9);
-    opt.step(w, g, 1e-2);
+    opt.step(shards, parallel::whole_shards(g), 1e-2);
     train::TrainStateInfo info;
     info.step = 1;
     info.tokens_seen = 64;
@@ -85,7 +88,8 @@ void train_state_seeds(const fs::path& dir) {
     info.run.batch = 2;
     info.run.seq = 8;
     info.run.dtype = std::string(dtype_name(dt));
-    write_file(dir / ("state_" + std::string(dtype_name(dt)) + ".safetensors"), train::train_state_bytes(info, opt));
+    comm::Communicator self = comm::self_communicator();  // one process writes the whole state
+    train::save_sharded_train_state(self, dir / ("state_" + std::string(dtype_name(dt)) + ".safetensors"), info, opt);
   }
 }
 

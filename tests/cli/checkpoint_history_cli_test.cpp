@@ -13,8 +13,9 @@
 #include "tsp/core/checkpoint_history.h"
 #include "tsp/model/hf_checkpoint.h"
 #include "tsp/model/model_weights.h"
-#include "tsp/train/optimizer.h"
-#include "tsp/train/train_state.h"
+#include "tsp/parallel/sharded_adamw.h"
+#include "tsp/parallel/single_layout.h"
+#include "tsp/train/sharded_train_state.h"
 
 namespace tsp::cli {
 namespace {
@@ -45,8 +46,8 @@ int64_t verify_latest(const fs::path& run_dir) {
   const model::HfCheckpoint ckpt(dir);
   model::ModelWeights w(ckpt.config(), ckpt.config().torch_dtype(), MemCategory::weights);
   for (const auto& [name, t] : w.named()) ckpt.read_into(name, t);
-  train::AdamW opt(w, {});
-  return train::load_train_state(dir / train::kTrainStateFileName, opt).step;
+  parallel::ShardedAdamW opt(parallel::whole_shards(w), {});
+  return train::load_sharded_train_state(dir / train::kTrainStateFileName, opt).step;
 }
 
 TEST(TspCheckpointHistory, KillNineNeverLeavesLatestAtAnIncompleteCheckpoint) {

@@ -21,7 +21,7 @@
 #include "tsp/parallel/fsdp_sp_layout.h"
 #include "tsp/parallel/sharded_adamw.h"
 #include "tsp/parallel/sharded_checkpoint.h"
-#include "tsp/train/optimizer.h"
+#include "tsp/parallel/single_layout.h"
 
 namespace tsp::parallel {
 namespace {
@@ -198,7 +198,7 @@ TEST(FsdpSpModel, DataParallelTimesFsdp) {
                                "dp2 x fsdp2");
 }
 
-// Three AdamW steps (ShardedAdamW on the layout's shards vs train::AdamW on the full model): the
+// Three AdamW steps (ShardedAdamW on the layout's shards vs on the full model's whole tensors): the
 // weights agree. AdamW's update m / (sqrt(v) + eps) amplifies a gradient difference dg of a
 // near-zero gradient by up to dg / eps, so as in distributed_trainer_mpi_test the steps use
 // eps = 1e-5, and each weight may differ by the derived testing::AdamWDrift bound (from the
@@ -213,11 +213,12 @@ TEST(FsdpSpTraining, ThreeAdamWStepsMatchSingleRank) {
   const model::TransformerOptions options{.vocab_chunk = 40};
   const double lr = 1e-3, eps = 1e-5;
   model::ModelWeights ref = model::ModelWeights::initialize(config, DType::f32, 5);
-  train::AdamW ref_opt(ref, {.eps = eps});
+  const std::vector<ParamShard> ref_shards = whole_shards(ref);
+  ShardedAdamW ref_opt(ref_shards, {.eps = eps});
   model::Transformer single(config, options);
   FsdpSpLayout layout(mesh, options, config, DType::f32, 5);
   ShardedAdamW opt(layout.weights(), {.eps = eps});
-  const train::AdamWConfig adam{.eps = eps};
+  const ShardedAdamWConfig adam{.eps = eps};
   testing::AdamWDrift drift(config, adam.beta1, adam.beta2, eps);
   for (uint64_t step = 0; step < 3; ++step) {
     const Batch b = testing::random_batch(2, 24, config.vocab_size(), 30 + step);
@@ -226,8 +227,8 @@ TEST(FsdpSpTraining, ThreeAdamWStepsMatchSingleRank) {
     const model::LossSum want = single.forward_backward(ref, b.tokens, b.targets, grads, scale);
     const testing::F32Tolerance tol = testing::f32_layout_tolerance(config, b);
     const double loss_tol = tol.loss * want.loss_sum + drift.loss_change(grads) / scale;
-    ref_opt.step(ref, grads, lr);
-    drift.add_step(grads, ref_opt.exp_avg_sq(), ref, lr, tol.grad);
+    ref_opt.step(ref_shards, whole_shards(grads), lr);
+    drift.add_step(grads, testing::whole_of(config, ref_opt.exp_avg_sq()), ref, lr, tol.grad);
     layout.zero_grads();
     const model::LossSum got =
         sum_over(mesh.axis(MeshAxis::sp), layout.forward_backward(b.tokens, b.targets, scale));

@@ -238,4 +238,13 @@ class AdamWDrift {
   model::ModelWeights drift_, dmax_;
 };
 
+// The whole tensors a list of shards covers (a one-process trainer's shards are whole), as
+// ModelWeights in the shards' dtype.
+inline model::ModelWeights whole_of(const model::ModelConfig& config,
+                                    const std::vector<parallel::ParamShard>& shards) {
+  model::ModelWeights w(config, shards.front().local.dtype(), MemCategory::workspace);
+  for (const parallel::ParamShard& s : shards) parallel::copy_shard_to_full(s, w.get(s.name));
+  return w;
+}
+
 }  // namespace tsp::testing

@@ -16,7 +16,9 @@
 #include "tsp/model/model_weights.h"
 #include "tsp/parallel/sharded_adamw.h"
 #include "tsp/parallel/tp_weights.h"
-#include "tsp/train/optimizer.h"
+#include "parallel/layout_test_util.h"
+#include "tsp/comm/self/self_backend.h"
+#include "tsp/parallel/single_layout.h"
 #include "tsp/train/sharded_train_state.h"
 #include "tsp/train/train_state.h"
 
@@ -383,7 +385,8 @@ TEST(ShardedCheckpoint, InconsistentShardsThrowOnEveryRankBeforeAnythingMoves) {
 struct StateFixture {
   model::ModelConfig config;
   model::ModelWeights ref_w;
-  train::AdamW ref;
+  std::vector<ParamShard> ref_shards;  // ref_w's whole tensors: the one-process optimizer's view
+  ShardedAdamW ref;
   TpWeights mine;
   ShardedAdamW opt;
   train::TrainStateInfo info;
@@ -391,7 +394,8 @@ struct StateFixture {
   StateFixture(comm::Communicator& world, DType dtype)
       : config(small_config(dtype)),
         ref_w(model::ModelWeights::initialize(config, dtype, 3)),
-        ref(ref_w, {}),
+        ref_shards(whole_shards(ref_w)),
+        ref(ref_shards, {}),
         mine(TpWeights::from_full(ref_w, world.size(), world.rank())),
         opt(mine.params(), {}) {
     for (int step = 0; step < 2; ++step) {
@@ -400,7 +404,7 @@ struct StateFixture {
       std::vector<ParamShard> gs = zeros_like_shards(w, DType::f32, MemCategory::grads);
       for (const ParamShard& p : gs) copy_shard_from_full(p, g.get(p.name));
       opt.step(w, gs, 1e-2);
-      ref.step(ref_w, g, 1e-2);
+      ref.step(ref_shards, whole_shards(g), 1e-2);
     }
     info.step = 2;
     info.tokens_seen = 256;
@@ -412,15 +416,26 @@ struct StateFixture {
   }
 };
 
-void expect_state_equals(const ShardedAdamW& got, const train::AdamW& want, const std::string& what) {
+// `want`: the optimizer of whole tensors (StateFixture::ref).
+void expect_state_equals(const ShardedAdamW& got, const StateFixture& f, const std::string& what) {
+  const ShardedAdamW& want = f.ref;
   EXPECT_EQ(got.steps(), want.steps()) << what;
-  expect_pieces_equal(got.exp_avg(), want.exp_avg(), what + " exp_avg");
-  expect_pieces_equal(got.exp_avg_sq(), want.exp_avg_sq(), what + " exp_avg_sq");
+  expect_pieces_equal(got.exp_avg(), testing::whole_of(f.config, want.exp_avg()), what + " exp_avg");
+  expect_pieces_equal(got.exp_avg_sq(), testing::whole_of(f.config, want.exp_avg_sq()), what + " exp_avg_sq");
   ASSERT_EQ(got.has_masters(), want.has_masters()) << what;
-  if (want.has_masters()) expect_pieces_equal(got.masters(), want.masters(), what + " masters");
+  if (want.has_masters())
+    expect_pieces_equal(got.masters(), testing::whole_of(f.config, want.masters()), what + " masters");
 }
 
-TEST(ShardedTrainState, BytesEqualSingleRankAndLoadAtAnyDegree) {
+// The state of the whole-tensor optimizer as one process writes it (the self transport: a group
+// of one holding every tensor whole).
+std::string one_process_state_bytes(const StateFixture& f, const fs::path& path) {
+  comm::Communicator self = comm::self_communicator();
+  train::save_sharded_train_state(self, path, f.info, f.ref);
+  return read_bytes(path);
+}
+
+TEST(ShardedTrainState, BytesEqualOneProcessAndLoadAtAnyDegree) {
   comm::Communicator world = comm::Communicator::world();
   for (DType dtype : {DType::f32, DType::bf16}) {
     SCOPED_TRACE(dtype_name(dtype));
@@ -429,14 +444,13 @@ TEST(ShardedTrainState, BytesEqualSingleRankAndLoadAtAnyDegree) {
     const fs::path sharded = dir / "sharded.safetensors";
     train::save_sharded_train_state(world, sharded, f.info, f.opt);
     if (world.rank() == 0) {
-      const std::string single = train::train_state_bytes(f.info, f.ref);
+      const std::string single = one_process_state_bytes(f, dir / "single.safetensors");
       EXPECT_TRUE(read_bytes(sharded) == single) << "sizes " << read_bytes(sharded).size() << " vs " << single.size();
-      testing::write_bytes(dir / "single.safetensors", single);
-      // The sharded file resumes a single-rank run.
+      // The sharded file resumes a one-process run (whole tensors).
       model::ModelWeights w2(f.config, dtype, MemCategory::weights);
-      train::AdamW opt2(w2, {});
-      EXPECT_EQ(train::load_train_state(sharded, opt2).loader, f.info.loader);
-      EXPECT_TRUE(same_bytes(opt2.exp_avg().get("lm_head.weight"), f.ref.exp_avg().get("lm_head.weight")));
+      ShardedAdamW opt2(whole_shards(w2), {});
+      EXPECT_EQ(train::load_sharded_train_state(sharded, opt2).loader, f.info.loader);
+      expect_state_equals(opt2, f, "one process");
     }
     world.barrier();
     for (const char* file : {"sharded.safetensors", "single.safetensors"}) {
@@ -450,7 +464,7 @@ TEST(ShardedTrainState, BytesEqualSingleRankAndLoadAtAnyDegree) {
           EXPECT_EQ(got.tokens_seen, 256) << what;
           EXPECT_EQ(got.loader, f.info.loader) << what;
           EXPECT_EQ(got.run, f.info.run) << what;
-          expect_state_equals(opt, f.ref, what);
+          expect_state_equals(opt, f, what);
           opt.sync_weights_from_masters(w.params());
           if (dtype == DType::bf16) expect_pieces_equal(w.params(), f.ref_w, what + " weights from masters");
         }
@@ -467,8 +481,9 @@ TEST(ShardedTrainState, CheckpointWithStateEqualsSingleRankDirectory) {
       {train::kTrainStateFileName, train::sharded_train_state_file(world, f.info, f.opt)}};
   save_sharded_hf_checkpoint(world, f.config, f.mine.params(), dir / "sharded", {}, files);
   if (world.rank() == 0) {
+    const std::string state = one_process_state_bytes(f, dir / "state.safetensors");
     model::save_hf_checkpoint(dir / "single", f.config, named(f.ref_w),
-                              {.extra_files = {{train::kTrainStateFileName, train::train_state_bytes(f.info, f.ref)}}});
+                              {.extra_files = {{train::kTrainStateFileName, state}}});
     EXPECT_EQ(sorted_entries(dir / "sharded"), sorted_entries(dir / "single"));
     for (const std::string& name : sorted_entries(dir / "single")) {
       EXPECT_TRUE(read_bytes(dir / "sharded" / name) == read_bytes(dir / "single" / name)) << name;
@@ -495,7 +510,7 @@ TEST(ShardedTrainState, CorruptMissingOrForeignStatesThrowOnEveryRank) {
                                    "flipped byte", "checksum mismatch");
   expect_throw_everywhere<IoError>([&] { train::load_sharded_train_state(dir / "truncated.safetensors", f.opt); },
                                    "truncated", "corrupt or incompatible training state");
-  expect_state_equals(f.opt, f.ref, "untouched after the failed loads");
+  expect_state_equals(f.opt, f, "untouched after the failed loads");
   // A bf16 run's optimizer refuses an f32 state.
   TpWeights w(f.config, DType::bf16, world.size(), world.rank(), MemCategory::weights);
   ShardedAdamW bf(w.params(), {});

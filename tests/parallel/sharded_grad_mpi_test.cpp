@@ -13,8 +13,9 @@
 #include "tsp/core/error.h"
 #include "tsp/model/model_weights.h"
 #include "tsp/parallel/sharded_adamw.h"
+#include "tsp/comm/self/self_backend.h"
+#include "tsp/parallel/single_layout.h"
 #include "tsp/parallel/tp_weights.h"
-#include "tsp/train/grad_clip.h"
 
 namespace tsp::parallel {
 namespace {
@@ -62,7 +63,8 @@ TEST(ShardedGrad, GlobalNormEqualsSingleRank) {
   for (bool tied : {false, true}) {
     const model::ModelWeights full = random_grads(small_config(tied), 21);
     const std::vector<ParamShard> grads = grad_pieces(full, world.size(), world.rank());
-    const double want = train::global_grad_norm(full);
+    comm::Communicator self = comm::self_communicator();  // one process, whole tensors
+    const double want = global_grad_norm(self, whole_shards(full));
     const double got = global_grad_norm(world, grads);
     // Sums of non-negative squares in double in another grouping (per rank, then over ranks):
     // within gamma_P (double) of exact relative to the norm for P elements, plus the ranks' sum.
@@ -90,7 +92,8 @@ TEST(ShardedGrad, ClippingEqualsSingleRankBitwise) {
     model::ModelWeights full = random_grads(config, 33);
     const std::vector<ParamShard> grads = grad_pieces(full, world.size(), world.rank());
     const ClipResult got = clip_grad_norm(world, grads, max_norm);
-    const train::ClipResult want = train::clip_grad_norm(full, max_norm);
+    comm::Communicator self = comm::self_communicator();  // one process, whole tensors
+    const ClipResult want = clip_grad_norm(self, whole_shards(full), max_norm);
     int64_t n = 0;  // as in GlobalNormEqualsSingleRank
     for (const auto& [name, t] : full.named()) n += t.numel();
     EXPECT_NEAR(got.norm, want.norm, 2 * testing::gamma_n(n + world.size() + 2, testing::kUnitF64) * want.norm);

@@ -13,7 +13,7 @@
 #include "tsp/parallel/tsp_model.h"
 #include "tsp/parallel/sharded_grad.h"
 #include "tsp/parallel/zigzag.h"
-#include "tsp/train/distributed_trainer.h"
+#include "tsp/train/trainer.h"
 #include "tsp/plan/memory_model.h"
 #include "tsp/plan/traffic.h"
 

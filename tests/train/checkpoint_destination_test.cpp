@@ -86,7 +86,7 @@ TEST(CheckpointDestination, ForeignDirectoryWithConfigIsRefusedBeforeTraining) {
   const fs::path hf = dir / "hf";
   Trainer t(tiny_train_config(), tiny_run(1), pattern_tokens(3000));
   std::vector<model::NamedTensor> named;
-  for (const auto& [name, tensor] : t.weights().named()) named.push_back({name, tensor});
+  for (const auto& [name, tensor] : testing::whole_weights(t).named()) named.push_back({name, tensor});
   fs::create_directory(hf);
   model::save_config(tiny_train_config(), hf / "config.json");
   model::write_safetensors(hf / "model.safetensors", named, {.metadata = {{"format", "pt"}}});

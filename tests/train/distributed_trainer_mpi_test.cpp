@@ -21,7 +21,8 @@
 #include "tsp/comm/collectives.h"
 #include "tsp/comm/mesh.h"
 #include "tsp/comm/mpi/mpi_backend.h"
-#include "tsp/train/distributed_trainer.h"
+#include "tsp/kernels/adamw.h"
+#include "tsp/train/train_state.h"
 #include "tsp/train/trainer.h"
 
 namespace tsp::train {
@@ -112,8 +113,9 @@ model::ModelWeights validation_gradient(const Trainer& reference, DType dtype) {
   const RunConfig& r = reference.run_config();
   model::Transformer model(reference.config(), {.dtype = dtype});
   model::ModelWeights g(reference.config(), DType::f32, MemCategory::grads);
+  const model::ModelWeights w = testing::whole_weights(reference);
   const EvalMetrics m = evaluate_loss(
-      [&](const Tensor& in, const Tensor& tg) { return model.forward_backward(reference.weights(), in, tg, g, 1.f); },
+      [&](const Tensor& in, const Tensor& tg) { return model.forward_backward(w, in, tg, g, 1.f); },
       reference.val_tokens(), r.batch, r.seq, r.eval_batches);
   for (auto& [name, t] : g.named())
     for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] /= static_cast<float>(m.tokens);
@@ -140,11 +142,11 @@ void check_steps_match(DType dtype, bool tied, bool qkv_bias = false) {
     const RunConfig run = run_for(dtype, l);
     Trainer reference(config, single(run), tokens);
     comm::Mesh mesh(world, mesh_degrees_for(run));
-    DistributedTrainer trainer(mesh, config, run, tokens);
+    Trainer trainer(mesh, config, run, tokens);
     const bool f32 = dtype == DType::f32;
     const double grad_tol = f32 ? f32_grad_tol(config, run) : kBf16GradTolerance;
     const double loss_tol = f32 ? f32_loss_tol(config, run) : 1e-3;
-    const AdamWConfig adam;  // the trainer's betas (run_for sets only eps)
+    const kernels::AdamWConfig adam;  // the trainer's betas (run_for sets only eps)
     testing::AdamWDrift drift(config, adam.beta1, adam.beta2, kAdamEps);
     double lr_sum = 0;
     for (int s = 0; s < 3; ++s) {
@@ -152,7 +154,7 @@ void check_steps_match(DType dtype, bool tied, bool qkv_bias = false) {
       const StepMetrics got = trainer.train_step();
       // The reference's gradient of this step, unclipped, is that of the loss at its weights.
       const double clip_factor = want.clipped ? run.clip / (want.grad_norm + 1e-6) : 1.0;
-      const double weight_drift = f32 ? drift.loss_change(reference.grads()) / clip_factor : 0.0;
+      const double weight_drift = f32 ? drift.loss_change(testing::whole_grads(reference)) / clip_factor : 0.0;
       EXPECT_NEAR(got.loss, want.loss, loss_tol * want.loss + weight_drift) << "step " << s + 1;
       if (!f32) {
         EXPECT_NEAR(got.grad_norm, want.grad_norm, 1e-2 * want.grad_norm) << "step " << s + 1;
@@ -162,12 +164,12 @@ void check_steps_match(DType dtype, bool tied, bool qkv_bias = false) {
       EXPECT_EQ(got.clipped, want.clipped) << "step " << s + 1;
       EXPECT_EQ(got.tokens, want.tokens);
       if (s == 0)  // later steps' gradients follow the (tolerably) different weights
-        testing::expect_shards_match(trainer.layout().grads(), reference.grads(), grad_tol, 1.0,
+        testing::expect_shards_match(trainer.layout().grads(), testing::whole_grads(reference), grad_tol, 1.0,
                                      "gradients of step 1 (after clipping)");
       lr_sum += want.lr;
-      const AdamW& opt = reference.optimizer();
-      drift.add_step(reference.grads(), opt.exp_avg_sq(), reference.weights(), want.lr, grad_tol);
-      testing::expect_shards_match(trainer.layout().weights(), reference.weights(), f32 ? 0.0 : 1e-2, 1.0,
+      const auto& opt = reference.optimizer();
+      drift.add_step(testing::whole_grads(reference), testing::whole_of(reference.config(), opt.exp_avg_sq()), testing::whole_weights(reference), want.lr, grad_tol);
+      testing::expect_shards_match(trainer.layout().weights(), testing::whole_weights(reference), f32 ? 0.0 : 1e-2, 1.0,
                                    "weights after step " + std::to_string(s + 1), 0.0, &drift.bound());
       if (f32 && world.rank() == 0 && s == 2) {  // the size of the derived weight bound, for the log
         std::vector<float> b;
@@ -219,16 +221,16 @@ ReferenceRun reference_run(const model::ModelConfig& config, const RunConfig& ru
                            const std::vector<int32_t>& tokens, int steps) {
   ReferenceRun r;
   r.trainer = std::make_unique<Trainer>(config, single(run), tokens);
-  const AdamWConfig adam;  // the trainer's betas (run_for sets only eps)
+  const kernels::AdamWConfig adam;  // the trainer's betas (run_for sets only eps)
   r.drift = std::make_unique<testing::AdamWDrift>(config, adam.beta1, adam.beta2, kAdamEps);
   const double grad_tol = f32_grad_tol(config, run), loss_tol = f32_loss_tol(config, run);
   for (int s = 0; s < steps; ++s) {
     const StepMetrics m = r.trainer->train_step();
     const double clip_factor = m.clipped ? run.clip / (m.grad_norm + 1e-6) : 1.0;
     r.loss.push_back(m.loss);
-    r.tol.push_back(loss_tol * m.loss + r.drift->loss_change(r.trainer->grads()) / clip_factor);
-    const AdamW& opt = r.trainer->optimizer();
-    r.drift->add_step(r.trainer->grads(), opt.exp_avg_sq(), r.trainer->weights(), m.lr, grad_tol);
+    r.tol.push_back(loss_tol * m.loss + r.drift->loss_change(testing::whole_grads(*r.trainer)) / clip_factor);
+    const auto& opt = r.trainer->optimizer();
+    r.drift->add_step(testing::whole_grads(*r.trainer), testing::whole_of(r.trainer->config(), opt.exp_avg_sq()), testing::whole_weights(*r.trainer), m.lr, grad_tol);
   }
   return r;
 }
@@ -251,7 +253,7 @@ TEST(DistributedTrainer, CheckpointsMoveBetweenLayoutsAndDegrees) {
   const std::filesystem::path tsp_ckpt = root / "from_tsp";
   {
     comm::Mesh mesh(world, {.tsp = world.size()});
-    DistributedTrainer trainer(mesh, config, run, tokens);
+    Trainer trainer(mesh, config, run, tokens);
     for (int s = 0; s < 2; ++s) EXPECT_NEAR(trainer.train_step().loss, want[s], ref.tol[s]);
     trainer.save_checkpoint(tsp_ckpt);
   }
@@ -273,10 +275,10 @@ TEST(DistributedTrainer, CheckpointsMoveBetweenLayoutsAndDegrees) {
     resume.resume = single_ckpt.string();
     resume.checkpoint_dir = (root / ("again_" + std::to_string(dp))).string();
     comm::Mesh mesh(world, {.dp = dp, .tsp = tsp});
-    DistributedTrainer trainer(mesh, config, resume, tokens);
+    Trainer trainer(mesh, config, resume, tokens);
     ASSERT_EQ(trainer.step(), 4);
     EXPECT_NEAR(trainer.train_step().loss, want[4], ref.tol[4]) << "dp " << dp << " x tsp " << tsp;
-    testing::expect_shards_match(trainer.layout().weights(), ref.trainer->weights(), 0.0, 1.0,
+    testing::expect_shards_match(trainer.layout().weights(), testing::whole_weights(*ref.trainer), 0.0, 1.0,
                                  "weights at step 5 after two layout changes", 0.0, &ref.drift->bound());
   }
 }
@@ -307,7 +309,7 @@ TEST(DistributedTrainer, CheckpointChainAcrossEveryLayout) {
     run.steps = 5;
     run.resume = previous.string();
     comm::Mesh mesh(world, mesh_degrees_for(run));
-    DistributedTrainer trainer(mesh, config, run, tokens);
+    Trainer trainer(mesh, config, run, tokens);
     ASSERT_EQ(trainer.step(), step) << chain[i].first.name();
     for (int s = 0; s < chain[i].second; ++s, ++step)
       EXPECT_NEAR(trainer.train_step().loss, want[static_cast<size_t>(step)], ref.tol[static_cast<size_t>(step)])
@@ -349,7 +351,7 @@ TEST(DistributedTrainer, UnusableCheckpointDirIsRefusedOnEveryRankBeforeTraining
     comm::Mesh mesh(world, {.dp = dp, .tsp = tsp});
     std::string message;
     try {
-      DistributedTrainer trainer(mesh, config, run, tokens);
+      Trainer trainer(mesh, config, run, tokens);
       ADD_FAILURE() << "no refusal";
     } catch (const InvalidArgument& e) {
       message = e.what();
@@ -360,7 +362,7 @@ TEST(DistributedTrainer, UnusableCheckpointDirIsRefusedOnEveryRankBeforeTraining
     run.checkpoint_dir = "/proc/tsp_distributed_checkpoint";
     message.clear();
     try {
-      DistributedTrainer trainer(mesh, config, run, tokens);
+      Trainer trainer(mesh, config, run, tokens);
       ADD_FAILURE() << "no refusal";
     } catch (const IoError& e) {
       message = e.what();
@@ -383,7 +385,7 @@ TEST(DistributedTrainer, UnusableCheckpointDirIsRefusedOnEveryRankBeforeTraining
 template <class E>
 std::string resume_refusal(comm::Mesh& mesh, const RunConfig& r, const std::vector<int32_t>& tokens) {
   try {
-    DistributedTrainer t(mesh, model_config_for_run(r), r, tokens);
+    Trainer t(mesh, model_config_for_run(r), r, tokens);
   } catch (const E& e) {
     return e.what();
   }
@@ -401,7 +403,7 @@ TEST(DistributedTrainer, ResumeFromARunDirectoryAndRefusalsOfEditsOnEveryRank) {
   run.checkpoint_dir = (root / "run").string();
   run.keep_checkpoints = 2;
   comm::Mesh mesh(world, {.tsp = world.size()});
-  DistributedTrainer first(mesh, config, run, tokens);
+  Trainer first(mesh, config, run, tokens);
   for (int s = 0; s < 3; ++s) {
     first.train_step();
     save_run_checkpoint(first, run);
@@ -414,7 +416,7 @@ TEST(DistributedTrainer, ResumeFromARunDirectoryAndRefusalsOfEditsOnEveryRank) {
   RunConfig r = run;
   r.resume = (root / "run").string();
   {
-    DistributedTrainer resumed(mesh, model_config_for_run(r), r, tokens);
+    Trainer resumed(mesh, model_config_for_run(r), r, tokens);
     ASSERT_EQ(resumed.step(), 3);
     EXPECT_EQ(resumed.train_step().loss, first.train_step().loss);  // same layout: exact
   }
@@ -476,6 +478,15 @@ TEST(DistributedTrainer, InvalidDegreesAreRejected) {
   }
   run = run_for(DType::f32, 3, 1);  // --batch 4 is not divisible by dp 3 x grad-accum 2
   EXPECT_THROW(validate_distributed_run(config, run, {.dp = 3}), InvalidArgument);
+  // --layout single is the mesh of one: refused on more ranks, naming the way out.
+  const RunConfig one = single(run_for(DType::f32, 1, 1));
+  validate_distributed_run(config, one, {});
+  try {
+    validate_distributed_run(config, one, {.dp = 2});
+    ADD_FAILURE() << "--layout single accepted on 2 ranks";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("--layout single runs on one process"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

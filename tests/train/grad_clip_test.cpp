@@ -1,14 +1,29 @@
-#include "tsp/train/grad_clip.h"
-
+// The trainer's gradient clipping (parallel::clip_grad_norm) on one process's whole tensors:
+// the norm in double, torch.nn.utils.clip_grad_norm_'s factor, nothing touched below the limit.
 #include <gtest/gtest.h>
 
 #include <cmath>
 
 #include "fp_bounds.h"
 #include "train_test_util.h"
+#include "tsp/comm/self/self_backend.h"
+#include "tsp/parallel/sharded_grad.h"
+#include "tsp/parallel/single_layout.h"
 
 namespace tsp::train {
 namespace {
+
+using parallel::ClipResult;
+
+// The clipping of a one-process run: a group of one holding every tensor whole.
+double global_grad_norm(const model::ModelWeights& g) {
+  comm::Communicator self = comm::self_communicator();
+  return parallel::global_grad_norm(self, parallel::whole_shards(g));
+}
+ClipResult clip_grad_norm(model::ModelWeights& g, double max_norm) {
+  comm::Communicator self = comm::self_communicator();
+  return parallel::clip_grad_norm(self, parallel::whole_shards(g), max_norm);
+}
 
 model::ModelWeights random_grads(uint64_t seed) {
   model::ModelWeights g = model::ModelWeights::initialize(testing::tiny_train_config(), DType::f32, seed);

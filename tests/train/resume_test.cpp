@@ -13,6 +13,8 @@
 #include "tsp/core/checkpoint_dir.h"
 #include "tsp/core/checkpoint_history.h"
 #include "tsp/model/hf_checkpoint.h"
+#include "tsp/kernels/adamw.h"
+#include "tsp/train/train_state.h"
 #include "tsp/train/trainer.h"
 #include "train_test_util.h"
 
@@ -26,9 +28,9 @@ using testing::tiny_train_config;
 
 void expect_same_state(const Trainer& a, const Trainer& b) {
   EXPECT_EQ(a.step(), b.step());
-  EXPECT_TRUE(testing::weights_bit_equal(a.weights(), b.weights()));
-  EXPECT_TRUE(testing::weights_bit_equal(a.optimizer().exp_avg(), b.optimizer().exp_avg()));
-  EXPECT_TRUE(testing::weights_bit_equal(a.optimizer().exp_avg_sq(), b.optimizer().exp_avg_sq()));
+  EXPECT_TRUE(testing::weights_bit_equal(testing::whole_weights(a), testing::whole_weights(b)));
+  EXPECT_TRUE(testing::weights_bit_equal(testing::whole_of(a.config(), a.optimizer().exp_avg()), testing::whole_of(b.config(), b.optimizer().exp_avg())));
+  EXPECT_TRUE(testing::weights_bit_equal(testing::whole_of(a.config(), a.optimizer().exp_avg_sq()), testing::whole_of(b.config(), b.optimizer().exp_avg_sq())));
   EXPECT_EQ(a.loader_state(), b.loader_state());
 }
 
@@ -77,14 +79,14 @@ TEST(Resume, CheckpointIsAPlainHfCheckpointPlusState) {
   EXPECT_EQ(ck.config(), cfg);
   model::ModelWeights w(cfg, DType::f32, MemCategory::weights);
   for (const auto& [name, tensor] : w.named()) ck.read_into(name, tensor);
-  EXPECT_TRUE(testing::weights_bit_equal(w, t.weights()));
+  EXPECT_TRUE(testing::weights_bit_equal(w, testing::whole_weights(t)));
 
   // --init from it starts a fresh run (step 0) with those weights.
   RunConfig init = tiny_run(2);
   init.init = (dir / "c").string();
   Trainer from_init(cfg, init, pattern_tokens(3000));
   EXPECT_EQ(from_init.step(), 0);
-  EXPECT_TRUE(testing::weights_bit_equal(from_init.weights(), t.weights()));
+  EXPECT_TRUE(testing::weights_bit_equal(testing::whole_weights(from_init), testing::whole_weights(t)));
 }
 
 TEST(Resume, RefusesChangedDataSettingsAndPlainHfDirectories) {
@@ -296,16 +298,16 @@ TEST(Trainer, GradientAccumulationMatchesOneBigBatch) {
   // Weights after the step: AdamW's first update lr g / (|g| + eps) amplifies the gradient
   // difference of a near-zero gradient (eps = 1e-8 here): testing::AdamWDrift's derived bound,
   // element by element from a's gradients and second moments.
-  const AdamWConfig adam;
+  const kernels::AdamWConfig adam;
   testing::AdamWDrift drift(c, adam.beta1, adam.beta2, one.adam_eps);
-  drift.add_step(a.grads(), a.optimizer().exp_avg_sq(), a.weights(), ma.lr, grad_tol);
-  const auto wa = a.weights().named();
-  const auto wb = b.weights().named();
+  drift.add_step(testing::whole_grads(a), testing::whole_of(a.config(), a.optimizer().exp_avg_sq()), testing::whole_weights(a), ma.lr, grad_tol);
+  const auto wa = testing::whole_weights(a).named();
+  const auto wb = testing::whole_weights(b).named();
   const auto bound = drift.bound().named();
   for (size_t i = 0; i < wa.size(); ++i) {
     for (int64_t j = 0; j < wa[i].second.numel(); ++j) {
       ASSERT_NEAR(wa[i].second.item_f32(j), wb[i].second.item_f32(j), bound[i].second.item_f32(j))
-          << wa[i].first << " element " << j << " gradient " << a.grads().get(wa[i].first).item_f32(j);
+          << wa[i].first << " element " << j << " gradient " << testing::whole_grads(a).get(wa[i].first).item_f32(j);
     }
   }
 }

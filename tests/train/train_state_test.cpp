@@ -1,3 +1,5 @@
+// The training state file written and read by the one optimizer on one process (whole tensors,
+// the self transport): round trips, and every corruption refused with one clear IoError.
 #include "tsp/train/train_state.h"
 
 #include <gtest/gtest.h>
@@ -11,6 +13,9 @@
 #include "tsp/model/safetensors.h"
 #include "train_state_edit.h"
 #include "train_test_util.h"
+#include "tsp/comm/self/self_backend.h"
+#include "tsp/parallel/single_layout.h"
+#include "tsp/train/sharded_train_state.h"
 
 namespace tsp::train {
 namespace {
@@ -18,15 +23,32 @@ namespace {
 using testing::ScratchDir;
 using testing::tiny_train_config;
 
+// One process's optimizer: whole-tensor shards viewing `weights`.
+struct WholeAdamW {
+  std::vector<parallel::ParamShard> shards;
+  parallel::ShardedAdamW opt;
+  explicit WholeAdamW(const model::ModelWeights& weights)
+      : shards(parallel::whole_shards(weights)), opt(shards, {}) {}
+};
+
+model::ModelWeights whole(const std::vector<parallel::ParamShard>& shards) {
+  return testing::whole_of(tiny_train_config(), shards);
+}
+
+TrainStateInfo load(const std::filesystem::path& path, WholeAdamW& adam) {
+  return load_sharded_train_state(path, adam.opt);
+}
+
 struct Fixture {
   model::ModelWeights weights;
-  AdamW opt;
+  WholeAdamW adam;
+  const parallel::ShardedAdamW& opt;
   TrainStateInfo info;
   explicit Fixture(DType dtype)
-      : weights(model::ModelWeights::initialize(tiny_train_config(dtype), dtype, 1)), opt(weights, {}) {
+      : weights(model::ModelWeights::initialize(tiny_train_config(dtype), dtype, 1)), adam(weights), opt(adam.opt) {
     const model::ModelWeights g = model::ModelWeights::initialize(tiny_train_config(), DType::f32, 9);
-    opt.step(weights, g, 1e-2);
-    opt.step(weights, g, 1e-2);
+    adam.opt.step(adam.shards, parallel::whole_shards(g), 1e-2);
+    adam.opt.step(adam.shards, parallel::whole_shards(g), 1e-2);
     info.step = 2;
     info.tokens_seen = 256;
     info.model_dtype = dtype;
@@ -39,7 +61,8 @@ struct Fixture {
 
 std::filesystem::path save(const ScratchDir& dir, const Fixture& f) {
   const auto path = dir / kTrainStateFileName;
-  testing::write_bytes(path, train_state_bytes(f.info, f.opt));
+  comm::Communicator self = comm::self_communicator();
+  save_sharded_train_state(self, path, f.info, f.opt);
   return path;
 }
 
@@ -48,16 +71,16 @@ TEST(TrainState, RoundTripF32) {
   Fixture f(DType::f32);
   const auto path = save(dir, f);
   model::ModelWeights w2 = model::ModelWeights::initialize(tiny_train_config(), DType::f32, 5);
-  AdamW opt2(w2, {});
-  const TrainStateInfo got = load_train_state(path, opt2);
+  WholeAdamW opt2(w2);
+  const TrainStateInfo got = load(path, opt2);
   EXPECT_EQ(got.step, 2);
-  EXPECT_EQ(opt2.steps(), 2);
+  EXPECT_EQ(opt2.opt.steps(), 2);
   EXPECT_EQ(got.tokens_seen, 256);
   EXPECT_EQ(got.loader, f.info.loader);
   EXPECT_EQ(got.run, f.info.run);
   EXPECT_EQ(got.model_dtype, DType::f32);
-  EXPECT_TRUE(testing::weights_bit_equal(opt2.exp_avg(), f.opt.exp_avg()));
-  EXPECT_TRUE(testing::weights_bit_equal(opt2.exp_avg_sq(), f.opt.exp_avg_sq()));
+  EXPECT_TRUE(testing::weights_bit_equal(whole(opt2.opt.exp_avg()), whole(f.opt.exp_avg())));
+  EXPECT_TRUE(testing::weights_bit_equal(whole(opt2.opt.exp_avg_sq()), whole(f.opt.exp_avg_sq())));
   EXPECT_EQ(read_train_state_info(path).loader, f.info.loader);
 }
 
@@ -66,17 +89,17 @@ TEST(TrainState, RoundTripBf16KeepsMasters) {
   Fixture f(DType::bf16);
   const auto path = save(dir, f);
   model::ModelWeights w2 = model::ModelWeights::initialize(tiny_train_config(DType::bf16), DType::bf16, 5);
-  AdamW opt2(w2, {});
-  load_train_state(path, opt2);
-  EXPECT_TRUE(testing::weights_bit_equal(opt2.masters(), f.opt.masters()));
-  opt2.sync_weights_from_masters(w2);
+  WholeAdamW opt2(w2);
+  load(path, opt2);
+  EXPECT_TRUE(testing::weights_bit_equal(whole(opt2.opt.masters()), whole(f.opt.masters())));
+  opt2.opt.sync_weights_from_masters(opt2.shards);
   EXPECT_TRUE(testing::weights_bit_equal(w2, f.weights));
 }
 
 std::string load_error(const std::filesystem::path& path, DType dtype = DType::f32) {
   model::ModelWeights w = model::ModelWeights::initialize(tiny_train_config(dtype), dtype, 5);
-  AdamW opt(w, {});
-  return testing::io_error_of([&] { load_train_state(path, opt); });
+  WholeAdamW opt(w);
+  return testing::io_error_of([&] { load(path, opt); });
 }
 
 TEST(TrainState, TruncatedFileIsRejected) {

@@ -6,10 +6,13 @@
 #include <cstring>
 #include <vector>
 
+#include "parallel/layout_test_util.h"
 #include "tsp/core/random.h"
 #include "tsp/model/model_config.h"
 #include "tsp/model/model_weights.h"
+#include "tsp/parallel/param_shard.h"
 #include "tsp/train/run_config.h"
+#include "tsp/train/trainer.h"
 
 namespace tsp::testing {
 
@@ -66,5 +69,9 @@ inline bool weights_bit_equal(const model::ModelWeights& a, const model::ModelWe
   }
   return true;
 }
+
+// A one-process trainer's weights and last gradients as whole ModelWeights.
+inline model::ModelWeights whole_weights(const train::Trainer& t) { return whole_of(t.config(), t.weights()); }
+inline model::ModelWeights whole_grads(const train::Trainer& t) { return whole_of(t.config(), t.grads()); }
 
 }  // namespace tsp::testing

@@ -1,5 +1,5 @@
-// `tsp bench`: every layout runs the same training steps through DistributedTrainer (single-rank
-// through Trainer on rank 0); per-rank peaks and bytes are gathered to rank 0 and printed next to
+// `tsp bench`: every layout runs the same training steps through the one Trainer (single-rank on
+// rank 0 alone, over a one-process mesh); per-rank peaks and bytes are gathered to rank 0 and printed next to
 // the planner's predictions for the same model, workload and layout.
 #include "tsp/cli/bench_command.h"
 
@@ -28,7 +28,6 @@
 #include "tsp/plan/memory_model.h"
 #include "tsp/plan/traffic.h"
 #include "tsp/train/data_source.h"
-#include "tsp/train/distributed_trainer.h"
 #include "tsp/train/trainer.h"
 
 namespace tsp::cli {
@@ -136,8 +135,7 @@ std::array<int64_t, kCats> live_now() {
 }
 
 // Runs the steps of one trainer and records time, tokens/s, bytes and loss (best step).
-template <class TrainerT>
-int64_t run_steps(TrainerT& t, int64_t timed, Row& row) {
+int64_t run_steps(train::Trainer& t, int64_t timed, Row& row) {
   int64_t sent = 0;
   row.step_s = 1e30;
   for (int64_t s = 0; s <= timed; ++s) {
@@ -202,7 +200,7 @@ Row run_layout(comm::Communicator& world, const BenchArgs& a, const model::Model
   int64_t sent = 0;
   {
     comm::Mesh mesh(world, train::mesh_degrees_for(r));
-    train::DistributedTrainer t(mesh, c, r, tokens);
+    train::Trainer t(mesh, c, r, tokens);
     sent = run_steps(t, timed, row);
   }
   gather_max(world, row, base, sent, true);

@@ -31,10 +31,9 @@
 #include "tsp/train/metrics.h"
 #include "tsp/train/run_config.h"
 #include "tsp/train/train_state.h"
-#include "tsp/train/distributed_trainer.h"
+#include "tsp/train/trainer.h"
 #include "tsp/train/memory_check.h"
 #include "tsp/train/preemption.h"
-#include "tsp/train/trainer.h"
 
 namespace tsp::cli {
 
@@ -88,7 +87,7 @@ int cmd_train_distributed(const train::RunConfig& run, bool skip_memory_check, s
       out << host_map.str();
       out << data.summary_line() << std::endl;
     }
-    train::DistributedTrainer trainer(mesh, config, run, data, {.log = leader ? &out : nullptr});
+    train::Trainer trainer(mesh, config, run, data, {.log = leader ? &out : nullptr});
     trainer.run();
     // Every rank agreed on the same signal at the same step (and saved together).
     if (trainer.preempted_signal() != 0) rc = train::kPreemptedExitCode;

@@ -146,40 +146,6 @@ TrainStateInfo parse_train_state_info(const std::filesystem::path& path, const s
 
 }  // namespace detail
 
-namespace {
-
-struct StateTensor {
-  std::string name;
-  Tensor tensor;
-};
-
-// Every tensor of the state, in file order.
-std::vector<StateTensor> state_tensors(const AdamW& opt) {
-  std::vector<StateTensor> out;
-  for (auto& [n, t] : opt.exp_avg().named()) out.push_back({"exp_avg." + n, t});
-  for (auto& [n, t] : opt.exp_avg_sq().named()) out.push_back({"exp_avg_sq." + n, t});
-  if (opt.has_masters()) {
-    for (auto& [n, t] : opt.masters().named()) out.push_back({"master." + n, t});
-  }
-  return out;
-}
-
-}  // namespace
-
-std::string train_state_bytes(const TrainStateInfo& info, const AdamW& optimizer) {
-  TSP_CHECK_EQ(info.step, optimizer.steps(), "train state: step and optimizer step count differ");
-  std::vector<model::NamedTensor> tensors;
-  std::map<std::string, std::vector<std::string>> sums;
-  for (auto& st : state_tensors(optimizer)) {
-    TSP_ASSERT(st.tensor.is_contiguous() && st.tensor.dtype() == DType::f32, "state tensor ", st.name);
-    sums[st.name] = detail::chunk_checksums(st.tensor.raw(), st.tensor.nbytes());
-    tensors.push_back({st.name, st.tensor});
-  }
-  model::SafetensorsWriteOptions options;
-  options.metadata = detail::train_state_metadata(info, sums);
-  return model::safetensors_bytes(tensors, options);
-}
-
 TrainStateInfo read_train_state_info(const std::filesystem::path& path, bool allow_v1) {
   std::map<std::string, std::string> meta;
   try {
@@ -188,52 +154,6 @@ TrainStateInfo read_train_state_info(const std::filesystem::path& path, bool all
     detail::throw_corrupt_train_state(path, e.what());
   }
   return detail::parse_train_state_info(path, meta, allow_v1);
-}
-
-TrainStateInfo load_train_state(const std::filesystem::path& path, AdamW& optimizer) {
-  try {
-    const model::SafetensorsReader reader(path);
-    TrainStateInfo info = detail::parse_train_state_info(path, reader.metadata(), /*allow_v1=*/false);
-    const auto sums = detail::parse_tensor_checksums(path, reader.metadata().at("tensor_checksums"));
-    const DType want = optimizer.has_masters() ? DType::bf16 : DType::f32;
-    if (info.model_dtype != want) {
-      detail::throw_corrupt_train_state(path, std::string("it belongs to a ") + std::string(dtype_name(info.model_dtype)) +
-                        " model, this run's weights are " + std::string(dtype_name(want)));
-    }
-    const auto tensors = state_tensors(optimizer);
-    if (reader.tensors().size() != tensors.size()) {
-      detail::throw_corrupt_train_state(path, "it holds " + std::to_string(reader.tensors().size()) + " tensors, expected " +
-                        std::to_string(tensors.size()));
-    }
-    for (const auto& st : tensors) {
-      if (!reader.contains(st.name)) detail::throw_corrupt_train_state(path, "tensor \"" + st.name + "\" is missing");
-      const model::TensorInfo& ti = reader.info(st.name);
-      if (ti.dtype != DType::f32 || !(ti.shape == st.tensor.shape())) {
-        std::ostringstream os;
-        os << "tensor \"" << st.name << "\" is " << ti.dtype << ti.shape << ", expected f32" << st.tensor.shape();
-        detail::throw_corrupt_train_state(path, os.str());
-      }
-      reader.read_into(st.name, st.tensor);
-      const auto it = sums.find(st.name);
-      const std::vector<std::string> actual = detail::chunk_checksums(st.tensor.raw(), st.tensor.nbytes());
-      if (it == sums.end() || it->second.size() != actual.size()) {
-        detail::throw_corrupt_train_state(path, "tensor \"" + st.name + "\" has no or the wrong number of checksums");
-      }
-      for (size_t c = 0; c < actual.size(); ++c) {
-        if (actual[c] != it->second[c]) {
-          detail::throw_corrupt_train_state(path, "checksum mismatch in tensor \"" + st.name + "\" chunk " + std::to_string(c) +
-                                                      " (stored " + it->second[c] + ", data " + actual[c] +
-                                                      "): the file was modified or damaged");
-        }
-      }
-    }
-    optimizer.set_steps(info.step);
-    return info;
-  } catch (const IoError& e) {
-    const std::string msg = e.what();
-    if (msg.rfind("corrupt or incompatible training state", 0) == 0) throw;
-    detail::throw_corrupt_train_state(path, msg);
-  }
 }
 
 }  // namespace tsp::train

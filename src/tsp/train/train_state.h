@@ -13,7 +13,6 @@
 
 #include "tsp/core/dtype.h"
 #include "tsp/data/batch_loader.h"
-#include "tsp/train/optimizer.h"
 #include "tsp/train/run_config.h"
 
 namespace tsp::train {
@@ -27,7 +26,7 @@ inline constexpr const char* kTrainStateFormatV1 = "tsp-train-state-v1";
 inline constexpr uint64_t kTrainStateChecksumChunkBytes = uint64_t{16} << 20;
 
 struct TrainStateInfo {
-  int64_t step = 0;         // optimizer steps taken (= AdamW::steps())
+  int64_t step = 0;         // optimizer steps taken (= ShardedAdamW::steps())
   int64_t tokens_seen = 0;  // training target tokens consumed
   DType model_dtype = DType::f32;
   data::LoaderState loader;
@@ -36,23 +35,16 @@ struct TrainStateInfo {
   std::string data_fingerprint;  // data_fingerprint() of the run's token stream (empty in v1 files)
 };
 
-// The bytes of train_state.safetensors: tensors "exp_avg.<hf name>", "exp_avg_sq.<hf name>" and,
-// for bf16 models, "master.<hf name>" (all f32), and __metadata__ {"format": kTrainStateFormat,
-// "state": JSON of TrainStateInfo, "tensor_checksums": JSON {name: [XXH3-64 of each chunk, 16 hex
-// digits]}, "checksum": XXH3-64 of the other metadata entries (metadata_checksum_hex)}.
-std::string train_state_bytes(const TrainStateInfo& info, const AdamW& optimizer);
+// The file train_state.safetensors (written and read by sharded_train_state.h, at any layout and
+// degree, one process included): tensors "exp_avg.<hf name>", "exp_avg_sq.<hf name>" and, for bf16
+// models, "master.<hf name>" (all f32, whole logical tensors), and __metadata__ {"format":
+// kTrainStateFormat, "state": JSON of TrainStateInfo, "tensor_checksums": JSON {name: [XXH3-64 of
+// each chunk, 16 hex digits]}, "checksum": XXH3-64 of the other metadata entries
+// (metadata_checksum_hex)}.
 
 // The scalar part only (no tensors are read); the metadata checksum is verified (v2). A v1 file's
 // scalars are returned when `allow_v1` (tsp eval's defaults), else refused as load_train_state does.
 TrainStateInfo read_train_state_info(const std::filesystem::path& path, bool allow_v1 = true);
-
-// Reads the whole state into `optimizer` (built for the same model config and dtype): moments,
-// masters and the step count. Every problem throws IoError starting with
-// "corrupt or incompatible training state <path>: ": truncated or corrupt file, wrong format
-// (a v1 file: "written by an older tsp"), checksum mismatch (metadata or any tensor chunk),
-// missing tensors, shapes that disagree, another model dtype. The optimizer may be partly
-// overwritten on a throw.
-TrainStateInfo load_train_state(const std::filesystem::path& path, AdamW& optimizer);
 
 namespace detail {
 // The pieces of the file format shared with sharded_train_state.cpp, so that a sharded run writes
