@@ -57,7 +57,10 @@ TEST(TspCheckpointHistory, KillNineNeverLeavesLatestAtAnIncompleteCheckpoint) {
   int64_t last_step = 0;
   for (int round = 0; round < 4; ++round) {
     SCOPED_TRACE(::testing::Message() << "round " << round);
-    const fs::path metrics = dir / ("m" + std::to_string(round) + ".jsonl");
+    std::string metrics_name = "m";
+    metrics_name += std::to_string(round);
+    metrics_name += ".jsonl";
+    const fs::path metrics = dir / metrics_name;
     std::vector<std::string> args = train_args(run_dir, metrics, kSteps);
     if (round > 0) args.insert(args.end(), {"--resume", run_dir.string()});
     testing::Child c = testing::spawn(args, dir / "out.txt");

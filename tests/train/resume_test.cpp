@@ -241,7 +241,9 @@ TEST(Resume, FromARunDirectoryOrAStepDirectoryReproducesTheUninterruptedLosses) 
     Trainer first(tiny_train_config(), run, tokens);
     for (int i = 0; i < 4; ++i) {
       EXPECT_EQ(first.train_step().loss, losses[static_cast<size_t>(i)]);
-      if (i >= 2) EXPECT_EQ(save_run_checkpoint(first, run), run_dir / checkpoint_step_dir_name(i + 1));
+      if (i >= 2) {
+        EXPECT_EQ(save_run_checkpoint(first, run), run_dir / checkpoint_step_dir_name(i + 1));
+      }
     }
   }
   ASSERT_EQ(testing::read_bytes(run_dir / "latest"), "step-000004\n");

@@ -2,6 +2,8 @@
 // GEMMs into column slices, RoPE and flash attention on strided views of them, no copies.
 #include "tsp/model/decoder_block.h"
 
+#include <utility>
+
 #include "tsp/core/check.h"
 #include "tsp/kernels/bias.h"
 #include "tsp/kernels/flash_attention.h"
@@ -22,7 +24,10 @@ constexpr GemmOptions kDyW{};                                         // dx = dy
 constexpr GemmOptions kDyWAcc{.beta = 1.f};                           // dx += dy @ W
 constexpr GemmOptions kDW{.trans_a = true, .beta = 1.f};              // dW += dy^T @ x
 
-Tensor positions_0_to(int64_t seq) {
+// [S] i32 0..S-1, after checking the batch geometry (before anything is allocated).
+Tensor positions_0_to(int64_t batch, int64_t seq) {
+  TSP_CHECK(batch > 0 && seq > 0, "BlockContext: batch and seq must be positive, got ", batch,
+            " x ", seq);
   Tensor p = Tensor::empty({seq}, DType::i32, MemCategory::workspace);
   int32_t* d = p.data<int32_t>();
   for (int64_t i = 0; i < seq; ++i) d[i] = static_cast<int32_t>(i);
@@ -51,16 +56,20 @@ Tensor as_gemm_input(const Tensor& dx_f32, DType dtype) {
 }  // namespace
 
 BlockContext::BlockContext(const ModelConfig& config, DType dtype, int64_t batch, int64_t seq)
+    : BlockContext(config, dtype, batch, seq,
+                   positions_0_to(batch, seq), "BlockContext") {}
+
+BlockContext::BlockContext(const ModelConfig& config, DType dtype, int64_t batch, int64_t seq,
+                           Tensor local_positions, const char* who)
     : config_(config),
       dtype_(dtype),
       batch_(batch),
       seq_(seq),
-      positions_(positions_0_to(seq)),
-      rope_(positions_, config.head_dim(), config.rope_options()) {
-  TSP_CHECK_DTYPE(dtype == DType::f32 || dtype == DType::bf16,
-                  "BlockContext: activation dtype must be f32 or bf16, got ", dtype);
-  TSP_CHECK(batch > 0 && seq > 0, "BlockContext: batch and seq must be positive, got ", batch,
-            " x ", seq);
+      local_pos_(std::move(local_positions)),
+      rope_(local_pos_, config.head_dim(), config.rope_options()) {
+  TSP_CHECK_DTYPE(dtype == DType::f32 || dtype == DType::bf16, who,
+                  ": activation dtype must be f32 or bf16, got ", dtype);
+  TSP_CHECK(batch > 0, who, ": batch must be positive, got ", batch);
 }
 
 int64_t BlockActivations::bytes(const ModelConfig& c, DType dtype, int64_t batch, int64_t seq) {
@@ -103,7 +112,7 @@ void block_forward(const BlockContext& ctx, const LayerWeights& w, const Tensor&
   acts.attn = Tensor::empty({T, qd}, dt, cat);
   acts.lse = Tensor::empty({B, H, S}, DType::f32, cat);
   Tensor attn4 = acts.attn.view({B, S, H, d});
-  kernels::flash_attention_forward(q4, k4, v4, ctx.positions(), ctx.positions(), attn4, acts.lse,
+  kernels::flash_attention_forward(q4, k4, v4, ctx.local_positions(), ctx.local_positions(), attn4, acts.lse,
                                    c.attention_options());
   acts.x_mid = Tensor::empty({T, h}, dt, cat);
   acts.x_mid.copy_from(x_in);
@@ -172,7 +181,7 @@ void block_backward(const BlockContext& ctx, const LayerWeights& w, const Tensor
     kernels::flash_attention_backward(
         heads_view(acts.qkv, B, S, d, 0, H), heads_view(acts.qkv, B, S, d, H, Hkv),
         heads_view(acts.qkv, B, S, d, H + Hkv, Hkv), acts.attn.view({B, S, H, d}),
-        dattn.view({B, S, H, d}), acts.lse, ctx.positions(), ctx.positions(), dq4, dk4, dv4,
+        dattn.view({B, S, H, d}), acts.lse, ctx.local_positions(), ctx.local_positions(), dq4, dk4, dv4,
         c.attention_options());
     dattn = Tensor();
     kernels::rope_backward(dq4, ctx.rope());

@@ -15,7 +15,10 @@
 
 namespace tsp::model {
 
-// Per-step constants shared by every block: batch geometry, positions 0..S-1, the RoPE table.
+// Per-step constants shared by every block on this rank: the batch geometry, the global positions
+// of this rank's token columns and their RoPE table. Built directly it is the plain model's (all S
+// columns, positions 0..S-1); the sequence-sharded layouts' contexts extend it with their token
+// partition and communicators (parallel/zigzag_context.h), so there is one step context.
 class BlockContext {
  public:
   // dtype: activation storage (f32 or bf16). Allocates the [S] positions and the [S, d/2] table.
@@ -24,16 +27,23 @@ class BlockContext {
   const ModelConfig& config() const { return config_; }
   DType dtype() const { return dtype_; }
   int64_t batch() const { return batch_; }
-  int64_t seq() const { return seq_; }
-  int64_t tokens() const { return batch_ * seq_; }
-  const Tensor& positions() const { return positions_; }  // [S] i32: 0..S-1
-  const kernels::RopeTable& rope() const { return rope_; }
+  int64_t seq() const { return seq_; }                 // S, the whole sequence
+  int64_t local_len() const { return local_pos_.numel(); }  // this rank's columns per sequence
+  int64_t tokens() const { return batch_ * local_len(); }   // T = B * local_len()
+  const Tensor& local_positions() const { return local_pos_; }  // [local_len()] i32
+  const kernels::RopeTable& rope() const { return rope_; }      // of the local positions
+
+ protected:
+  // A context over this rank's columns of [B, seq]: local_positions [S_local] i32 are their global
+  // positions. `who` names the layout in the errors.
+  BlockContext(const ModelConfig& config, DType dtype, int64_t batch, int64_t seq,
+               Tensor local_positions, const char* who);
 
  private:
   ModelConfig config_;
   DType dtype_;
   int64_t batch_, seq_;
-  Tensor positions_;
+  Tensor local_pos_;
   kernels::RopeTable rope_;
 };
 

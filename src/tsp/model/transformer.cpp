@@ -10,6 +10,7 @@
 #include "tsp/kernels/cross_entropy.h"
 #include "tsp/kernels/embedding.h"
 #include "tsp/model/decoder_block.h"
+#include "tsp/model/token_batch.h"
 
 namespace tsp::model {
 
@@ -28,32 +29,9 @@ void validate(const ModelConfig& config, const TransformerOptions& options, cons
     TSP_CHECK_DTYPE(grads->dtype() == DType::f32, "Transformer: gradients must be f32, got ",
                     grads->dtype());
   }
-  TSP_CHECK_SHAPE(tokens.defined() && tokens.rank() == 2, "Transformer: tokens must be [B, S], got ",
-                  tokens.defined() ? tokens.describe() : std::string("undefined"));
-  TSP_CHECK_SHAPE(targets.defined() && targets.shape() == tokens.shape(),
-                  "Transformer: targets must have the tokens' shape ", tokens.shape(), ", got ",
-                  targets.defined() ? targets.describe() : std::string("undefined"));
-  TSP_CHECK_DTYPE(tokens.dtype() == DType::i32 && targets.dtype() == DType::i32,
-                  "Transformer: tokens and targets must be i32, got ", tokens.dtype(), " and ",
-                  targets.dtype());
-  TSP_CHECK_T(LayoutError, tokens.is_contiguous() && targets.is_contiguous(),
-              "Transformer: tokens and targets must be contiguous, got ", tokens.describe(),
-              " and ", targets.describe());
-  const int64_t B = tokens.dim(0), S = tokens.dim(1), V = config.vocab_size();
-  TSP_CHECK(B > 0 && S > 0, "Transformer: empty batch ", tokens.shape());
-  TSP_CHECK(S <= config.max_position_embeddings(), "Transformer: sequence length ", S,
-            " exceeds max_position_embeddings ", config.max_position_embeddings());
   TSP_CHECK(options.vocab_chunk > 0, "Transformer: vocab_chunk must be positive, got ",
             options.vocab_chunk);
-  const int32_t* tok = tokens.data<int32_t>();
-  const int32_t* tgt = targets.data<int32_t>();
-  for (int64_t i = 0; i < B * S; ++i) {
-    TSP_CHECK(tok[i] >= 0 && tok[i] < V, "Transformer: token id ", tok[i], " at [", i / S, ", ",
-              i % S, "] is outside the vocabulary [0, ", V, ")");
-    TSP_CHECK(tgt[i] == kIgnoreIndex || (tgt[i] >= 0 && tgt[i] < V), "Transformer: target id ",
-              tgt[i], " at [", i / S, ", ", i % S, "] is outside the vocabulary [0, ", V,
-              ") and is not the ignore index ", kIgnoreIndex);
-  }
+  check_token_batch(config, tokens, targets, "Transformer");
 }
 
 // The whole model on one rank: the degree-1 strategy of the step executor.

@@ -8,10 +8,9 @@
 #include "tsp/model/model_config.h"
 #include "tsp/model/model_weights.h"
 #include "tsp/model/step_executor.h"
+#include "tsp/model/token_batch.h"  // kIgnoreIndex
 
 namespace tsp::model {
-
-inline constexpr int32_t kIgnoreIndex = -100;
 
 struct TransformerOptions {
   // Activation storage dtype; must equal the weights' dtype (f32, or bf16 with fp32 math inside

@@ -260,20 +260,12 @@ void validate_fsdp_sp(const model::ModelConfig& config, int degree, int64_t seq)
 
 FsdpSpContext::FsdpSpContext(comm::Communicator& comm, const model::ModelConfig& config,
                              DType dtype, int64_t batch, int64_t seq, CommClock* clock)
-    : comm_(&comm),
-      clock_(clock),
-      config_(config),
-      dtype_(dtype),
-      sizes_((validate_fsdp_sp(config, comm.size(), seq), FsdpSpSizes::of(config, comm.size()))),
-      zigzag_(seq, comm.size(), comm.rank()),
-      batch_(batch),
-      local_pos_(zigzag_.local_positions()),
-      gathered_pos_(zigzag_.gathered_positions()),
-      rope_(local_pos_, config.head_dim(), config.rope_options()) {
-  TSP_CHECK_DTYPE(dtype == DType::f32 || dtype == DType::bf16,
-                  "fsdp-sp: activation dtype must be f32 or bf16, got ", dtype);
-  TSP_CHECK(batch > 0, "fsdp-sp: batch must be positive, got ", batch);
-}
+    : ZigzagContext(config, dtype, batch,
+                    (validate_fsdp_sp(config, comm.size(), seq),
+                     Zigzag(seq, comm.size(), comm.rank())),
+                    clock, "fsdp-sp"),
+      comm_(&comm),
+      sizes_(FsdpSpSizes::of(config, comm.size())) {}
 
 PieceGather::PieceGather(comm::Communicator& comm, std::vector<Tensor> pieces, bool prefetch,
                          CommClock* clock)

@@ -13,12 +13,11 @@
 #include "tsp/comm/collectives.h"
 #include "tsp/comm/communicator.h"
 #include "tsp/core/tensor.h"
-#include "tsp/kernels/rope.h"
 #include "tsp/model/decoder_block.h"
 #include "tsp/model/model_config.h"
 #include "tsp/parallel/comm_clock.h"
 #include "tsp/parallel/fsdp_sp_weights.h"
-#include "tsp/parallel/zigzag.h"
+#include "tsp/parallel/zigzag_context.h"
 
 namespace tsp::parallel {
 
@@ -27,37 +26,21 @@ namespace tsp::parallel {
 // the first problem. Allocates nothing: call it on every rank before building anything.
 void validate_fsdp_sp(const model::ModelConfig& config, int degree, int64_t seq);
 
-// Per-step constants of one FSDP group: geometry, local and gathered positions, the RoPE table of
-// the local positions, the axis communicator and the clock that times blocked waits.
-class FsdpSpContext {
+// Per-step constants of one FSDP group: the zigzag step context (geometry, local and gathered
+// positions, RoPE table of the local positions, clock), the axis communicator and the piece sizes.
+class FsdpSpContext : public ZigzagContext {
  public:
+  // Validates (validate_fsdp_sp) before allocating.
   FsdpSpContext(comm::Communicator& comm, const model::ModelConfig& config, DType dtype,
                 int64_t batch, int64_t seq, CommClock* clock = nullptr);
 
   comm::Communicator& comm() const { return *comm_; }
-  CommClock* clock() const { return clock_; }
-  const model::ModelConfig& config() const { return config_; }
-  DType dtype() const { return dtype_; }
   const FsdpSpSizes& sizes() const { return sizes_; }
   int degree() const { return sizes_.degree; }
-  int64_t batch() const { return batch_; }
-  int64_t seq() const { return zigzag_.seq(); }
-  int64_t local_len() const { return zigzag_.local_len(); }           // S / D
-  int64_t tokens() const { return batch_ * local_len(); }             // T = B S / D
-  const Tensor& local_positions() const { return local_pos_; }        // [S/D] i32
-  const Tensor& gathered_positions() const { return gathered_pos_; }  // [S] i32, rank order
-  const kernels::RopeTable& rope() const { return rope_; }
 
  private:
   comm::Communicator* comm_;
-  CommClock* clock_;
-  model::ModelConfig config_;
-  DType dtype_;
   FsdpSpSizes sizes_;
-  Zigzag zigzag_;
-  int64_t batch_;
-  Tensor local_pos_, gathered_pos_;
-  kernels::RopeTable rope_;
 };
 
 // The all-gathers of a sequence of packed pieces, in the order a pass uses them (the layers

@@ -10,6 +10,7 @@
 #include "tsp/core/check.h"
 #include "tsp/kernels/embedding.h"
 #include "tsp/model/step_executor.h"
+#include "tsp/model/token_batch.h"
 #include "tsp/parallel/layout_kernels.h"
 #include "tsp/parallel/sharded_checkpoint.h"
 #include "tsp/parallel/zigzag.h"
@@ -191,7 +192,7 @@ int64_t FsdpSpLayout::predicted_activation_peak_bytes(int64_t batch, int64_t seq
 }
 
 model::LossSum FsdpSpLayout::forward(const Tensor& tokens, const Tensor& targets) {
-  layout_kernels::check_token_batch(weights_.config(), tokens, targets, "fsdp-sp");
+  model::check_token_batch(weights_.config(), tokens, targets, "fsdp-sp");
   validate_fsdp_sp(weights_.config(), comm_->size(), tokens.dim(1));
   FsdpSpStep step(*comm_, options_, fsdp_, weights_, tokens, targets, nullptr, &clock_);
   return model::run_forward(step);
@@ -200,7 +201,7 @@ model::LossSum FsdpSpLayout::forward(const Tensor& tokens, const Tensor& targets
 model::LossSum FsdpSpLayout::forward_backward(const Tensor& tokens, const Tensor& targets,
                                               float grad_scale) {
   TSP_CHECK(std::isfinite(grad_scale), "fsdp-sp: grad_scale must be finite, got ", grad_scale);
-  layout_kernels::check_token_batch(weights_.config(), tokens, targets, "fsdp-sp");
+  model::check_token_batch(weights_.config(), tokens, targets, "fsdp-sp");
   validate_fsdp_sp(weights_.config(), comm_->size(), tokens.dim(1));
   FsdpSpStep step(*comm_, options_, fsdp_, weights_, tokens, targets, &grads_, &clock_);
   return model::run_forward_backward(step, options_.recompute, grad_scale);

@@ -7,7 +7,6 @@
 #include "tsp/kernels/bias.h"
 #include "tsp/kernels/flash_attention.h"
 #include "tsp/kernels/swiglu.h"
-#include "tsp/model/transformer.h"
 
 namespace tsp::parallel::layout_kernels {
 
@@ -219,34 +218,6 @@ void mlp_shard_backward_weights(const Tensor& n, const Tensor& gate_up, const Te
                                 const Tensor& act, const MlpShardViews& dw) {
   mm(dy, act, dw.down, kDWAcc);
   mm(gate_up, n, dw.gate_up, kDWAcc);
-}
-
-// ---- inputs ----
-
-void check_token_batch(const model::ModelConfig& config, const Tensor& tokens,
-                       const Tensor& targets, const char* who) {
-  TSP_CHECK_SHAPE(tokens.defined() && tokens.rank() == 2 && tokens.dim(0) > 0 &&
-                      tokens.dim(1) > 0 && targets.defined() && targets.shape() == tokens.shape(),
-                  who, ": tokens and targets must be the same non-empty [B, S], got ",
-                  tokens.defined() ? tokens.describe() : std::string("undefined"), " and ",
-                  targets.defined() ? targets.describe() : std::string("undefined"));
-  TSP_CHECK_DTYPE(tokens.dtype() == DType::i32 && targets.dtype() == DType::i32, who,
-                  ": tokens and targets must be i32, got ", tokens.dtype(), " and ", targets.dtype());
-  TSP_CHECK_T(LayoutError, tokens.is_contiguous() && targets.is_contiguous(), who,
-              ": tokens and targets must be contiguous, got ", tokens.describe(), " and ",
-              targets.describe());
-  TSP_CHECK(tokens.dim(1) <= config.max_position_embeddings(), who, ": sequence length ",
-            tokens.dim(1), " exceeds max_position_embeddings ", config.max_position_embeddings());
-  const int64_t V = config.vocab_size();
-  const int32_t* tok = tokens.data<int32_t>();
-  const int32_t* tgt = targets.data<int32_t>();
-  for (int64_t i = 0; i < tokens.numel(); ++i) {
-    TSP_CHECK(tok[i] >= 0 && tok[i] < V, who, ": token id ", tok[i], " is outside the vocabulary [0, ",
-              V, ")");
-    TSP_CHECK(tgt[i] == model::kIgnoreIndex || (tgt[i] >= 0 && tgt[i] < V), who, ": target id ",
-              tgt[i], " is outside the vocabulary [0, ", V, ") and is not the ignore index ",
-              model::kIgnoreIndex);
-  }
 }
 
 }  // namespace tsp::parallel::layout_kernels

@@ -150,10 +150,4 @@ void mlp_shard_backward_data(const MlpShardViews& w, const Tensor& gate_up, cons
 void mlp_shard_backward_weights(const Tensor& n, const Tensor& gate_up, const Tensor& dy,
                                 const Tensor& act, const MlpShardViews& dw);
 
-// Checks a [B, S] batch of token ids and targets (contiguous i32, ids in [0, V), targets in
-// [0, V) or model::kIgnoreIndex, S <= max_position_embeddings) and throws InvalidArgument /
-// ShapeError / DTypeError naming `who` and the first problem. Allocates nothing.
-void check_token_batch(const model::ModelConfig& config, const Tensor& tokens,
-                       const Tensor& targets, const char* who);
-
 }  // namespace tsp::parallel::layout_kernels

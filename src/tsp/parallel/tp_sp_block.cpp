@@ -36,52 +36,35 @@ void validate_tp_sp(const model::ModelConfig& c, int tp, int sp, int64_t seq) {
             " exceeds max_position_embeddings ", c.max_position_embeddings());
 }
 
-namespace {
-
-TpShardSizes checked_sizes(const model::ModelConfig& c, int tp, int sp, int64_t seq) {
-  validate_tp_sp(c, tp, sp, seq);
-  return TpShardSizes::of(c, tp);
-}
-
-}  // namespace
-
 // ---- TpSpContext ----
 
 TpSpContext::TpSpContext(comm::Communicator& tp, comm::Communicator& sp,
                          const model::ModelConfig& config, DType dtype, int64_t batch, int64_t seq,
                          CommClock* clock)
-    : tp_(&tp),
+    : ZigzagContext(config, dtype, batch,
+                    (validate_tp_sp(config, tp.size(), sp.size(), seq),
+                     Zigzag(seq, sp.size(), sp.rank())),
+                    clock, "tp+sp"),
+      tp_(&tp),
       sp_(&sp),
-      clock_(clock),
-      config_(config),
-      dtype_(dtype),
-      sizes_(checked_sizes(config, tp.size(), sp.size(), seq)),
-      zigzag_(seq, sp.size(), sp.rank()),
-      batch_(batch),
-      local_pos_(zigzag_.local_positions()),
-      gathered_pos_(zigzag_.gathered_positions()),
-      rope_(local_pos_, config.head_dim(), config.rope_options()) {
-  TSP_CHECK_DTYPE(dtype == DType::f32 || dtype == DType::bf16,
-                  "tp+sp: activation dtype must be f32 or bf16, got ", dtype);
-  TSP_CHECK(batch > 0, "tp+sp: batch must be positive, got ", batch);
-}
+      sizes_(TpShardSizes::of(config, tp.size())) {}
 
 HeadGroupGeometry TpSpContext::geometry() const {
-  return {.batch = batch_,
+  return {.batch = batch(),
           .local_len = local_len(),
           .seq = seq(),
-          .head_dim = config_.head_dim(),
+          .head_dim = config().head_dim(),
           .heads = sizes_.heads,
           .kv_heads = sizes_.kv_heads,
-          .q_pos = local_pos_,
-          .k_pos = gathered_pos_,
-          .rope = rope_,
-          .attention = config_.attention_options()};
+          .q_pos = local_positions(),
+          .k_pos = gathered_positions(),
+          .rope = rope(),
+          .attention = config().attention_options()};
 }
 
 void TpSpContext::tp_all_reduce(Tensor& x, comm::ReduceOp op) const {
   if (tp_->size() == 1) return;
-  ScopedCommWait wait(clock_, CommSite::activations);
+  ScopedCommWait wait(clock(), CommSite::activations);
   comm::all_reduce(*tp_, x, op);
 }
 
@@ -92,13 +75,14 @@ comm::Request TpSpContext::start_tp_all_reduce(Tensor& x) const {
 
 void TpSpContext::finish_tp(comm::Request& request) const {
   if (!request.pending()) return;
-  ScopedCommWait wait(clock_, CommSite::activations);
+  ScopedCommWait wait(clock(), CommSite::activations);
   request.wait();
 }
 
 int64_t tp_sp_block_activation_bytes(const model::ModelConfig& c, DType dtype, int tp, int sp,
                                      int64_t batch, int64_t seq) {
-  const TpShardSizes s = checked_sizes(c, tp, sp, seq);
+  validate_tp_sp(c, tp, sp, seq);
+  const TpShardSizes s = TpShardSizes::of(c, tp);
   const int64_t local = seq / sp, T = batch * local, e = static_cast<int64_t>(dtype_size(dtype));
   return T * (c.hidden_size() + s.qkv_rows + s.q_rows + 2 * s.ffn_rows) * e +
          4 * batch * s.heads * local;

@@ -12,13 +12,12 @@
 #include "tsp/comm/collectives.h"
 #include "tsp/core/tensor.h"
 #include "tsp/kernels/cross_entropy.h"
-#include "tsp/kernels/rope.h"
 #include "tsp/model/decoder_block.h"
 #include "tsp/model/model_config.h"
 #include "tsp/parallel/comm_clock.h"
 #include "tsp/parallel/layout_kernels.h"
 #include "tsp/parallel/tp_weights.h"
-#include "tsp/parallel/zigzag.h"
+#include "tsp/parallel/zigzag_context.h"
 
 namespace tsp::parallel {
 
@@ -27,10 +26,10 @@ namespace tsp::parallel {
 // InvalidArgument naming the first offending size and degree. Allocates nothing.
 void validate_tp_sp(const model::ModelConfig& config, int tp, int sp, int64_t seq);
 
-// Per-step constants of one rank of the tp x sp mesh: the two axis communicators, the tp shard
-// sizes (TSP's partition at degree T: head group = tp rank), the zigzag over sp with the local
-// and gathered positions and the RoPE table of the local tokens.
-class TpSpContext {
+// Per-step constants of one rank of the tp x sp mesh: the zigzag step context over sp (local and
+// gathered positions, RoPE table of the local tokens, clock), the two axis communicators and the
+// tp shard sizes (TSP's partition at degree T: head group = tp rank).
+class TpSpContext : public ZigzagContext {
  public:
   // Validates (validate_tp_sp) before allocating. Waits are timed into `clock` when given.
   TpSpContext(comm::Communicator& tp, comm::Communicator& sp, const model::ModelConfig& config,
@@ -38,17 +37,8 @@ class TpSpContext {
 
   comm::Communicator& tp() const { return *tp_; }
   comm::Communicator& sp() const { return *sp_; }
-  CommClock* clock() const { return clock_; }
-  const model::ModelConfig& config() const { return config_; }
-  DType dtype() const { return dtype_; }
   const TpShardSizes& sizes() const { return sizes_; }  // per tp rank
-  const Zigzag& zigzag() const { return zigzag_; }       // over sp
-  int64_t batch() const { return batch_; }
-  int64_t seq() const { return zigzag_.seq(); }
-  int64_t local_len() const { return zigzag_.local_len(); }  // S / sp
-  int64_t tokens() const { return batch_ * local_len(); }    // T = B S / sp local tokens
   int64_t vocab_offset() const { return tp_->rank() * sizes_.vocab_rows; }
-  const kernels::RopeTable& rope() const { return rope_; }
   // The attention geometry of this rank's head group (keys gathered over sp when sp > 1).
   layout_kernels::HeadGroupGeometry geometry() const;
 
@@ -61,14 +51,7 @@ class TpSpContext {
  private:
   comm::Communicator* tp_;
   comm::Communicator* sp_;
-  CommClock* clock_;
-  model::ModelConfig config_;
-  DType dtype_;
   TpShardSizes sizes_;
-  Zigzag zigzag_;
-  int64_t batch_;
-  Tensor local_pos_, gathered_pos_;
-  kernels::RopeTable rope_;
 };
 
 // Saved tensors of one block on this rank: model::BlockActivations for this tp rank's head group

@@ -8,6 +8,7 @@
 
 #include "tsp/core/check.h"
 #include "tsp/model/step_executor.h"
+#include "tsp/model/token_batch.h"
 #include "tsp/parallel/sharded_checkpoint.h"
 #include "tsp/parallel/sharded_grad.h"
 
@@ -158,14 +159,14 @@ model::LossSum TpSpLayout::share(const model::LossSum& totals) const {
 }
 
 model::LossSum TpSpLayout::forward(const Tensor& tokens, const Tensor& targets) {
-  layout_kernels::check_token_batch(weights_.config(), tokens, targets, "TpSpLayout");
+  model::check_token_batch(weights_.config(), tokens, targets, "TpSpLayout");
   TpSpStep step(*tp_, *sp_, options_, weights_, tokens, targets, nullptr, &clock_);
   return share(model::run_forward(step));
 }
 
 model::LossSum TpSpLayout::forward_backward(const Tensor& tokens, const Tensor& targets,
                                             float grad_scale) {
-  layout_kernels::check_token_batch(weights_.config(), tokens, targets, "TpSpLayout");
+  model::check_token_batch(weights_.config(), tokens, targets, "TpSpLayout");
   TSP_CHECK(std::isfinite(grad_scale), "TpSpLayout: grad_scale must be finite, got ", grad_scale);
   TpSpStep step(*tp_, *sp_, options_, weights_, tokens, targets, &grads_, &clock_);
   return share(model::run_forward_backward(step, options_.recompute, grad_scale));

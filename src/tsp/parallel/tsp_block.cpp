@@ -153,24 +153,21 @@ void attention_backward(const TspContext& ctx, const TpLayerShard& w, const Tens
 
 }  // namespace
 
-TspContext::TspContext(comm::Communicator& comm, const model::ModelConfig& config, DType dtype,
-                       int64_t batch, int64_t seq, CommClock* clock)
-    : comm_(&comm),
-      clock_(clock),
-      config_(config),
-      dtype_(dtype),
-      sizes_(TpShardSizes::of(config, comm.size())),
-      zigzag_(seq, comm.size(), comm.rank()),
-      batch_(batch),
-      local_pos_(zigzag_.local_positions()),
-      gathered_pos_(zigzag_.gathered_positions()),
-      rope_(local_pos_, config.head_dim(), config.rope_options()) {
-  TSP_CHECK_DTYPE(dtype == DType::f32 || dtype == DType::bf16,
-                  "tsp: activation dtype must be f32 or bf16, got ", dtype);
-  TSP_CHECK(batch > 0, "tsp: batch must be positive, got ", batch);
+void validate_tsp(const model::ModelConfig& config, int degree, int64_t seq) {
+  TSP_CHECK(degree >= 1, "tsp: the degree must be >= 1, got ", degree);
+  Zigzag::validate(seq, degree);
   TSP_CHECK(seq <= config.max_position_embeddings(), "tsp: sequence length ", seq,
             " exceeds max_position_embeddings ", config.max_position_embeddings());
+  (void)TpShardSizes::of(config, degree);
 }
+
+TspContext::TspContext(comm::Communicator& comm, const model::ModelConfig& config, DType dtype,
+                       int64_t batch, int64_t seq, CommClock* clock)
+    : ZigzagContext(config, dtype, batch,
+                    (validate_tsp(config, comm.size(), seq), Zigzag(seq, comm.size(), comm.rank())),
+                    clock, "tsp"),
+      comm_(&comm),
+      sizes_(TpShardSizes::of(config, comm.size())) {}
 
 void tsp_block_forward(const TspContext& ctx, const TpLayerShard& w, const Tensor& x_in,
                        const Tensor& x_out, TspBlockActivations& acts, MemCategory cat) {

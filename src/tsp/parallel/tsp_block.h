@@ -9,50 +9,36 @@
 
 #include "tsp/comm/communicator.h"
 #include "tsp/core/tensor.h"
-#include "tsp/kernels/rope.h"
 #include "tsp/model/decoder_block.h"
 #include "tsp/model/model_config.h"
 #include "tsp/parallel/comm_clock.h"
 #include "tsp/parallel/tp_weights.h"
-#include "tsp/parallel/zigzag.h"
+#include "tsp/parallel/zigzag_context.h"
 
 namespace tsp::parallel {
 
-// Per-step constants of one TSP group: geometry, positions (local and gathered), the RoPE table of
-// the local positions, and the communicator of the tsp axis.
-class TspContext {
+// Checks everything a TSP run of `config` at degree D and sequence length S needs (S % 2D, H % D,
+// H_kv % D, F % D, V % D, S <= max positions) and throws InvalidArgument naming the first problem.
+// Allocates nothing: call it on every rank before building weights.
+void validate_tsp(const model::ModelConfig& config, int degree, int64_t seq);
+
+// Per-step constants of one TSP group: the zigzag step context (geometry, local and gathered
+// positions, RoPE table, clock), the communicator of the tsp axis and the shard sizes at its degree.
+class TspContext : public ZigzagContext {
  public:
-  // Validates (degree from comm.size(), seq % 2D, head/F/V divisibility) before allocating.
-  // Waits for communication are timed into `clock` when given.
+  // Validates (validate_tsp: degree, seq % 2D, head/F/V divisibility, max positions) before
+  // allocating. Waits for communication are timed into `clock` when given.
   TspContext(comm::Communicator& comm, const model::ModelConfig& config, DType dtype, int64_t batch,
              int64_t seq, CommClock* clock = nullptr);
 
   comm::Communicator& comm() const { return *comm_; }
-  CommClock* clock() const { return clock_; }
-  const model::ModelConfig& config() const { return config_; }
-  DType dtype() const { return dtype_; }
   const TpShardSizes& sizes() const { return sizes_; }
-  const Zigzag& zigzag() const { return zigzag_; }
   int degree() const { return sizes_.degree; }
-  int rank() const { return zigzag_.rank(); }
-  int64_t batch() const { return batch_; }
-  int64_t seq() const { return zigzag_.seq(); }
-  int64_t local_len() const { return zigzag_.local_len(); }    // S / D
-  int64_t tokens() const { return batch_ * local_len(); }      // T = B S / D local tokens
-  const Tensor& local_positions() const { return local_pos_; }      // [S/D] i32
-  const Tensor& gathered_positions() const { return gathered_pos_; }  // [S] i32, rank order
-  const kernels::RopeTable& rope() const { return rope_; }
+  int rank() const { return zigzag().rank(); }
 
  private:
   comm::Communicator* comm_;
-  CommClock* clock_;
-  model::ModelConfig config_;
-  DType dtype_;
   TpShardSizes sizes_;
-  Zigzag zigzag_;
-  int64_t batch_;
-  Tensor local_pos_, gathered_pos_;
-  kernels::RopeTable rope_;
 };
 
 // Saved tensors of one TSP block: model::BlockActivations at T = B S / D local tokens, with the

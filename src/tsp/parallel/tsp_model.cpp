@@ -8,6 +8,7 @@
 
 #include "tsp/core/check.h"
 #include "tsp/model/step_executor.h"
+#include "tsp/model/token_batch.h"
 #include "tsp/parallel/tsp_block.h"
 #include "tsp/parallel/vocab_parallel.h"
 #include "tsp/parallel/zigzag.h"
@@ -76,14 +77,6 @@ class TspStep final : public model::StepStrategy {
 
 }  // namespace
 
-void validate_tsp(const model::ModelConfig& config, int degree, int64_t seq) {
-  TSP_CHECK(degree >= 1, "tsp: the degree must be >= 1, got ", degree);
-  Zigzag::validate(seq, degree);
-  TSP_CHECK(seq <= config.max_position_embeddings(), "tsp: sequence length ", seq,
-            " exceeds max_position_embeddings ", config.max_position_embeddings());
-  (void)TpShardSizes::of(config, degree);
-}
-
 int64_t tsp_predicted_activation_peak_bytes(const model::ModelConfig& config,
                                             const model::TransformerOptions& options, int degree,
                                             int64_t batch, int64_t seq) {
@@ -115,25 +108,11 @@ void TspTransformer::validate(const TpWeights& w, const Tensor& tokens, const Te
                   grads->degree() == degree() && grads->rank() == comm_->rank(),
               "TspTransformer: gradients must be f32 shards of the same model, degree and rank");
   const int64_t local = seq / degree();
-  TSP_CHECK_SHAPE(tokens.defined() && tokens.rank() == 2 && tokens.dim(1) == local &&
-                      targets.defined() && targets.shape() == tokens.shape(),
+  TSP_CHECK_SHAPE(tokens.defined() && tokens.rank() == 2 && tokens.dim(1) == local,
                   "TspTransformer: tokens and targets must be [B, S/D] = [B, ", local,
                   "] (this rank's zigzag columns of S=", seq, "), got ",
-                  tokens.defined() ? tokens.describe() : std::string("undefined"), " and ",
-                  targets.defined() ? targets.describe() : std::string("undefined"));
-  TSP_CHECK_DTYPE(tokens.dtype() == DType::i32 && targets.dtype() == DType::i32 &&
-                      tokens.is_contiguous() && targets.is_contiguous(),
-                  "TspTransformer: tokens and targets must be contiguous i32");
-  const int64_t V = config_.vocab_size();
-  const int32_t* tok = tokens.data<int32_t>();
-  const int32_t* tgt = targets.data<int32_t>();
-  for (int64_t i = 0; i < tokens.numel(); ++i) {
-    TSP_CHECK(tok[i] >= 0 && tok[i] < V, "TspTransformer: token id ", tok[i],
-              " is outside the vocabulary [0, ", V, ")");
-    TSP_CHECK(tgt[i] == model::kIgnoreIndex || (tgt[i] >= 0 && tgt[i] < V),
-              "TspTransformer: target id ", tgt[i], " is outside the vocabulary [0, ", V,
-              ") and is not the ignore index ", model::kIgnoreIndex);
-  }
+                  tokens.defined() ? tokens.describe() : std::string("undefined"));
+  model::check_token_batch(config_, tokens, targets, "TspTransformer", seq);
 }
 
 model::LossSum TspTransformer::forward(const TpWeights& w, const Tensor& tokens,

@@ -10,13 +10,9 @@
 #include "tsp/model/transformer.h"
 #include "tsp/parallel/comm_clock.h"
 #include "tsp/parallel/tp_weights.h"
+#include "tsp/parallel/tsp_block.h"  // validate_tsp
 
 namespace tsp::parallel {
-
-// Checks everything a TSP run of `config` at degree D and sequence length S needs (S % 2D, H % D,
-// H_kv % D, F % D, V % D, S <= max positions) and throws InvalidArgument naming the first problem.
-// Allocates nothing: call it on every rank before building weights.
-void validate_tsp(const model::ModelConfig& config, int degree, int64_t seq);
 
 // Activations (MemCategory::activations) of forward_backward per rank: exactly the single-rank
 // model's at S / D tokens (model::predicted_activation_peak_bytes(config, options, B, S / D)).

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "tsp/comm/self/self_backend.h"
 #include "tsp/core/check.h"
 #include "tsp/infer/cache_attention.h"
 #include "tsp/kernels/decode_linear.h"
@@ -49,7 +50,7 @@ TpDecoder::TpDecoder(comm::Communicator& comm, const parallel::TpWeights& w, int
   check_decoder(comm, w, batch, capacity, "TpDecoder");
   TSP_CHECK(options.kv_parts >= 1, "TpDecoder: kv_parts must be >= 1, got ", options.kv_parts);
   parallel::validate_tp_sp(w.config(), comm.size(), 1, 0);
-  self_ = comm.split(comm.rank(), 0, "sp");  // collective over comm
+  self_ = comm::self_communicator("sp");
 }
 
 const KvCache& TpDecoder::cache() const {

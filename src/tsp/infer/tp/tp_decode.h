@@ -58,7 +58,7 @@ class TpDecoder final : public Decoder {
   void attention(int64_t layer, const Tensor& x, const Tensor& pos, const kernels::RopeTable& rope);
 
   comm::Communicator* comm_;
-  comm::Communicator self_;  // an sp axis of one rank for TpSpContext
+  comm::Communicator self_;  // an sp axis of one rank for TpSpContext (the self transport)
   const parallel::TpWeights* w_;
   int64_t batch_, capacity_;
   DecodeOptions options_;
