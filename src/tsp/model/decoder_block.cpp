@@ -24,10 +24,9 @@ constexpr GemmOptions kDyW{};                                         // dx = dy
 constexpr GemmOptions kDyWAcc{.beta = 1.f};                           // dx += dy @ W
 constexpr GemmOptions kDW{.trans_a = true, .beta = 1.f};              // dW += dy^T @ x
 
-// [S] i32 0..S-1, after checking the batch geometry (before anything is allocated).
-Tensor positions_0_to(int64_t batch, int64_t seq) {
-  TSP_CHECK(batch > 0 && seq > 0, "BlockContext: batch and seq must be positive, got ", batch,
-            " x ", seq);
+// [S] i32 0..S-1.
+Tensor positions_0_to(int64_t seq) {
+  TSP_CHECK(seq > 0, "BlockContext: seq must be positive, got ", seq);
   Tensor p = Tensor::empty({seq}, DType::i32, MemCategory::workspace);
   int32_t* d = p.data<int32_t>();
   for (int64_t i = 0; i < seq; ++i) d[i] = static_cast<int32_t>(i);
@@ -55,9 +54,16 @@ Tensor as_gemm_input(const Tensor& dx_f32, DType dtype) {
 
 }  // namespace
 
+void BlockContext::check_step(DType dtype, int64_t batch, const char* who) {
+  TSP_CHECK_DTYPE(dtype == DType::f32 || dtype == DType::bf16, who,
+                  ": activation dtype must be f32 or bf16, got ", dtype);
+  TSP_CHECK(batch > 0, who, ": batch must be positive, got ", batch);
+}
+
 BlockContext::BlockContext(const ModelConfig& config, DType dtype, int64_t batch, int64_t seq)
     : BlockContext(config, dtype, batch, seq,
-                   positions_0_to(batch, seq), "BlockContext") {}
+                   (check_step(dtype, batch, "BlockContext"), positions_0_to(seq)),
+                   "BlockContext") {}
 
 BlockContext::BlockContext(const ModelConfig& config, DType dtype, int64_t batch, int64_t seq,
                            Tensor local_positions, const char* who)
@@ -67,9 +73,7 @@ BlockContext::BlockContext(const ModelConfig& config, DType dtype, int64_t batch
       seq_(seq),
       local_pos_(std::move(local_positions)),
       rope_(local_pos_, config.head_dim(), config.rope_options()) {
-  TSP_CHECK_DTYPE(dtype == DType::f32 || dtype == DType::bf16, who,
-                  ": activation dtype must be f32 or bf16, got ", dtype);
-  TSP_CHECK(batch > 0, who, ": batch must be positive, got ", batch);
+  check_step(dtype, batch, who);  // the callers checked before building the positions
 }
 
 int64_t BlockActivations::bytes(const ModelConfig& c, DType dtype, int64_t batch, int64_t seq) {
@@ -83,7 +87,9 @@ void block_forward(const BlockContext& ctx, const LayerWeights& w, const Tensor&
                    const Tensor& x_out, BlockActivations& acts, MemCategory cat) {
   const ModelConfig& c = ctx.config();
   const DType dt = ctx.dtype();
-  const int64_t B = ctx.batch(), S = ctx.seq(), T = ctx.tokens(), h = c.hidden_size();
+  TSP_ASSERT(ctx.local_len() == ctx.seq(), "the plain block attends over whole sequences; a "
+             "sequence-sharded context needs its layout's block");
+  const int64_t B = ctx.batch(), S = ctx.local_len(), T = ctx.tokens(), h = c.hidden_size();
   const int64_t H = c.num_attention_heads(), Hkv = c.num_key_value_heads(), d = c.head_dim();
   const int64_t qd = c.q_dim(), kvd = c.kv_dim(), F = c.intermediate_size();
   const kernels::RmsNormOptions norm{.eps = static_cast<float>(c.rms_norm_eps())};
@@ -137,7 +143,9 @@ void block_backward(const BlockContext& ctx, const LayerWeights& w, const Tensor
                     const BlockActivations& acts, const Tensor& dx, LayerWeights& g) {
   const ModelConfig& c = ctx.config();
   const DType dt = ctx.dtype();
-  const int64_t B = ctx.batch(), S = ctx.seq(), T = ctx.tokens(), h = c.hidden_size();
+  TSP_ASSERT(ctx.local_len() == ctx.seq(), "the plain block attends over whole sequences; a "
+             "sequence-sharded context needs its layout's block");
+  const int64_t B = ctx.batch(), S = ctx.local_len(), T = ctx.tokens(), h = c.hidden_size();
   const int64_t H = c.num_attention_heads(), Hkv = c.num_key_value_heads(), d = c.head_dim();
   const int64_t qd = c.q_dim(), kvd = c.kv_dim(), F = c.intermediate_size();
   const kernels::RmsNormOptions norm{.eps = static_cast<float>(c.rms_norm_eps())};

@@ -34,6 +34,9 @@ class BlockContext {
   const kernels::RopeTable& rope() const { return rope_; }      // of the local positions
 
  protected:
+  // Throws unless dtype is f32 or bf16 and batch > 0 (naming `who`); allocates nothing. A derived
+  // context calls it before it builds the positions it passes below.
+  static void check_step(DType dtype, int64_t batch, const char* who);
   // A context over this rank's columns of [B, seq]: local_positions [S_local] i32 are their global
   // positions. `who` names the layout in the errors.
   BlockContext(const ModelConfig& config, DType dtype, int64_t batch, int64_t seq,

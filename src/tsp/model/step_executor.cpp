@@ -2,8 +2,10 @@
 // allocations and releases here is what the activation-peak formulas of every layout assume.
 #include "tsp/model/step_executor.h"
 
+#include <utility>
 #include <vector>
 
+#include "tsp/core/check.h"
 #include "tsp/kernels/rmsnorm.h"
 
 namespace tsp::model {
@@ -42,11 +44,75 @@ LossSum head_forward_backward(StepStrategy& step, const Tensor& x, float grad_sc
 
 }  // namespace
 
-LossSum run_forward(StepStrategy& step) {
-  const int64_t L = step.num_layers();
-  Tensor x = step.embed_forward();
+StagePass::StagePass(StepStrategy& step, StageRange range, bool recompute, float grad_scale)
+    : step_(step), range_(range), recompute_(recompute), grad_scale_(grad_scale) {
+  TSP_CHECK(0 <= range.first_layer && range.first_layer < range.end_layer &&
+                range.end_layer <= step.num_layers(),
+            "pipeline stage: layers [", range.first_layer, ", ", range.end_layer,
+            ") are not a non-empty range of the model's ", step.num_layers(), " layers");
+}
+
+Tensor StagePass::forward(Tensor x_in) {
+  TSP_CHECK(!forward_done_, "StagePass::forward: called twice");
+  TSP_CHECK(x_in.defined() != range_.embeds(), "StagePass::forward: the stage starting at layer ",
+            range_.first_layer, x_in.defined() ? " embeds its tokens and takes no input"
+                                               : " needs the previous stage's output");
+  forward_done_ = true;
+  const int64_t first = range_.first_layer, end = range_.end_layer;
+  xs_.resize(static_cast<size_t>(end - first + 1));
+  xs_[0] = range_.embeds() ? step_.embed_forward() : std::move(x_in);
+  step_.begin_layers(false);
+  for (int64_t l = first; l < end; ++l) {
+    const size_t i = static_cast<size_t>(l - first);
+    xs_[i + 1] = Tensor::empty(xs_[i].shape(), xs_[i].dtype(), MemCategory::activations);
+    step_.acquire_layer(l);
+    step_.block_forward(l, xs_[i], xs_[i + 1]);
+    if (recompute_) step_.release_activations(l);
+  }
+  step_.end_layers();
+  if (!range_.has_head(step_)) return xs_.back();  // the next stage's input; ours until backward
+  loss_ = head_forward_backward(step_, xs_.back(), grad_scale_, dx_head_);
+  xs_.back() = Tensor();
+  return Tensor();
+}
+
+Tensor StagePass::backward(Tensor dx_out) {
+  TSP_CHECK(forward_done_ && !backward_done_, "StagePass::backward: needs one forward before it");
+  const bool head = range_.has_head(step_);
+  TSP_CHECK(dx_out.defined() != head, "StagePass::backward: the stage ending at layer ",
+            range_.end_layer, head ? " computed its own loss gradient and takes none"
+                                   : " needs the next stage's gradient");
+  backward_done_ = true;
+  Tensor dx = head ? std::move(dx_head_) : std::move(dx_out);
+  const int64_t first = range_.first_layer;
+  xs_.back() = Tensor();
+  step_.begin_layers(true);
+  for (int64_t l = range_.end_layer - 1; l >= first; --l) {
+    const size_t i = static_cast<size_t>(l - first);
+    step_.acquire_layer(l);
+    if (recompute_) step_.block_forward(l, xs_[i], Tensor());
+    step_.block_backward(l, xs_[i], dx);
+    step_.release_activations(l);
+    if (i > 0) xs_[i] = Tensor();
+  }
+  step_.end_layers();
+  xs_.clear();
+  if (!range_.embeds()) return dx;
+  step_.embed_backward(dx);
+  return Tensor();
+}
+
+Tensor run_stage_forward(StepStrategy& step, StageRange range, Tensor x_in, LossSum& loss) {
+  TSP_CHECK(0 <= range.first_layer && range.first_layer < range.end_layer &&
+                range.end_layer <= step.num_layers(),
+            "pipeline stage: layers [", range.first_layer, ", ", range.end_layer,
+            ") are not a non-empty range of the model's ", step.num_layers(), " layers");
+  TSP_CHECK(x_in.defined() != range.embeds(), "run_stage_forward: the stage starting at layer ",
+            range.first_layer, x_in.defined() ? " embeds its tokens and takes no input"
+                                              : " needs the previous stage's output");
+  Tensor x = range.embeds() ? step.embed_forward() : std::move(x_in);
   step.begin_layers(false);
-  for (int64_t l = 0; l < L; ++l) {
+  for (int64_t l = range.first_layer; l < range.end_layer; ++l) {
     Tensor next = Tensor::empty(x.shape(), x.dtype(), MemCategory::activations);
     step.acquire_layer(l);
     step.block_forward(l, x, next);
@@ -54,36 +120,22 @@ LossSum run_forward(StepStrategy& step) {
     x = next;  // the block's input is released here
   }
   step.end_layers();
-  return head_forward(step, x);
+  if (!range.has_head(step)) return x;
+  loss = head_forward(step, x);
+  return Tensor();
+}
+
+LossSum run_forward(StepStrategy& step) {
+  LossSum loss;
+  (void)run_stage_forward(step, StageRange::whole_model(step), Tensor(), loss);
+  return loss;
 }
 
 LossSum run_forward_backward(StepStrategy& step, bool recompute, float grad_scale) {
-  const int64_t L = step.num_layers();
-  std::vector<Tensor> xs(static_cast<size_t>(L + 1));
-  xs[0] = step.embed_forward();
-  step.begin_layers(false);
-  for (int64_t l = 0; l < L; ++l) {
-    xs[l + 1] = Tensor::empty(xs[l].shape(), xs[l].dtype(), MemCategory::activations);
-    step.acquire_layer(l);
-    step.block_forward(l, xs[l], xs[l + 1]);
-    if (recompute) step.release_activations(l);
-  }
-  step.end_layers();
-
-  Tensor dx;  // f32 gradient of the residual stream
-  const LossSum loss = head_forward_backward(step, xs[L], grad_scale, dx);
-  xs[L] = Tensor();
-  step.begin_layers(true);
-  for (int64_t l = L - 1; l >= 0; --l) {
-    step.acquire_layer(l);
-    if (recompute) step.block_forward(l, xs[l], Tensor());
-    step.block_backward(l, xs[l], dx);
-    step.release_activations(l);
-    if (l > 0) xs[l] = Tensor();
-  }
-  step.end_layers();
-  step.embed_backward(dx);
-  return loss;
+  StagePass pass(step, StageRange::whole_model(step), recompute, grad_scale);
+  (void)pass.forward(Tensor());
+  (void)pass.backward(Tensor());
+  return pass.loss();
 }
 
 }  // namespace tsp::model

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "tsp/core/tensor.h"
 
@@ -65,6 +66,56 @@ class StepStrategy {
   virtual Tensor final_norm_grad() = 0;
   virtual void final_norm_grad_done(const Tensor& grad) { (void)grad; }
 };
+
+// The layers a pipeline stage runs, [first_layer, end_layer): the embedding belongs to the stage
+// that starts at layer 0, the final norm, LM head and loss to the one that ends at L. The whole
+// model is one stage (whole_model); a pipeline cuts [0, L) into consecutive stages.
+struct StageRange {
+  int64_t first_layer = 0;
+  int64_t end_layer = 0;
+
+  static StageRange whole_model(const StepStrategy& step) { return {0, step.num_layers()}; }
+  bool embeds() const { return first_layer == 0; }
+  bool has_head(const StepStrategy& step) const { return end_layer == step.num_layers(); }
+};
+
+// One micro-batch's forward and backward through one stage: the schedule below written once, so
+// a whole step (run_forward_backward) and a pipeline stage's share of it run the same code. The
+// pass owns the stage's residual stream x_first..x_end between its forward and its backward (a
+// pipeline keeps several passes alive, one per micro-batch in flight); the strategy owns the
+// blocks' saved activations. `step` must outlive the pass.
+class StagePass {
+ public:
+  // Checks 0 <= first_layer < end_layer <= num_layers. Allocates nothing.
+  StagePass(StepStrategy& step, StageRange range, bool recompute, float grad_scale);
+
+  // x_in: the previous stage's output x_first [T_local, h] (undefined on the embedding stage,
+  // which embeds). Returns x_end for the next stage, or, on the head's stage, undefined: there
+  // the loss and the gradient at x_end are computed at once (loss()).
+  Tensor forward(Tensor x_in);
+  // dx_out: d(grad_scale * loss)/d(x_end) f32 from the next stage (undefined on the head's
+  // stage). Returns d/d(x_first) for the previous stage, or, on the embedding stage, undefined:
+  // it went into the embedding's gradient. After forward(); once.
+  Tensor backward(Tensor dx_out);
+
+  // The loss computed by forward() on the head's stage (zero elsewhere).
+  const LossSum& loss() const { return loss_; }
+
+ private:
+  StepStrategy& step_;
+  StageRange range_;
+  bool recompute_;
+  float grad_scale_;
+  std::vector<Tensor> xs_;  // x_first..x_end (index l - first_layer)
+  Tensor dx_head_;          // f32 gradient at x_end, on the head's stage
+  LossSum loss_;
+  bool forward_done_ = false, backward_done_ = false;
+};
+
+// Forward only through one stage: x_in as for StagePass::forward (undefined on the embedding
+// stage); returns x_end (undefined on the head's stage, where `loss` receives the loss).
+// Activations are freed as soon as they are used.
+Tensor run_stage_forward(StepStrategy& step, StageRange range, Tensor x_in, LossSum& loss);
 
 // Loss of the batch the strategy was built for; activations are freed as soon as they are used.
 LossSum run_forward(StepStrategy& step);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <vector>
 
 #include "tsp/core/check.h"
@@ -133,6 +134,12 @@ LossSum Transformer::forward_backward(const ModelWeights& w, const Tensor& token
   TSP_CHECK(std::isfinite(grad_scale), "Transformer: grad_scale must be finite, got ", grad_scale);
   SingleStep step(config_, options_, w, tokens, targets, &grads);
   return run_forward_backward(step, options_.recompute, grad_scale);
+}
+
+std::unique_ptr<StepStrategy> Transformer::step(const ModelWeights& w, const Tensor& tokens,
+                                                const Tensor& targets, ModelWeights* grads) const {
+  validate(config_, options_, w, tokens, targets, grads);
+  return std::make_unique<SingleStep>(config_, options_, w, tokens, targets, grads);
 }
 
 }  // namespace tsp::model

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 
 #include "tsp/core/tensor.h"
 #include "tsp/model/model_config.h"
@@ -48,6 +49,12 @@ class Transformer {
   // (f32, same config), so micro-batches accumulate; pass grad_scale = 1 / n_valid_global.
   LossSum forward_backward(const ModelWeights& w, const Tensor& tokens, const Tensor& targets,
                            ModelWeights& grads, float grad_scale);
+
+  // The step strategy of one batch (checked as forward / forward_backward check it; grads null
+  // for a forward-only step), for running a range of the layers: a pipeline stage's StagePass or
+  // run_stage_forward. w, tokens, targets and grads must outlive it.
+  std::unique_ptr<StepStrategy> step(const ModelWeights& w, const Tensor& tokens,
+                                     const Tensor& targets, ModelWeights* grads) const;
 
  private:
   ModelConfig config_;

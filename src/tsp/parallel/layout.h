@@ -1,7 +1,7 @@
-// A parallel layout of one model replica, as the distributed trainer sees it: this rank's weight
-// and gradient shards, forward/backward on the replica's rows of the global batch, and the
-// gradient reductions inside the replica. TSP implements it (tsp_layout.h); the baselines of
-// issue #6 plug in the same way.
+// A layout of one model replica, as the trainer sees it: this rank's weight and gradient shards,
+// forward/backward on the replica's rows of the global batch, and the gradient reductions inside
+// the replica. TSP (tsp_layout.h), the TP/SP/DP baselines (tp_sp_layout.h), FSDP over SP
+// (fsdp_sp_layout.h) and the plain model on one process (single_layout.h) implement it.
 #pragma once
 
 #include <cstdint>

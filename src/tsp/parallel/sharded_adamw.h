@@ -1,5 +1,6 @@
 // AdamW over one rank's parameter shards (any layout): fp32 moments the size of each local piece,
-// fp32 masters for bf16 weights; per element exactly train::AdamW's update on the logical tensor.
+// fp32 masters for bf16 weights; per element the kernels::adamw update of the logical tensor. The
+// one optimizer: a single process runs it over whole-tensor shards (single_layout.h).
 #pragma once
 
 #include <cstdint>
@@ -10,8 +11,8 @@
 
 namespace tsp::parallel {
 
-// The single-rank optimizer's hyperparameters, the same type (kernels::AdamWConfig; weight decay
-// on tensors whose LOGICAL shape has rank >= 2).
+// The hyperparameters (kernels::AdamWConfig; weight decay on tensors whose LOGICAL shape has
+// rank >= 2).
 using ShardedAdamWConfig = kernels::AdamWConfig;
 
 class ShardedAdamW {

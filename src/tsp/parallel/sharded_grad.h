@@ -38,13 +38,13 @@ void sum_over_replicas(comm::Communicator& dp, const std::vector<ParamShard>& gr
 // sum_over_replicas the dp replicas agree, so they need not take part).
 double global_grad_norm(comm::Communicator& group, const std::vector<ParamShard>& grads);
 
-struct ClipResult {  // as train::ClipResult (parallel/ cannot include train/)
+struct ClipResult {
   double norm = 0;   // global L2 norm before clipping
   double scale = 1;  // factor applied (1 when not clipped)
   bool clipped = false;
 };
 
-// train::clip_grad_norm over the logical model: norm = global_grad_norm(group, grads); if
+// The one gradient clipping, over the logical model: norm = global_grad_norm(group, grads); if
 // max_norm > 0, the norm is finite and norm > max_norm, every local element (replicated copies
 // included, so they stay identical) is multiplied by float(max_norm / (norm + 1e-6)).
 ClipResult clip_grad_norm(comm::Communicator& group, const std::vector<ParamShard>& grads, double max_norm);

@@ -23,6 +23,11 @@ std::vector<ParamShard> whole_shards(const model::ModelWeights& w) {
 
 namespace {
 
+// Checked before any weight is allocated (the weights argument evaluates it first).
+void check_one_rank(const comm::Communicator& group) {
+  TSP_CHECK(group.size() == 1, "the single layout runs on one rank, not ", group.size());
+}
+
 model::ModelWeights read_weights(const model::ModelConfig& config, DType dtype,
                                  const std::filesystem::path& hf_dir) {
   const model::HfCheckpoint ckpt(hf_dir);
@@ -41,16 +46,18 @@ SingleLayout::SingleLayout(comm::Communicator& group, const model::ModelConfig& 
       model_(config, options),
       weight_shards_(whole_shards(weights_)),
       grad_shards_(whole_shards(grads_)) {
-  TSP_CHECK(group.size() == 1, "the single layout runs on one rank, not ", group.size());
+  check_one_rank(group);  // callers passing their own weights
 }
 
 SingleLayout::SingleLayout(comm::Communicator& group, const model::ModelConfig& config,
                            const model::TransformerOptions& options, uint64_t seed)
-    : SingleLayout(group, config, options, model::ModelWeights::initialize(config, options.dtype, seed)) {}
+    : SingleLayout(group, config, options,
+                   (check_one_rank(group), model::ModelWeights::initialize(config, options.dtype, seed))) {}
 
 SingleLayout::SingleLayout(comm::Communicator& group, const model::ModelConfig& config,
                            const model::TransformerOptions& options, const std::filesystem::path& hf_dir)
-    : SingleLayout(group, config, options, read_weights(config, options.dtype, hf_dir)) {}
+    : SingleLayout(group, config, options,
+                   (check_one_rank(group), read_weights(config, options.dtype, hf_dir))) {}
 
 model::LossSum SingleLayout::forward_backward(const Tensor& tokens, const Tensor& targets, float grad_scale) {
   return model_.forward_backward(weights_, tokens, targets, grads_, grad_scale);

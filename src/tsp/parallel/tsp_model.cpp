@@ -109,7 +109,7 @@ void TspTransformer::validate(const TpWeights& w, const Tensor& tokens, const Te
               "TspTransformer: gradients must be f32 shards of the same model, degree and rank");
   const int64_t local = seq / degree();
   TSP_CHECK_SHAPE(tokens.defined() && tokens.rank() == 2 && tokens.dim(1) == local,
-                  "TspTransformer: tokens and targets must be [B, S/D] = [B, ", local,
+                  "TspTransformer: tokens must be [B, S/D] = [B, ", local,
                   "] (this rank's zigzag columns of S=", seq, "), got ",
                   tokens.defined() ? tokens.describe() : std::string("undefined"));
   model::check_token_batch(config_, tokens, targets, "TspTransformer", seq);

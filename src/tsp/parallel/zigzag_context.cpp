@@ -6,7 +6,8 @@ namespace tsp::parallel {
 
 ZigzagContext::ZigzagContext(const model::ModelConfig& config, DType dtype, int64_t batch,
                              const Zigzag& zigzag, CommClock* clock, const char* who)
-    : model::BlockContext(config, dtype, batch, zigzag.seq(), zigzag.local_positions(), who),
+    : model::BlockContext(config, dtype, batch, zigzag.seq(),
+                          (check_step(dtype, batch, who), zigzag.local_positions()), who),
       zigzag_(zigzag),
       gathered_pos_(zigzag.gathered_positions()),
       clock_(clock) {}

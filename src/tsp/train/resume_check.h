@@ -28,8 +28,8 @@ std::vector<std::string> resume_differences(const TrainStateInfo& saved, const R
 void check_resume_matches(const std::filesystem::path& dir, const TrainStateInfo& saved, const RunConfig& now,
                           const model::ModelConfig& config, const std::string& fingerprint);
 
-// Every check of a resume from checkpoint `dir` (config.json read as `checkpoint_config`), for the
-// single-rank and the distributed trainer alike: it has a training state (else IoError: a plain
+// Every check of a resume from checkpoint `dir` (config.json read as `checkpoint_config`), for
+// any layout and degree: it has a training state (else IoError: a plain
 // Hugging Face checkpoint is a start for --init), what the state records matches this run
 // (check_resume_matches), and its config.json is this run's model. Returns the state file's path.
 std::filesystem::path checked_train_state(const std::filesystem::path& dir,

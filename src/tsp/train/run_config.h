@@ -93,7 +93,7 @@ struct FlagRange {
 FlagRange run_flag_range(std::string_view flag);
 
 // The optimizer of the run: --adam-eps and --weight-decay over AdamWConfig's defaults (the one
-// conversion the single-rank and the distributed trainer both use).
+// conversion, whatever the layout).
 kernels::AdamWConfig adamw_config(const RunConfig& run);
 
 // JSON object text with one key per field (the member name), sorted keys.

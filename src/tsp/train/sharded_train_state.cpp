@@ -48,7 +48,7 @@ ByteRange bytes_read(const ParamShard& s, const model::TensorInfo& ti) {
   return {static_cast<uint64_t>(s.offset) * row_bytes, static_cast<uint64_t>(s.offset + s.extent) * row_bytes};
 }
 
-// Every check of load_train_state except reading the data: format and model dtype (from the
+// Every check of the state file except reading the data: format and model dtype (from the
 // parsed info), the tensor list, dtypes and full shapes, and the XXH3 checksum of every chunk of
 // the bytes this rank reads (streamed through one chunk-sized buffer).
 void check_state_file(const std::filesystem::path& path, const model::SafetensorsReader& reader,

@@ -1,5 +1,6 @@
-// A sharded run's training state in train_state.safetensors' exact bytes (train_state_bytes), so a
-// state saved at any layout or degree resumes at any other, single-rank included.
+// The training state (train_state.h's file format) written and read shard by shard: the one
+// writer and reader, so a state saved at any layout or degree resumes at any other, one process
+// included.
 #pragma once
 
 #include <filesystem>
@@ -20,8 +21,8 @@ namespace tsp::train {
 parallel::ShardedFile sharded_train_state_file(comm::Communicator& group, const TrainStateInfo& info,
                                                const parallel::ShardedAdamW& opt);
 
-// Collective: writes the state alone to `path` (atomically, by rank 0; byte-identical to
-// train_state_bytes of the same logical values). Errors on rank 0 are thrown on every rank.
+// Collective: writes the state alone to `path` (atomically, by rank 0; the same bytes whatever the
+// layout and degree holding the same logical values). Errors on rank 0 are thrown on every rank.
 void save_sharded_train_state(comm::Communicator& group, const std::filesystem::path& path,
                               const TrainStateInfo& info, const parallel::ShardedAdamW& opt);
 
@@ -29,7 +30,7 @@ void save_sharded_train_state(comm::Communicator& group, const std::filesystem::
 // of the bytes it reads (its rows of row-sharded tensors, whole column/replicated tensors; one
 // chunk-sized buffer), checks the format, model dtype, tensor names and shapes, then reads its own
 // pieces of the moments (and masters) into `opt` and sets its step count. Every problem throws
-// IoError "corrupt or incompatible training state <path>: ..." (load_train_state's messages); the
+// IoError "corrupt or incompatible training state <path>: ..."; the
 // optimizer is untouched when the checks fail. Call opt.sync_weights_from_masters(weights) after.
 TrainStateInfo load_sharded_train_state(const std::filesystem::path& path, parallel::ShardedAdamW& opt);
 

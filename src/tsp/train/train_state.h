@@ -43,7 +43,7 @@ struct TrainStateInfo {
 // (metadata_checksum_hex)}.
 
 // The scalar part only (no tensors are read); the metadata checksum is verified (v2). A v1 file's
-// scalars are returned when `allow_v1` (tsp eval's defaults), else refused as load_train_state does.
+// scalars are returned when `allow_v1` (tsp eval's defaults), else refused as resuming refuses it.
 TrainStateInfo read_train_state_info(const std::filesystem::path& path, bool allow_v1 = true);
 
 namespace detail {

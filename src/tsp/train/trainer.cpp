@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <sstream>
 
@@ -23,6 +24,7 @@
 #include "tsp/parallel/single_layout.h"
 #include "tsp/parallel/tp_sp_block.h"
 #include "tsp/parallel/tp_sp_layout.h"
+#include "tsp/parallel/tsp_block.h"
 #include "tsp/parallel/tsp_layout.h"
 #include "tsp/parallel/tsp_model.h"
 #include "tsp/train/lr_schedule.h"
@@ -67,9 +69,14 @@ int64_t bytes_sent(const comm::Mesh& mesh) {
 
 // Runs `check` on the ranks where `mine` is true and makes a failure everyone's: after one
 // all-gather of (failed, message length) the first failing rank broadcasts its message, and every
-// rank throws the same exception type with the same message (no rank is left waiting).
+// rank throws the same exception type with the same message (no rank is left waiting). Alone,
+// the check's own exception propagates as it is.
 template <class F>
 void agree_on(comm::Communicator& world, bool mine, F&& check) {
+  if (world.size() == 1) {
+    if (mine) check();
+    return;
+  }
   int64_t kind = 0;  // 0 ok, 1 InvalidArgument, 2 IoError, 3 other
   std::string message;
   if (mine) {
@@ -135,6 +142,7 @@ void validate_distributed_run(const model::ModelConfig& config, const RunConfig&
             "the mesh ", degrees.str(), " does not match the run's degrees ", want.str());
   TSP_CHECK(run.seq <= config.max_position_embeddings(), "--seq ", run.seq,
             " exceeds the model's max_position_embeddings ", config.max_position_embeddings());
+  if (run.layout == "single") return;  // the plain model takes any sequence length
   const LayoutSpec layout = run.layout_spec();
   switch (layout.kind) {
     case LayoutKind::tsp: parallel::validate_tsp(config, static_cast<int>(layout.tsp), run.seq); break;
@@ -442,7 +450,7 @@ int Trainer::agree_stop_signal(int mine) {
 
 EvalMetrics Trainer::run() {
   say("model: " + config_.summary() + " dtype=" + run_dtype_origin(run_) + (run_.recompute ? " recompute" : ""));
-  const bool one_process = mesh_.world_size() == 1;
+  const bool one_process = run_.layout == "single";  // else: the layout line, per-rank table
   if (!one_process) say("layout: " + mesh_.degrees().str() + " (" + layout_->describe() + " on rank 0)");
   std::ostringstream head;
   head << "data: " << loader_.num_tokens() << " train tokens, " << data_.val->size()

@@ -4,9 +4,10 @@
 
 #include "tsp/train/data_source.h"
 
-#include <chrono>
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <sstream>
 
 #include "tsp/core/check.h"

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <functional>
 #include <ostream>
+#include <string>
 #include <vector>
 
 #include "tsp/data/batch_loader.h"
@@ -36,7 +37,7 @@ EvalMetrics evaluate_loss(const BatchLoss& forward, const data::TokenSource& val
 EvalMetrics evaluate_loss(const BatchLoss& forward, const std::vector<int32_t>& val_tokens,
                           int64_t batch, int64_t seq, int64_t max_batches);
 
-// What the training loop needs from a trainer (single-rank or distributed).
+// What the training loop needs from a trainer (train::Trainer; tests drive the loop with fakes).
 class TrainLoopHost {
  public:
   virtual ~TrainLoopHost() = default;
@@ -44,8 +45,8 @@ class TrainLoopHost {
   virtual EvalMetrics validate() = 0;
   virtual void save_checkpoint(const std::filesystem::path& dir) const = 0;
   virtual int64_t step() const = 0;
-  // The stop signal all ranks act on, from this rank's `mine` (0: none): a single rank returns
-  // it; a distributed trainer takes the maximum over the world (collective, one int per step).
+  // The stop signal all ranks act on, from this rank's `mine` (0: none): alone, `mine`; the
+  // trainer takes the maximum over the world (collective, one int per step).
   virtual int agree_stop_signal(int mine) { return mine; }
   // Whether this rank writes the checkpoint's files (and so updates a run directory's "latest"
   // and prunes its history): a single rank always; under mpirun one rank.
