@@ -42,14 +42,19 @@ LossSum head_forward_backward(StepStrategy& step, const Tensor& x, float grad_sc
   return loss;
 }
 
-}  // namespace
-
-StagePass::StagePass(StepStrategy& step, StageRange range, bool recompute, float grad_scale)
-    : step_(step), range_(range), recompute_(recompute), grad_scale_(grad_scale) {
+// 0 <= first_layer < end_layer <= num_layers.
+void check_range(const StepStrategy& step, StageRange range) {
   TSP_CHECK(0 <= range.first_layer && range.first_layer < range.end_layer &&
                 range.end_layer <= step.num_layers(),
             "pipeline stage: layers [", range.first_layer, ", ", range.end_layer,
             ") are not a non-empty range of the model's ", step.num_layers(), " layers");
+}
+
+}  // namespace
+
+StagePass::StagePass(StepStrategy& step, StageRange range, bool recompute, float grad_scale)
+    : step_(step), range_(range), recompute_(recompute), grad_scale_(grad_scale) {
+  check_range(step, range);
 }
 
 Tensor StagePass::forward(Tensor x_in) {
@@ -103,10 +108,7 @@ Tensor StagePass::backward(Tensor dx_out) {
 }
 
 Tensor run_stage_forward(StepStrategy& step, StageRange range, Tensor x_in, LossSum& loss) {
-  TSP_CHECK(0 <= range.first_layer && range.first_layer < range.end_layer &&
-                range.end_layer <= step.num_layers(),
-            "pipeline stage: layers [", range.first_layer, ", ", range.end_layer,
-            ") are not a non-empty range of the model's ", step.num_layers(), " layers");
+  check_range(step, range);
   TSP_CHECK(x_in.defined() != range.embeds(), "run_stage_forward: the stage starting at layer ",
             range.first_layer, x_in.defined() ? " embeds its tokens and takes no input"
                                               : " needs the previous stage's output");
