@@ -69,7 +69,10 @@ TEST(LayoutSpec, FlagFormRefusesDegreesTheKindDoesNotUse) {
   EXPECT_NE(message({.layout = "fsdp-sp", .tsp = 2}).find("does not use --tsp"), std::string::npos);
   EXPECT_NE(message({.layout = "tsp", .tsp = 0}).find("must be >= 1"), std::string::npos);
   EXPECT_NE(message({.layout = "tsp2", .dp = 2}).find("names its degrees"), std::string::npos);
-  EXPECT_NE(message({.layout = "dp2xpp2xtsp2"}).find("pipeline parallelism"), std::string::npos);
+  EXPECT_NE(message({.layout = "single", .pp = 2}).find("does not use --pp"), std::string::npos);
+  EXPECT_NE(message({.layout = "dp2xpp2xtsp2", .pp = 2}).find("names its degrees"), std::string::npos);
+  EXPECT_EQ(layout_from_flags({.layout = "tsp", .tsp = 2, .dp = 2, .pp = 2}), parse_layout("dp2xpp2xtsp2"));
+  EXPECT_EQ(layout_from_flags({.layout = "dp", .pp = 2}), parse_layout("pp2"));
   EXPECT_NE(message({.layout = "bogus"}).find("--layout must be single, tsp"), std::string::npos);
 }
 

@@ -408,7 +408,12 @@ TEST(TpSpLayout, InvalidSizesAreRejectedBeforeAllocating) {
   }
   // A mesh with a tsp axis is not this layout's.
   comm::Mesh tsp_mesh(world, {.tsp = D});
-  expect_error([&] { TpSpLayout(tsp_mesh, ok, {}, 1); }, "has pp or tsp > 1");
+  expect_error([&] { TpSpLayout(tsp_mesh, ok, {}, 1); }, "has tsp > 1");
+  // Pipeline stages must split the layers evenly (docs/pipeline.md): 3 layers on 2 stages, 6 on 4.
+  comm::Mesh pp_mesh(world, {.pp = D});
+  model::ModelConfigFields f = testing::tiny_config({.layers = D + D / 2}).fields();
+  expect_error([&] { TpSpLayout(pp_mesh, model::ModelConfig(f), {}, 1); },
+               std::to_string(D + D / 2) + " layers do not split evenly into pp=" + std::to_string(D) + " stages");
 }
 
 }  // namespace

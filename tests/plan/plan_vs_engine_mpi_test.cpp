@@ -45,8 +45,8 @@ TrafficTotals predicted(const model::ModelConfig& c, const Workload& w, const La
   for (const PhaseTraffic* p : {&layer.forward, &layer.backward, &layer.recompute})
     for (const CollectiveTraffic& x : *p)
       if (x.axis == axis && x.op == op)
-        for (int64_t l = 0; l < c.num_hidden_layers(); ++l) t += x;
-  for (const PhaseTraffic* p : {&step.forward, &step.backward})
+        for (int64_t l = 0; l < c.num_hidden_layers() / layout.pp; ++l) t += x;  // this stage's layers
+  for (const PhaseTraffic* p : {&step.forward, &step.backward, &step.pipeline})
     for (const CollectiveTraffic& x : *p)
       if (x.axis == axis && x.op == op) t += x;
   return t;
@@ -107,7 +107,8 @@ void check_tsp(DType dtype, bool recompute, const testing::TinyModel& tiny = {.g
       << what << " all_to_all: measured " << got_a2a.bytes_received << ", expected value "
       << a2a.bytes_received;
 
-  const MemoryEstimate mem = memory(config, work, layout);
+  // This rank's pipeline stage (the whole model without pp).
+  const MemoryEstimate mem = memory_of_stage(config, work, layout, rank.pp);
   expect_memory_close(mem, MemCategory::weights, ledger.stats(MemCategory::weights).peak_bytes - base_w, what);
   expect_memory_close(mem, MemCategory::grads, ledger.stats(MemCategory::grads).peak_bytes - base_g, what);
   expect_memory_close(mem, MemCategory::optimizer, ledger.stats(MemCategory::optimizer).peak_bytes - base_o, what);
@@ -152,6 +153,7 @@ void check_layout(const std::string& name, DType dtype,
   run.tp = layout.tp;
   run.sp = layout.sp;
   run.tsp = layout.tsp;
+  run.pp = layout.pp;
   run.batch = B;
   run.seq = S;
   run.dtype = dtype == DType::f32 ? "f32" : "bf16";
@@ -160,8 +162,9 @@ void check_layout(const std::string& name, DType dtype,
   work.batch = B / layout.dp;
   work.seq = S;
   work.precision = precision_preset(dtype == DType::f32 ? "fp32" : "bf16");
-  const RankCoords rank{.dp = mesh.coord(comm::MeshAxis::dp), .sp = mesh.coord(comm::MeshAxis::sp),
-                        .tp = mesh.coord(comm::MeshAxis::tp), .tsp = mesh.coord(comm::MeshAxis::tsp)};
+  const RankCoords rank{.dp = mesh.coord(comm::MeshAxis::dp), .pp = mesh.coord(comm::MeshAxis::pp),
+                        .sp = mesh.coord(comm::MeshAxis::sp), .tp = mesh.coord(comm::MeshAxis::tp),
+                        .tsp = mesh.coord(comm::MeshAxis::tsp)};
   const testing::Batch all = testing::random_batch(B, S, config.vocab_size(), 4);
   const testing::Batch mine = testing::batch_rows(all, rank.dp * work.batch, work.batch);
 
@@ -178,9 +181,9 @@ void check_layout(const std::string& name, DType dtype,
   parallel::sum_over_replicas(mesh.axis(comm::MeshAxis::dp), engine->grads());
 
   const StepTraffic step = step_traffic(config, work, layout, rank);
-  for (Axis axis : {Axis::dp, Axis::sp, Axis::tp, Axis::tsp}) {
+  for (Axis axis : {Axis::dp, Axis::pp, Axis::sp, Axis::tp, Axis::tsp}) {
     for (CommOp op : {CommOp::broadcast, CommOp::reduce, CommOp::all_reduce, CommOp::all_gather,
-                      CommOp::reduce_scatter, CommOp::sendrecv}) {
+                      CommOp::reduce_scatter, CommOp::sendrecv, CommOp::send, CommOp::recv}) {
       TrafficTotals want = predicted(config, work, layout, rank, axis, plan_op(op));
       want.bytes_sent += totals(step.gradient_sync, axis, plan_op(op)).bytes_sent;
       want.bytes_received += totals(step.gradient_sync, axis, plan_op(op)).bytes_received;
@@ -190,7 +193,8 @@ void check_layout(const std::string& name, DType dtype,
           << name << " " << axis_name(axis) << " " << comm::comm_op_name(op);
     }
   }
-  const MemoryEstimate mem = memory(config, work, layout);
+  // This rank's pipeline stage (the whole model without pp).
+  const MemoryEstimate mem = memory_of_stage(config, work, layout, rank.pp);
   for (MemCategory c : {MemCategory::weights, MemCategory::grads, MemCategory::optimizer,
                         MemCategory::activations, MemCategory::comm}) {
     const int64_t measured = ledger.stats(c).peak_bytes - base[static_cast<size_t>(c)];
@@ -226,6 +230,24 @@ TEST(PlanVsEngine, TensorParallelQkvBias) {
 }
 TEST(PlanVsEngine, TpTimesSp) { check_layout("tp2xsp2", DType::f32); }
 TEST(PlanVsEngine, DpTimesTsp) { check_layout("dp2xtsp2", DType::bf16); }
+// Pipeline stages (docs/pipeline.md): the stage-to-stage sends and receives of one micro-batch
+// byte for byte, and each stage's memory within 5% of memory_of_stage (a 4-layer model, 2 layers
+// per stage at pp 2; 1 at pp 4). Tied: the embedding's gradient exchange between the two ends.
+TEST(PlanVsEngine, Pipeline) {
+  comm::Communicator world = comm::Communicator::world();
+  if (world.size() == 1) GTEST_SKIP() << "pp1 is the single-rank engine";
+  check_layout("pp" + std::to_string(world.size()), DType::f32, {.gqa = true, .layers = 4});
+  check_layout("pp" + std::to_string(world.size()), DType::bf16, {.gqa = true, .tied = true, .layers = 4});
+}
+TEST(PlanVsEngine, TspTimesPipeline) {
+  check_layout("tsp2xpp2", DType::f32, {.gqa = true, .layers = 4});
+  check_layout("tsp2xpp2", DType::f32, {.gqa = true, .tied = true, .layers = 4});
+}
+TEST(PlanVsEngine, FsdpTimesPipeline) {
+  check_layout("fsdp-sp2xpp2", DType::f32, {.gqa = true, .layers = 4});
+  check_layout("fsdp-sp2xpp2", DType::bf16, {.gqa = true, .tied = true, .layers = 4});
+}
+TEST(PlanVsEngine, TpTimesPipeline) { check_layout("tp2xpp2", DType::bf16, {.gqa = true, .tied = true, .layers = 4}); }
 
 }  // namespace
 }  // namespace tsp::plan

@@ -65,10 +65,10 @@ double f32_loss_tol(const model::ModelConfig& c, const RunConfig& r) {
 
 struct LayoutSpec {
   std::string layout;
-  int dp = 1, tp = 1, sp = 1, tsp = 1;
+  int dp = 1, tp = 1, sp = 1, tsp = 1, pp = 1;
   std::string name() const {
     return layout + " dp" + std::to_string(dp) + " tp" + std::to_string(tp) + " sp" +
-           std::to_string(sp) + " tsp" + std::to_string(tsp);
+           std::to_string(sp) + " tsp" + std::to_string(tsp) + " pp" + std::to_string(pp);
   }
 };
 
@@ -81,6 +81,7 @@ RunConfig run_for(DType dtype, const LayoutSpec& l) {
   r.tp = l.tp;
   r.sp = l.sp;
   r.tsp = l.tsp;
+  r.pp = l.pp;
   return r;
 }
 
@@ -88,21 +89,28 @@ RunConfig run_for(DType dtype, int dp, int tsp) { return run_for(dtype, {"tsp", 
 
 RunConfig single(RunConfig r) {
   r.layout = "single";
-  r.dp = r.tp = r.sp = r.tsp = 1;
+  r.dp = r.tp = r.sp = r.tsp = r.pp = 1;
   return r;
 }
 
 // The layouts this world size W runs (tiny_run's batch 4 in 2 micro-batches allows dp <= 2):
 // tsp W, dp 2 x tsp W/2, tp W, sp W, fsdp-sp W, and dp W (W <= 2) or dp 2 x sp 2 and
-// tp 2 x sp 2 (W = 4).
+// tp 2 x sp 2 (W = 4); with pipeline stages (the tiny model's 2 layers, one per stage; the 2
+// micro-batches in flight at once on the first stage, 1F1B): pp 2 (W = 2), tsp 2 x pp 2,
+// tp 2 x pp 2, dp 2 x pp 2 and fsdp-sp 2 x pp 2 (W = 4).
 std::vector<LayoutSpec> layouts(int W) {
   std::vector<LayoutSpec> v{{"tsp", 1, 1, 1, W}, {"tp", 1, W, 1, 1}, {"sp", 1, 1, W, 1},
                             {"fsdp-sp", 1, 1, W, 1}};
   if (W >= 2) v.push_back({"tsp", 2, 1, 1, W / 2});
   if (W <= 2) v.push_back({"dp", W, 1, 1, 1});
+  if (W == 2) v.push_back({"dp", 1, 1, 1, 1, 2});
   if (W == 4) {
     v.push_back({"sp", 2, 1, 2, 1});
     v.push_back({"tp+sp", 1, 2, 2, 1});
+    v.push_back({"tsp", 1, 1, 1, 2, 2});
+    v.push_back({"tp", 1, 2, 1, 1, 2});
+    v.push_back({"dp", 2, 1, 1, 1, 2});
+    v.push_back({"fsdp-sp", 1, 1, 2, 1, 2});
   }
   return v;
 }
@@ -284,8 +292,9 @@ TEST(DistributedTrainer, CheckpointsMoveBetweenLayoutsAndDegrees) {
 }
 
 // Issue #6's chain: tsp W trains 2 steps and saves; tp 2 x sp W/2 (tp W at 2 ranks) resumes for
-// one step and saves; fsdp-sp W resumes for one step and saves; a single-rank run resumes for the
-// 5th. Every loss equals the uninterrupted single-rank run's.
+// one step and saves; fsdp-sp W resumes for one step and saves; pipeline stages (pp 2 at 2 ranks,
+// tsp 2 x pp 2 at 4; the tied embedding on both ends) resume for one step and save; a single-rank
+// run resumes for the 6th. Every loss equals the uninterrupted single-rank run's.
 TEST(DistributedTrainer, CheckpointChainAcrossEveryLayout) {
   comm::Communicator world = comm::Communicator::world();
   const int W = world.size();
@@ -294,19 +303,20 @@ TEST(DistributedTrainer, CheckpointChainAcrossEveryLayout) {
   const testing::ScratchDir scratch;
   const std::filesystem::path root = shared_dir(world, scratch);
   RunConfig base = run_for(DType::f32, 1, W);
-  base.steps = 5;
-  const ReferenceRun ref = reference_run(config, base, tokens, 5);
+  base.steps = 6;
+  const ReferenceRun ref = reference_run(config, base, tokens, 6);
   const std::vector<double>& want = ref.loss;
 
-  const std::vector<std::pair<LayoutSpec, int>> chain = {
+  std::vector<std::pair<LayoutSpec, int>> chain = {
       {{"tsp", 1, 1, 1, W}, 2},
       {W == 4 ? LayoutSpec{"tp+sp", 1, 2, 2, 1} : LayoutSpec{"tp", 1, W, 1, 1}, 1},
       {{"fsdp-sp", 1, 1, W, 1}, 1}};
+  if (W >= 2) chain.push_back({LayoutSpec{"tsp", 1, 1, 1, W / 2, 2}, 1});
   std::filesystem::path previous;
   int step = 0;
   for (size_t i = 0; i < chain.size(); ++i) {
     RunConfig run = run_for(DType::f32, chain[i].first);
-    run.steps = 5;
+    run.steps = 6;
     run.resume = previous.string();
     comm::Mesh mesh(world, mesh_degrees_for(run));
     Trainer trainer(mesh, config, run, tokens);
@@ -320,8 +330,9 @@ TEST(DistributedTrainer, CheckpointChainAcrossEveryLayout) {
   RunConfig last = single(base);
   last.resume = previous.string();
   Trainer trainer(config, last, tokens);
-  ASSERT_EQ(trainer.step(), 4);
-  EXPECT_NEAR(trainer.train_step().loss, want[4], ref.tol[4]) << "single after the chain";
+  ASSERT_EQ(trainer.step(), step);
+  EXPECT_NEAR(trainer.train_step().loss, want[static_cast<size_t>(step)], ref.tol[static_cast<size_t>(step)])
+      << "single after the chain";
   world.barrier();  // every rank is done with the directories before rank 0 removes them
 }
 

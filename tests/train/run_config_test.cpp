@@ -72,9 +72,14 @@ TEST(RunConfig, LayoutNamesExpandIntoTheFlagForm) {
   EXPECT_EQ(named, flags);
   flags.expand_layout_name();  // a kind name stays as given
   EXPECT_EQ(named, flags);
+  // Pipeline stages expand into --pp like every other degree.
   RunConfig piped;
   piped.layout = "pp2xtsp2";
-  EXPECT_THROW(piped.validate(), InvalidArgument);
+  EXPECT_NO_THROW(piped.validate());
+  piped.expand_layout_name();
+  EXPECT_EQ(piped.layout, "tsp");
+  EXPECT_EQ(piped.tsp, 2);
+  EXPECT_EQ(piped.pp, 2);
 }
 
 TEST(RunConfig, IntegerFieldsAreCheckedAgainstTheirFlagRanges) {

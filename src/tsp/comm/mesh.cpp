@@ -159,6 +159,17 @@ Mesh::Mesh(const Communicator& world, const MeshDegrees& degrees) : degrees_(deg
   }
 }
 
+Communicator Mesh::group_over(std::span<const MeshAxis> axes, std::string name) const {
+  MeshCoords base = coords_;
+  int key = 0;
+  for (int i = 0; i < kNumMeshAxes; ++i) {  // mesh order: the first listed axis is outermost
+    if (std::find(axes.begin(), axes.end(), kMeshAxes[i]) == axes.end()) continue;
+    base[i] = 0;
+    key = key * degrees_[kMeshAxes[i]] + coords_[i];
+  }
+  return world_.split(mesh_world_rank_of(degrees_, base), key, std::move(name));
+}
+
 std::string Mesh::describe() const {
   std::ostringstream os;
   os << "mesh " << degrees_.str() << ", rank " << world_.rank() << "/" << world_.size() << " at (";

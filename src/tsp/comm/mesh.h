@@ -85,6 +85,11 @@ class Mesh {
   Communicator& world() { return world_; }
   Communicator& axis(MeshAxis axis) { return axes_[static_cast<int>(axis)]; }
   const Communicator& axis(MeshAxis axis) const { return axes_[static_cast<int>(axis)]; }
+  // Collective over the world: the group of the ranks that differ from this one only on `axes`,
+  // ranked by their coordinates on those axes as a mixed-radix number in mesh order (e.g. over pp
+  // and tsp: pp * tsp_degree + tsp). A layout's replica group spanning pipeline stages.
+  Communicator group_over(std::span<const MeshAxis> axes, std::string name) const;
+
   // Ring neighbours along `axis`, as ranks of that axis' communicator (= coordinates).
   int next_on(MeshAxis a) const { return axis(a).next_rank(); }
   int prev_on(MeshAxis a) const { return axis(a).prev_rank(); }

@@ -177,8 +177,9 @@ bool is_layout_kind_name(std::string_view s) {
 }
 
 LayoutSpec layout_from_flags(const LayoutFlags& f) {
-  TSP_CHECK(f.tsp >= 1 && f.tp >= 1 && f.sp >= 1 && f.dp >= 1,
-            "--tsp, --tp, --sp and --dp must be >= 1, got ", f.tsp, ", ", f.tp, ", ", f.sp, " and ", f.dp);
+  TSP_CHECK(f.tsp >= 1 && f.tp >= 1 && f.sp >= 1 && f.dp >= 1 && f.pp >= 1,
+            "--tsp, --tp, --sp, --dp and --pp must be >= 1, got ", f.tsp, ", ", f.tp, ", ", f.sp, ", ", f.dp,
+            " and ", f.pp);
   const std::string_view kind = f.layout;
   if (!is_layout_kind_name(kind)) {
     // A planner name carries its own degrees; the flags must not say something else.
@@ -189,29 +190,27 @@ LayoutSpec layout_from_flags(const LayoutFlags& f) {
       TSP_THROW(InvalidArgument, "--layout must be single, tsp, tp, sp, tp+sp, dp, fsdp-sp or a "
                 "layout name such as tsp4, dp2xtsp2, tp2xsp2 (", e.what(), ")");
     }
-    TSP_CHECK(f.tsp == 1 && f.tp == 1 && f.sp == 1 && f.dp == 1, "--layout ", kind,
-              " names its degrees; leave --tsp, --tp, --sp and --dp out (or use --layout ",
+    TSP_CHECK(f.tsp == 1 && f.tp == 1 && f.sp == 1 && f.dp == 1 && f.pp == 1, "--layout ", kind,
+              " names its degrees; leave --tsp, --tp, --sp, --dp and --pp out (or use --layout ",
               layout_kind_name(l.kind), " with them)");
-    TSP_CHECK(l.pp == 1, "--layout ", kind, ": pipeline parallelism (pp) is not implemented by the "
-              "engine yet; the planner models it (tsp plan)");
     return l;
   }
   // Each kind uses only its own degrees (dp composes with every distributed kind).
   const bool uses_tsp = kind == "tsp", uses_tp = kind == "tp" || kind == "tp+sp";
   const bool uses_sp = kind == "sp" || kind == "tp+sp" || kind == "fsdp-sp";
   TSP_CHECK((uses_tsp || f.tsp == 1) && (uses_tp || f.tp == 1) && (uses_sp || f.sp == 1) &&
-                (kind != "single" || f.dp == 1),
+                (kind != "single" || (f.dp == 1 && f.pp == 1)),
             "--layout ", kind, " does not use ", (!uses_tsp && f.tsp != 1) ? "--tsp" :
-            (!uses_tp && f.tp != 1) ? "--tp" : (!uses_sp && f.sp != 1) ? "--sp" : "--dp",
+            (!uses_tp && f.tp != 1) ? "--tp" : (!uses_sp && f.sp != 1) ? "--sp" : f.dp != 1 ? "--dp" : "--pp",
             " (single: no degrees; tsp: --tsp; tp: --tp; sp and fsdp-sp: --sp; tp+sp: --tp and "
-            "--sp; every distributed layout: --dp)");
+            "--sp; every distributed layout: --dp and --pp)");
   if (kind == "single") return dp_layout(1);
-  if (kind == "tsp") return tsp_layout(f.tsp, f.dp);
-  if (kind == "tp") return tp_layout(f.tp, f.dp);
-  if (kind == "sp") return sp_layout(f.sp, f.dp);
-  if (kind == "tp+sp") return tp_sp_layout(f.tp, f.sp, f.dp);
-  if (kind == "fsdp-sp") return fsdp_sp_layout(f.sp, f.dp);
-  return dp_layout(f.dp);
+  if (kind == "tsp") return tsp_layout(f.tsp, f.dp, f.pp);
+  if (kind == "tp") return tp_layout(f.tp, f.dp, f.pp);
+  if (kind == "sp") return sp_layout(f.sp, f.dp, f.pp);
+  if (kind == "tp+sp") return tp_sp_layout(f.tp, f.sp, f.dp, f.pp);
+  if (kind == "fsdp-sp") return fsdp_sp_layout(f.sp, f.dp, f.pp);
+  return dp_layout(f.dp, f.pp);
 }
 
 }  // namespace tsp

@@ -57,12 +57,12 @@ LayoutSpec parse_layout(std::string_view text);
 
 // The command-line form: `--layout KIND` with the degree flags (`--layout tsp --tsp 4 --dp 2`), or
 // `--layout NAME` alone (`--layout dp2xtsp4`, degree flags left at 1). KIND is single, tsp, tp,
-// sp, tp+sp, dp or fsdp-sp; each kind takes only its own degree flags (dp composes with every
-// kind but single). Throws InvalidArgument naming the flag that does not fit.
+// sp, tp+sp, dp or fsdp-sp; each kind takes only its own degree flags (dp and pp compose with
+// every kind but single). Throws InvalidArgument naming the flag that does not fit.
 bool is_layout_kind_name(std::string_view text);  // single, tsp, tp, sp, tp+sp, dp, fsdp-sp
 struct LayoutFlags {
   std::string layout = "single";
-  int64_t tsp = 1, tp = 1, sp = 1, dp = 1;
+  int64_t tsp = 1, tp = 1, sp = 1, dp = 1, pp = 1;
 };
 LayoutSpec layout_from_flags(const LayoutFlags& flags);
 

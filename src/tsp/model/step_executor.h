@@ -26,6 +26,10 @@ class StepStrategy {
   virtual ~StepStrategy() = default;
 
   virtual int64_t num_layers() const = 0;
+  // The residual stream on this rank: [T_local, h] in the activation dtype (what a pipeline stage
+  // receives from the previous one; its gradient travels back in f32).
+  virtual Shape residual_shape() const = 0;
+  virtual DType residual_dtype() const = 0;
 
   // x_0 [T_local, h] (MemCategory::activations) for this rank's tokens.
   virtual Tensor embed_forward() = 0;
@@ -74,9 +78,14 @@ struct StageRange {
   int64_t first_layer = 0;
   int64_t end_layer = 0;
 
-  static StageRange whole_model(const StepStrategy& step) { return {0, step.num_layers()}; }
+  static StageRange whole_model(int64_t num_layers) { return {0, num_layers}; }
+  static StageRange whole_model(const StepStrategy& step) { return whole_model(step.num_layers()); }
   bool embeds() const { return first_layer == 0; }
-  bool has_head(const StepStrategy& step) const { return end_layer == step.num_layers(); }
+  bool has_head(int64_t num_layers) const { return end_layer == num_layers; }
+  bool has_head(const StepStrategy& step) const { return has_head(step.num_layers()); }
+  bool holds_layer(int64_t layer) const { return first_layer <= layer && layer < end_layer; }
+  int64_t layers() const { return end_layer - first_layer; }
+  friend bool operator==(const StageRange&, const StageRange&) = default;
 };
 
 // One micro-batch's forward and backward through one stage: the schedule below written once, so

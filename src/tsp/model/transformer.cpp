@@ -46,6 +46,8 @@ class SingleStep final : public StepStrategy {
         acts_(static_cast<size_t>(config.num_hidden_layers())) {}
 
   int64_t num_layers() const override { return static_cast<int64_t>(acts_.size()); }
+  Shape residual_shape() const override { return {ctx_.tokens(), w_.config().hidden_size()}; }
+  DType residual_dtype() const override { return ctx_.dtype(); }
 
   Tensor embed_forward() override {
     Tensor x = Tensor::empty({ids_.numel(), w_.config().hidden_size()}, ctx_.dtype(),

@@ -3,6 +3,8 @@
 // its owner (docs/fsdp_sp.md).
 #include "tsp/parallel/fsdp_sp_layout.h"
 
+#include <array>
+
 #include <algorithm>
 #include <cmath>
 #include <optional>
@@ -22,11 +24,16 @@ namespace {
 using comm::MeshAxis;
 
 // Everything the constructors check before a byte is allocated (identically on every rank).
+// This rank's pipeline stage's layers (the whole model without pp).
+model::StageRange stage_range_of(const comm::Mesh& mesh, const model::ModelConfig& config) {
+  return stage_layers(config.num_hidden_layers(), mesh.degree(MeshAxis::pp), mesh.coord(MeshAxis::pp));
+}
+
 void validate_setup(const comm::Mesh& mesh, const model::TransformerOptions& options,
                     const model::ModelConfig& config, DType dtype) {
   const comm::MeshDegrees& m = mesh.degrees();
-  TSP_CHECK(m.pp == 1 && m.tp == 1 && m.tsp == 1,
-            "fsdp-sp runs on a mesh dp x sp (the sp axis is the fsdp axis); got ", m.str());
+  TSP_CHECK(m.tp == 1 && m.tsp == 1,
+            "fsdp-sp runs on a mesh dp x pp x sp (the sp axis is the fsdp axis); got ", m.str());
   TSP_CHECK_DTYPE(dtype == DType::f32 || dtype == DType::bf16,
                   "fsdp-sp: dtype must be f32 or bf16, got ", dtype);
   TSP_CHECK_DTYPE(options.dtype == dtype, "fsdp-sp: TransformerOptions::dtype ", options.dtype,
@@ -34,6 +41,14 @@ void validate_setup(const comm::Mesh& mesh, const model::TransformerOptions& opt
   TSP_CHECK(options.vocab_chunk > 0, "fsdp-sp: vocab_chunk must be positive, got ",
             options.vocab_chunk);
   (void)FsdpSpSizes::of(config, m.sp);
+  (void)stage_range_of(mesh, config);  // refuses an uneven pipeline split
+}
+
+// The replica group across pipeline stages: the pp x sp ranks of this dp coordinate.
+comm::Communicator pipeline_group(comm::Mesh& mesh) {
+  if (mesh.degree(MeshAxis::pp) == 1) return {};
+  const std::array<MeshAxis, 2> axes{MeshAxis::pp, MeshAxis::sp};
+  return mesh.group_over(axes, "pp x sp");
 }
 
 kernels::CrossEntropyOptions ce_options(const model::TransformerOptions& o) {
@@ -57,6 +72,8 @@ class FsdpSpStep final : public model::StepStrategy {
         acts_(w.layers().size()) {}
 
   int64_t num_layers() const override { return static_cast<int64_t>(acts_.size()); }
+  Shape residual_shape() const override { return {ctx_.tokens(), w_.config().hidden_size()}; }
+  DType residual_dtype() const override { return ctx_.dtype(); }
 
   // x_0 of the local tokens: the whole table is all-gathered, looked up, and released.
   Tensor embed_forward() override {
@@ -74,9 +91,10 @@ class FsdpSpStep final : public model::StepStrategy {
     reduce_scatter_add(ctx_, dtable, grads_->embed());
   }
 
-  // One PieceGather per pass, over the layers in the pass's order.
+  // One PieceGather per pass, over this stage's layers in the pass's order.
   void begin_layers(bool backward) override {
-    std::vector<Tensor> pieces = w_.layers();
+    const model::StageRange& stage = w_.stage();
+    std::vector<Tensor> pieces(w_.layers().begin() + stage.first_layer, w_.layers().begin() + stage.end_layer);
     backward_ = backward;
     if (backward) std::reverse(pieces.begin(), pieces.end());
     layers_.emplace(comm_, std::move(pieces), fsdp_.prefetch, clock_);
@@ -86,8 +104,8 @@ class FsdpSpStep final : public model::StepStrategy {
     layer_ = nullptr;
   }
   void acquire_layer(int64_t l) override {
-    const int64_t L = num_layers();
-    layer_ = &layers_->acquire(static_cast<size_t>(backward_ ? L - 1 - l : l));
+    const model::StageRange& stage = w_.stage();
+    layer_ = &layers_->acquire(static_cast<size_t>(backward_ ? stage.end_layer - 1 - l : l - stage.first_layer));
   }
 
   void block_forward(int64_t l, const Tensor& x, const Tensor& y) override {
@@ -147,7 +165,7 @@ FsdpSpLayout::FsdpSpLayout(comm::Mesh& mesh, const model::TransformerOptions& op
     : FsdpSpLayout(mesh, options,
                    (validate_setup(mesh, options, config, dtype),
                     FsdpSpWeights::initialize(config, dtype, seed, mesh.degree(MeshAxis::sp),
-                                              mesh.coord(MeshAxis::sp))),
+                                              mesh.coord(MeshAxis::sp), stage_range_of(mesh, config))),
                    fsdp) {}
 
 FsdpSpLayout::FsdpSpLayout(Zeros, comm::Mesh& mesh, const model::TransformerOptions& options,
@@ -155,17 +173,20 @@ FsdpSpLayout::FsdpSpLayout(Zeros, comm::Mesh& mesh, const model::TransformerOpti
     : FsdpSpLayout(mesh, options,
                    (validate_setup(mesh, options, config, dtype),
                     FsdpSpWeights(config, dtype, mesh.degree(MeshAxis::sp),
-                                  mesh.coord(MeshAxis::sp), MemCategory::weights)),
+                                  mesh.coord(MeshAxis::sp), MemCategory::weights, stage_range_of(mesh, config))),
                    fsdp) {}
 
 FsdpSpLayout::FsdpSpLayout(comm::Mesh& mesh, const model::TransformerOptions& options,
                            FsdpSpWeights weights, const FsdpSpOptions& fsdp)
-    : comm_(&mesh.axis(MeshAxis::sp)),
+    : Layout(PipelineStage::on(mesh.axis(MeshAxis::pp), weights.config().num_hidden_layers())),
+      comm_(&mesh.axis(MeshAxis::sp)),
+      pipeline_group_(pipeline_group(mesh)),
       primary_(mesh.coord(MeshAxis::dp) == 0),
       options_(options),
       fsdp_(fsdp),
       weights_(std::move(weights)),
-      grads_(weights_.config(), DType::f32, weights_.degree(), weights_.rank(), MemCategory::grads),
+      grads_(weights_.config(), DType::f32, weights_.degree(), weights_.rank(), MemCategory::grads,
+             weights_.stage()),
       weight_shards_(weights_.params()),
       grad_shards_(grads_.params()) {}
 
@@ -181,9 +202,13 @@ std::unique_ptr<FsdpSpLayout> FsdpSpLayout::from_hf(comm::Mesh& mesh,
 }
 
 std::string FsdpSpLayout::describe() const {
-  return "fsdp-sp D=" + std::to_string(comm_->size()) + " (rank " + std::to_string(comm_->rank()) +
-         ")";
+  std::string s = "fsdp-sp D=" + std::to_string(comm_->size()) + " (rank " + std::to_string(comm_->rank()) + ")";
+  if (stage().pipelined())
+    s += ", pipeline stage " + std::to_string(stage().index()) + "/" + std::to_string(stage().stages());
+  return s;
 }
+
+void FsdpSpLayout::reduce_grads() { sum_tied_embedding_grads(stage(), weights_.config(), grad_shards_); }
 
 int64_t FsdpSpLayout::predicted_activation_peak_bytes(int64_t batch, int64_t seq) const {
   validate_fsdp_sp(weights_.config(), comm_->size(), seq);
@@ -191,20 +216,12 @@ int64_t FsdpSpLayout::predicted_activation_peak_bytes(int64_t batch, int64_t seq
                                                 seq / comm_->size());
 }
 
-model::LossSum FsdpSpLayout::forward(const Tensor& tokens, const Tensor& targets) {
+std::unique_ptr<model::StepStrategy> FsdpSpLayout::make_step(const Tensor& tokens, const Tensor& targets,
+                                                             bool backward) {
   model::check_token_batch(weights_.config(), tokens, targets, "fsdp-sp");
   validate_fsdp_sp(weights_.config(), comm_->size(), tokens.dim(1));
-  FsdpSpStep step(*comm_, options_, fsdp_, weights_, tokens, targets, nullptr, &clock_);
-  return model::run_forward(step);
-}
-
-model::LossSum FsdpSpLayout::forward_backward(const Tensor& tokens, const Tensor& targets,
-                                              float grad_scale) {
-  TSP_CHECK(std::isfinite(grad_scale), "fsdp-sp: grad_scale must be finite, got ", grad_scale);
-  model::check_token_batch(weights_.config(), tokens, targets, "fsdp-sp");
-  validate_fsdp_sp(weights_.config(), comm_->size(), tokens.dim(1));
-  FsdpSpStep step(*comm_, options_, fsdp_, weights_, tokens, targets, &grads_, &clock_);
-  return model::run_forward_backward(step, options_.recompute, grad_scale);
+  return std::make_unique<FsdpSpStep>(*comm_, options_, fsdp_, weights_, tokens, targets,
+                                      backward ? &grads_ : nullptr, &clock_);
 }
 
 }  // namespace tsp::parallel

@@ -29,8 +29,8 @@ struct FsdpSpOptions {
 
 class FsdpSpLayout final : public Layout {
  public:
-  // mesh: dp x sp (every other axis of degree 1); the layout runs on mesh.axis(sp), the trainer
-  // sums gradients over dp. options.dtype must equal dtype. Weights are exactly this rank's rows
+  // mesh: dp x pp x sp (tp = tsp = 1); the layout runs on mesh.axis(sp) over this rank's
+  // pipeline stage's layers (PipelineStage::on), the trainer sums gradients over dp. options.dtype must equal dtype. Weights are exactly this rank's rows
   // of model::ModelWeights::initialize(config, dtype, seed). Validates the mesh, the config
   // against the degree and the options on every rank before allocating anything.
   FsdpSpLayout(comm::Mesh& mesh, const model::TransformerOptions& options,
@@ -47,25 +47,29 @@ class FsdpSpLayout final : public Layout {
   std::string describe() const override;
   const std::vector<ParamShard>& weights() const override { return weight_shards_; }
   const std::vector<ParamShard>& grads() const override { return grad_shards_; }
-  comm::Communicator& replica_group() override { return *comm_; }
+  // Across pipeline stages: the pp x sp ranks of this dp coordinate.
+  comm::Communicator& replica_group() override { return pipeline_group_.valid() ? pipeline_group_ : *comm_; }
   bool primary() const override { return primary_; }
   void zero_grads() override { grads_.zero(); }
-  // tokens, targets: [b, S] i32, the replica's rows (the same on every rank of the sp group).
-  // Returns the loss sum and count of THIS rank's zigzag tokens. Every gradient is already
-  // reduce-scattered to its owner when this returns.
-  model::LossSum forward_backward(const Tensor& tokens, const Tensor& targets,
-                                  float grad_scale) override;
-  model::LossSum forward(const Tensor& tokens, const Tensor& targets) override;
-  // Nothing is left to reduce inside the replica (no replicated parameter): a no-op.
-  void reduce_grads() override {}
+  // The loss share is that of THIS rank's zigzag tokens. Every gradient is already
+  // reduce-scattered to its owner when forward_backward returns, so nothing is left to reduce
+  // inside the replica (no replicated parameter); across pipeline stages a tied embedding's two
+  // holders sum their gradients (sum_tied_embedding_grads).
+  void reduce_grads() override;
   const CommClock& comm_wait() const override { return clock_; }
   // Exactly model::predicted_activation_peak_bytes(config, options, batch, seq / D).
   int64_t predicted_activation_peak_bytes(int64_t batch, int64_t seq) const override;
+  const model::ModelConfig& model_config() const override { return weights_.config(); }
 
   const FsdpSpWeights& fsdp_weights() const { return weights_; }
   const FsdpSpWeights& fsdp_grads() const { return grads_; }
   const model::TransformerOptions& options() const { return options_; }
   const FsdpSpOptions& fsdp_options() const { return fsdp_; }
+
+ protected:
+  std::unique_ptr<model::StepStrategy> make_step(const Tensor& tokens, const Tensor& targets,
+                                                 bool backward) override;
+  bool recompute() const override { return options_.recompute; }
 
  private:
   struct Zeros {};
@@ -75,6 +79,7 @@ class FsdpSpLayout final : public Layout {
                const FsdpSpOptions& fsdp);
 
   comm::Communicator* comm_;
+  comm::Communicator pipeline_group_;  // pp x sp when pipelined, else invalid
   bool primary_;
   model::TransformerOptions options_;
   FsdpSpOptions fsdp_;

@@ -73,23 +73,34 @@ FsdpLayerPiece piece_views(const Tensor& packed, const ModelConfig& c, const Fsd
 
 FsdpSpWeights::FsdpSpWeights(const ModelConfig& config, DType dtype, int degree, int rank,
                              MemCategory category)
-    : config_(config), dtype_(dtype), rank_(rank), sizes_(FsdpSpSizes::of(config, degree)) {
+    : FsdpSpWeights(config, dtype, degree, rank, category,
+                    model::StageRange::whole_model(config.num_hidden_layers())) {}
+
+FsdpSpWeights::FsdpSpWeights(const ModelConfig& config, DType dtype, int degree, int rank,
+                             MemCategory category, model::StageRange stage)
+    : config_(config), dtype_(dtype), rank_(rank), sizes_(FsdpSpSizes::of(config, degree)), stage_(stage) {
   TSP_CHECK_DTYPE(dtype == DType::f32 || dtype == DType::bf16,
                   "FsdpSpWeights: dtype must be f32 or bf16, got ", dtype);
   TSP_CHECK(rank >= 0 && rank < degree, "FsdpSpWeights: rank ", rank, " outside [0, ", degree, ")");
-  const int64_t h = config.hidden_size();
-  for (int64_t l = 0; l < config.num_hidden_layers(); ++l)
-    layers_.push_back(Tensor::zeros({sizes_.piece}, dtype, category));
-  embed_ = Tensor::zeros({sizes_.vocab_rows, h}, dtype, category);
-  if (!config.tie_word_embeddings())
-    lm_head_ = Tensor::zeros({sizes_.vocab_rows, h}, dtype, category);
-  final_norm_ = Tensor::zeros({sizes_.h_rows}, dtype, category);
+  const int64_t h = config.hidden_size(), L = config.num_hidden_layers();
+  TSP_CHECK(0 <= stage.first_layer && stage.first_layer < stage.end_layer && stage.end_layer <= L,
+            "FsdpSpWeights: layers [", stage.first_layer, ", ", stage.end_layer, ") are not a stage of ", L,
+            " layers");
+  layers_.resize(static_cast<size_t>(L));
+  for (int64_t l = stage.first_layer; l < stage.end_layer; ++l)
+    layers_[static_cast<size_t>(l)] = Tensor::zeros({sizes_.piece}, dtype, category);
+  const bool head = stage.has_head(L);
+  if (stage.embeds() || (head && config.tie_word_embeddings()))
+    embed_ = Tensor::zeros({sizes_.vocab_rows, h}, dtype, category);
+  if (head && !config.tie_word_embeddings()) lm_head_ = Tensor::zeros({sizes_.vocab_rows, h}, dtype, category);
+  if (head) final_norm_ = Tensor::zeros({sizes_.h_rows}, dtype, category);
 }
 
 std::vector<ParamShard> FsdpSpWeights::params() const {
   std::vector<ParamShard> out;
   for (const WeightSpec& spec : model::weight_specs(config_)) {
     Tensor local;
+    if (spec.layer >= 0 && !stage_.holds_layer(spec.layer)) continue;  // another stage's
     if (spec.layer >= 0) {
       const FsdpLayerPiece p =
           piece_views(layers_[static_cast<size_t>(spec.layer)], config_, sizes_);
@@ -140,30 +151,40 @@ std::vector<ParamShard> FsdpSpWeights::params() const {
     } else {
       local = final_norm_;
     }
+    if (!local.defined()) continue;  // another stage's table or norm
     const int64_t rows = local.dim(0);
-    out.push_back(ParamShard{spec.name, spec.shape, ShardKind::rows, rank_ * rows, rows, local});
+    ParamShard p{spec.name, spec.shape, ShardKind::rows, rank_ * rows, rows, local};
+    p.mirror = spec.kind == WeightKind::embed_tokens && !stage_.embeds();  // the tied head's copy
+    out.push_back(std::move(p));
   }
   return out;
 }
 
 FsdpSpWeights FsdpSpWeights::initialize(const ModelConfig& config, DType dtype, uint64_t seed,
                                         int degree, int rank) {
-  FsdpSpWeights w(config, dtype, degree, rank, MemCategory::weights);
+  return initialize(config, dtype, seed, degree, rank, model::StageRange::whole_model(config.num_hidden_layers()));
+}
+
+FsdpSpWeights FsdpSpWeights::initialize(const ModelConfig& config, DType dtype, uint64_t seed, int degree,
+                                        int rank, model::StageRange stage) {
+  FsdpSpWeights w(config, dtype, degree, rank, MemCategory::weights, stage);
   initialize_shards(config, seed, w.params());
   return w;
 }
 
 void FsdpSpWeights::zero() {
-  for (Tensor& l : layers_) l.zero();
-  embed_.zero();
-  if (lm_head_.defined()) lm_head_.zero();
-  final_norm_.zero();
+  for (Tensor* t : {&embed_, &lm_head_, &final_norm_})
+    if (t->defined()) t->zero();
+  for (Tensor& l : layers_)
+    if (l.defined()) l.zero();
 }
 
 int64_t FsdpSpWeights::bytes() const {
-  int64_t n = static_cast<int64_t>(embed_.nbytes() + final_norm_.nbytes());
-  for (const Tensor& l : layers_) n += static_cast<int64_t>(l.nbytes());
-  if (lm_head_.defined()) n += static_cast<int64_t>(lm_head_.nbytes());
+  int64_t n = 0;
+  for (const Tensor* t : {&embed_, &lm_head_, &final_norm_})
+    if (t->defined()) n += static_cast<int64_t>(t->nbytes());
+  for (const Tensor& l : layers_)
+    if (l.defined()) n += static_cast<int64_t>(l.nbytes());
   return n;
 }
 

@@ -10,6 +10,7 @@
 
 #include "tsp/core/tensor.h"
 #include "tsp/model/model_config.h"
+#include "tsp/model/step_executor.h"
 #include "tsp/parallel/param_shard.h"
 
 namespace tsp::parallel {
@@ -50,27 +51,36 @@ FsdpLayerPiece piece_views(const Tensor& packed, const model::ModelConfig& confi
 
 class FsdpSpWeights {
  public:
-  // Zero-filled pieces of rank `rank` of `degree` (validated first) under `category`.
+  // Zero-filled pieces of rank `rank` of `degree` (validated first) under `category`: of every
+  // layer, or of one pipeline stage's as TpWeights holds them (its layers, the embedding on the
+  // stage that embeds, final norm and LM head on the last; tied: the last stage's copy of the
+  // embedding is a ParamShard::mirror).
   FsdpSpWeights(const model::ModelConfig& config, DType dtype, int degree, int rank,
                 MemCategory category);
+  FsdpSpWeights(const model::ModelConfig& config, DType dtype, int degree, int rank,
+                MemCategory category, model::StageRange stage);
   // Exactly this rank's rows of ModelWeights::initialize(config, dtype, seed), generated one
   // logical tensor at a time (Rng(seed, spec index)), so no rank ever holds the whole model.
   static FsdpSpWeights initialize(const model::ModelConfig& config, DType dtype, uint64_t seed,
                                   int degree, int rank);
+  static FsdpSpWeights initialize(const model::ModelConfig& config, DType dtype, uint64_t seed,
+                                  int degree, int rank, model::StageRange stage);
 
   const model::ModelConfig& config() const { return config_; }
   DType dtype() const { return dtype_; }
   int degree() const { return sizes_.degree; }
   int rank() const { return rank_; }
   const FsdpSpSizes& sizes() const { return sizes_; }
+  const model::StageRange& stage() const { return stage_; }
 
-  const std::vector<Tensor>& layers() const { return layers_; }  // packed [piece] per layer
+  // packed [piece] per layer (undefined outside the stage)
   const Tensor& embed() const { return embed_; }                 // [V/D, h]
   const Tensor& lm_head() const { return config_.tie_word_embeddings() ? embed_ : lm_head_; }
   const Tensor& final_norm() const { return final_norm_; }  // [h/D]
 
-  // Every parameter as a ShardKind::rows shard (offset rank * rows), in weight_specs() order;
-  // the locals are views into the pieces above.
+  const std::vector<Tensor>& layers() const { return layers_; }
+  // Every parameter this stage holds as a ShardKind::rows shard (offset rank * rows), in
+  // weight_specs() order; the locals are views into the pieces above.
   std::vector<ParamShard> params() const;
   void zero();
   int64_t bytes() const;  // local bytes of every piece
@@ -80,6 +90,7 @@ class FsdpSpWeights {
   DType dtype_;
   int rank_;
   FsdpSpSizes sizes_;
+  model::StageRange stage_;
   std::vector<Tensor> layers_;
   Tensor embed_, lm_head_, final_norm_;
 };

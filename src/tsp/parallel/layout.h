@@ -1,10 +1,13 @@
-// A layout of one model replica, as the trainer sees it: this rank's weight and gradient shards,
-// forward/backward on the replica's rows of the global batch, and the gradient reductions inside
-// the replica. TSP (tsp_layout.h), the TP/SP/DP baselines (tp_sp_layout.h), FSDP over SP
-// (fsdp_sp_layout.h) and the plain model on one process (single_layout.h) implement it.
+// A layout of one model replica, as the trainer sees it: this rank's weight and gradient shards
+// (of its pipeline stage), forward/backward on the replica's rows of the global batch, and the
+// gradient reductions inside the replica. TSP (tsp_layout.h), the TP/SP/DP baselines
+// (tp_sp_layout.h), FSDP over SP (fsdp_sp_layout.h) and the plain model on one process
+// (single_layout.h) implement it.
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -13,12 +16,25 @@
 #include "tsp/model/transformer.h"
 #include "tsp/parallel/comm_clock.h"
 #include "tsp/parallel/param_shard.h"
+#include "tsp/parallel/pipeline_stage.h"
 
 namespace tsp::parallel {
 
+// One micro-batch of the replica's rows: [b, S] i32 tokens and targets.
+struct MicroBatch {
+  Tensor tokens, targets;
+};
+
 class Layout {
  public:
+  // `stage`: the layers this rank holds (PipelineStage::whole_model without a pipeline).
+  explicit Layout(PipelineStage stage) : stage_(stage) {}
   virtual ~Layout() = default;
+  Layout(const Layout&) = delete;
+  Layout& operator=(const Layout&) = delete;
+
+  // This rank's pipeline stage: its layer range and the pp axis (docs/pipeline.md).
+  const PipelineStage& stage() const { return stage_; }
 
   // "tsp D=4 (rank 2)".
   virtual std::string describe() const = 0;
@@ -30,18 +46,27 @@ class Layout {
   // clipping and checkpoints run over it. Ranks outside it (other dp replicas, or other sp ranks
   // of a layout whose weights are replicated over sp) hold identical copies of the same pieces.
   virtual comm::Communicator& replica_group() = 0;
+  // The lists the replica-group operations run on (gradient norm, checkpoints): `mine` (weights()
+  // or grads(), or the optimizer's lists of the same shards) itself without a pipeline; across
+  // stages, replica_view's (param_shard.h: every tensor listed on every rank, each held once).
+  std::vector<ParamShard> replica_shards(const std::vector<ParamShard>& mine);
+  // The model this layout runs (whole, whatever this rank's stage).
+  virtual const model::ModelConfig& model_config() const = 0;
   // True on the ranks of the ONE replica group that writes checkpoints (e.g. dp coordinate 0).
   virtual bool primary() const = 0;
 
   virtual void zero_grads() = 0;
-  // tokens, targets: [b, S] i32, the replica's rows (every rank of the replica passes the same).
-  // Returns THIS RANK's share of the loss sums such that each token's loss is counted once on one
-  // rank of the replica: the sum over every rank of the mesh is the whole batch's (each dp
-  // replica contributes its rows).
-  // Gradients of grad_scale * loss are accumulated into grads().
-  virtual model::LossSum forward_backward(const Tensor& tokens, const Tensor& targets,
-                                          float grad_scale) = 0;
-  virtual model::LossSum forward(const Tensor& tokens, const Tensor& targets) = 0;
+  // Written once for every layout (layout.cpp) over make_step: the micro-batches of one step in
+  // 1F1B order through this rank's pipeline stage (parallel/pipeline_schedule.h), or, without a
+  // pipeline, each one's forward and backward in turn. Each micro-batch: [b, S] i32 tokens and
+  // targets, the replica's rows (every rank of the replica passes the same). Returns THIS RANK's
+  // share of the loss sums such that each token's loss is counted once on one rank of the
+  // replica (on the last stage): the sum over every rank of the mesh is the whole batch's (each dp
+  // replica contributes its rows). Gradients of grad_scale * loss are accumulated into grads().
+  model::LossSum forward_backward(std::span<const MicroBatch> micro_batches, float grad_scale);
+  model::LossSum forward_backward(const Tensor& tokens, const Tensor& targets, float grad_scale);
+  // Loss only (evaluation), the same share.
+  model::LossSum forward(const Tensor& tokens, const Tensor& targets);
   // Once per step, after every micro-batch: the layout's reductions inside its data-parallel
   // replica (e.g. TSP's replicated gains over tsp, SP's replicated weights over sp). The trainer
   // then sums every gradient over the dp axis itself.
@@ -50,8 +75,21 @@ class Layout {
   // per CommSite.
   virtual const CommClock& comm_wait() const = 0;
   double comm_wait_seconds() const { return comm_wait().seconds; }
-  // Activation bytes (MemCategory::activations) of one forward_backward on [b, S] replica rows.
+  // Activation bytes (MemCategory::activations) of one forward_backward on [b, S] replica rows,
+  // of the whole model (pp = 1); a pipeline stage's are plan::memory_of_stage's (docs/pipeline.md).
   virtual int64_t predicted_activation_peak_bytes(int64_t batch, int64_t seq) const = 0;
+
+ protected:
+  // The layout's strategy for one micro-batch (model/step_executor.h): checks the batch, places
+  // this rank's tokens, builds the step's contexts; with `backward` its gradients accumulate into
+  // grads(). tokens and targets are the replica's [b, S] rows.
+  virtual std::unique_ptr<model::StepStrategy> make_step(const Tensor& tokens, const Tensor& targets,
+                                                         bool backward) = 0;
+  // Full activation recomputation in the backward (TransformerOptions::recompute).
+  virtual bool recompute() const = 0;
+
+ private:
+  PipelineStage stage_;
 };
 
 }  // namespace tsp::parallel

@@ -50,12 +50,41 @@ int64_t local_elements(const std::vector<ParamShard>& shards) {
 void initialize_shards(const model::ModelConfig& config, uint64_t seed,
                        const std::vector<ParamShard>& shards) {
   const std::vector<model::WeightSpec> specs = model::weight_specs(config);
-  TSP_CHECK_EQ(specs.size(), shards.size(), "initialize_shards: shards of another model");
-  for (size_t i = 0; i < specs.size(); ++i) {
-    TSP_ASSERT(shards[i].name == specs[i].name, "initialize_shards: shard ", i, " is ", shards[i].name,
-               ", expected ", specs[i].name);
-    copy_shard_from_full(shards[i], model::initial_value(specs[i], i, seed));
+  size_t i = 0;  // the spec of shards[k]: specs are searched forward, so the order is checked too
+  for (const ParamShard& s : shards) {
+    while (i < specs.size() && specs[i].name != s.name) ++i;
+    TSP_CHECK(i < specs.size(), "initialize_shards: ", s.name,
+              " is not a tensor of the model, or not in weight_specs order");
+    copy_shard_from_full(s, model::initial_value(specs[i], i, seed));
+    ++i;
   }
+}
+
+std::vector<ParamShard> replica_view(const model::ModelConfig& config, const std::vector<ParamShard>& mine,
+                                     bool counts_replicated) {
+  TSP_CHECK(!mine.empty(), "replica_view: no shards");
+  const DType dtype = mine.front().local.dtype();
+  std::vector<ParamShard> view;
+  size_t k = 0;
+  for (const model::WeightSpec& spec : model::weight_specs(config)) {
+    const bool held = k < mine.size() && mine[k].name == spec.name;
+    ParamShard s;
+    if (held) s = mine[k++];
+    s.name = spec.name;
+    s.full_shape = spec.shape;
+    const bool whole_here = held && !s.mirror && (s.kind != ShardKind::replicated || counts_replicated);
+    if (s.kind == ShardKind::replicated || !held || s.mirror) {
+      s.kind = ShardKind::rows;
+      s.offset = 0;
+      s.extent = whole_here ? spec.shape[0] : 0;
+      if (!whole_here) s.local = Tensor::empty(s.local_shape(), dtype, MemCategory::workspace);
+    }
+    s.mirror = false;
+    view.push_back(std::move(s));
+  }
+  TSP_CHECK(k == mine.size(), "replica_view: ", mine[k].name, " is not a tensor of the model, or not in "
+            "weight_specs order");
+  return view;
 }
 
 }  // namespace tsp::parallel

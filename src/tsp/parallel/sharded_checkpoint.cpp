@@ -226,14 +226,20 @@ std::vector<TensorPlan> exchange_layout(comm::Communicator& group, const std::ve
     const ParamShard& s = tensors[static_cast<size_t>(i)];
     auto rec = [&](int r) { return all.data<int64_t>() + (r * n + i) * kRecordWords; };
     TensorPlan& plan = plans[static_cast<size_t>(i)];
-    plan.kind = static_cast<ShardKind>(rec(0)[1]);
-    plan.dtype = static_cast<DType>(rec(0)[4]);
+    // An empty row piece (a rank of another pipeline stage, replica_view) holds nothing: the
+    // kind and dtype are those of the first rank that holds something.
+    auto empty = [&](int r) { return static_cast<ShardKind>(rec(r)[1]) == ShardKind::rows && rec(r)[3] == 0; };
+    int ref = 0;
+    while (ref + 1 < D && empty(ref)) ++ref;
+    plan.kind = static_cast<ShardKind>(rec(ref)[1]);
+    plan.dtype = static_cast<DType>(rec(ref)[4]);
     for (int r = 0; r < D; ++r) {
       TSP_CHECK(rec(r)[0] == rec(0)[0], what, ": tensor ", i, " (", s.name, " ", s.full_shape, " here) has another ",
                 "name or shape on rank ", r, " than on rank 0");
-      TSP_CHECK(rec(r)[1] == rec(0)[1] && rec(r)[4] == rec(0)[4], what, ": ", s.name, " is ",
+      if (empty(r)) continue;
+      TSP_CHECK(rec(r)[1] == rec(ref)[1] && rec(r)[4] == rec(ref)[4], what, ": ", s.name, " is ",
                 kind_name(static_cast<ShardKind>(rec(r)[1])), " ", static_cast<DType>(rec(r)[4]), " on rank ", r,
-                " but ", kind_name(plan.kind), " ", plan.dtype, " on rank 0");
+                " but ", kind_name(plan.kind), " ", plan.dtype, " on rank ", ref);
       if (plan.kind != ShardKind::replicated && rec(r)[3] > 0) plan.pieces.push_back({r, rec(r)[2], rec(r)[3]});
     }
     if (plan.kind == ShardKind::replicated) continue;

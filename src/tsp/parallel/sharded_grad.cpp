@@ -113,8 +113,14 @@ double global_grad_norm(comm::Communicator& group, const std::vector<ParamShard>
 }
 
 ClipResult clip_grad_norm(comm::Communicator& group, const std::vector<ParamShard>& grads, double max_norm) {
+  return clip_grad_norm(group, grads, grads, max_norm);
+}
+
+ClipResult clip_grad_norm(comm::Communicator& group, const std::vector<ParamShard>& counted,
+                          const std::vector<ParamShard>& grads, double max_norm) {
+  check_grads(grads, "clip_grad_norm");
   ClipResult r;
-  r.norm = global_grad_norm(group, grads);
+  r.norm = global_grad_norm(group, counted);
   if (!(max_norm > 0) || !std::isfinite(r.norm) || !(r.norm > max_norm)) return r;
   r.scale = max_norm / (r.norm + 1e-6);
   r.clipped = true;

@@ -48,5 +48,10 @@ struct ClipResult {
 // max_norm > 0, the norm is finite and norm > max_norm, every local element (replicated copies
 // included, so they stay identical) is multiplied by float(max_norm / (norm + 1e-6)).
 ClipResult clip_grad_norm(comm::Communicator& group, const std::vector<ParamShard>& grads, double max_norm);
+// The same with the norm taken over `counted` (the replica group's view of the same gradients,
+// Layout::replica_shards: across pipeline stages every tensor once) and the scale applied to
+// every element of `grads` (this rank's own shards, mirrors included).
+ClipResult clip_grad_norm(comm::Communicator& group, const std::vector<ParamShard>& counted,
+                          const std::vector<ParamShard>& grads, double max_norm);
 
 }  // namespace tsp::parallel

@@ -40,7 +40,8 @@ model::ModelWeights read_weights(const model::ModelConfig& config, DType dtype,
 
 SingleLayout::SingleLayout(comm::Communicator& group, const model::ModelConfig& config,
                            const model::TransformerOptions& options, model::ModelWeights weights)
-    : group_(&group),
+    : Layout(PipelineStage::whole_model(config.num_hidden_layers())),
+      group_(&group),
       weights_(std::move(weights)),
       grads_(config, DType::f32, MemCategory::grads),
       model_(config, options),
@@ -59,12 +60,9 @@ SingleLayout::SingleLayout(comm::Communicator& group, const model::ModelConfig& 
     : SingleLayout(group, config, options,
                    (check_one_rank(group), read_weights(config, options.dtype, hf_dir))) {}
 
-model::LossSum SingleLayout::forward_backward(const Tensor& tokens, const Tensor& targets, float grad_scale) {
-  return model_.forward_backward(weights_, tokens, targets, grads_, grad_scale);
-}
-
-model::LossSum SingleLayout::forward(const Tensor& tokens, const Tensor& targets) {
-  return model_.forward(weights_, tokens, targets);
+std::unique_ptr<model::StepStrategy> SingleLayout::make_step(const Tensor& tokens, const Tensor& targets,
+                                                             bool backward) {
+  return model_.step(weights_, tokens, targets, backward ? &grads_ : nullptr);
 }
 
 int64_t SingleLayout::predicted_activation_peak_bytes(int64_t batch, int64_t seq) const {

@@ -35,16 +35,20 @@ class SingleLayout final : public Layout {
   comm::Communicator& replica_group() override { return *group_; }
   bool primary() const override { return true; }
   void zero_grads() override { grads_.zero(); }
-  model::LossSum forward_backward(const Tensor& tokens, const Tensor& targets, float grad_scale) override;
-  model::LossSum forward(const Tensor& tokens, const Tensor& targets) override;
   void reduce_grads() override {}
   const CommClock& comm_wait() const override { return clock_; }
   // model::predicted_activation_peak_bytes on the whole [batch, seq].
   int64_t predicted_activation_peak_bytes(int64_t batch, int64_t seq) const override;
+  const model::ModelConfig& model_config() const override { return weights_.config(); }
 
   // The same tensors as the whole model's weights and (f32) gradients.
   const model::ModelWeights& model_weights() const { return weights_; }
   const model::ModelWeights& model_grads() const { return grads_; }
+
+ protected:
+  std::unique_ptr<model::StepStrategy> make_step(const Tensor& tokens, const Tensor& targets,
+                                                 bool backward) override;
+  bool recompute() const override { return model_.options().recompute; }
 
  private:
   SingleLayout(comm::Communicator& group, const model::ModelConfig& config,

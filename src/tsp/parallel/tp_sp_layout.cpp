@@ -4,6 +4,7 @@
 #include "tsp/parallel/tp_sp_layout.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 
 #include "tsp/core/check.h"
@@ -35,20 +36,38 @@ namespace {
 // Everything the constructors need, checked on every rank before any weight is allocated.
 void validate_layout(const comm::Mesh& mesh, const model::ModelConfig& config,
                      const model::TransformerOptions& options) {
-  TSP_CHECK(mesh.degree(MeshAxis::pp) == 1 && mesh.degree(MeshAxis::tsp) == 1, "tp+sp layout: the mesh ",
-            mesh.degrees().str(), " has pp or tsp > 1; this layout runs on the dp, sp and tp axes");
+  TSP_CHECK(mesh.degree(MeshAxis::tsp) == 1, "tp+sp layout: the mesh ", mesh.degrees().str(),
+            " has tsp > 1; this layout runs on the dp, pp, sp and tp axes");
   TSP_CHECK_DTYPE(options.dtype == DType::f32 || options.dtype == DType::bf16,
                   "tp+sp layout: dtype must be f32 or bf16, got ", options.dtype);
   TSP_CHECK(options.vocab_chunk > 0, "tp+sp layout: vocab_chunk must be positive, got ",
             options.vocab_chunk);
   validate_tp_sp(config, mesh.degree(MeshAxis::tp), mesh.degree(MeshAxis::sp), 0);
+  (void)stage_layers(config.num_hidden_layers(), mesh.degree(MeshAxis::pp), mesh.coord(MeshAxis::pp));
+}
+
+// This rank's pipeline stage's layers (stage_layers' split; refuses an uneven one).
+model::StageRange stage_range_of(const comm::Mesh& mesh, const model::ModelConfig& config) {
+  return stage_layers(config.num_hidden_layers(), mesh.degree(MeshAxis::pp), mesh.coord(MeshAxis::pp));
+}
+
+// This rank's pipeline stage (the whole model without pp).
+PipelineStage stage_of(comm::Mesh& mesh, const model::ModelConfig& config) {
+  return PipelineStage::on(mesh.axis(MeshAxis::pp), config.num_hidden_layers());
+}
+
+// The replica group: the tp axis, or pp x tp across pipeline stages (invalid: use the tp axis).
+comm::Communicator pipeline_group(comm::Mesh& mesh) {
+  if (mesh.degree(MeshAxis::pp) == 1) return {};
+  const std::array<MeshAxis, 2> axes{MeshAxis::pp, MeshAxis::tp};
+  return mesh.group_over(axes, "pp x tp");
 }
 
 TpWeights initial_weights(const comm::Mesh& mesh, const model::ModelConfig& config,
                            const model::TransformerOptions& options, uint64_t seed) {
   validate_layout(mesh, config, options);
   return TpWeights::initialize(config, options.dtype, seed, mesh.degree(MeshAxis::tp),
-                                mesh.coord(MeshAxis::tp));
+                                mesh.coord(MeshAxis::tp), stage_range_of(mesh, config));
 }
 
 TpWeights checkpoint_weights(const comm::Mesh& mesh, const model::ModelConfig& config,
@@ -56,7 +75,7 @@ TpWeights checkpoint_weights(const comm::Mesh& mesh, const model::ModelConfig& c
                               const std::filesystem::path& dir) {
   validate_layout(mesh, config, options);
   TpWeights w(config, options.dtype, mesh.degree(MeshAxis::tp), mesh.coord(MeshAxis::tp),
-               MemCategory::weights);
+               MemCategory::weights, stage_range_of(mesh, config));
   load_shards_from_hf(dir, w.params());
   return w;
 }
@@ -72,7 +91,7 @@ class TpSpStep final : public model::StepStrategy {
   TpSpStep(comm::Communicator& tp, comm::Communicator& sp, const model::TransformerOptions& options,
            const TpWeights& w, const Tensor& tokens, const Tensor& targets, TpWeights* grads,
            CommClock* clock)
-      : w_(w), grads_(grads),
+      : w_(w), grads_(grads), reports_loss_(tp.rank() == 0),
         ctx_(tp, sp, w.config(), options.dtype, tokens.dim(0), tokens.dim(1), clock),
         ids_(ctx_.zigzag().take_local(tokens, MemCategory::workspace).view({ctx_.tokens()})),
         targets_(ctx_.zigzag().take_local(targets, MemCategory::workspace).view({ctx_.tokens()})),
@@ -80,6 +99,8 @@ class TpSpStep final : public model::StepStrategy {
         acts_(static_cast<size_t>(w.config().num_hidden_layers())) {}
 
   int64_t num_layers() const override { return static_cast<int64_t>(acts_.size()); }
+  Shape residual_shape() const override { return {ctx_.tokens(), w_.config().hidden_size()}; }
+  DType residual_dtype() const override { return ctx_.dtype(); }
 
   Tensor embed_forward() override {
     Tensor x = Tensor::empty({ctx_.tokens(), w_.config().hidden_size()}, ctx_.dtype(),
@@ -101,9 +122,11 @@ class TpSpStep final : public model::StepStrategy {
 
   double rms_norm_eps() const override { return w_.config().rms_norm_eps(); }
   Tensor final_norm_weight() override { return w_.final_norm(); }
+  // Every tp rank computes the same totals of its sp tokens: tp rank 0 reports them.
   model::LossSum loss_forward(const Tensor& nf, const Tensor& lse) override {
     const kernels::CrossEntropyTotals tot =
         vocab_parallel_ce_forward(ctx_, nf, w_.lm_head(), targets_, lse, ce_);
+    if (!reports_loss_) return {};
     return {tot.loss_sum, tot.n_valid};
   }
   // dx is replicated over tp, as the residual stream is.
@@ -117,6 +140,7 @@ class TpSpStep final : public model::StepStrategy {
  private:
   const TpWeights& w_;
   TpWeights* grads_;  // null for a forward-only step
+  bool reports_loss_;
   const TpSpContext ctx_;
   const Tensor ids_, targets_;  // [T_local] i32, this rank's sp zigzag columns
   kernels::CrossEntropyOptions ce_;
@@ -134,47 +158,46 @@ TpSpLayout::TpSpLayout(comm::Mesh& mesh, const model::ModelConfig& config,
     : TpSpLayout(mesh, options, checkpoint_weights(mesh, config, options, hf_dir)) {}
 
 TpSpLayout::TpSpLayout(comm::Mesh& mesh, const model::TransformerOptions& options, TpWeights weights)
-    : tp_(&mesh.axis(MeshAxis::tp)),
+    : Layout(stage_of(mesh, weights.config())),
+      tp_(&mesh.axis(MeshAxis::tp)),
+      pipeline_group_(pipeline_group(mesh)),
       sp_(&mesh.axis(MeshAxis::sp)),
       primary_(mesh.coord(MeshAxis::dp) == 0 && mesh.coord(MeshAxis::sp) == 0),
       options_(options),
       weights_(std::move(weights)),
-      grads_(weights_.config(), DType::f32, tp_->size(), tp_->rank(), MemCategory::grads),
+      grads_(weights_.config(), DType::f32, tp_->size(), tp_->rank(), MemCategory::grads, weights_.stage()),
       weight_shards_(weights_.params()),
       grad_shards_(grads_.params()) {}
 
 std::string TpSpLayout::describe() const {
   const std::string T = std::to_string(tp_->size()), S = std::to_string(sp_->size());
-  if (tp_->size() == 1 && sp_->size() == 1) return "dp (replicated model)";
-  if (sp_->size() == 1) return "tp T=" + T + " (rank " + std::to_string(tp_->rank()) + ")";
-  if (tp_->size() == 1) return "sp S=" + S + " (rank " + std::to_string(sp_->rank()) + ")";
-  return "tp+sp T=" + T + " x S=" + S + " (tp " + std::to_string(tp_->rank()) + ", sp " +
-         std::to_string(sp_->rank()) + ")";
+  std::string s;
+  if (tp_->size() == 1 && sp_->size() == 1) {
+    s = "dp (replicated model)";
+  } else if (sp_->size() == 1) {
+    s = "tp T=" + T + " (rank " + std::to_string(tp_->rank()) + ")";
+  } else if (tp_->size() == 1) {
+    s = "sp S=" + S + " (rank " + std::to_string(sp_->rank()) + ")";
+  } else {
+    s = "tp+sp T=" + T + " x S=" + S + " (tp " + std::to_string(tp_->rank()) + ", sp " +
+        std::to_string(sp_->rank()) + ")";
+  }
+  if (stage().pipelined())
+    s += ", pipeline stage " + std::to_string(stage().index()) + "/" + std::to_string(stage().stages());
+  return s;
 }
 
-model::LossSum TpSpLayout::share(const model::LossSum& totals) const {
-  // Every tp rank computed the same totals of its sp tokens: tp rank 0 reports them.
-  if (tp_->rank() != 0) return {};
-  return totals;
-}
-
-model::LossSum TpSpLayout::forward(const Tensor& tokens, const Tensor& targets) {
+std::unique_ptr<model::StepStrategy> TpSpLayout::make_step(const Tensor& tokens, const Tensor& targets,
+                                                           bool backward) {
   model::check_token_batch(weights_.config(), tokens, targets, "TpSpLayout");
-  TpSpStep step(*tp_, *sp_, options_, weights_, tokens, targets, nullptr, &clock_);
-  return share(model::run_forward(step));
-}
-
-model::LossSum TpSpLayout::forward_backward(const Tensor& tokens, const Tensor& targets,
-                                            float grad_scale) {
-  model::check_token_batch(weights_.config(), tokens, targets, "TpSpLayout");
-  TSP_CHECK(std::isfinite(grad_scale), "TpSpLayout: grad_scale must be finite, got ", grad_scale);
-  TpSpStep step(*tp_, *sp_, options_, weights_, tokens, targets, &grads_, &clock_);
-  return share(model::run_forward_backward(step, options_.recompute, grad_scale));
+  return std::make_unique<TpSpStep>(*tp_, *sp_, options_, weights_, tokens, targets,
+                                    backward ? &grads_ : nullptr, &clock_);
 }
 
 void TpSpLayout::reduce_grads() {
   ScopedCommWait wait(&clock_, CommSite::replica_sum);
   sum_over_replicas(*sp_, grad_shards_);
+  sum_tied_embedding_grads(stage(), weights_.config(), grad_shards_);
 }
 
 int64_t TpSpLayout::predicted_activation_peak_bytes(int64_t batch, int64_t seq) const {

@@ -26,7 +26,8 @@ int64_t tp_sp_predicted_activation_peak_bytes(const model::ModelConfig& config,
 
 class TpSpLayout final : public Layout {
  public:
-  // mesh: degrees dp x sp x tp (pp = tsp = 1); this rank's coordinates pick its tp shard and its
+  // mesh: degrees dp x pp x sp x tp (tsp = 1); this rank's coordinates pick its pipeline stage's
+  // layers (PipelineStage::on: pp must divide the layers), its tp shard and its
   // sp tokens. The model's sizes are validated for the tp degree (validate_tp_sp) on every rank
   // before anything is allocated. Weights: exactly model::ModelWeights::initialize(config,
   // options.dtype, seed), generated one tensor at a time (TpWeights::initialize at degree tp).
@@ -43,31 +44,34 @@ class TpSpLayout final : public Layout {
   const std::vector<ParamShard>& grads() const override { return grad_shards_; }
   // The tp axis: its ranks hold every parameter once (tp pieces; norm gains on each, counted once).
   // The sp ranks hold identical copies (after reduce_grads), so they are outside it.
-  comm::Communicator& replica_group() override { return *tp_; }
+  // Across pipeline stages: the pp x tp ranks of this (dp, sp) coordinate.
+  comm::Communicator& replica_group() override { return pipeline_group_.valid() ? pipeline_group_ : *tp_; }
   // dp coordinate 0 and sp coordinate 0.
   bool primary() const override { return primary_; }
   void zero_grads() override { grads_.zero(); }
-  // tokens, targets: [b, S] i32 replica rows. Every rank computes its sp zigzag columns; the loss
-  // share is the local tokens' on tp rank 0 and zero on the other tp ranks.
-  model::LossSum forward_backward(const Tensor& tokens, const Tensor& targets,
-                                  float grad_scale) override;
-  model::LossSum forward(const Tensor& tokens, const Tensor& targets) override;
+  // Every rank computes its sp zigzag columns; the loss share is the local tokens' on tp rank 0
+  // (of the last pipeline stage) and zero on the other tp ranks.
   // Every gradient summed over sp (packed all-reduces, sum_over_replicas): weights are replicated
   // over sp and each sp rank saw different tokens. Nothing over tp (see docs/baselines.md).
   void reduce_grads() override;
   const CommClock& comm_wait() const override { return clock_; }
   int64_t predicted_activation_peak_bytes(int64_t batch, int64_t seq) const override;
+  const model::ModelConfig& model_config() const override { return weights_.config(); }
 
   int tp_degree() const { return tp_->size(); }
   int sp_degree() const { return sp_->size(); }
   const TpWeights& shard_weights() const { return weights_; }  // TSP's partition at degree tp
 
+ protected:
+  std::unique_ptr<model::StepStrategy> make_step(const Tensor& tokens, const Tensor& targets,
+                                                 bool backward) override;
+  bool recompute() const override { return options_.recompute; }
+
  private:
   TpSpLayout(comm::Mesh& mesh, const model::TransformerOptions& options, TpWeights weights);
 
-  model::LossSum share(const model::LossSum& totals) const;
-
   comm::Communicator* tp_;
+  comm::Communicator pipeline_group_;  // pp x tp when pipelined, else invalid
   comm::Communicator* sp_;
   bool primary_;
   model::TransformerOptions options_;

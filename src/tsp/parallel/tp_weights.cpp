@@ -3,6 +3,7 @@
 #include "tsp/parallel/tp_weights.h"
 
 #include <functional>
+#include <utility>
 
 #include "tsp/core/check.h"
 #include "tsp/model/weight_names.h"
@@ -65,21 +66,50 @@ MlpShardViews mlp_views(const Tensor& packed, const ModelConfig& c, const TpShar
 
 TpWeights::TpWeights(const ModelConfig& config, DType dtype, int degree, int rank,
                        MemCategory category)
-    : config_(config), dtype_(dtype), rank_(rank), sizes_(TpShardSizes::of(config, degree)) {
+    : TpWeights(config, dtype, degree, rank, category,
+                model::StageRange::whole_model(config.num_hidden_layers())) {}
+
+namespace {
+
+// What a stage holds besides its layers.
+bool holds_embedding(const ModelConfig& c, model::StageRange stage) {
+  return stage.embeds() || (c.tie_word_embeddings() && stage.has_head(c.num_hidden_layers()));
+}
+
+}  // namespace
+
+TpWeights::TpWeights(const ModelConfig& config, DType dtype, int degree, int rank,
+                       MemCategory category, model::StageRange stage)
+    : config_(config), dtype_(dtype), rank_(rank), sizes_(TpShardSizes::of(config, degree)), stage_(stage) {
   TSP_CHECK_DTYPE(dtype == DType::f32 || dtype == DType::bf16,
                   "TpWeights: dtype must be f32 or bf16, got ", dtype);
   TSP_CHECK(rank >= 0 && rank < degree, "TpWeights: rank ", rank, " outside [0, ", degree, ")");
+  const int64_t L = config.num_hidden_layers();
+  TSP_CHECK(0 <= stage.first_layer && stage.first_layer < stage.end_layer && stage.end_layer <= L,
+            "TpWeights: layers [", stage.first_layer, ", ", stage.end_layer, ") are not a stage of ", L, " layers");
   const int64_t h = config.hidden_size();
-  layers_.resize(static_cast<size_t>(config.num_hidden_layers()));
-  for (TpLayerShard& l : layers_) {
+  layers_.resize(static_cast<size_t>(L));
+  for (int64_t i = stage.first_layer; i < stage.end_layer; ++i) {
+    TpLayerShard& l = layers_[static_cast<size_t>(i)];
     l.input_norm = Tensor::zeros({h}, dtype, category);
     l.post_norm = Tensor::zeros({h}, dtype, category);
     l.attn_packed = Tensor::zeros({sizes_.attn_elements}, dtype, category);
     l.mlp_packed = Tensor::zeros({sizes_.mlp_elements}, dtype, category);
   }
-  embed_ = Tensor::zeros({sizes_.vocab_rows, h}, dtype, category);
-  if (!config.tie_word_embeddings()) lm_head_ = Tensor::zeros({sizes_.vocab_rows, h}, dtype, category);
-  final_norm_ = Tensor::zeros({h}, dtype, category);
+  if (holds_embedding(config, stage)) embed_ = Tensor::zeros({sizes_.vocab_rows, h}, dtype, category);
+  if (stage.has_head(L)) {
+    if (!config.tie_word_embeddings()) lm_head_ = Tensor::zeros({sizes_.vocab_rows, h}, dtype, category);
+    final_norm_ = Tensor::zeros({h}, dtype, category);
+  }
+}
+
+bool TpWeights::holds(const WeightSpec& spec) const {
+  if (spec.layer >= 0) return stage_.holds_layer(spec.layer);
+  switch (spec.kind) {
+    case WeightKind::embed_tokens: return embed_.defined();
+    case WeightKind::lm_head: return lm_head_.defined();
+    default: return final_norm_.defined();
+  }
 }
 
 std::vector<ParamShard> TpWeights::params() const {
@@ -107,9 +137,13 @@ std::vector<ParamShard> TpWeights::params() const {
       p.extent = spec.shape[0];
       p.local = local;
     };
+    if (!holds(spec)) continue;  // another pipeline stage's
     const TpLayerShard* l = spec.layer >= 0 ? &layers_[static_cast<size_t>(spec.layer)] : nullptr;
     switch (spec.kind) {
-      case WeightKind::embed_tokens: rows(embed_, s.vocab_rows); break;
+      case WeightKind::embed_tokens:
+        rows(embed_, s.vocab_rows);
+        p.mirror = !stage_.embeds();  // the tied LM head's copy on the last stage
+        break;
       case WeightKind::lm_head: rows(lm_head_, s.vocab_rows); break;
       case WeightKind::final_norm: replicated(final_norm_); break;
       case WeightKind::input_layernorm: replicated(l->input_norm); break;
@@ -152,44 +186,56 @@ TpWeights TpWeights::from_full(const model::ModelWeights& full, int degree, int 
 
 TpWeights TpWeights::initialize(const ModelConfig& config, DType dtype, uint64_t seed,
                                   int degree, int rank) {
-  TpWeights w(config, dtype, degree, rank, MemCategory::weights);
+  return initialize(config, dtype, seed, degree, rank, model::StageRange::whole_model(config.num_hidden_layers()));
+}
+
+TpWeights TpWeights::initialize(const ModelConfig& config, DType dtype, uint64_t seed, int degree, int rank,
+                                  model::StageRange stage) {
+  TpWeights w(config, dtype, degree, rank, MemCategory::weights, stage);
   initialize_shards(config, seed, w.params());
   return w;
 }
 
+namespace {
+
+// f(t) for every defined tensor of a layer.
+template <class F>
+void each_defined(const TpLayerShard& l, F&& f) {
+  for (const Tensor* t : {&l.input_norm, &l.post_norm, &l.attn_packed, &l.mlp_packed})
+    if (t->defined()) f(*t);
+}
+
+}  // namespace
+
 void TpWeights::zero() {
-  for (TpLayerShard& l : layers_) {
-    l.input_norm.zero();
-    l.post_norm.zero();
-    l.attn_packed.zero();
-    l.mlp_packed.zero();
-  }
-  embed_.zero();
-  if (lm_head_.defined()) lm_head_.zero();
-  final_norm_.zero();
+  for (TpLayerShard& l : layers_) each_defined(l, [](Tensor t) { t.zero(); });
+  for (Tensor* t : {&embed_, &lm_head_, &final_norm_})
+    if (t->defined()) t->zero();
 }
 
 void TpWeights::copy_from(const TpWeights& other) {
-  TSP_CHECK(config_ == other.config_ && degree() == other.degree() && rank_ == other.rank_,
-            "TpWeights::copy_from: different model, degree or rank");
+  TSP_CHECK(config_ == other.config_ && degree() == other.degree() && rank_ == other.rank_ &&
+                stage_ == other.stage_,
+            "TpWeights::copy_from: different model, degree, rank or pipeline stage");
   for (size_t i = 0; i < layers_.size(); ++i) {
-    layers_[i].input_norm.copy_from(other.layers_[i].input_norm);
-    layers_[i].post_norm.copy_from(other.layers_[i].post_norm);
-    layers_[i].attn_packed.copy_from(other.layers_[i].attn_packed);
-    layers_[i].mlp_packed.copy_from(other.layers_[i].mlp_packed);
+    const TpLayerShard &from = other.layers_[i];
+    TpLayerShard& to = layers_[i];
+    if (!to.attn_packed.defined()) continue;
+    to.input_norm.copy_from(from.input_norm);
+    to.post_norm.copy_from(from.post_norm);
+    to.attn_packed.copy_from(from.attn_packed);
+    to.mlp_packed.copy_from(from.mlp_packed);
   }
-  embed_.copy_from(other.embed_);
-  if (lm_head_.defined()) lm_head_.copy_from(other.lm_head_);
-  final_norm_.copy_from(other.final_norm_);
+  for (auto [to, from] : {std::pair{&embed_, &other.embed_}, std::pair{&lm_head_, &other.lm_head_},
+                          std::pair{&final_norm_, &other.final_norm_}})
+    if (to->defined()) to->copy_from(*from);
 }
 
 int64_t TpWeights::bytes() const {
   int64_t n = 0;
-  for (const TpLayerShard& l : layers_)
-    n += static_cast<int64_t>(l.input_norm.nbytes() + l.post_norm.nbytes() +
-                              l.attn_packed.nbytes() + l.mlp_packed.nbytes());
-  n += static_cast<int64_t>(embed_.nbytes() + final_norm_.nbytes());
-  if (lm_head_.defined()) n += static_cast<int64_t>(lm_head_.nbytes());
+  for (const TpLayerShard& l : layers_) each_defined(l, [&n](const Tensor& t) { n += static_cast<int64_t>(t.nbytes()); });
+  for (const Tensor* t : {&embed_, &lm_head_, &final_norm_})
+    if (t->defined()) n += static_cast<int64_t>(t->nbytes());
   return n;
 }
 

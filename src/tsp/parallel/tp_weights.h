@@ -12,6 +12,7 @@
 #include "tsp/core/tensor.h"
 #include "tsp/model/model_config.h"
 #include "tsp/model/model_weights.h"
+#include "tsp/model/step_executor.h"
 #include "tsp/parallel/param_shard.h"
 
 namespace tsp::parallel {
@@ -58,9 +59,15 @@ MlpShardViews mlp_views(const Tensor& packed, const model::ModelConfig& c, const
 
 class TpWeights {
  public:
-  // Zero-filled shards of rank `rank` in a TSP group of `degree` (validated first).
+  // Zero-filled shards of rank `rank` in a TSP group of `degree` (validated first), of every
+  // layer, or of one pipeline stage's: the layers of `stage` (the others are left undefined), the
+  // embedding on the stage that embeds, the final norm and LM head on the stage that ends the
+  // model. With tied embeddings a last stage that does not embed holds its own copy of the
+  // embedding as its LM head: params() marks it ParamShard::mirror (docs/pipeline.md).
   TpWeights(const model::ModelConfig& config, DType dtype, int degree, int rank,
              MemCategory category);
+  TpWeights(const model::ModelConfig& config, DType dtype, int degree, int rank,
+             MemCategory category, model::StageRange stage);
   // This rank's shards of full weights (tests, and loading a checkpoint tensor by tensor).
   static TpWeights from_full(const model::ModelWeights& full, int degree, int rank,
                               MemCategory category = MemCategory::weights);
@@ -68,32 +75,39 @@ class TpWeights {
   // time so that no rank ever holds the full model.
   static TpWeights initialize(const model::ModelConfig& config, DType dtype, uint64_t seed,
                                int degree, int rank);
+  static TpWeights initialize(const model::ModelConfig& config, DType dtype, uint64_t seed,
+                               int degree, int rank, model::StageRange stage);
 
   const model::ModelConfig& config() const { return config_; }
   DType dtype() const { return dtype_; }
   int degree() const { return sizes_.degree; }
   int rank() const { return rank_; }
   const TpShardSizes& sizes() const { return sizes_; }
+  const model::StageRange& stage() const { return stage_; }
 
   const std::vector<TpLayerShard>& layers() const { return layers_; }
   const Tensor& embed() const { return embed_; }       // [V/D, h] rows [rank V/D, ...)
   const Tensor& lm_head() const { return config_.tie_word_embeddings() ? embed_ : lm_head_; }
   const Tensor& final_norm() const { return final_norm_; }
 
-  // Every parameter with its place in the logical tensor, in weight_specs() order. The o_proj and
-  // down_proj shards are column shards; their local tensors are views into the packed buffers.
+  // Every parameter this stage holds with its place in the logical tensor, in weight_specs()
+  // order. The o_proj and down_proj shards are column shards; their local tensors are views into
+  // the packed buffers.
   std::vector<ParamShard> params() const;
 
   void zero();
-  void copy_from(const TpWeights& other);  // same config, degree and rank; converts dtype
+  void copy_from(const TpWeights& other);  // same config, degree, rank and stage; converts dtype
   // Sum of local bytes of every shard (replicated gains included once).
   int64_t bytes() const;
 
  private:
+  bool holds(const model::WeightSpec& spec) const;  // this stage's tensor?
+
   model::ModelConfig config_;
   DType dtype_;
   int rank_;
   TpShardSizes sizes_;
+  model::StageRange stage_;
   std::vector<TpLayerShard> layers_;
   Tensor embed_, lm_head_, final_norm_;
 };

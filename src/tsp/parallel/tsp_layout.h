@@ -1,9 +1,11 @@
 // The TSP layout (TSP.md §3-§5) behind the Layout interface: this rank's TpWeights and f32
-// gradient shards, TspTransformer on the rank's zigzag columns of the replica's rows.
+// gradient shards, TspTransformer on the rank's zigzag columns of the replica's rows, composed
+// with dp and with pipeline stages on the pp axis.
 #pragma once
 
 #include <memory>
 
+#include "tsp/comm/mesh.h"
 #include "tsp/parallel/layout.h"
 #include "tsp/parallel/tsp_model.h"
 #include "tsp/parallel/tp_weights.h"
@@ -12,26 +14,38 @@ namespace tsp::parallel {
 
 class TspLayout final : public Layout {
  public:
-  // tsp: the tsp axis communicator (degree = its size). weights: this rank's shards (moved in).
-  // primary: this rank's TSP group writes checkpoints (dp coordinate 0).
+  // tsp: the tsp axis communicator (degree = its size). weights: this rank's shards of the whole
+  // model (moved in). primary: this rank's TSP group writes checkpoints (dp coordinate 0).
   TspLayout(comm::Communicator& tsp, const model::TransformerOptions& options, TpWeights weights,
             bool primary = true);
+  // On a mesh dp x pp x tsp: weights are this rank's shards of its pipeline stage's layers
+  // (PipelineStage::on(mesh pp axis); checked). With pp > 1 the replica group spans the stages
+  // (the pp x tsp ranks of this dp coordinate) and is owned here. Collective over the mesh.
+  TspLayout(comm::Mesh& mesh, const model::TransformerOptions& options, TpWeights weights);
 
   std::string describe() const override;
   const std::vector<ParamShard>& weights() const override { return weight_shards_; }
   const std::vector<ParamShard>& grads() const override { return grad_shards_; }
-  comm::Communicator& replica_group() override { return *comm_; }
+  comm::Communicator& replica_group() override { return pipeline_group_.valid() ? pipeline_group_ : *comm_; }
   bool primary() const override { return primary_; }
   void zero_grads() override { grads_.zero(); }
-  model::LossSum forward_backward(const Tensor& tokens, const Tensor& targets,
-                                  float grad_scale) override;
-  model::LossSum forward(const Tensor& tokens, const Tensor& targets) override;
+  // The norm gains' gradients over tsp; with tied embeddings across stages, the embedding's.
   void reduce_grads() override;
   int64_t predicted_activation_peak_bytes(int64_t batch, int64_t seq) const override;
   const CommClock& comm_wait() const override { return model_.comm_wait(); }
+  const model::ModelConfig& model_config() const override { return weights_.config(); }
+
+ protected:
+  std::unique_ptr<model::StepStrategy> make_step(const Tensor& tokens, const Tensor& targets,
+                                                 bool backward) override;
+  bool recompute() const override { return model_.options().recompute; }
 
  private:
+  TspLayout(comm::Communicator& tsp, const model::TransformerOptions& options, TpWeights&& weights,
+            bool primary, PipelineStage stage, comm::Communicator pipeline_group);
+
   comm::Communicator* comm_;
+  comm::Communicator pipeline_group_;  // pp x tsp when pipelined, else invalid
   bool primary_;
   TpWeights weights_, grads_;
   std::vector<ParamShard> weight_shards_, grad_shards_;

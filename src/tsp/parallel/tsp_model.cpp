@@ -31,6 +31,8 @@ class TspStep final : public model::StepStrategy {
         acts_(static_cast<size_t>(w.config().num_hidden_layers())) {}
 
   int64_t num_layers() const override { return static_cast<int64_t>(acts_.size()); }
+  Shape residual_shape() const override { return {ctx_.tokens(), w_.config().hidden_size()}; }
+  DType residual_dtype() const override { return ctx_.dtype(); }
 
   Tensor embed_forward() override {
     Tensor x = Tensor::empty({ctx_.tokens(), w_.config().hidden_size()}, ctx_.dtype(),
@@ -105,8 +107,9 @@ void TspTransformer::validate(const TpWeights& w, const Tensor& tokens, const Te
                   " but TransformerOptions::dtype is ", options_.dtype);
   if (grads != nullptr)
     TSP_CHECK(grads->dtype() == DType::f32 && grads->config() == config_ &&
-                  grads->degree() == degree() && grads->rank() == comm_->rank(),
-              "TspTransformer: gradients must be f32 shards of the same model, degree and rank");
+                  grads->degree() == degree() && grads->rank() == comm_->rank() &&
+                  grads->stage() == w.stage(),
+              "TspTransformer: gradients must be f32 shards of the same model, degree, rank and stage");
   const int64_t local = seq / degree();
   TSP_CHECK_SHAPE(tokens.defined() && tokens.rank() == 2 && tokens.dim(1) == local,
                   "TspTransformer: tokens must be [B, S/D] = [B, ", local,
@@ -115,20 +118,23 @@ void TspTransformer::validate(const TpWeights& w, const Tensor& tokens, const Te
   model::check_token_batch(config_, tokens, targets, "TspTransformer", seq);
 }
 
+std::unique_ptr<model::StepStrategy> TspTransformer::step(const TpWeights& w, const Tensor& tokens,
+                                                          const Tensor& targets, int64_t seq,
+                                                          TpWeights* grads) {
+  validate(w, tokens, targets, seq, grads);
+  return std::make_unique<TspStep>(*comm_, options_, w, tokens, targets, seq, grads, &clock_);
+}
+
 model::LossSum TspTransformer::forward(const TpWeights& w, const Tensor& tokens,
                                        const Tensor& targets, int64_t seq) {
-  validate(w, tokens, targets, seq, nullptr);
-  TspStep step(*comm_, options_, w, tokens, targets, seq, nullptr, &clock_);
-  return model::run_forward(step);
+  return model::run_forward(*step(w, tokens, targets, seq, nullptr));
 }
 
 model::LossSum TspTransformer::forward_backward(const TpWeights& w, const Tensor& tokens,
                                                 const Tensor& targets, int64_t seq,
                                                 TpWeights& grads, float grad_scale) {
-  validate(w, tokens, targets, seq, &grads);
   TSP_CHECK(std::isfinite(grad_scale), "TspTransformer: grad_scale must be finite, got ", grad_scale);
-  TspStep step(*comm_, options_, w, tokens, targets, seq, &grads, &clock_);
-  return model::run_forward_backward(step, options_.recompute, grad_scale);
+  return model::run_forward_backward(*step(w, tokens, targets, seq, &grads), options_.recompute, grad_scale);
 }
 
 }  // namespace tsp::parallel

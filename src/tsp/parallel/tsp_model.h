@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 
 #include "tsp/comm/communicator.h"
 #include "tsp/core/tensor.h"
@@ -45,6 +46,12 @@ class TspTransformer {
   model::LossSum forward_backward(const TpWeights& w, const Tensor& tokens_local,
                                   const Tensor& targets_local, int64_t seq, TpWeights& grads,
                                   float grad_scale);
+
+  // The step strategy of one batch (checked as forward / forward_backward check it; grads null
+  // for a forward-only step), for a pipeline stage's share of the layers (the weights may be one
+  // stage's). w, grads and this object must outlive it.
+  std::unique_ptr<model::StepStrategy> step(const TpWeights& w, const Tensor& tokens_local,
+                                            const Tensor& targets_local, int64_t seq, TpWeights* grads);
 
  private:
   void validate(const TpWeights& w, const Tensor& tokens, const Tensor& targets, int64_t seq,

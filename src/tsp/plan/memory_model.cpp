@@ -53,7 +53,7 @@ void check_fits(const model::ModelConfig& c, const Workload& w, const Layout& l,
 // In-flight communication buffers: the largest phase of the schedule.
 // staging: the gradient staging buffer of a replica-axis reduction after the backward (0: none);
 // the persistent reduce-scatter scratch of the token axis is live then too.
-int64_t comm_bytes(const model::ModelConfig& c, const Workload& w, const Layout& l, bool last,
+int64_t comm_bytes(const model::ModelConfig& c, const Workload& w, const Layout& l, bool first, bool last,
                    int64_t staging) {
   const int64_t h = c.hidden_size(), T = w.tokens(), kvd = c.kv_dim();
   const int64_t e = w.precision.weight_bytes, g = w.precision.grad_bytes;
@@ -82,12 +82,13 @@ int64_t comm_bytes(const model::ModelConfig& c, const Workload& w, const Layout&
     case LayoutKind::sp:
     case LayoutKind::tp_sp:
     case LayoutKind::dp: {
-      // TP all-reduces f32 activations in place; bf16 ones through an f32 comm buffer of [t, h];
-      // the cross-entropy's packed (sum, target) all-reduce holds 2t f32. SP: one K|V exchange
+      // TP all-reduces f32 activations in place (the blocks accumulate in f32); the embedding's
+      // bf16 output (first stage) through an f32 comm buffer of [t, h]; the cross-entropy's
+      // packed (sum, target) all-reduce holds 2t f32. SP: one K|V exchange
       // as TSP's (send copy, gathered sequence, this rank's f32 dK|dV share) for the rank's
       // heads, and the ring reduce-scatter's persistent scratch.
       const int64_t act_e = w.precision.activation_bytes;
-      const int64_t reduce = l.tp > 1 ? std::max(act_e == 4 ? 0 : s.t * h * 4, 2 * s.t * 4) : 0;
+      const int64_t reduce = l.tp > 1 ? std::max(act_e == 4 || !first ? 0 : s.t * h * 4, 2 * s.t * 4) : 0;
       int64_t kv = 0, scratch = 0;
       if (l.sp > 1) {
         const int64_t kw = 2 * kvd / l.tp, t = T / l.sp;
@@ -109,7 +110,7 @@ int64_t comm_bytes(const model::ModelConfig& c, const Workload& w, const Layout&
       const int64_t layer_fwd = b * W * e + kvx;
       const int64_t layer_bwd = b * W * e + 4 * W + kvx + 4 * t * kv;
       const int64_t head = last ? h * e + Vh * e + 4 * Vh + 4 * Vh / D : 0;
-      const int64_t emb = 4 * Vh + 4 * Vh / D;
+      const int64_t emb = first ? 4 * Vh + 4 * Vh / D : 0;
       int64_t block = 0;
       for (const int64_t input : {W, T * kv, Vh})
         if (D > 1 && 4 * input >= (int64_t{64} << 10)) block = std::max(block, input / D);
@@ -175,7 +176,15 @@ MemoryEstimate memory_of_stage(const model::ModelConfig& c, const Workload& w, c
   const int64_t staging = (l.dp > 1 || replicated_over_sp)
                               ? std::min<int64_t>(int64_t{16} << 20, m[MemCategory::grads])
                               : 0;
-  m[MemCategory::comm] = comm_bytes(c, w, l, stage == l.pp - 1, staging);
+  // With tied embeddings over stages, the first and last stage exchange the embedding's f32
+  // gradient shard after the backward (parallel/pipeline_stage.h), through one receive buffer
+  // that is freed before the staging buffer is used.
+  const bool ends = stage == 0 || stage == l.pp - 1;
+  const int64_t tied_exchange =
+      c.tie_word_embeddings() && l.pp > 1 && ends
+          ? c.embedding_params() / l.weight_shards() * p.grad_bytes
+          : 0;
+  m[MemCategory::comm] = comm_bytes(c, w, l, stage == 0, stage == l.pp - 1, std::max(staging, tied_exchange));
   m[MemCategory::workspace] = workspace_bytes(c, w, l);
   return m;
 }

@@ -355,7 +355,7 @@ void pipeline_step(StepTraffic& out, const Dims& d, const Layout& l, int64_t sta
 }
 
 void gradient_sync(StepTraffic& out, const Dims& d, const Layout& l, const RankCoords& r,
-                   const ParamShare& share) {
+                   const ParamShare& share, bool tied) {
   if (l.kind == LayoutKind::tsp) {
     add(out.gradient_sync, "replicated norm gain gradients", Axis::tsp, CollectiveOp::all_reduce,
         l.tsp, 1, ledger_all_reduce(share.replicated_norms(), d.grad, l.tsp, r.tsp), false);
@@ -367,6 +367,13 @@ void gradient_sync(StepTraffic& out, const Dims& d, const Layout& l, const RankC
   }
   add(out.gradient_sync, "gradients of this rank's parameters", Axis::dp, CollectiveOp::all_reduce,
       l.dp, 1, ledger_all_reduce(share.total(), d.grad, l.dp, r.dp), false);
+  // parallel/pipeline_stage.h: the tied embedding's gradient, summed between its two holders.
+  const bool ends = r.pp == 0 || r.pp == l.pp - 1;
+  if (tied && l.pp > 1 && ends) {
+    const int64_t bytes = d.V * d.h / l.weight_shards() * d.grad;
+    add(out.gradient_sync, "tied embedding gradient between the first and last stage", Axis::pp,
+        CollectiveOp::sendrecv, l.pp, 1, {.sent = bytes, .received = bytes}, false);
+  }
 }
 
 }  // namespace
@@ -389,7 +396,7 @@ StepTraffic step_traffic(const model::ModelConfig& c, const Workload& w, const L
     case LayoutKind::dp: break;
   }
   pipeline_step(out, d, l, r.pp);
-  gradient_sync(out, d, l, r, share);
+  gradient_sync(out, d, l, r, share, c.tie_word_embeddings());
   return out;
 }
 

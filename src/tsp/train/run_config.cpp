@@ -23,8 +23,8 @@ FlagRange run_flag_range(std::string_view flag) {
       {"steps", {0, kSteps}},        {"batch", {1, kRows}},       {"seq", {1, kSeq}},
       {"grad-accum", {1, kRows}},    {"warmup", {0, kSteps}},     {"tsp", {1, kDegree}},
       {"tp", {1, kDegree}},          {"sp", {1, kDegree}},        {"dp", {1, kDegree}},
-      {"seed", {0, INT64_MAX}},      {"eval-every", {0, kSteps}}, {"eval-batches", {1, kRows}},
-      {"save-every", {0, kSteps}},   {"log-every", {1, kSteps}},
+      {"pp", {1, kDegree}},          {"seed", {0, INT64_MAX}},    {"eval-every", {0, kSteps}},
+      {"eval-batches", {1, kRows}},  {"save-every", {0, kSteps}}, {"log-every", {1, kSteps}},
   };
   for (const auto& [name, range] : kRanges)
     if (name == flag) return range;
@@ -85,15 +85,13 @@ void RunConfig::validate() const {
 }
 
 LayoutSpec RunConfig::layout_spec() const {
-  return layout_from_flags({.layout = layout, .tsp = tsp, .tp = tp, .sp = sp, .dp = dp});
+  return layout_from_flags({.layout = layout, .tsp = tsp, .tp = tp, .sp = sp, .dp = dp, .pp = pp});
 }
 
 void RunConfig::set_layout(const LayoutSpec& spec) {
   tsp::validate(spec);
-  TSP_CHECK(spec.pp == 1, "layout ", spec.name(), ": pipeline parallelism (pp) is not implemented by "
-            "the engine yet; the planner models it (tsp plan)");
   layout = layout_kind_name(spec.kind);  // dp1 stays "dp": `--layout single` is the flag's own
-  tsp = spec.tsp, tp = spec.tp, sp = spec.sp, dp = spec.dp;
+  tsp = spec.tsp, tp = spec.tp, sp = spec.sp, dp = spec.dp, pp = spec.pp;
 }
 
 void RunConfig::expand_layout_name() {

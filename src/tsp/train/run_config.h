@@ -47,6 +47,8 @@ namespace tsp::train {
   X(int64_t, sp, "sp", 1, "sequence-parallel degree (--layout sp, tp+sp; the FSDP degree of "      \
     "fsdp-sp)")                                                                                   \
   X(int64_t, dp, "dp", 1, "data-parallel replicas of the layout (any distributed layout)")        \
+  X(int64_t, pp, "pp", 1, "pipeline stages of any distributed layout (must divide the layers; "    \
+    "--grad-accum micro-batches fill the pipeline, 1F1B)")                                         \
   X(int64_t, seed, "seed", 1234, "seed of the initialisation and of the data order")                \
   X(int64_t, eval_every, "eval-every", 0, "validation loss every N steps (0: only at the end)")      \
   X(int64_t, eval_batches, "eval-batches", 8, "batches of the held-out split per validation")      \

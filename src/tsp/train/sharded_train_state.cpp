@@ -23,10 +23,10 @@ using parallel::ShardedAdamW;
 
 // The state tensors in file order (train_state.cpp's state_tensors): every shard renamed
 // "<prefix>.<hf name>", its local the state tensor.
-std::vector<ParamShard> state_shards(const ShardedAdamW& opt) {
+std::vector<ParamShard> state_shards(const ShardedAdamW& opt, const ShardView& view = {}) {
   std::vector<ParamShard> out;
-  auto add = [&out](const std::vector<ParamShard>& list, const char* prefix) {
-    for (ParamShard s : list) {
+  auto add = [&out, &view](const std::vector<ParamShard>& list, const char* prefix) {
+    for (ParamShard s : view ? view(list) : list) {
       s.name = std::string(prefix) + s.name;
       out.push_back(std::move(s));
     }
@@ -52,14 +52,15 @@ ByteRange bytes_read(const ParamShard& s, const model::TensorInfo& ti) {
 // parsed info), the tensor list, dtypes and full shapes, and the XXH3 checksum of every chunk of
 // the bytes this rank reads (streamed through one chunk-sized buffer).
 void check_state_file(const std::filesystem::path& path, const model::SafetensorsReader& reader,
-                      const TrainStateInfo& info, const ShardedAdamW& opt, const std::vector<ParamShard>& tensors) {
+                      const TrainStateInfo& info, const ShardedAdamW& opt, const std::vector<ParamShard>& tensors,
+                      size_t expected_tensors) {
   if (info.model_dtype != opt.weight_dtype()) {
     detail::throw_corrupt_train_state(path, std::string("it belongs to a ") + std::string(dtype_name(info.model_dtype)) +
                       " model, this run's weights are " + std::string(dtype_name(opt.weight_dtype())));
   }
-  if (reader.tensors().size() != tensors.size()) {
+  if (reader.tensors().size() != expected_tensors) {
     detail::throw_corrupt_train_state(path, "it holds " + std::to_string(reader.tensors().size()) + " tensors, expected " +
-                      std::to_string(tensors.size()));
+                      std::to_string(expected_tensors));
   }
   for (const ParamShard& s : tensors) {
     if (!reader.contains(s.name)) detail::throw_corrupt_train_state(path, "tensor \"" + s.name + "\" is missing");
@@ -100,9 +101,9 @@ void check_state_file(const std::filesystem::path& path, const model::Safetensor
 }  // namespace
 
 parallel::ShardedFile sharded_train_state_file(comm::Communicator& group, const TrainStateInfo& info,
-                                               const ShardedAdamW& opt) {
+                                               const ShardedAdamW& opt, const ShardView& view) {
   TSP_CHECK_EQ(info.step, opt.steps(), "train state: step and optimizer step count differ");
-  parallel::ShardedFile file{state_shards(opt), {}};
+  parallel::ShardedFile file{state_shards(opt, view), {}};
   // Rank 0 hashes each assembled tensor; the others learn the hex digits by broadcast (every rank
   // returns the same description).
   std::string sums_json;
@@ -131,13 +132,17 @@ void save_sharded_train_state(comm::Communicator& group, const std::filesystem::
   parallel::save_sharded_safetensors(group, path, sharded_train_state_file(group, info, opt));
 }
 
-TrainStateInfo load_sharded_train_state(const std::filesystem::path& path, ShardedAdamW& opt) {
+TrainStateInfo load_sharded_train_state(const std::filesystem::path& path, ShardedAdamW& opt,
+                                        int64_t model_tensors) {
   const std::vector<ParamShard> tensors = state_shards(opt);
+  // exp_avg and exp_avg_sq (and master) of every tensor of the model
+  const size_t lists = opt.has_masters() ? 3 : 2;
+  const size_t expected = model_tensors < 0 ? tensors.size() : lists * static_cast<size_t>(model_tensors);
   TrainStateInfo info;
   try {
     const model::SafetensorsReader reader(path);
     info = detail::parse_train_state_info(path, reader.metadata(), /*allow_v1=*/false);
-    check_state_file(path, reader, info, opt, tensors);
+    check_state_file(path, reader, info, opt, tensors, expected);
     parallel::read_shards(reader, tensors);
   } catch (const IoError& e) {
     const std::string msg = e.what();

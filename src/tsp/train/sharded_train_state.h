@@ -3,7 +3,10 @@
 // included.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
+#include <functional>
+#include <vector>
 
 #include "tsp/comm/communicator.h"
 #include "tsp/parallel/sharded_adamw.h"
@@ -18,8 +21,11 @@ namespace tsp::train {
 // in a first pass over the assembled tensors (rank 0 hashes them; the state's pieces travel twice
 // per save). Pass the result to save_sharded_hf_checkpoint's sharded_files under
 // kTrainStateFileName to replace weights and state together. info.step must equal opt.steps().
+// `view`, when given, maps each of the optimizer's shard lists (weight-named, e.g. exp_avg())
+// to the list the group writes (Layout::replica_shards across pipeline stages).
+using ShardView = std::function<std::vector<parallel::ParamShard>(const std::vector<parallel::ParamShard>&)>;
 parallel::ShardedFile sharded_train_state_file(comm::Communicator& group, const TrainStateInfo& info,
-                                               const parallel::ShardedAdamW& opt);
+                                               const parallel::ShardedAdamW& opt, const ShardView& view = {});
 
 // Collective: writes the state alone to `path` (atomically, by rank 0; the same bytes whatever the
 // layout and degree holding the same logical values). Errors on rank 0 are thrown on every rank.
@@ -32,6 +38,9 @@ void save_sharded_train_state(comm::Communicator& group, const std::filesystem::
 // pieces of the moments (and masters) into `opt` and sets its step count. Every problem throws
 // IoError "corrupt or incompatible training state <path>: ..."; the
 // optimizer is untouched when the checks fail. Call opt.sync_weights_from_masters(weights) after.
-TrainStateInfo load_sharded_train_state(const std::filesystem::path& path, parallel::ShardedAdamW& opt);
+// `model_tensors`: how many model tensors the file holds the state of, when this rank holds only
+// some of them (a pipeline stage: weight_specs(config).size()); by default the optimizer's.
+TrainStateInfo load_sharded_train_state(const std::filesystem::path& path, parallel::ShardedAdamW& opt,
+                                        int64_t model_tensors = -1);
 
 }  // namespace tsp::train

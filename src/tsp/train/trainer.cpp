@@ -138,8 +138,9 @@ void validate_distributed_run(const model::ModelConfig& config, const RunConfig&
             "tp+sp, dp or fsdp-sp");
   const comm::MeshDegrees want = mesh_degrees_for(run);
   TSP_CHECK(degrees.dp == want.dp && degrees.sp == want.sp && degrees.tp == want.tp &&
-                degrees.tsp == want.tsp && degrees.pp == 1,
+                degrees.tsp == want.tsp && degrees.pp == want.pp,
             "the mesh ", degrees.str(), " does not match the run's degrees ", want.str());
+  if (want.pp > 1) (void)parallel::stage_layers(config.num_hidden_layers(), want.pp, 0);  // refuses an uneven split
   TSP_CHECK(run.seq <= config.max_position_embeddings(), "--seq ", run.seq,
             " exceeds the model's max_position_embeddings ", config.max_position_embeddings());
   if (run.layout == "single") return;  // the plain model takes any sequence length
@@ -178,16 +179,16 @@ std::unique_ptr<parallel::Layout> make_layout(comm::Mesh& mesh, const model::Mod
     if (from_hf) return std::make_unique<parallel::TpSpLayout>(mesh, config, options, init);
     return std::make_unique<parallel::TpSpLayout>(mesh, config, options, seed);
   }
-  comm::Communicator& tsp = mesh.axis(MeshAxis::tsp);
-  const bool primary = mesh.coord(MeshAxis::dp) == 0;
+  const int tsp = mesh.degree(MeshAxis::tsp), rank = mesh.coord(MeshAxis::tsp);
+  const model::StageRange stage = parallel::stage_layers(config.num_hidden_layers(), mesh.degree(MeshAxis::pp),
+                                                         mesh.coord(MeshAxis::pp));
   if (!from_hf) {
     return std::make_unique<parallel::TspLayout>(
-        tsp, options, parallel::TpWeights::initialize(config, dtype, seed, tsp.size(), tsp.rank()),
-        primary);
+        mesh, options, parallel::TpWeights::initialize(config, dtype, seed, tsp, rank, stage));
   }
-  parallel::TpWeights w(config, dtype, tsp.size(), tsp.rank(), MemCategory::weights);
+  parallel::TpWeights w(config, dtype, tsp, rank, MemCategory::weights, stage);
   parallel::load_shards_from_hf(init, w.params());
-  return std::make_unique<parallel::TspLayout>(tsp, options, std::move(w), primary);
+  return std::make_unique<parallel::TspLayout>(mesh, options, std::move(w));
 }
 
 Trainer::Trainer(comm::Mesh& mesh, const model::ModelConfig& config, const RunConfig& run,
@@ -267,15 +268,15 @@ StepMetrics Trainer::train_step() {
   TSP_CHECK(model::count_valid_targets(targets) == targets.numel(), "batch has invalid targets");
   const float grad_scale = static_cast<float>(1.0 / static_cast<double>(n_valid));
   layout_->zero_grads();
+  // The micro-batches go to the layout together: with pipeline stages they are in flight at once
+  // (1F1B), without they run one after the other.
   const int64_t mb = run_.micro_batch();
-  model::LossSum mine;
+  std::vector<parallel::MicroBatch> micro_batches;
   for (int64_t i = 0; i < run_.grad_accum; ++i) {
-    const Tensor in = Tensor::copy_of(inputs.slice(0, i * mb, mb), DType::i32, MemCategory::activations);
-    const Tensor tg = Tensor::copy_of(targets.slice(0, i * mb, mb), DType::i32, MemCategory::activations);
-    const model::LossSum l = layout_->forward_backward(in, tg, grad_scale);
-    mine.loss_sum += l.loss_sum;
-    mine.n_valid += l.n_valid;
+    micro_batches.push_back({Tensor::copy_of(inputs.slice(0, i * mb, mb), DType::i32, MemCategory::activations),
+                             Tensor::copy_of(targets.slice(0, i * mb, mb), DType::i32, MemCategory::activations)});
   }
+  const model::LossSum mine = layout_->forward_backward(micro_batches, grad_scale);
   layout_->reduce_grads();
   parallel::sum_over_replicas(mesh_.axis(MeshAxis::dp), layout_->grads());
   const std::vector<double> total =
@@ -284,8 +285,8 @@ StepMetrics Trainer::train_step() {
   if (!std::isfinite(mean)) {
     TSP_THROW(Error, "training diverged: loss is ", mean, " at step ", step() + 1, " (try a lower --lr)");
   }
-  const parallel::ClipResult clip =
-      parallel::clip_grad_norm(layout_->replica_group(), layout_->grads(), run_.clip);
+  const parallel::ClipResult clip = parallel::clip_grad_norm(
+      layout_->replica_group(), layout_->replica_shards(layout_->grads()), layout_->grads(), run_.clip);
   if (!std::isfinite(clip.norm)) {
     TSP_THROW(Error, "training diverged: gradient norm is ", clip.norm, " at step ", step() + 1);
   }
@@ -338,8 +339,9 @@ void Trainer::save_checkpoint(const std::filesystem::path& dir) const {
     info.run = run_;
     info.model_config = model::config_to_json(config_);
     info.data_fingerprint = data_.fingerprint;
-    const parallel::ShardedFile state = sharded_train_state_file(group, info, optimizer_);
-    parallel::save_sharded_hf_checkpoint(group, config_, layout_->weights(), dir,
+    const parallel::ShardedFile state = sharded_train_state_file(
+        group, info, optimizer_, [this](const std::vector<parallel::ParamShard>& list) { return layout_->replica_shards(list); });
+    parallel::save_sharded_hf_checkpoint(group, config_, layout_->replica_shards(layout_->weights()), dir,
                                          tokenizer_files_of(run_.init, run_.data),
                                          {{kTrainStateFileName, state}});
   }
@@ -355,7 +357,9 @@ void Trainer::load_checkpoint(const std::filesystem::path& given) {
   const model::HfCheckpoint ckpt(dir);
   const std::filesystem::path state_path =
       checked_train_state(dir, ckpt.config(), run_, config_, data_.fingerprint);
-  const TrainStateInfo info = load_sharded_train_state(state_path, optimizer_);
+  const int64_t model_tensors =
+      layout_->stage().pipelined() ? static_cast<int64_t>(model::weight_specs(config_).size()) : -1;
+  const TrainStateInfo info = load_sharded_train_state(state_path, optimizer_, model_tensors);
   if (optimizer_.has_masters()) {
     optimizer_.sync_weights_from_masters(layout_->weights());
   } else {

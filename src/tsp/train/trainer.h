@@ -19,12 +19,13 @@
 
 namespace tsp::train {
 
-// The mesh a run needs: dp x sp x tp x tsp from --dp, --sp, --tp, --tsp (pp = 1); all ones for
+// The mesh a run needs: dp x pp x sp x tp x tsp from --dp, --pp, --sp, --tp, --tsp; all ones for
 // --layout single.
 comm::MeshDegrees mesh_degrees_for(const RunConfig& run);
 
 // Checks the run against the mesh and the model before anything is allocated (on every rank):
-// the layout's degrees against the mesh, and the layout's divisibility rules (S, H, H_kv, F, V).
+// the layout's degrees against the mesh, and the layout's divisibility rules (S, H, H_kv, F, V;
+// pp must divide the layers).
 // --layout single runs only on a mesh of one rank.
 void validate_distributed_run(const model::ModelConfig& config, const RunConfig& run,
                               const comm::MeshDegrees& degrees);
