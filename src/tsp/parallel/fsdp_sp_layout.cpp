@@ -3,7 +3,6 @@
 // its owner (docs/fsdp_sp.md).
 #include "tsp/parallel/fsdp_sp_layout.h"
 
-#include <array>
 
 #include <algorithm>
 #include <cmath>
@@ -24,11 +23,6 @@ namespace {
 using comm::MeshAxis;
 
 // Everything the constructors check before a byte is allocated (identically on every rank).
-// This rank's pipeline stage's layers (the whole model without pp).
-model::StageRange stage_range_of(const comm::Mesh& mesh, const model::ModelConfig& config) {
-  return stage_layers(config.num_hidden_layers(), mesh.degree(MeshAxis::pp), mesh.coord(MeshAxis::pp));
-}
-
 void validate_setup(const comm::Mesh& mesh, const model::TransformerOptions& options,
                     const model::ModelConfig& config, DType dtype) {
   const comm::MeshDegrees& m = mesh.degrees();
@@ -41,14 +35,7 @@ void validate_setup(const comm::Mesh& mesh, const model::TransformerOptions& opt
   TSP_CHECK(options.vocab_chunk > 0, "fsdp-sp: vocab_chunk must be positive, got ",
             options.vocab_chunk);
   (void)FsdpSpSizes::of(config, m.sp);
-  (void)stage_range_of(mesh, config);  // refuses an uneven pipeline split
-}
-
-// The replica group across pipeline stages: the pp x sp ranks of this dp coordinate.
-comm::Communicator pipeline_group(comm::Mesh& mesh) {
-  if (mesh.degree(MeshAxis::pp) == 1) return {};
-  const std::array<MeshAxis, 2> axes{MeshAxis::pp, MeshAxis::sp};
-  return mesh.group_over(axes, "pp x sp");
+  (void)stage_layers_on(mesh, config.num_hidden_layers());  // refuses an uneven pipeline split
 }
 
 kernels::CrossEntropyOptions ce_options(const model::TransformerOptions& o) {
@@ -165,7 +152,7 @@ FsdpSpLayout::FsdpSpLayout(comm::Mesh& mesh, const model::TransformerOptions& op
     : FsdpSpLayout(mesh, options,
                    (validate_setup(mesh, options, config, dtype),
                     FsdpSpWeights::initialize(config, dtype, seed, mesh.degree(MeshAxis::sp),
-                                              mesh.coord(MeshAxis::sp), stage_range_of(mesh, config))),
+                                              mesh.coord(MeshAxis::sp), stage_layers_on(mesh, config.num_hidden_layers()))),
                    fsdp) {}
 
 FsdpSpLayout::FsdpSpLayout(Zeros, comm::Mesh& mesh, const model::TransformerOptions& options,
@@ -173,22 +160,16 @@ FsdpSpLayout::FsdpSpLayout(Zeros, comm::Mesh& mesh, const model::TransformerOpti
     : FsdpSpLayout(mesh, options,
                    (validate_setup(mesh, options, config, dtype),
                     FsdpSpWeights(config, dtype, mesh.degree(MeshAxis::sp),
-                                  mesh.coord(MeshAxis::sp), MemCategory::weights, stage_range_of(mesh, config))),
+                                  mesh.coord(MeshAxis::sp), MemCategory::weights, stage_layers_on(mesh, config.num_hidden_layers()))),
                    fsdp) {}
 
 FsdpSpLayout::FsdpSpLayout(comm::Mesh& mesh, const model::TransformerOptions& options,
                            FsdpSpWeights weights, const FsdpSpOptions& fsdp)
-    : Layout(PipelineStage::on(mesh.axis(MeshAxis::pp), weights.config().num_hidden_layers())),
-      comm_(&mesh.axis(MeshAxis::sp)),
-      pipeline_group_(pipeline_group(mesh)),
-      primary_(mesh.coord(MeshAxis::dp) == 0),
+    : ShardedLayout(PipelineStage::on(mesh.axis(MeshAxis::pp), weights.config().num_hidden_layers()),
+                    mesh.axis(MeshAxis::sp), pipeline_replica_group(mesh, MeshAxis::sp),
+                    mesh.coord(MeshAxis::dp) == 0, std::move(weights)),
       options_(options),
-      fsdp_(fsdp),
-      weights_(std::move(weights)),
-      grads_(weights_.config(), DType::f32, weights_.degree(), weights_.rank(), MemCategory::grads,
-             weights_.stage()),
-      weight_shards_(weights_.params()),
-      grad_shards_(grads_.params()) {}
+      fsdp_(fsdp) {}
 
 std::unique_ptr<FsdpSpLayout> FsdpSpLayout::from_hf(comm::Mesh& mesh,
                                                     const model::TransformerOptions& options,
@@ -202,25 +183,23 @@ std::unique_ptr<FsdpSpLayout> FsdpSpLayout::from_hf(comm::Mesh& mesh,
 }
 
 std::string FsdpSpLayout::describe() const {
-  std::string s = "fsdp-sp D=" + std::to_string(comm_->size()) + " (rank " + std::to_string(comm_->rank()) + ")";
-  if (stage().pipelined())
-    s += ", pipeline stage " + std::to_string(stage().index()) + "/" + std::to_string(stage().stages());
-  return s;
+  return "fsdp-sp D=" + std::to_string(inner_->size()) + " (rank " + std::to_string(inner_->rank()) + ")" +
+         stage_suffix();
 }
 
 void FsdpSpLayout::reduce_grads() { sum_tied_embedding_grads(stage(), weights_.config(), grad_shards_); }
 
 int64_t FsdpSpLayout::predicted_activation_peak_bytes(int64_t batch, int64_t seq) const {
-  validate_fsdp_sp(weights_.config(), comm_->size(), seq);
+  validate_fsdp_sp(weights_.config(), inner_->size(), seq);
   return model::predicted_activation_peak_bytes(weights_.config(), options_, batch,
-                                                seq / comm_->size());
+                                                seq / inner_->size());
 }
 
 std::unique_ptr<model::StepStrategy> FsdpSpLayout::make_step(const Tensor& tokens, const Tensor& targets,
                                                              bool backward) {
   model::check_token_batch(weights_.config(), tokens, targets, "fsdp-sp");
-  validate_fsdp_sp(weights_.config(), comm_->size(), tokens.dim(1));
-  return std::make_unique<FsdpSpStep>(*comm_, options_, fsdp_, weights_, tokens, targets,
+  validate_fsdp_sp(weights_.config(), inner_->size(), tokens.dim(1));
+  return std::make_unique<FsdpSpStep>(*inner_, options_, fsdp_, weights_, tokens, targets,
                                       backward ? &grads_ : nullptr, &clock_);
 }
 

@@ -17,7 +17,7 @@
 #include "tsp/parallel/comm_clock.h"
 #include "tsp/parallel/fsdp_sp_block.h"
 #include "tsp/parallel/fsdp_sp_weights.h"
-#include "tsp/parallel/layout.h"
+#include "tsp/parallel/sharded_layout.h"
 
 namespace tsp::parallel {
 
@@ -27,7 +27,7 @@ struct FsdpSpOptions {
   bool prefetch = true;
 };
 
-class FsdpSpLayout final : public Layout {
+class FsdpSpLayout final : public ShardedLayout<FsdpSpWeights> {
  public:
   // mesh: dp x pp x sp (tp = tsp = 1); the layout runs on mesh.axis(sp) over this rank's
   // pipeline stage's layers (PipelineStage::on), the trainer sums gradients over dp. options.dtype must equal dtype. Weights are exactly this rank's rows
@@ -45,12 +45,6 @@ class FsdpSpLayout final : public Layout {
                                                const FsdpSpOptions& fsdp = {});
 
   std::string describe() const override;
-  const std::vector<ParamShard>& weights() const override { return weight_shards_; }
-  const std::vector<ParamShard>& grads() const override { return grad_shards_; }
-  // Across pipeline stages: the pp x sp ranks of this dp coordinate.
-  comm::Communicator& replica_group() override { return pipeline_group_.valid() ? pipeline_group_ : *comm_; }
-  bool primary() const override { return primary_; }
-  void zero_grads() override { grads_.zero(); }
   // The loss share is that of THIS rank's zigzag tokens. Every gradient is already
   // reduce-scattered to its owner when forward_backward returns, so nothing is left to reduce
   // inside the replica (no replicated parameter); across pipeline stages a tied embedding's two
@@ -59,7 +53,6 @@ class FsdpSpLayout final : public Layout {
   const CommClock& comm_wait() const override { return clock_; }
   // Exactly model::predicted_activation_peak_bytes(config, options, batch, seq / D).
   int64_t predicted_activation_peak_bytes(int64_t batch, int64_t seq) const override;
-  const model::ModelConfig& model_config() const override { return weights_.config(); }
 
   const FsdpSpWeights& fsdp_weights() const { return weights_; }
   const FsdpSpWeights& fsdp_grads() const { return grads_; }
@@ -78,13 +71,8 @@ class FsdpSpLayout final : public Layout {
   FsdpSpLayout(comm::Mesh& mesh, const model::TransformerOptions& options, FsdpSpWeights weights,
                const FsdpSpOptions& fsdp);
 
-  comm::Communicator* comm_;
-  comm::Communicator pipeline_group_;  // pp x sp when pipelined, else invalid
-  bool primary_;
   model::TransformerOptions options_;
   FsdpSpOptions fsdp_;
-  FsdpSpWeights weights_, grads_;
-  std::vector<ParamShard> weight_shards_, grad_shards_;
   CommClock clock_;
 };
 

@@ -26,6 +26,11 @@ model::LossSum Layout::forward_backward(const Tensor& tokens, const Tensor& targ
   return forward_backward(std::span<const MicroBatch>(&one, 1), grad_scale);
 }
 
+std::string Layout::stage_suffix() const {
+  if (!stage_.pipelined()) return {};
+  return ", pipeline stage " + std::to_string(stage_.index()) + "/" + std::to_string(stage_.stages());
+}
+
 std::vector<ParamShard> Layout::replica_shards(const std::vector<ParamShard>& mine) {
   if (!stage_.pipelined()) return mine;
   // The replica group is pp x (the stage's inner group), ranked stage-major: the inner rank is

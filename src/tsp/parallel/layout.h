@@ -35,6 +35,8 @@ class Layout {
 
   // This rank's pipeline stage: its layer range and the pp axis (docs/pipeline.md).
   const PipelineStage& stage() const { return stage_; }
+  // ", pipeline stage s/P" when pipelined, else empty: the end of every describe().
+  std::string stage_suffix() const;
 
   // "tsp D=4 (rank 2)".
   virtual std::string describe() const = 0;

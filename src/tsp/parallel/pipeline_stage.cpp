@@ -22,6 +22,16 @@ model::StageRange stage_layers(int64_t num_layers, int stages, int stage) {
   return {stage * per, (stage + 1) * per};
 }
 
+model::StageRange stage_layers_on(const comm::Mesh& mesh, int64_t num_layers) {
+  return stage_layers(num_layers, mesh.degree(comm::MeshAxis::pp), mesh.coord(comm::MeshAxis::pp));
+}
+
+comm::Communicator pipeline_replica_group(comm::Mesh& mesh, comm::MeshAxis inner) {
+  if (mesh.degree(comm::MeshAxis::pp) == 1) return {};
+  const std::array<comm::MeshAxis, 2> axes{comm::MeshAxis::pp, inner};
+  return mesh.group_over(axes, "pp x " + std::string(comm::mesh_axis_name(inner)));
+}
+
 PipelineStage PipelineStage::whole_model(int64_t num_layers) {
   return {nullptr, model::StageRange::whole_model(num_layers)};
 }

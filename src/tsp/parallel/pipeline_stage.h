@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "tsp/comm/communicator.h"
+#include "tsp/comm/mesh.h"
 #include "tsp/core/tensor.h"
 #include "tsp/model/step_executor.h"
 #include "tsp/parallel/param_shard.h"
@@ -23,6 +24,14 @@ inline constexpr int kTiedEmbeddingTag = 0x5051;
 // and P divides L: an uneven split is refused (docs/pipeline.md), so every stage holds the same
 // number of layers, as the planner assumes.
 model::StageRange stage_layers(int64_t num_layers, int stages, int stage);
+
+// This rank's stage's layers on `mesh` (stage_layers over the pp axis's degree and coordinate).
+model::StageRange stage_layers_on(const comm::Mesh& mesh, int64_t num_layers);
+
+// The replica group of a layout whose model-parallel group is the `inner` axis, across pipeline
+// stages: the pp x inner ranks of this rank's other coordinates (Mesh::group_over; collective
+// over the mesh's world). Invalid (not valid()) without a pipeline: the inner axis is the group.
+comm::Communicator pipeline_replica_group(comm::Mesh& mesh, comm::MeshAxis inner);
 
 struct PipelineStage {
   comm::Communicator* pp = nullptr;  // the mesh's pp axis; null: the whole model, no pipeline

@@ -4,7 +4,6 @@
 #include "tsp/parallel/tp_sp_layout.h"
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 
 #include "tsp/core/check.h"
@@ -43,31 +42,14 @@ void validate_layout(const comm::Mesh& mesh, const model::ModelConfig& config,
   TSP_CHECK(options.vocab_chunk > 0, "tp+sp layout: vocab_chunk must be positive, got ",
             options.vocab_chunk);
   validate_tp_sp(config, mesh.degree(MeshAxis::tp), mesh.degree(MeshAxis::sp), 0);
-  (void)stage_layers(config.num_hidden_layers(), mesh.degree(MeshAxis::pp), mesh.coord(MeshAxis::pp));
-}
-
-// This rank's pipeline stage's layers (stage_layers' split; refuses an uneven one).
-model::StageRange stage_range_of(const comm::Mesh& mesh, const model::ModelConfig& config) {
-  return stage_layers(config.num_hidden_layers(), mesh.degree(MeshAxis::pp), mesh.coord(MeshAxis::pp));
-}
-
-// This rank's pipeline stage (the whole model without pp).
-PipelineStage stage_of(comm::Mesh& mesh, const model::ModelConfig& config) {
-  return PipelineStage::on(mesh.axis(MeshAxis::pp), config.num_hidden_layers());
-}
-
-// The replica group: the tp axis, or pp x tp across pipeline stages (invalid: use the tp axis).
-comm::Communicator pipeline_group(comm::Mesh& mesh) {
-  if (mesh.degree(MeshAxis::pp) == 1) return {};
-  const std::array<MeshAxis, 2> axes{MeshAxis::pp, MeshAxis::tp};
-  return mesh.group_over(axes, "pp x tp");
+  (void)stage_layers_on(mesh, config.num_hidden_layers());  // refuses an uneven pipeline split
 }
 
 TpWeights initial_weights(const comm::Mesh& mesh, const model::ModelConfig& config,
                            const model::TransformerOptions& options, uint64_t seed) {
   validate_layout(mesh, config, options);
   return TpWeights::initialize(config, options.dtype, seed, mesh.degree(MeshAxis::tp),
-                                mesh.coord(MeshAxis::tp), stage_range_of(mesh, config));
+                                mesh.coord(MeshAxis::tp), stage_layers_on(mesh, config.num_hidden_layers()));
 }
 
 TpWeights checkpoint_weights(const comm::Mesh& mesh, const model::ModelConfig& config,
@@ -75,7 +57,7 @@ TpWeights checkpoint_weights(const comm::Mesh& mesh, const model::ModelConfig& c
                               const std::filesystem::path& dir) {
   validate_layout(mesh, config, options);
   TpWeights w(config, options.dtype, mesh.degree(MeshAxis::tp), mesh.coord(MeshAxis::tp),
-               MemCategory::weights, stage_range_of(mesh, config));
+               MemCategory::weights, stage_layers_on(mesh, config.num_hidden_layers()));
   load_shards_from_hf(dir, w.params());
   return w;
 }
@@ -158,39 +140,32 @@ TpSpLayout::TpSpLayout(comm::Mesh& mesh, const model::ModelConfig& config,
     : TpSpLayout(mesh, options, checkpoint_weights(mesh, config, options, hf_dir)) {}
 
 TpSpLayout::TpSpLayout(comm::Mesh& mesh, const model::TransformerOptions& options, TpWeights weights)
-    : Layout(stage_of(mesh, weights.config())),
-      tp_(&mesh.axis(MeshAxis::tp)),
-      pipeline_group_(pipeline_group(mesh)),
+    : ShardedLayout(PipelineStage::on(mesh.axis(MeshAxis::pp), weights.config().num_hidden_layers()),
+                    mesh.axis(MeshAxis::tp), pipeline_replica_group(mesh, MeshAxis::tp),
+                    mesh.coord(MeshAxis::dp) == 0 && mesh.coord(MeshAxis::sp) == 0, std::move(weights)),
       sp_(&mesh.axis(MeshAxis::sp)),
-      primary_(mesh.coord(MeshAxis::dp) == 0 && mesh.coord(MeshAxis::sp) == 0),
-      options_(options),
-      weights_(std::move(weights)),
-      grads_(weights_.config(), DType::f32, tp_->size(), tp_->rank(), MemCategory::grads, weights_.stage()),
-      weight_shards_(weights_.params()),
-      grad_shards_(grads_.params()) {}
+      options_(options) {}
 
 std::string TpSpLayout::describe() const {
-  const std::string T = std::to_string(tp_->size()), S = std::to_string(sp_->size());
+  const std::string T = std::to_string(inner_->size()), S = std::to_string(sp_->size());
   std::string s;
-  if (tp_->size() == 1 && sp_->size() == 1) {
+  if (inner_->size() == 1 && sp_->size() == 1) {
     s = "dp (replicated model)";
   } else if (sp_->size() == 1) {
-    s = "tp T=" + T + " (rank " + std::to_string(tp_->rank()) + ")";
-  } else if (tp_->size() == 1) {
+    s = "tp T=" + T + " (rank " + std::to_string(inner_->rank()) + ")";
+  } else if (inner_->size() == 1) {
     s = "sp S=" + S + " (rank " + std::to_string(sp_->rank()) + ")";
   } else {
-    s = "tp+sp T=" + T + " x S=" + S + " (tp " + std::to_string(tp_->rank()) + ", sp " +
+    s = "tp+sp T=" + T + " x S=" + S + " (tp " + std::to_string(inner_->rank()) + ", sp " +
         std::to_string(sp_->rank()) + ")";
   }
-  if (stage().pipelined())
-    s += ", pipeline stage " + std::to_string(stage().index()) + "/" + std::to_string(stage().stages());
-  return s;
+  return s + stage_suffix();
 }
 
 std::unique_ptr<model::StepStrategy> TpSpLayout::make_step(const Tensor& tokens, const Tensor& targets,
                                                            bool backward) {
   model::check_token_batch(weights_.config(), tokens, targets, "TpSpLayout");
-  return std::make_unique<TpSpStep>(*tp_, *sp_, options_, weights_, tokens, targets,
+  return std::make_unique<TpSpStep>(*inner_, *sp_, options_, weights_, tokens, targets,
                                     backward ? &grads_ : nullptr, &clock_);
 }
 
@@ -201,7 +176,7 @@ void TpSpLayout::reduce_grads() {
 }
 
 int64_t TpSpLayout::predicted_activation_peak_bytes(int64_t batch, int64_t seq) const {
-  return tp_sp_predicted_activation_peak_bytes(weights_.config(), options_, tp_->size(),
+  return tp_sp_predicted_activation_peak_bytes(weights_.config(), options_, inner_->size(),
                                                sp_->size(), batch, seq);
 }
 

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "tsp/comm/mesh.h"
-#include "tsp/parallel/layout.h"
+#include "tsp/parallel/sharded_layout.h"
 #include "tsp/parallel/tp_sp_block.h"
 #include "tsp/parallel/tp_weights.h"
 
@@ -24,7 +24,7 @@ int64_t tp_sp_predicted_activation_peak_bytes(const model::ModelConfig& config,
                                               const model::TransformerOptions& options, int tp,
                                               int sp, int64_t batch, int64_t seq);
 
-class TpSpLayout final : public Layout {
+class TpSpLayout final : public ShardedLayout<TpWeights> {
  public:
   // mesh: degrees dp x pp x sp x tp (tsp = 1); this rank's coordinates pick its pipeline stage's
   // layers (PipelineStage::on: pp must divide the layers), its tp shard and its
@@ -40,15 +40,10 @@ class TpSpLayout final : public Layout {
 
   // "tp T=2 (rank 1)", "sp S=4 (rank 3)", "tp+sp T=2 x S=2 (tp 1, sp 0)", "dp (replicated model)".
   std::string describe() const override;
-  const std::vector<ParamShard>& weights() const override { return weight_shards_; }
-  const std::vector<ParamShard>& grads() const override { return grad_shards_; }
-  // The tp axis: its ranks hold every parameter once (tp pieces; norm gains on each, counted once).
-  // The sp ranks hold identical copies (after reduce_grads), so they are outside it.
-  // Across pipeline stages: the pp x tp ranks of this (dp, sp) coordinate.
-  comm::Communicator& replica_group() override { return pipeline_group_.valid() ? pipeline_group_ : *tp_; }
-  // dp coordinate 0 and sp coordinate 0.
-  bool primary() const override { return primary_; }
-  void zero_grads() override { grads_.zero(); }
+  // The replica group is the tp axis (its ranks hold every parameter once: tp pieces, norm gains
+  // on each, counted once; across pipeline stages pp x tp of this (dp, sp) coordinate). The sp
+  // ranks hold identical copies (after reduce_grads), so they are outside it. The primary replica
+  // is dp coordinate 0 and sp coordinate 0.
   // Every rank computes its sp zigzag columns; the loss share is the local tokens' on tp rank 0
   // (of the last pipeline stage) and zero on the other tp ranks.
   // Every gradient summed over sp (packed all-reduces, sum_over_replicas): weights are replicated
@@ -56,9 +51,8 @@ class TpSpLayout final : public Layout {
   void reduce_grads() override;
   const CommClock& comm_wait() const override { return clock_; }
   int64_t predicted_activation_peak_bytes(int64_t batch, int64_t seq) const override;
-  const model::ModelConfig& model_config() const override { return weights_.config(); }
 
-  int tp_degree() const { return tp_->size(); }
+  int tp_degree() const { return inner_->size(); }
   int sp_degree() const { return sp_->size(); }
   const TpWeights& shard_weights() const { return weights_; }  // TSP's partition at degree tp
 
@@ -70,13 +64,8 @@ class TpSpLayout final : public Layout {
  private:
   TpSpLayout(comm::Mesh& mesh, const model::TransformerOptions& options, TpWeights weights);
 
-  comm::Communicator* tp_;
-  comm::Communicator pipeline_group_;  // pp x tp when pipelined, else invalid
   comm::Communicator* sp_;
-  bool primary_;
   model::TransformerOptions options_;
-  TpWeights weights_, grads_;
-  std::vector<ParamShard> weight_shards_, grad_shards_;
   CommClock clock_;
 };
 

@@ -2,8 +2,6 @@
 // inside a replica (the replicated norm gains' gradients; the tied embedding's across stages).
 #include "tsp/parallel/tsp_layout.h"
 
-#include <array>
-
 #include "tsp/core/check.h"
 #include "tsp/parallel/sharded_grad.h"
 #include "tsp/parallel/zigzag.h"
@@ -27,56 +25,38 @@ PipelineStage checked_stage(comm::Mesh& mesh, const TpWeights& w) {
   return stage;
 }
 
-comm::Communicator pipeline_group(comm::Mesh& mesh) {
-  if (mesh.degree(MeshAxis::pp) == 1) return {};
-  const std::array<MeshAxis, 2> axes{MeshAxis::pp, MeshAxis::tsp};
-  return mesh.group_over(axes, "pp x tsp");
-}
-
 }  // namespace
 
 TspLayout::TspLayout(comm::Mesh& mesh, const model::TransformerOptions& options, TpWeights weights)
     : TspLayout(mesh.axis(MeshAxis::tsp), options, std::move(weights), mesh.coord(MeshAxis::dp) == 0,
-                checked_stage(mesh, weights), pipeline_group(mesh)) {}
+                checked_stage(mesh, weights), pipeline_replica_group(mesh, MeshAxis::tsp)) {}
 
 TspLayout::TspLayout(comm::Communicator& tsp, const model::TransformerOptions& options, TpWeights&& weights,
                      bool primary, PipelineStage stage, comm::Communicator group)
-    : Layout(stage.pp != nullptr ? stage : PipelineStage::whole_model(weights.config().num_hidden_layers())),
-      comm_(&tsp),
-      pipeline_group_(std::move(group)),
-      primary_(primary),
-      weights_(std::move(weights)),
-      grads_(weights_.config(), DType::f32, tsp.size(), tsp.rank(), MemCategory::grads, weights_.stage()),
-      weight_shards_(weights_.params()),
-      grad_shards_(grads_.params()),
-      model_(tsp, weights_.config(), options) {
-  TSP_CHECK(weights_.stage() == this->stage().range, "tsp layout: the weights hold layers [",
-            weights_.stage().first_layer, ", ", weights_.stage().end_layer, "), this rank runs [",
-            this->stage().range.first_layer, ", ", this->stage().range.end_layer, ")");
-}
+    : ShardedLayout(stage.pp != nullptr ? stage : PipelineStage::whole_model(weights.config().num_hidden_layers()),
+                    tsp, std::move(group), primary, std::move(weights)),
+      model_(tsp, weights_.config(), options) {}
 
 std::string TspLayout::describe() const {
-  std::string s = "tsp D=" + std::to_string(comm_->size()) + " (rank " + std::to_string(comm_->rank()) + ")";
-  if (stage().pipelined())
-    s += ", pipeline stage " + std::to_string(stage().index()) + "/" + std::to_string(stage().stages());
-  return s;
+  return "tsp D=" + std::to_string(inner_->size()) + " (rank " + std::to_string(inner_->rank()) + ")" +
+         stage_suffix();
 }
 
 std::unique_ptr<model::StepStrategy> TspLayout::make_step(const Tensor& tokens, const Tensor& targets,
                                                           bool backward) {
-  const Zigzag z(tokens.dim(1), comm_->size(), comm_->rank());
+  const Zigzag z(tokens.dim(1), inner_->size(), inner_->rank());
   return model_.step(weights_, z.take_local(tokens, MemCategory::activations),
                      z.take_local(targets, MemCategory::activations), tokens.dim(1),
                      backward ? &grads_ : nullptr);
 }
 
 void TspLayout::reduce_grads() {
-  sum_replicated_grads(*comm_, grad_shards_);
+  sum_replicated_grads(*inner_, grad_shards_);
   sum_tied_embedding_grads(stage(), weights_.config(), grad_shards_);
 }
 
 int64_t TspLayout::predicted_activation_peak_bytes(int64_t batch, int64_t seq) const {
-  return tsp_predicted_activation_peak_bytes(weights_.config(), model_.options(), comm_->size(),
+  return tsp_predicted_activation_peak_bytes(weights_.config(), model_.options(), inner_->size(),
                                              batch, seq);
 }
 

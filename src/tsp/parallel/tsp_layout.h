@@ -6,13 +6,13 @@
 #include <memory>
 
 #include "tsp/comm/mesh.h"
-#include "tsp/parallel/layout.h"
+#include "tsp/parallel/sharded_layout.h"
 #include "tsp/parallel/tsp_model.h"
 #include "tsp/parallel/tp_weights.h"
 
 namespace tsp::parallel {
 
-class TspLayout final : public Layout {
+class TspLayout final : public ShardedLayout<TpWeights> {
  public:
   // tsp: the tsp axis communicator (degree = its size). weights: this rank's shards of the whole
   // model (moved in). primary: this rank's TSP group writes checkpoints (dp coordinate 0).
@@ -24,16 +24,10 @@ class TspLayout final : public Layout {
   TspLayout(comm::Mesh& mesh, const model::TransformerOptions& options, TpWeights weights);
 
   std::string describe() const override;
-  const std::vector<ParamShard>& weights() const override { return weight_shards_; }
-  const std::vector<ParamShard>& grads() const override { return grad_shards_; }
-  comm::Communicator& replica_group() override { return pipeline_group_.valid() ? pipeline_group_ : *comm_; }
-  bool primary() const override { return primary_; }
-  void zero_grads() override { grads_.zero(); }
   // The norm gains' gradients over tsp; with tied embeddings across stages, the embedding's.
   void reduce_grads() override;
   int64_t predicted_activation_peak_bytes(int64_t batch, int64_t seq) const override;
   const CommClock& comm_wait() const override { return model_.comm_wait(); }
-  const model::ModelConfig& model_config() const override { return weights_.config(); }
 
  protected:
   std::unique_ptr<model::StepStrategy> make_step(const Tensor& tokens, const Tensor& targets,
@@ -44,11 +38,6 @@ class TspLayout final : public Layout {
   TspLayout(comm::Communicator& tsp, const model::TransformerOptions& options, TpWeights&& weights,
             bool primary, PipelineStage stage, comm::Communicator pipeline_group);
 
-  comm::Communicator* comm_;
-  comm::Communicator pipeline_group_;  // pp x tsp when pipelined, else invalid
-  bool primary_;
-  TpWeights weights_, grads_;
-  std::vector<ParamShard> weight_shards_, grad_shards_;
   TspTransformer model_;
 };
 

@@ -180,8 +180,7 @@ std::unique_ptr<parallel::Layout> make_layout(comm::Mesh& mesh, const model::Mod
     return std::make_unique<parallel::TpSpLayout>(mesh, config, options, seed);
   }
   const int tsp = mesh.degree(MeshAxis::tsp), rank = mesh.coord(MeshAxis::tsp);
-  const model::StageRange stage = parallel::stage_layers(config.num_hidden_layers(), mesh.degree(MeshAxis::pp),
-                                                         mesh.coord(MeshAxis::pp));
+  const model::StageRange stage = parallel::stage_layers_on(mesh, config.num_hidden_layers());
   if (!from_hf) {
     return std::make_unique<parallel::TspLayout>(
         mesh, options, parallel::TpWeights::initialize(config, dtype, seed, tsp, rank, stage));
