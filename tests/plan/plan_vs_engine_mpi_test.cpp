@@ -177,8 +177,7 @@ void check_layout(const std::string& name, DType dtype,
   const parallel::ShardedAdamW adam(engine->weights(), {});
   mesh.reset_traffic();
   engine->forward_backward(mine.tokens, mine.targets, 0.01f);
-  engine->reduce_grads();
-  parallel::sum_over_replicas(mesh.axis(comm::MeshAxis::dp), engine->grads());
+  engine->sync_grads(mesh.axis(comm::MeshAxis::dp));
 
   const StepTraffic step = step_traffic(config, work, layout, rank);
   for (Axis axis : {Axis::dp, Axis::pp, Axis::sp, Axis::tp, Axis::tsp}) {

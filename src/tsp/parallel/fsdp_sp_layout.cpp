@@ -187,7 +187,7 @@ std::string FsdpSpLayout::describe() const {
          stage_suffix();
 }
 
-void FsdpSpLayout::reduce_grads() { sum_tied_embedding_grads(stage(), weights_.config(), grad_shards_); }
+
 
 int64_t FsdpSpLayout::predicted_activation_peak_bytes(int64_t batch, int64_t seq) const {
   validate_fsdp_sp(weights_.config(), inner_->size(), seq);
@@ -195,10 +195,13 @@ int64_t FsdpSpLayout::predicted_activation_peak_bytes(int64_t batch, int64_t seq
                                                 seq / inner_->size());
 }
 
-std::unique_ptr<model::StepStrategy> FsdpSpLayout::make_step(const Tensor& tokens, const Tensor& targets,
-                                                             bool backward) {
+void FsdpSpLayout::check_batch(const Tensor& tokens, const Tensor& targets) const {
   model::check_token_batch(weights_.config(), tokens, targets, "fsdp-sp");
   validate_fsdp_sp(weights_.config(), inner_->size(), tokens.dim(1));
+}
+
+std::unique_ptr<model::StepStrategy> FsdpSpLayout::make_step(const Tensor& tokens, const Tensor& targets,
+                                                             bool backward) {
   return std::make_unique<FsdpSpStep>(*inner_, options_, fsdp_, weights_, tokens, targets,
                                       backward ? &grads_ : nullptr, &clock_);
 }

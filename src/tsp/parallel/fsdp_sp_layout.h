@@ -47,9 +47,8 @@ class FsdpSpLayout final : public ShardedLayout<FsdpSpWeights> {
   std::string describe() const override;
   // The loss share is that of THIS rank's zigzag tokens. Every gradient is already
   // reduce-scattered to its owner when forward_backward returns, so nothing is left to reduce
-  // inside the replica (no replicated parameter); across pipeline stages a tied embedding's two
-  // holders sum their gradients (sum_tied_embedding_grads).
-  void reduce_grads() override;
+  // inside the replica (no replicated parameter): a no-op.
+  void reduce_grads() override {}
   const CommClock& comm_wait() const override { return clock_; }
   // Exactly model::predicted_activation_peak_bytes(config, options, batch, seq / D).
   int64_t predicted_activation_peak_bytes(int64_t batch, int64_t seq) const override;
@@ -60,6 +59,7 @@ class FsdpSpLayout final : public ShardedLayout<FsdpSpWeights> {
   const FsdpSpOptions& fsdp_options() const { return fsdp_; }
 
  protected:
+  void check_batch(const Tensor& tokens, const Tensor& targets) const override;
   std::unique_ptr<model::StepStrategy> make_step(const Tensor& tokens, const Tensor& targets,
                                                  bool backward) override;
   bool recompute() const override { return options_.recompute; }

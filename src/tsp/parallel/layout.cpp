@@ -6,12 +6,15 @@
 
 #include "tsp/core/check.h"
 #include "tsp/parallel/pipeline_schedule.h"
+#include "tsp/parallel/sharded_grad.h"
 
 namespace tsp::parallel {
 
 model::LossSum Layout::forward_backward(std::span<const MicroBatch> micro_batches, float grad_scale) {
   TSP_CHECK(std::isfinite(grad_scale), describe(), ": grad_scale must be finite, got ", grad_scale);
   TSP_CHECK(!micro_batches.empty(), describe(), ": forward_backward needs at least one micro-batch");
+  // Every micro-batch before the first one runs (and allocates, and communicates).
+  for (const MicroBatch& mb : micro_batches) check_batch(mb.tokens, mb.targets);
   return run_pipeline_forward_backward(
       stage_, static_cast<int64_t>(micro_batches.size()),
       [&](int64_t i) {
@@ -24,6 +27,12 @@ model::LossSum Layout::forward_backward(std::span<const MicroBatch> micro_batche
 model::LossSum Layout::forward_backward(const Tensor& tokens, const Tensor& targets, float grad_scale) {
   const MicroBatch one{tokens, targets};
   return forward_backward(std::span<const MicroBatch>(&one, 1), grad_scale);
+}
+
+void Layout::sync_grads(comm::Communicator& dp) {
+  reduce_grads();
+  sum_over_replicas(dp, grads());
+  sum_tied_embedding_grads(stage_, model_config(), grads());
 }
 
 std::string Layout::stage_suffix() const {
@@ -41,6 +50,7 @@ std::vector<ParamShard> Layout::replica_shards(const std::vector<ParamShard>& mi
 }
 
 model::LossSum Layout::forward(const Tensor& tokens, const Tensor& targets) {
+  check_batch(tokens, targets);
   const std::unique_ptr<model::StepStrategy> step = make_step(tokens, targets, /*backward=*/false);
   return run_pipeline_forward(stage_, *step);
 }

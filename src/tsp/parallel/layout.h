@@ -70,9 +70,14 @@ class Layout {
   // Loss only (evaluation), the same share.
   model::LossSum forward(const Tensor& tokens, const Tensor& targets);
   // Once per step, after every micro-batch: the layout's reductions inside its data-parallel
-  // replica (e.g. TSP's replicated gains over tsp, SP's replicated weights over sp). The trainer
-  // then sums every gradient over the dp axis itself.
+  // replica (e.g. TSP's replicated gains over tsp, SP's replicated weights over sp).
   virtual void reduce_grads() = 0;
+  // The step's whole gradient synchronisation, written once: reduce_grads(), every gradient summed
+  // over the `dp` replicas (sum_over_replicas), then across pipeline stages the tied embedding's
+  // two parts (sum_tied_embedding_grads). The tied sum comes last so that both holders add the
+  // same two dp totals (a + b == b + a): the two copies stay bit-equal whatever dp's reduction
+  // order (the dp sums of the two end stages pack different neighbours).
+  void sync_grads(comm::Communicator& dp);
   // Wall time this rank has spent blocked on communication inside the layout so far, in total and
   // per CommSite.
   virtual const CommClock& comm_wait() const = 0;
@@ -82,6 +87,10 @@ class Layout {
   virtual int64_t predicted_activation_peak_bytes(int64_t batch, int64_t seq) const = 0;
 
  protected:
+  // Throws (InvalidArgument, ShapeError, ...) unless tokens and targets are a batch this layout
+  // runs: [b, S] i32 ids in the vocabulary (model::check_token_batch) and S fits the layout's
+  // sizes. Allocates nothing; forward_backward checks every micro-batch before the first runs.
+  virtual void check_batch(const Tensor& tokens, const Tensor& targets) const = 0;
   // The layout's strategy for one micro-batch (model/step_executor.h): checks the batch, places
   // this rank's tokens, builds the step's contexts; with `backward` its gradients accumulate into
   // grads(). tokens and targets are the replica's [b, S] rows.

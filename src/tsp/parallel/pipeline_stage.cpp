@@ -109,7 +109,9 @@ void sum_tied_embedding_grads(const PipelineStage& stage, const model::ModelConf
   comm::sendrecv(*stage.pp, mine, peer, other, peer, kTiedEmbeddingTag);
   float* g = mine.data<float>();
   const float* o = other.data<float>();
-  for (int64_t i = 0; i < mine.numel(); ++i) g[i] += o[i];  // commutative: both ends get the same bits
+  const int64_t n = mine.numel();
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i) g[i] += o[i];  // commutative: both ends get the same bits
 }
 
 }  // namespace tsp::parallel

@@ -70,7 +70,8 @@ Tensor send_backward_recv_forward(const PipelineStage& stage, const Tensor& dx, 
 // With tied embeddings over several stages the first stage holds the embedding and the last a
 // copy as its LM head (a ParamShard::mirror): each has a part of the gradient. This sums them on
 // both (one sendrecv of the f32 shard between pp ranks 0 and P-1), so both apply the same update
-// and the copies stay equal. A no-op on other stages, without a pipeline, or untied.
+// and the copies stay bit-equal, provided each part is final (after the dp sum:
+// Layout::sync_grads). A no-op on other stages, without a pipeline, or untied.
 void sum_tied_embedding_grads(const PipelineStage& stage, const model::ModelConfig& config,
                               const std::vector<ParamShard>& grads);
 

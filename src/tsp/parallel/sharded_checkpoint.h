@@ -26,9 +26,10 @@ inline constexpr int kCheckpointGatherTag = 0x5C47;
 // row and column pieces are sent to rank 0 (column pieces re-interleaved there), replicated
 // tensors are rank 0's copy. Rank 0 holds at most one full tensor plus one column piece at a
 // time; the other ranks allocate nothing. First the layout is exchanged (one all-gather) and
-// checked on every rank: the same names, shapes, kinds and dtypes everywhere, pieces that tile
-// each tensor exactly, locals of the shard's shape; otherwise every rank throws InvalidArgument
-// before any piece moves. An exception from `visit` on rank 0 does not strand the others: rank 0
+// checked on every rank: the same names and shapes everywhere, the same kinds and dtypes on every
+// rank that holds a piece (an empty row piece, a rank of another pipeline stage, holds none:
+// replica_view), pieces that tile each tensor exactly, locals of the shard's shape; otherwise
+// every rank throws InvalidArgument before any piece moves. An exception from `visit` on rank 0 does not strand the others: rank 0
 // keeps receiving the remaining pieces (without visiting), then every rank throws it (rank 0 the
 // original, the others an exception of the same type and message).
 void for_each_assembled_tensor(comm::Communicator& group, const std::vector<ParamShard>& tensors,

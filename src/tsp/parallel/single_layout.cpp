@@ -3,6 +3,7 @@
 
 #include "tsp/core/check.h"
 #include "tsp/model/hf_checkpoint.h"
+#include "tsp/model/token_batch.h"
 
 namespace tsp::parallel {
 
@@ -59,6 +60,10 @@ SingleLayout::SingleLayout(comm::Communicator& group, const model::ModelConfig& 
                            const model::TransformerOptions& options, const std::filesystem::path& hf_dir)
     : SingleLayout(group, config, options,
                    (check_one_rank(group), read_weights(config, options.dtype, hf_dir))) {}
+
+void SingleLayout::check_batch(const Tensor& tokens, const Tensor& targets) const {
+  model::check_token_batch(model_.config(), tokens, targets, "single layout");
+}
 
 std::unique_ptr<model::StepStrategy> SingleLayout::make_step(const Tensor& tokens, const Tensor& targets,
                                                              bool backward) {

@@ -46,6 +46,7 @@ class SingleLayout final : public Layout {
   const model::ModelWeights& model_grads() const { return grads_; }
 
  protected:
+  void check_batch(const Tensor& tokens, const Tensor& targets) const override;
   std::unique_ptr<model::StepStrategy> make_step(const Tensor& tokens, const Tensor& targets,
                                                  bool backward) override;
   bool recompute() const override { return model_.options().recompute; }

@@ -162,9 +162,13 @@ std::string TpSpLayout::describe() const {
   return s + stage_suffix();
 }
 
+void TpSpLayout::check_batch(const Tensor& tokens, const Tensor& targets) const {
+  model::check_token_batch(weights_.config(), tokens, targets, "TpSpLayout");
+  validate_tp_sp(weights_.config(), inner_->size(), sp_->size(), tokens.dim(1));
+}
+
 std::unique_ptr<model::StepStrategy> TpSpLayout::make_step(const Tensor& tokens, const Tensor& targets,
                                                            bool backward) {
-  model::check_token_batch(weights_.config(), tokens, targets, "TpSpLayout");
   return std::make_unique<TpSpStep>(*inner_, *sp_, options_, weights_, tokens, targets,
                                     backward ? &grads_ : nullptr, &clock_);
 }
@@ -172,7 +176,6 @@ std::unique_ptr<model::StepStrategy> TpSpLayout::make_step(const Tensor& tokens,
 void TpSpLayout::reduce_grads() {
   ScopedCommWait wait(&clock_, CommSite::replica_sum);
   sum_over_replicas(*sp_, grad_shards_);
-  sum_tied_embedding_grads(stage(), weights_.config(), grad_shards_);
 }
 
 int64_t TpSpLayout::predicted_activation_peak_bytes(int64_t batch, int64_t seq) const {

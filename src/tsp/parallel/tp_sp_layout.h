@@ -57,6 +57,7 @@ class TpSpLayout final : public ShardedLayout<TpWeights> {
   const TpWeights& shard_weights() const { return weights_; }  // TSP's partition at degree tp
 
  protected:
+  void check_batch(const Tensor& tokens, const Tensor& targets) const override;
   std::unique_ptr<model::StepStrategy> make_step(const Tensor& tokens, const Tensor& targets,
                                                  bool backward) override;
   bool recompute() const override { return options_.recompute; }

@@ -3,6 +3,7 @@
 #include "tsp/parallel/tsp_layout.h"
 
 #include "tsp/core/check.h"
+#include "tsp/model/token_batch.h"
 #include "tsp/parallel/sharded_grad.h"
 #include "tsp/parallel/zigzag.h"
 
@@ -12,34 +13,37 @@ using comm::MeshAxis;
 
 TspLayout::TspLayout(comm::Communicator& tsp, const model::TransformerOptions& options,
                      TpWeights weights, bool primary)
-    : TspLayout(tsp, options, std::move(weights), primary, PipelineStage(), comm::Communicator()) {}
+    : TspLayout(tsp, options, std::move(weights), primary, StageGroup{}) {}
 
-namespace {
-
-// The mesh's pipeline stage, checked against the weights' before anything else is built.
-PipelineStage checked_stage(comm::Mesh& mesh, const TpWeights& w) {
+TspLayout::StageGroup TspLayout::checked_stage_group(comm::Mesh& mesh, const TpWeights& w) {
   const PipelineStage stage = PipelineStage::on(mesh.axis(MeshAxis::pp), w.config().num_hidden_layers());
   TSP_CHECK(w.stage() == stage.range, "tsp layout: the weights hold layers [", w.stage().first_layer, ", ",
             w.stage().end_layer, "), but pipeline stage ", stage.index(), " of ", stage.stages(), " runs [",
             stage.range.first_layer, ", ", stage.range.end_layer, ")");
-  return stage;
+  return {stage, pipeline_replica_group(mesh, MeshAxis::tsp)};  // collective: after the check
 }
 
-}  // namespace
-
+// `weights` is only bound (TpWeights&&) until the delegated constructor's base moves it, so
+// checked_stage_group reads it intact whatever the order of the arguments' evaluation.
 TspLayout::TspLayout(comm::Mesh& mesh, const model::TransformerOptions& options, TpWeights weights)
     : TspLayout(mesh.axis(MeshAxis::tsp), options, std::move(weights), mesh.coord(MeshAxis::dp) == 0,
-                checked_stage(mesh, weights), pipeline_replica_group(mesh, MeshAxis::tsp)) {}
+                checked_stage_group(mesh, weights)) {}
 
 TspLayout::TspLayout(comm::Communicator& tsp, const model::TransformerOptions& options, TpWeights&& weights,
-                     bool primary, PipelineStage stage, comm::Communicator group)
-    : ShardedLayout(stage.pp != nullptr ? stage : PipelineStage::whole_model(weights.config().num_hidden_layers()),
-                    tsp, std::move(group), primary, std::move(weights)),
+                     bool primary, StageGroup placement)
+    : ShardedLayout(placement.stage.pp != nullptr ? placement.stage
+                                                  : PipelineStage::whole_model(weights.config().num_hidden_layers()),
+                    tsp, std::move(placement.group), primary, std::move(weights)),
       model_(tsp, weights_.config(), options) {}
 
 std::string TspLayout::describe() const {
   return "tsp D=" + std::to_string(inner_->size()) + " (rank " + std::to_string(inner_->rank()) + ")" +
          stage_suffix();
+}
+
+void TspLayout::check_batch(const Tensor& tokens, const Tensor& targets) const {
+  model::check_token_batch(weights_.config(), tokens, targets, "tsp layout");
+  validate_tsp(weights_.config(), inner_->size(), tokens.dim(1));
 }
 
 std::unique_ptr<model::StepStrategy> TspLayout::make_step(const Tensor& tokens, const Tensor& targets,
@@ -52,7 +56,6 @@ std::unique_ptr<model::StepStrategy> TspLayout::make_step(const Tensor& tokens, 
 
 void TspLayout::reduce_grads() {
   sum_replicated_grads(*inner_, grad_shards_);
-  sum_tied_embedding_grads(stage(), weights_.config(), grad_shards_);
 }
 
 int64_t TspLayout::predicted_activation_peak_bytes(int64_t batch, int64_t seq) const {

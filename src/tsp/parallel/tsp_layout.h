@@ -24,19 +24,26 @@ class TspLayout final : public ShardedLayout<TpWeights> {
   TspLayout(comm::Mesh& mesh, const model::TransformerOptions& options, TpWeights weights);
 
   std::string describe() const override;
-  // The norm gains' gradients over tsp; with tied embeddings across stages, the embedding's.
+  // The norm gains' gradients summed over tsp.
   void reduce_grads() override;
   int64_t predicted_activation_peak_bytes(int64_t batch, int64_t seq) const override;
   const CommClock& comm_wait() const override { return model_.comm_wait(); }
 
  protected:
+  void check_batch(const Tensor& tokens, const Tensor& targets) const override;
   std::unique_ptr<model::StepStrategy> make_step(const Tensor& tokens, const Tensor& targets,
                                                  bool backward) override;
   bool recompute() const override { return model_.options().recompute; }
 
  private:
+  // The stage and, across stages, the replica group (built after the stage was checked).
+  struct StageGroup {
+    PipelineStage stage;  // pp null: the whole model
+    comm::Communicator group;
+  };
+  static StageGroup checked_stage_group(comm::Mesh& mesh, const TpWeights& w);
   TspLayout(comm::Communicator& tsp, const model::TransformerOptions& options, TpWeights&& weights,
-            bool primary, PipelineStage stage, comm::Communicator pipeline_group);
+            bool primary, StageGroup placement);
 
   TspTransformer model_;
 };

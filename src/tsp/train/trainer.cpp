@@ -60,9 +60,12 @@ std::vector<double> sum_in_rank_order(comm::Communicator& c, const std::vector<d
   return sum;
 }
 
-int64_t bytes_sent(const comm::Mesh& mesh) {
+// Bytes this rank has sent over the mesh's axes and, across pipeline stages, over the layout's
+// own replica group (the gradient norm's all-gather runs there).
+int64_t bytes_sent(const comm::Mesh& mesh, parallel::Layout& layout) {
   int64_t n = 0;
   for (MeshAxis a : comm::kMeshAxes) n += mesh.axis(a).ledger().total().bytes_sent;
+  if (layout.stage().pipelined()) n += layout.replica_group().ledger().total().bytes_sent;
   return n;
 }
 
@@ -251,7 +254,7 @@ double Trainer::lr_for_step(int64_t step) const {
 
 StepMetrics Trainer::train_step() {
   const auto t0 = Clock::now();
-  const int64_t bytes0 = bytes_sent(mesh_);
+  const int64_t bytes0 = bytes_sent(mesh_, *layout_);
   const double wait0 = layout_->comm_wait_seconds();
   // Every rank advances through the same global batch but reads only its replica's rows (a
   // contiguous block of it): whole rows of S + 1 tokens from the mapped files, shared page cache for
@@ -276,8 +279,7 @@ StepMetrics Trainer::train_step() {
                              Tensor::copy_of(targets.slice(0, i * mb, mb), DType::i32, MemCategory::activations)});
   }
   const model::LossSum mine = layout_->forward_backward(micro_batches, grad_scale);
-  layout_->reduce_grads();
-  parallel::sum_over_replicas(mesh_.axis(MeshAxis::dp), layout_->grads());
+  layout_->sync_grads(mesh_.axis(MeshAxis::dp));
   const std::vector<double> total =
       sum_in_rank_order(mesh_.world(), {mine.loss_sum, static_cast<double>(mine.n_valid)});
   const double mean = total[0] / total[1];
@@ -304,7 +306,7 @@ StepMetrics Trainer::train_step() {
   m.seconds = seconds_since(t0);
   m.peak_bytes = MemoryLedger::process().total().peak_bytes;
   m.peak_rss_bytes = process_peak_rss_bytes();
-  last_step_bytes_sent_ = bytes_sent(mesh_) - bytes0;
+  last_step_bytes_sent_ = bytes_sent(mesh_, *layout_) - bytes0;
   m.comm_bytes_sent = last_step_bytes_sent_;
   m.comm_wait_seconds = layout_->comm_wait_seconds() - wait0;
   return m;
