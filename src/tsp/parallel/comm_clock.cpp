@@ -12,6 +12,7 @@ std::string_view comm_site_name(CommSite site) {
     case CommSite::activations: return "TP activations";
     case CommSite::vocab: return "vocab exchange";
     case CommSite::replica_sum: return "replica grad sum";
+    case CommSite::pipeline: return "pipeline stages";
     case CommSite::other: return "other";
   }
   return "?";

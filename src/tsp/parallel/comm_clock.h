@@ -20,9 +20,10 @@ enum class CommSite : uint8_t {
   activations,        // TP all-reduces / all-gathers of activations
   vocab,              // embedding and loss exchanges of the vocabulary-parallel head
   replica_sum,        // gradient sums over data-parallel (or SP) replicas
+  pipeline,           // activations and their gradients between pipeline stages
   other,
 };
-inline constexpr int kNumCommSites = 8;
+inline constexpr int kNumCommSites = 9;
 std::string_view comm_site_name(CommSite site);
 
 struct CommClock {

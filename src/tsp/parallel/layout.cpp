@@ -21,7 +21,7 @@ model::LossSum Layout::forward_backward(std::span<const MicroBatch> micro_batche
         const MicroBatch& mb = micro_batches[static_cast<size_t>(i)];
         return make_step(mb.tokens, mb.targets, /*backward=*/true);
       },
-      recompute(), grad_scale);
+      recompute(), grad_scale, &pipeline_wait_);
 }
 
 model::LossSum Layout::forward_backward(const Tensor& tokens, const Tensor& targets, float grad_scale) {
@@ -52,7 +52,7 @@ std::vector<ParamShard> Layout::replica_shards(const std::vector<ParamShard>& mi
 model::LossSum Layout::forward(const Tensor& tokens, const Tensor& targets) {
   check_batch(tokens, targets);
   const std::unique_ptr<model::StepStrategy> step = make_step(tokens, targets, /*backward=*/false);
-  return run_pipeline_forward(stage_, *step);
+  return run_pipeline_forward(stage_, *step, &pipeline_wait_);
 }
 
 }  // namespace tsp::parallel

@@ -78,10 +78,13 @@ class Layout {
   // same two dp totals (a + b == b + a): the two copies stay bit-equal whatever dp's reduction
   // order (the dp sums of the two end stages pack different neighbours).
   void sync_grads(comm::Communicator& dp);
-  // Wall time this rank has spent blocked on communication inside the layout so far, in total and
-  // per CommSite.
+  // Wall time this rank has spent blocked on communication inside the layout's steps so far, in
+  // total and per CommSite (the stage-to-stage transfers are pipeline_wait()'s).
   virtual const CommClock& comm_wait() const = 0;
-  double comm_wait_seconds() const { return comm_wait().seconds; }
+  // Blocked in the transfers between pipeline stages (CommSite::pipeline), kept by the base.
+  const CommClock& pipeline_wait() const { return pipeline_wait_; }
+  // Both together: the "comm wait" of the progress line.
+  double comm_wait_seconds() const { return comm_wait().seconds + pipeline_wait_.seconds; }
   // Activation bytes (MemCategory::activations) of one forward_backward on [b, S] replica rows,
   // of the whole model (pp = 1); a pipeline stage's are plan::memory_of_stage's (docs/pipeline.md).
   virtual int64_t predicted_activation_peak_bytes(int64_t batch, int64_t seq) const = 0;
@@ -101,6 +104,7 @@ class Layout {
 
  private:
   PipelineStage stage_;
+  CommClock pipeline_wait_;
 };
 
 }  // namespace tsp::parallel

@@ -21,7 +21,7 @@ struct InFlight {
 
 model::LossSum run_pipeline_forward_backward(const PipelineStage& stage, int64_t micro_batches,
                                              const StepFactory& make_step, bool recompute,
-                                             float grad_scale) {
+                                             float grad_scale, CommClock* clock) {
   TSP_CHECK(micro_batches >= 1, "pipeline: needs at least one micro-batch, got ", micro_batches);
   const int64_t warmup = std::min<int64_t>(stage.stages() - stage.index() - 1, micro_batches);
   const int64_t steady = micro_batches - warmup;
@@ -38,7 +38,9 @@ model::LossSum run_pipeline_forward_backward(const PipelineStage& stage, int64_t
   };
   // The input of a started micro-batch on a stage that receives it.
   auto receive_input = [&](const InFlight& f) {
-    return stage.first() ? Tensor() : recv_forward(stage, f.step->residual_shape(), f.step->residual_dtype());
+    if (stage.first()) return Tensor();
+    ScopedCommWait wait(clock, CommSite::pipeline);
+    return recv_forward(stage, f.step->residual_shape(), f.step->residual_dtype());
   };
   // Backward of the oldest micro-batch in flight; returns the gradient for the previous stage.
   auto finish_oldest = [&](Tensor dy) {
@@ -53,37 +55,56 @@ model::LossSum run_pipeline_forward_backward(const PipelineStage& stage, int64_t
   for (int64_t i = 0; i < warmup; ++i) {
     InFlight& f = start(i);
     const Tensor y = f.pass->forward(receive_input(f));
+    ScopedCommWait wait(clock, CommSite::pipeline);
     send_forward(stage, y);  // warm-up stages are never the last
   }
   Tensor x;
   if (steady > 0) x = receive_input(start(warmup));
   for (int64_t j = 0; j < steady; ++j) {
     const Tensor y = in_flight.back().pass->forward(std::move(x));
-    const Tensor dy =
-        stage.last() ? Tensor() : send_forward_recv_backward(stage, y, in_flight.front().step->residual_shape());
+    Tensor dy;
+    if (!stage.last()) {
+      ScopedCommWait wait(clock, CommSite::pipeline);
+      dy = send_forward_recv_backward(stage, y, in_flight.front().step->residual_shape());
+    }
     const Tensor dx = finish_oldest(dy);
     if (j == steady - 1) {
+      ScopedCommWait wait(clock, CommSite::pipeline);
       if (!stage.first()) send_backward(stage, dx);
       break;
     }
     InFlight& next = start(warmup + j + 1);
-    x = stage.first() ? Tensor()
-                      : send_backward_recv_forward(stage, dx, next.step->residual_shape(),
-                                                   next.step->residual_dtype());
+    if (!stage.first()) {
+      ScopedCommWait wait(clock, CommSite::pipeline);
+      x = send_backward_recv_forward(stage, dx, next.step->residual_shape(), next.step->residual_dtype());
+    }
   }
   for (int64_t i = 0; i < warmup; ++i) {
-    const Tensor dx = finish_oldest(recv_backward(stage, in_flight.front().step->residual_shape()));
+    Tensor dy;
+    {
+      ScopedCommWait wait(clock, CommSite::pipeline);
+      dy = recv_backward(stage, in_flight.front().step->residual_shape());
+    }
+    const Tensor dx = finish_oldest(dy);
+    ScopedCommWait wait(clock, CommSite::pipeline);
     if (!stage.first()) send_backward(stage, dx);
   }
   TSP_ASSERT(in_flight.empty(), "pipeline: ", in_flight.size(), " micro-batches left in flight");
   return loss;
 }
 
-model::LossSum run_pipeline_forward(const PipelineStage& stage, model::StepStrategy& step) {
-  const Tensor x = stage.first() ? Tensor() : recv_forward(stage, step.residual_shape(), step.residual_dtype());
+model::LossSum run_pipeline_forward(const PipelineStage& stage, model::StepStrategy& step, CommClock* clock) {
+  Tensor x;
+  if (!stage.first()) {
+    ScopedCommWait wait(clock, CommSite::pipeline);
+    x = recv_forward(stage, step.residual_shape(), step.residual_dtype());
+  }
   model::LossSum loss;
   const Tensor y = model::run_stage_forward(step, stage.range, x, loss);
-  if (!stage.last()) send_forward(stage, y);
+  if (!stage.last()) {
+    ScopedCommWait wait(clock, CommSite::pipeline);
+    send_forward(stage, y);
+  }
   return loss;
 }
 

@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "tsp/model/step_executor.h"
+#include "tsp/parallel/comm_clock.h"
 #include "tsp/parallel/pipeline_stage.h"
 
 namespace tsp::parallel {
@@ -21,12 +22,14 @@ using StepFactory = std::function<std::unique_ptr<model::StepStrategy>(int64_t m
 // backwards. Activations go to the next stage and gradients come back through pipeline_stage.h.
 // Gradients of grad_scale * loss are accumulated by the strategies. Returns the loss of every
 // micro-batch on the last stage (zero on the others). Collective over stage.pp.
+// The time blocked in the stage-to-stage transfers is added to `clock` (CommSite::pipeline).
 model::LossSum run_pipeline_forward_backward(const PipelineStage& stage, int64_t micro_batches,
                                              const StepFactory& make_step, bool recompute,
-                                             float grad_scale);
+                                             float grad_scale, CommClock* clock = nullptr);
 
 // Forward only (evaluation) of one batch through the stages: receive x, run the stage, send it on.
 // Returns the loss on the last stage (zero on the others). Collective over stage.pp.
-model::LossSum run_pipeline_forward(const PipelineStage& stage, model::StepStrategy& step);
+model::LossSum run_pipeline_forward(const PipelineStage& stage, model::StepStrategy& step,
+                                    CommClock* clock = nullptr);
 
 }  // namespace tsp::parallel
