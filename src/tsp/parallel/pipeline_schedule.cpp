@@ -69,8 +69,10 @@ model::LossSum run_pipeline_forward_backward(const PipelineStage& stage, int64_t
     }
     const Tensor dx = finish_oldest(dy);
     if (j == steady - 1) {
-      ScopedCommWait wait(clock, CommSite::pipeline);
-      if (!stage.first()) send_backward(stage, dx);
+      if (!stage.first()) {
+        ScopedCommWait wait(clock, CommSite::pipeline);
+        send_backward(stage, dx);
+      }
       break;
     }
     InFlight& next = start(warmup + j + 1);
@@ -86,8 +88,10 @@ model::LossSum run_pipeline_forward_backward(const PipelineStage& stage, int64_t
       dy = recv_backward(stage, in_flight.front().step->residual_shape());
     }
     const Tensor dx = finish_oldest(dy);
-    ScopedCommWait wait(clock, CommSite::pipeline);
-    if (!stage.first()) send_backward(stage, dx);
+    if (!stage.first()) {
+      ScopedCommWait wait(clock, CommSite::pipeline);
+      send_backward(stage, dx);
+    }
   }
   TSP_ASSERT(in_flight.empty(), "pipeline: ", in_flight.size(), " micro-batches left in flight");
   return loss;

@@ -1,13 +1,12 @@
-// Replicated-residual decode pieces: decode_linear on this rank's weight slice, then one
-// all_reduce (embedding, o_proj, MLP) or all_gather (head logits) over the group.
+// Replicated-residual decode pieces: the decode block (decode_block.h) or decode_linear on this
+// rank's weight slice, then one all_reduce (embedding, o_proj, MLP) or all_gather (head logits).
 #include "tsp/infer/sharded/decode_ops.h"
 
 #include "tsp/comm/collectives.h"
 #include "tsp/core/check.h"
+#include "tsp/infer/decode_block.h"
 #include "tsp/kernels/decode_linear.h"
-#include "tsp/kernels/bias.h"
 #include "tsp/kernels/rmsnorm.h"
-#include "tsp/kernels/swiglu.h"
 #include "tsp/parallel/layout_kernels.h"
 
 namespace tsp::infer {
@@ -54,22 +53,6 @@ void check_decoder(const comm::Communicator& comm, const TpWeights& w, int64_t b
             w.config().max_position_embeddings(), "]");
 }
 
-void add_f32_into(const Tensor& x, const Tensor& y_f32) {
-  TSP_ASSERT(x.is_contiguous() && y_f32.is_contiguous() && y_f32.dtype() == DType::f32 &&
-                 x.numel() == y_f32.numel(),
-             "add_f32_into: ", x.describe(), " += ", y_f32.describe());
-  const float* y = y_f32.data<float>();
-  const int64_t n = x.numel();
-  if (x.dtype() == DType::f32) {
-    float* p = x.data<float>();
-    for (int64_t i = 0; i < n; ++i) p[i] += y[i];
-    return;
-  }
-  TSP_ASSERT(x.dtype() == DType::bf16, "add_f32_into: x must be f32 or bf16, got ", x.dtype());
-  bf16* p = x.data<bf16>();
-  for (int64_t i = 0; i < n; ++i) p[i] = bf16(static_cast<float>(p[i]) + y[i]);
-}
-
 void reduce_into_residual(comm::Communicator& comm, Tensor& y_f32, const Tensor& x,
                           CommClock* clock) {
   {
@@ -95,38 +78,12 @@ Tensor sharded_embedding(comm::Communicator& comm, const TpWeights& w,
 
 Tensor project_head_group(const TpWeights& w, int64_t layer, const Tensor& x,
                           const kernels::RopeTable& rope) {
-  const model::ModelConfig& c = w.config();
-  const parallel::TpShardSizes& s = w.sizes();
-  const parallel::TpLayerShard& lw = w.layers()[static_cast<size_t>(layer)];
-  const int64_t B = x.dim(0);
-  Tensor n = Tensor::empty({B, c.hidden_size()}, x.dtype(), MemCategory::workspace);
-  kernels::rmsnorm_forward(x, lw.input_norm, n, Tensor(), norm_options(c));
-  Tensor qkv = Tensor::empty({B, s.qkv_rows}, x.dtype(), MemCategory::workspace);
-  const parallel::AttnShardViews aw = parallel::attn_views(lw.attn_packed, c, s);
-  kernels::decode_linear(n, aw.qkv, qkv);
-  if (aw.qkv_bias.defined()) kernels::bias_add_forward(qkv, aw.qkv_bias);  // Qwen2, before RoPE
-  // The B tokens as one "sequence" [1, B, heads, d] whose positions are the table's B rows.
-  const Tensor tokens_as_seq = qkv.view({1, B, s.heads + 2 * s.kv_heads, c.head_dim()});
-  kernels::rope_forward(tokens_as_seq.slice(2, 0, s.heads), rope);
-  kernels::rope_forward(tokens_as_seq.slice(2, s.heads, s.kv_heads), rope);
-  return qkv;
+  return decode_qkv(w.config(), shard_layer_views(w, layer), rope, x);
 }
 
 void sharded_mlp(comm::Communicator& comm, const TpWeights& w, int64_t layer, const Tensor& x,
                  CommClock* clock) {
-  const model::ModelConfig& c = w.config();
-  const parallel::TpLayerShard& lw = w.layers()[static_cast<size_t>(layer)];
-  const parallel::MlpShardViews mw = parallel::mlp_views(lw.mlp_packed, c, w.sizes());
-  const int64_t B = x.dim(0), f = w.sizes().ffn_rows;
-  const DType dt = x.dtype();
-  Tensor n = Tensor::empty({B, c.hidden_size()}, dt, MemCategory::workspace);
-  kernels::rmsnorm_forward(x, lw.post_norm, n, Tensor(), norm_options(c));
-  Tensor gate_up = Tensor::empty({B, 2 * f}, dt, MemCategory::workspace);
-  kernels::decode_linear(n, mw.gate_up, gate_up);
-  Tensor act = Tensor::empty({B, f}, dt, MemCategory::workspace);
-  kernels::swiglu_forward(gate_up.slice(1, 0, f), gate_up.slice(1, f, f), act);
-  Tensor y = Tensor::empty({B, c.hidden_size()}, DType::f32, MemCategory::workspace);
-  kernels::decode_linear(act, mw.down, y);
+  Tensor y = decode_mlp(w.config(), shard_layer_views(w, layer), x);
   reduce_into_residual(comm, y, x, clock);
 }
 

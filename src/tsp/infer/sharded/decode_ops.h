@@ -32,10 +32,6 @@ void check_tokens(const model::ModelConfig& config, std::span<const int32_t> tok
 void check_decoder(const comm::Communicator& comm, const parallel::TpWeights& w, int64_t batch,
                    int64_t capacity, const char* who);
 
-// x [B, h] (f32 or bf16, contiguous) += y [B, h] f32, rounded once into x's dtype: the rounding
-// point of the single-rank decode's GEMM with beta = 1 into the residual.
-void add_f32_into(const Tensor& x, const Tensor& y_f32);
-
 // y [B, h] f32 (this rank's partial sum of a row-parallel o_proj or down_proj slice) is summed over
 // comm in place (all_reduce: 2 (D-1)/D B h f32 per rank), then x += y.
 void reduce_into_residual(comm::Communicator& comm, Tensor& y_f32, const Tensor& x,
@@ -47,14 +43,13 @@ void reduce_into_residual(comm::Communicator& comm, Tensor& y_f32, const Tensor&
 Tensor sharded_embedding(comm::Communicator& comm, const parallel::TpWeights& w,
                          std::span<const int32_t> tokens, parallel::CommClock* clock);
 
-// [B, qkv_rows] = q | k | v of this rank's head group for the B rows of x (rmsnorm with the
-// layer's input gain, one decode_linear with the group's fused rows), q and k rotated by `rope`
-// (a table of B positions, one per row). Rounding points as in decode_step.
+// [B, qkv_rows] = q | k | v of this rank's head group for the B rows of x, q and k rotated by
+// `rope` (a table of B positions, one per row): decode_block's decode_qkv on the shard.
 Tensor project_head_group(const parallel::TpWeights& w, int64_t layer, const Tensor& x,
                           const kernels::RopeTable& rope);
 
 // x += down(silu(gate(n)) * up(n)) with n = rmsnorm(x): this rank's F/D slice gives a [B, h] f32
-// partial sum, reduced over comm (reduce_into_residual).
+// partial sum (decode_block's decode_mlp), reduced over comm (reduce_into_residual).
 void sharded_mlp(comm::Communicator& comm, const parallel::TpWeights& w, int64_t layer,
                  const Tensor& x, parallel::CommClock* clock);
 

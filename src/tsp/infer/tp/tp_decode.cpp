@@ -6,8 +6,7 @@
 
 #include "tsp/comm/self/self_backend.h"
 #include "tsp/core/check.h"
-#include "tsp/infer/cache_attention.h"
-#include "tsp/kernels/decode_linear.h"
+#include "tsp/infer/decode_block.h"
 #include "tsp/infer/prompt_batch.h"
 #include "tsp/infer/sharded/decode_ops.h"
 #include "tsp/parallel/tp_sp_block.h"
@@ -111,24 +110,8 @@ Tensor TpDecoder::decode_step(std::span<const int32_t> tokens) {
 // x [B, h] += the attention block of `layer`: this rank's heads only, against its own cache.
 void TpDecoder::attention(int64_t layer, const Tensor& x, const Tensor& pos,
                           const kernels::RopeTable& rope) {
-  const model::ModelConfig& c = w_->config();
-  const TpShardSizes& s = w_->sizes();
-  const int64_t B = batch_, d = c.head_dim();
-  const Tensor qkv = project_head_group(*w_, layer, x, rope);
-  const Tensor heads = qkv.view({B, 1, s.heads + 2 * s.kv_heads, d});
-  for (int64_t b = 0; b < B; ++b) {
-    const int64_t slot = cache_->length(b) - 1;  // claimed by decode_step
-    cache_->k(layer).slice(0, b, 1).slice(1, slot, 1).copy_from(heads.slice(0, b, 1).slice(2, s.heads, s.kv_heads));
-    cache_->v(layer).slice(0, b, 1).slice(1, slot, 1)
-        .copy_from(heads.slice(0, b, 1).slice(2, s.heads + s.kv_heads, s.kv_heads));
-  }
-  Tensor a = Tensor::empty({B, s.q_rows}, w_->dtype(), MemCategory::workspace);
-  Tensor a4 = a.view({B, 1, s.heads, d});
-  Tensor lse = Tensor::empty({B, s.heads, 1}, DType::f32, MemCategory::workspace);
-  cache_attention(heads.slice(2, 0, s.heads), pos, *cache_, layer, a4, lse, options_.kv_parts);
-  Tensor y = Tensor::empty({B, c.hidden_size()}, DType::f32, MemCategory::workspace);
-  const parallel::TpLayerShard& lw = w_->layers()[static_cast<size_t>(layer)];
-  kernels::decode_linear(a, parallel::attn_views(lw.attn_packed, c, s).o, y);
+  Tensor y = decode_attention(w_->config(), shard_layer_views(*w_, layer), rope, pos, x, *cache_, layer,
+                              options_.kv_parts);
   reduce_into_residual(*comm_, y, x, &clock_);
 }
 
