@@ -79,8 +79,12 @@ TEST(PipelineStage, TransfersAreAdjointToTheirBackwardDuals) {
         }
       }
       EXPECT_EQ(!stage.first(), x_in.defined());
-      if (x_in.defined()) EXPECT_EQ(x_in.dtype(), dtype);
-      if (dx_back.defined()) EXPECT_EQ(dx_back.dtype(), DType::f32);
+      if (x_in.defined()) {
+        EXPECT_EQ(x_in.dtype(), dtype);
+      }
+      if (dx_back.defined()) {
+        EXPECT_EQ(dx_back.dtype(), DType::f32);
+      }
       // forward[s] = <x_s arriving at s+1, y_{s+1}>, measured on s+1; backward[s] = <x_s,
       // y_{s+1} arriving at s>, measured on s.
       Tensor dots = Tensor::zeros({2 * P}, DType::f32, MemCategory::workspace);
@@ -95,8 +99,8 @@ TEST(PipelineStage, TransfersAreAdjointToTheirBackwardDuals) {
   }
 }
 
-// 1F1B against the whole model's forward and backward: the tiny model (P layers per stage... one
-// layer per stage at P = 4), M micro-batches through P stages with and without recomputation;
+// 1F1B against the whole model's forward and backward: the tiny model with 4 layers (4 / P per
+// stage), M micro-batches through P stages with and without recomputation;
 // the loss on the last stage, every stage's gradients (accumulated over the micro-batches) equal
 // the whole model's run on the same micro-batches one after the other, bit for bit: each layer,
 // micro-batch and gradient sees the same arithmetic in the same order, only in another place.
@@ -159,9 +163,12 @@ TEST(PipelineSchedule, OneForwardOneBackwardEqualsTheWholeStep) {
         }
       }
       // Forward only: the last stage's loss equals the whole model's on the first batch.
-      const model::LossSum eval = run_pipeline_forward(stage, *model.step(w, batches[0].tokens, batches[0].targets, nullptr));
-      const model::LossSum eval_want = model::run_forward(*model.step(w, batches[0].tokens, batches[0].targets, nullptr));
-      if (stage.last()) EXPECT_EQ(eval.loss_sum, eval_want.loss_sum);
+      const testing::Batch& first = batches[0];
+      const model::LossSum eval = run_pipeline_forward(stage, *model.step(w, first.tokens, first.targets, nullptr));
+      const model::LossSum eval_want = model::run_forward(*model.step(w, first.tokens, first.targets, nullptr));
+      if (stage.last()) {
+        EXPECT_EQ(eval.loss_sum, eval_want.loss_sum);
+      }
     }
   }
 }

@@ -71,14 +71,14 @@ struct Step {
 };
 
 // One training step's gradients as the trainer makes them: forward_backward on the replica's
-// rows with grad_scale = 1 / n_valid of the global batch, reduce_grads, sum over dp.
+// rows with grad_scale = 1 / n_valid of the global batch, then sync_grads (reduce_grads, the sum
+// over dp, and across pipeline stages the tied embedding's).
 Step step(comm::Mesh& mesh, TpSpLayout& layout, const Batch& global, int64_t n_valid) {
   const Batch mine = replica_rows(mesh, global);
   layout.zero_grads();
   const model::LossSum share =
       layout.forward_backward(mine.tokens, mine.targets, 1.f / static_cast<float>(n_valid));
-  layout.reduce_grads();
-  sum_over_replicas(mesh.axis(MeshAxis::dp), layout.grads());
+  layout.sync_grads(mesh.axis(MeshAxis::dp));
   return {{sum_over(mesh.world(), share.loss_sum),
            static_cast<int64_t>(std::llround(sum_over(mesh.world(), static_cast<double>(share.n_valid))))}};
 }

@@ -47,7 +47,12 @@ TEST(PipelineTiedEmbedding, CopiesStayBitEqualAcrossDataParallelReplicas) {
       Tensor mine;
       for (const parallel::ParamShard& p : trainer.layout().weights())
         if (p.name == "model.embed_tokens.weight") mine = p.local;
-      ASSERT_TRUE(mine.defined());
+      // Every rank of pp 2 holds the matrix (stage 0 the embedding, stage 1 its copy); a rank
+      // without it fails here on every rank at once, so no peer waits in the exchange below.
+      Tensor held = Tensor::empty({1}, DType::i64, MemCategory::workspace);
+      held.data<int64_t>()[0] = mine.defined() ? 1 : 0;
+      comm::all_reduce(world, held, comm::ReduceOp::min);
+      ASSERT_EQ(held.data<int64_t>()[0], 1) << "a rank holds no embedding";
       Tensor other = Tensor::empty(mine.shape(), mine.dtype(), MemCategory::workspace);
       comm::sendrecv(pp, mine, 1 - pp.rank(), other, 1 - pp.rank(), 77);
       int64_t differ = 0;

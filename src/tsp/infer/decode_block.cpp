@@ -9,16 +9,11 @@
 #include "tsp/kernels/decode_linear.h"
 #include "tsp/kernels/rmsnorm.h"
 #include "tsp/kernels/swiglu.h"
+#include "tsp/parallel/layout_kernels.h"
 
 namespace tsp::infer {
 
-namespace {
-
-kernels::RmsNormOptions norm_options(const model::ModelConfig& c) {
-  return {.eps = static_cast<float>(c.rms_norm_eps())};
-}
-
-}  // namespace
+using parallel::layout_kernels::norm_options;
 
 DecodeLayerViews whole_layer_views(const model::ModelConfig& c, const model::LayerWeights& w) {
   return {.input_norm = w.input_norm, .post_norm = w.post_norm, .q = w.q, .k = w.k, .v = w.v,
@@ -32,17 +27,17 @@ DecodeLayerViews shard_layer_views(const parallel::TpWeights& w, int64_t layer) 
   const parallel::TpLayerShard& lw = w.layers()[static_cast<size_t>(layer)];
   const parallel::AttnShardViews a = parallel::attn_views(lw.attn_packed, c, s);
   const parallel::MlpShardViews m = parallel::mlp_views(lw.mlp_packed, c, s);
-  DecodeLayerViews v{.input_norm = lw.input_norm, .post_norm = lw.post_norm,
-                     .q = a.qkv.slice(0, 0, s.q_rows), .k = a.qkv.slice(0, s.q_rows, s.kv_rows),
-                     .v = a.qkv.slice(0, s.q_rows + s.kv_rows, s.kv_rows), .o = a.o,
-                     .gate = m.gate_up.slice(0, 0, s.ffn_rows), .up = m.gate_up.slice(0, s.ffn_rows, s.ffn_rows),
-                     .down = m.down, .heads = s.heads, .kv_heads = s.kv_heads};
-  if (a.qkv_bias.defined()) {
-    v.q_bias = a.qkv_bias.slice(0, 0, s.q_rows);
-    v.k_bias = a.qkv_bias.slice(0, s.q_rows, s.kv_rows);
-    v.v_bias = a.qkv_bias.slice(0, s.q_rows + s.kv_rows, s.kv_rows);
-  }
-  return v;
+  // The group's q | k | v rows (and bias entries) are consecutive in the packed buffer.
+  auto q_k_v = [&s](const Tensor& t, int64_t which) {
+    if (!t.defined()) return Tensor();
+    const int64_t first = which == 0 ? 0 : which == 1 ? s.q_rows : s.q_rows + s.kv_rows;
+    return t.slice(0, first, which == 0 ? s.q_rows : s.kv_rows);
+  };
+  return {.input_norm = lw.input_norm, .post_norm = lw.post_norm, .q = q_k_v(a.qkv, 0), .k = q_k_v(a.qkv, 1),
+          .v = q_k_v(a.qkv, 2), .q_bias = q_k_v(a.qkv_bias, 0), .k_bias = q_k_v(a.qkv_bias, 1),
+          .v_bias = q_k_v(a.qkv_bias, 2), .o = a.o, .gate = m.gate_up.slice(0, 0, s.ffn_rows),
+          .up = m.gate_up.slice(0, s.ffn_rows, s.ffn_rows), .down = m.down, .heads = s.heads,
+          .kv_heads = s.kv_heads};
 }
 
 Tensor decode_qkv(const model::ModelConfig& c, const DecodeLayerViews& w, const kernels::RopeTable& rope,
@@ -67,8 +62,9 @@ Tensor decode_qkv(const model::ModelConfig& c, const DecodeLayerViews& w, const 
   return qkv;
 }
 
-Tensor decode_attention(const model::ModelConfig& c, const DecodeLayerViews& w, const kernels::RopeTable& rope,
-                        const Tensor& pos, const Tensor& x, KvCache& cache, int64_t layer, int64_t kv_parts) {
+Tensor decode_attention_block(const model::ModelConfig& c, const DecodeLayerViews& w,
+                              const kernels::RopeTable& rope, const Tensor& pos, const Tensor& x, KvCache& cache,
+                              int64_t layer, int64_t kv_parts) {
   const int64_t B = x.dim(0), d = c.head_dim(), H = w.heads, Hkv = w.kv_heads;
   const Tensor heads = decode_qkv(c, w, rope, x).view({B, 1, H + 2 * Hkv, d});
   for (int64_t b = 0; b < B; ++b) {
@@ -86,7 +82,7 @@ Tensor decode_attention(const model::ModelConfig& c, const DecodeLayerViews& w, 
   return y;
 }
 
-Tensor decode_mlp(const model::ModelConfig& c, const DecodeLayerViews& w, const Tensor& x) {
+Tensor decode_mlp_block(const model::ModelConfig& c, const DecodeLayerViews& w, const Tensor& x) {
   const int64_t B = x.dim(0), f = w.gate.dim(0);
   const DType dt = x.dtype();
   Tensor n = Tensor::empty({B, c.hidden_size()}, dt, MemCategory::workspace);

@@ -1,7 +1,8 @@
-// The decoder block's math for the B new tokens of a decode step, written once for every decoder:
-// a head group's attention against its KV cache and an MLP slice, each returning its f32
+// The decoder block's math for the B new tokens of a decode step, written once: a head group's
+// q/k/v projection, its attention against its KV cache and an MLP slice, each returning its f32
 // contribution to the residual (the whole model is the group of all heads and the slice of all F
-// rows). The single-rank decoder adds it; the TP and TSP decoders sum it over their group first.
+// rows). The single-rank decoder adds it; the TP decoder sums it over its group first; the TSP
+// decoder uses the projection and the MLP (its attention runs over a sequence-sharded cache).
 #pragma once
 
 #include <cstdint>
@@ -39,11 +40,12 @@ Tensor decode_qkv(const model::ModelConfig& config, const DecodeLayerViews& w, c
 // The group's attention for the B new tokens, [B, h] f32 (before any sum over a group): q|k|v,
 // each sequence's k and v into its last claimed slot of `cache` (the group's heads), the query
 // against the sequence's slots (cache_attention, kv_parts ranges), then the o_proj columns.
-Tensor decode_attention(const model::ModelConfig& config, const DecodeLayerViews& w, const kernels::RopeTable& rope,
-                        const Tensor& pos, const Tensor& x, KvCache& cache, int64_t layer, int64_t kv_parts);
+Tensor decode_attention_block(const model::ModelConfig& config, const DecodeLayerViews& w,
+                              const kernels::RopeTable& rope, const Tensor& pos, const Tensor& x, KvCache& cache,
+                              int64_t layer, int64_t kv_parts);
 
 // The MLP slice for the B new tokens, [B, h] f32: down(silu(gate(n)) * up(n)), n = rmsnorm(x).
-Tensor decode_mlp(const model::ModelConfig& config, const DecodeLayerViews& w, const Tensor& x);
+Tensor decode_mlp_block(const model::ModelConfig& config, const DecodeLayerViews& w, const Tensor& x);
 
 // x [B, h] (f32 or bf16, contiguous) += y [B, h] f32, rounded once into x's dtype (the rounding
 // point of a GEMM with beta = 1 into the residual, as the forward's).

@@ -35,14 +35,23 @@ class ShardedLayout : public Layout {
         inner_(&inner),
         pipeline_group_(std::move(pipeline_group)),
         primary_(primary),
-        weights_(std::move(weights)),
+        weights_(checked(std::move(weights), inner, stage)),
         grads_(weights_.config(), DType::f32, weights_.degree(), weights_.rank(), MemCategory::grads,
                weights_.stage()),
         weight_shards_(weights_.params()),
         grad_shards_(grads_.params()) {
-    TSP_CHECK(weights_.stage() == this->stage().range, "layout: the weights hold layers [",
-              weights_.stage().first_layer, ", ", weights_.stage().end_layer, "), this rank's stage runs [",
-              this->stage().range.first_layer, ", ", this->stage().range.end_layer, ")");
+  }
+
+  // `w` itself, once it is known to be this rank's shards (degree and rank of `inner`, layers of
+  // `stage`): checked before the gradients are allocated.
+  static Weights&& checked(Weights&& w, const comm::Communicator& inner, const PipelineStage& stage) {
+    TSP_CHECK(w.degree() == inner.size() && w.rank() == inner.rank(), "layout: the weights are the shards of rank ",
+              w.rank(), " of ", w.degree(), ", but this is rank ", inner.rank(), " of ", inner.size(), " on ",
+              inner.name());
+    TSP_CHECK(w.stage() == stage.range, "layout: the weights hold layers [", w.stage().first_layer, ", ",
+              w.stage().end_layer, "), this rank's stage runs [", stage.range.first_layer, ", ",
+              stage.range.end_layer, ")");
+    return std::move(w);
   }
 
   comm::Communicator* inner_;

@@ -1,5 +1,5 @@
-// TspLayout: zigzag slicing of the replica's rows, TspTransformer, and the reductions TSP needs
-// inside a replica (the replicated norm gains' gradients; the tied embedding's across stages).
+// TspLayout: zigzag slicing of the replica's rows, TspTransformer, and the one reduction TSP needs
+// inside a replica (the replicated norm gains' gradients).
 #include "tsp/parallel/tsp_layout.h"
 
 #include "tsp/core/check.h"
@@ -20,7 +20,9 @@ TspLayout::StageGroup TspLayout::checked_stage_group(comm::Mesh& mesh, const TpW
   TSP_CHECK(w.stage() == stage.range, "tsp layout: the weights hold layers [", w.stage().first_layer, ", ",
             w.stage().end_layer, "), but pipeline stage ", stage.index(), " of ", stage.stages(), " runs [",
             stage.range.first_layer, ", ", stage.range.end_layer, ")");
-  return {stage, pipeline_replica_group(mesh, MeshAxis::tsp)};  // collective: after the check
+  // The collective split after the check: weights built for another stage stop this rank before
+  // the split (the job is then aborted; ranks whose weights fit would wait in the split).
+  return {stage, pipeline_replica_group(mesh, MeshAxis::tsp)};
 }
 
 // `weights` is only bound (TpWeights&&) until the delegated constructor's base moves it, so

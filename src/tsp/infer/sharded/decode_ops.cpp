@@ -83,7 +83,7 @@ Tensor project_head_group(const TpWeights& w, int64_t layer, const Tensor& x,
 
 void sharded_mlp(comm::Communicator& comm, const TpWeights& w, int64_t layer, const Tensor& x,
                  CommClock* clock) {
-  Tensor y = decode_mlp(w.config(), shard_layer_views(w, layer), x);
+  Tensor y = decode_mlp_block(w.config(), shard_layer_views(w, layer), x);
   reduce_into_residual(comm, y, x, clock);
 }
 

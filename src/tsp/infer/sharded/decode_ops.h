@@ -49,7 +49,7 @@ Tensor project_head_group(const parallel::TpWeights& w, int64_t layer, const Ten
                           const kernels::RopeTable& rope);
 
 // x += down(silu(gate(n)) * up(n)) with n = rmsnorm(x): this rank's F/D slice gives a [B, h] f32
-// partial sum (decode_block's decode_mlp), reduced over comm (reduce_into_residual).
+// partial sum (decode_block's decode_mlp_block), reduced over comm (reduce_into_residual).
 void sharded_mlp(comm::Communicator& comm, const parallel::TpWeights& w, int64_t layer,
                  const Tensor& x, parallel::CommClock* clock);
 

@@ -64,8 +64,8 @@ Tensor decode_step(const model::ModelWeights& w, std::span<const int32_t> tokens
   const kernels::RopeTable rope(pos, c.head_dim(), c.rope_options());
   for (int64_t l = 0; l < c.num_hidden_layers(); ++l) {
     const DecodeLayerViews lw = whole_layer_views(c, w.layers()[static_cast<size_t>(l)]);
-    add_f32_into(x, decode_attention(c, lw, rope, pos, x, cache, l, options.kv_parts));
-    add_f32_into(x, decode_mlp(c, lw, x));
+    add_f32_into(x, decode_attention_block(c, lw, rope, pos, x, cache, l, options.kv_parts));
+    add_f32_into(x, decode_mlp_block(c, lw, x));
   }
   return head_logits(w, x);
 }

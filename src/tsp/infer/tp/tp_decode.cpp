@@ -110,7 +110,7 @@ Tensor TpDecoder::decode_step(std::span<const int32_t> tokens) {
 // x [B, h] += the attention block of `layer`: this rank's heads only, against its own cache.
 void TpDecoder::attention(int64_t layer, const Tensor& x, const Tensor& pos,
                           const kernels::RopeTable& rope) {
-  Tensor y = decode_attention(w_->config(), shard_layer_views(*w_, layer), rope, pos, x, *cache_, layer,
+  Tensor y = decode_attention_block(w_->config(), shard_layer_views(*w_, layer), rope, pos, x, *cache_, layer,
                               options_.kv_parts);
   reduce_into_residual(*comm_, y, x, &clock_);
 }
